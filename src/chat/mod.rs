@@ -1,0 +1,14 @@
+//! The chat-completions JSON logic, free of HTTP and databases: deciding a request's
+//! mode, splicing history into it, cutting the history window, and assembling the
+//! assistant message from a reply.
+
+mod mode;
+mod reply;
+mod request;
+mod window;
+
+pub use mode::ModePolicy;
+pub(crate) use mode::{ConversationHeader, Mode, decide};
+pub(crate) use reply::{ReplyAssembler, assemble_json_reply, mark_storage_failed};
+pub(crate) use request::{ChatRequest, parse_chat_request};
+pub(crate) use window::trim_to_turn_boundary;

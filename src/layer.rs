@@ -1,0 +1,211 @@
+//! [`ConversationLayer`]: what to intercept and how, as a cheap-to-clone configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use crate::api::ConversationApi;
+use crate::chat::ModePolicy;
+use crate::owner::OwnerResolver;
+use crate::service::ConversationService;
+use crate::store::ConversationStore;
+
+/// The default chat-completions path.
+pub const DEFAULT_CHAT_PATH: &str = "/v1/chat/completions";
+/// Default largest request body the layer reads: 32 MiB.
+pub const DEFAULT_REQUEST_BODY_LIMIT: usize = 32 * 1024 * 1024;
+/// Default largest reply the layer captures for storage: 16 MiB.
+pub const DEFAULT_CAPTURE_LIMIT: usize = 16 * 1024 * 1024;
+/// Default time a turn may take to store before the client is told it was not.
+pub const DEFAULT_STORAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Gives an OpenAI-compatible chat-completions service server-side conversation memory.
+///
+/// Chat-completion requests (`POST` to one of the chat paths) are read, given their
+/// stored history and answered with `X-Conversation-ID`; the streamed or JSON reply is
+/// captured and stored as the turn's assistant message. Every other request reaches the
+/// inner service untouched. See the crate docs for the full behaviour table.
+///
+/// Cloning is cheap: the configuration is shared.
+///
+/// # Example
+///
+/// ```no_run
+/// use axum::{Router, routing::post};
+/// use tower_conversations::ConversationLayer;
+///
+/// # async fn chat() -> &'static str { "" }
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = sqlx::SqlitePool::connect("sqlite://conversations.db?mode=rwc").await?;
+/// tower_conversations::migrate(&pool).await?;
+///
+/// let app: Router = Router::new()
+///     .route("/v1/chat/completions", post(chat))
+///     .layer(ConversationLayer::new(pool));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ConversationLayer {
+    pub(crate) config: Arc<Config>,
+}
+
+/// Everything the service needs, shared by all its clones.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) store: Arc<dyn ConversationStore>,
+    pub(crate) chat_paths: Vec<String>,
+    pub(crate) policy: ModePolicy,
+    pub(crate) owners: OwnerResolver,
+    pub(crate) request_body_limit: usize,
+    pub(crate) capture_limit: usize,
+    pub(crate) storage_timeout: Duration,
+    pub(crate) history_window: Option<u32>,
+}
+
+impl ConversationLayer {
+    /// A layer storing conversations in `store`: a [`sqlx::PgPool`], a
+    /// [`sqlx::SqlitePool`], or any [`ConversationStore`].
+    pub fn new(store: impl ConversationStore) -> Self {
+        Self {
+            config: Arc::new(Config {
+                store: Arc::new(store),
+                chat_paths: vec![DEFAULT_CHAT_PATH.to_owned()],
+                policy: ModePolicy::default(),
+                owners: OwnerResolver::default(),
+                request_body_limit: DEFAULT_REQUEST_BODY_LIMIT,
+                capture_limit: DEFAULT_CAPTURE_LIMIT,
+                storage_timeout: DEFAULT_STORAGE_TIMEOUT,
+                history_window: None,
+            }),
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// The paths whose `POST` requests are chat completions (default
+    /// `/v1/chat/completions`). Replaces the list.
+    ///
+    /// ```
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// let layer = tower_conversations::ConversationLayer::new(pool)
+    ///     .chat_paths(["/v1/chat/completions", "/openai/v1/chat/completions"]);
+    /// ```
+    pub fn chat_paths<I, P>(self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let paths = paths.into_iter().map(Into::into).collect();
+        self.with(|c| c.chat_paths = paths)
+    }
+
+    /// How a request's mode is decided (default [`ModePolicy::SystemMessage`]).
+    ///
+    /// ```
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// use tower_conversations::{ConversationLayer, ModePolicy};
+    /// let layer = ConversationLayer::new(pool).policy(ModePolicy::Header);
+    /// ```
+    pub fn policy(self, policy: ModePolicy) -> Self {
+        self.with(|c| c.policy = policy)
+    }
+
+    /// Who each request acts for (default: one shared space). Give the same resolver to
+    /// the management API, or build it with [`ConversationLayer::api`].
+    ///
+    /// ```
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// use tower_conversations::{ConversationLayer, OwnerResolver};
+    /// let layer = ConversationLayer::new(pool).owner_resolver(OwnerResolver::new(|parts| {
+    ///     parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    /// }));
+    /// ```
+    pub fn owner_resolver(self, owners: OwnerResolver) -> Self {
+        self.with(|c| c.owners = owners)
+    }
+
+    /// Largest chat request body read, in bytes (default 32 MiB); larger ones get `413`.
+    ///
+    /// ```
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// let layer = tower_conversations::ConversationLayer::new(pool).request_body_limit(1 << 20);
+    /// ```
+    pub fn request_body_limit(self, bytes: usize) -> Self {
+        self.with(|c| c.request_body_limit = bytes)
+    }
+
+    /// Largest reply captured for storage, in bytes (default 16 MiB). A longer reply
+    /// still reaches the client whole, is not stored, and ends with `storage_failed`.
+    ///
+    /// ```
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// let layer = tower_conversations::ConversationLayer::new(pool).capture_limit(4 << 20);
+    /// ```
+    pub fn capture_limit(self, bytes: usize) -> Self {
+        self.with(|c| c.capture_limit = bytes)
+    }
+
+    /// How long storing a turn may take before the client is told `storage_failed`
+    /// (default 5 s). The write is abandoned at that point.
+    ///
+    /// ```
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// use std::time::Duration;
+    /// let layer = tower_conversations::ConversationLayer::new(pool)
+    ///     .storage_timeout(Duration::from_secs(2));
+    /// ```
+    pub fn storage_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.storage_timeout = timeout)
+    }
+
+    /// Splice only the last `messages` stored messages (default: all), cut at a turn
+    /// boundary so that no `tool` message loses the assistant message it answers.
+    ///
+    /// ```
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// let layer = tower_conversations::ConversationLayer::new(pool).history_window(40);
+    /// ```
+    pub fn history_window(self, messages: u32) -> Self {
+        self.with(|c| c.history_window = Some(messages))
+    }
+
+    /// The management API over the same store and owner resolver, so the two can never
+    /// disagree about who sees what.
+    ///
+    /// ```
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// use axum::Router;
+    /// let layer = tower_conversations::ConversationLayer::new(pool);
+    /// let app: Router = Router::new().nest_service("/v1/conversations", layer.api());
+    /// ```
+    pub fn api(&self) -> ConversationApi {
+        ConversationApi::new(self.config.store.clone()).owner_resolver(self.config.owners.clone())
+    }
+}
+
+impl<S> Layer<S> for ConversationLayer {
+    type Service = ConversationService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ConversationService::new(inner, self.config.clone())
+    }
+}
+
+impl std::fmt::Debug for ConversationLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.config;
+        f.debug_struct("ConversationLayer")
+            .field("chat_paths", &c.chat_paths)
+            .field("policy", &c.policy)
+            .field("owners", &c.owners)
+            .field("request_body_limit", &c.request_body_limit)
+            .field("capture_limit", &c.capture_limit)
+            .field("storage_timeout", &c.storage_timeout)
+            .field("history_window", &c.history_window)
+            .finish_non_exhaustive()
+    }
+}

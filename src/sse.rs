@@ -1,0 +1,1 @@
+//! An incremental Server-Sent Events parser: plain synchronous code, fed byte slices.

@@ -1,0 +1,217 @@
+//! Where conversations live: the [`ConversationStore`] trait and its records.
+//!
+//! The layer and the management API talk to storage only through this trait, so the
+//! store never sees HTTP types and the HTTP code never sees SQL. The crate implements it
+//! for [`sqlx::PgPool`] (feature `postgres`) and [`sqlx::SqlitePool`] (feature `sqlite`).
+//!
+//! An *owner* is a plain string; the empty string is the shared space used when no owner
+//! resolver is configured. A conversation is only ever visible to the owner it was
+//! created under: every method answers [`StoreError::NotFound`] for another owner's id.
+//!
+//! Sequence numbers start at 0 and are dense: a conversation with `message_count == n`
+//! holds exactly the sequence numbers `0..n`, so the count is also the next number to
+//! hand out (truncation and fork keep that true).
+
+mod error;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod records;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod text;
+
+pub use error::StoreError;
+pub use records::{
+    Conversation, ConversationDetail, ConversationList, ConversationUpdate, ListQuery, MessagePage,
+    MessageQuery, Metadata, NewConversation, NewMessage, Order, StoredMessage,
+};
+pub(crate) use text::{message_text, title_from};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Storage for conversations and their messages.
+///
+/// Implemented for [`sqlx::PgPool`] and [`sqlx::SqlitePool`]; implement it yourself to
+/// keep conversations somewhere else. Every method is scoped to an `owner` and answers
+/// [`StoreError::NotFound`] when the conversation does not exist *for that owner*.
+///
+/// # Example
+///
+/// ```no_run
+/// # #[cfg(feature = "sqlite")]
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_conversations::store::{ConversationStore, NewMessage};
+/// use serde_json::json;
+///
+/// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+/// pool.migrate().await?;
+///
+/// let id = uuid::Uuid::now_v7();
+/// let turn = vec![
+///     NewMessage::new(json!({"role": "user", "content": "Hello"})),
+///     NewMessage::new(json!({"role": "assistant", "content": "Hi!"})),
+/// ];
+/// pool.append_turn("", id, true, &turn).await?;
+/// assert_eq!(pool.load_history("", id, None).await?.len(), 2);
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait ConversationStore: Send + Sync + 'static {
+    /// Creates or updates the tables this store needs. Safe to call at every start.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// The stored messages of a conversation in sequence order, each exactly as stored.
+    ///
+    /// With `last = Some(n)` only the last `n` messages are returned (still in order);
+    /// the caller cuts them at a turn boundary.
+    async fn load_history(
+        &self,
+        owner: &str,
+        id: Uuid,
+        last: Option<u32>,
+    ) -> Result<Vec<Value>, StoreError>;
+
+    /// Appends one turn atomically, with consecutive sequence numbers.
+    ///
+    /// With `create = true` the conversation row is created in the same transaction
+    /// (titled from the first user message); with `create = false` it must already exist
+    /// for `owner`. Concurrent calls on one conversation never collide and each turn's
+    /// messages stay contiguous. Returns the sequence number of the turn's first message.
+    async fn append_turn(
+        &self,
+        owner: &str,
+        id: Uuid,
+        create: bool,
+        messages: &[NewMessage],
+    ) -> Result<i64, StoreError>;
+
+    /// Creates a conversation, optionally seeded with messages.
+    async fn create(
+        &self,
+        owner: &str,
+        conversation: &NewConversation,
+    ) -> Result<Conversation, StoreError>;
+
+    /// Lists conversations, newest `updated_at` first, with the total before paging.
+    /// With `query.search` set, only conversations whose messages match every word.
+    async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError>;
+
+    /// One conversation with all its messages.
+    async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError>;
+
+    /// A page of messages by sequence-number cursor.
+    async fn messages(
+        &self,
+        owner: &str,
+        id: Uuid,
+        query: &MessageQuery,
+    ) -> Result<MessagePage, StoreError>;
+
+    /// Changes the title and/or replaces the metadata.
+    async fn update(
+        &self,
+        owner: &str,
+        id: Uuid,
+        update: &ConversationUpdate,
+    ) -> Result<Conversation, StoreError>;
+
+    /// Deletes a conversation and its messages.
+    async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError>;
+
+    /// Copies messages `0..=at_sequence` into a new conversation of the same owner.
+    /// [`StoreError::OutOfRange`] when `at_sequence` is not a stored sequence number.
+    async fn fork(
+        &self,
+        owner: &str,
+        id: Uuid,
+        at_sequence: i64,
+    ) -> Result<Conversation, StoreError>;
+
+    /// Deletes messages `from_sequence..` and returns how many went.
+    async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError>;
+}
+
+/// Runs the store's migrations: one call at start-up.
+///
+/// # Example
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/app").await?;
+/// tower_conversations::migrate(&pool).await?;
+/// # Ok(()) }
+/// ```
+pub async fn migrate<S: ConversationStore + ?Sized>(store: &S) -> Result<(), StoreError> {
+    store.migrate().await
+}
+
+/// A shared store is a store: lets `Arc<dyn ConversationStore>` go wherever a pool does.
+#[async_trait]
+impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        (**self).migrate().await
+    }
+    async fn load_history(
+        &self,
+        owner: &str,
+        id: Uuid,
+        last: Option<u32>,
+    ) -> Result<Vec<Value>, StoreError> {
+        (**self).load_history(owner, id, last).await
+    }
+    async fn append_turn(
+        &self,
+        owner: &str,
+        id: Uuid,
+        create: bool,
+        messages: &[NewMessage],
+    ) -> Result<i64, StoreError> {
+        (**self).append_turn(owner, id, create, messages).await
+    }
+    async fn create(
+        &self,
+        owner: &str,
+        conversation: &NewConversation,
+    ) -> Result<Conversation, StoreError> {
+        (**self).create(owner, conversation).await
+    }
+    async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
+        (**self).list(owner, query).await
+    }
+    async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
+        (**self).get(owner, id).await
+    }
+    async fn messages(
+        &self,
+        owner: &str,
+        id: Uuid,
+        query: &MessageQuery,
+    ) -> Result<MessagePage, StoreError> {
+        (**self).messages(owner, id, query).await
+    }
+    async fn update(
+        &self,
+        owner: &str,
+        id: Uuid,
+        update: &ConversationUpdate,
+    ) -> Result<Conversation, StoreError> {
+        (**self).update(owner, id, update).await
+    }
+    async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
+        (**self).delete(owner, id).await
+    }
+    async fn fork(
+        &self,
+        owner: &str,
+        id: Uuid,
+        at_sequence: i64,
+    ) -> Result<Conversation, StoreError> {
+        (**self).fork(owner, id, at_sequence).await
+    }
+    async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
+        (**self).truncate(owner, id, from_sequence).await
+    }
+}

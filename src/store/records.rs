@@ -1,0 +1,164 @@
+//! The records a [`ConversationStore`](super::ConversationStore) reads and writes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// A conversation's metadata: string keys to string values (at most 16 pairs through
+/// the management API).
+pub type Metadata = BTreeMap<String, String>;
+
+/// A conversation without its messages: what listings and the management API return.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conversation {
+    /// The conversation id (UUIDv7, made by the crate).
+    pub id: Uuid,
+    /// The first user message's text trimmed to 80 characters, until renamed.
+    pub title: Option<String>,
+    /// When the conversation was created.
+    pub created_at: DateTime<Utc>,
+    /// When a turn was last appended or the conversation last changed.
+    pub updated_at: DateTime<Utc>,
+    /// How many messages it holds; also the next sequence number.
+    pub message_count: i64,
+    /// Caller-defined string pairs.
+    pub metadata: Metadata,
+}
+
+/// A message to store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewMessage {
+    /// The message object exactly as it must be sent upstream again
+    /// (`role`, `content`, `name`, `tool_calls`, `tool_call_id`, ...).
+    pub message: Value,
+    /// Reasoning text the model produced with this message; never spliced back.
+    pub reasoning: Option<String>,
+    /// Structured reasoning events, in order; never spliced back.
+    pub reasoning_events: Vec<Value>,
+    /// Facts about the message (`model`, `finish_reason`, `usage`, `incomplete`, ...).
+    pub metadata: Map<String, Value>,
+}
+
+impl NewMessage {
+    /// A message with no reasoning and no metadata.
+    ///
+    /// ```
+    /// use tower_conversations::store::NewMessage;
+    /// let m = NewMessage::new(serde_json::json!({"role": "user", "content": "hi"}));
+    /// assert!(m.reasoning.is_none());
+    /// ```
+    pub fn new(message: Value) -> Self {
+        Self {
+            message,
+            reasoning: None,
+            reasoning_events: Vec::new(),
+            metadata: Map::new(),
+        }
+    }
+
+    /// The message's `role`, or `""` when it has none.
+    pub fn role(&self) -> &str {
+        self.message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// A message as stored, with its place in the conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMessage {
+    /// Its position, from 0, dense within the conversation.
+    pub sequence_number: i64,
+    /// The message object exactly as stored.
+    pub message: Value,
+    /// Reasoning text stored beside it.
+    pub reasoning: Option<String>,
+    /// Reasoning events stored beside it (empty when none).
+    pub reasoning_events: Vec<Value>,
+    /// Facts about the message.
+    pub metadata: Map<String, Value>,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A conversation with all its messages in sequence order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConversationDetail {
+    /// The summary.
+    pub conversation: Conversation,
+    /// The messages, in sequence order.
+    pub messages: Vec<StoredMessage>,
+}
+
+/// What to create with [`ConversationStore::create`](super::ConversationStore::create).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewConversation {
+    /// The title; when `None`, taken from the first user message.
+    pub title: Option<String>,
+    /// Initial metadata.
+    pub metadata: Metadata,
+    /// Seed messages, stored with sequence numbers `0..`.
+    pub messages: Vec<NewMessage>,
+}
+
+/// Paging (and optional full-text search) for listings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListQuery {
+    /// Page size.
+    pub limit: u32,
+    /// How many conversations to skip.
+    pub offset: u64,
+    /// Only conversations whose messages contain every word of this text.
+    pub search: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConversationList {
+    /// The page, newest `updated_at` first.
+    pub conversations: Vec<Conversation>,
+    /// How many conversations match, across all pages.
+    pub total: u64,
+}
+
+/// Direction of a message page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// A cursor over a conversation's messages.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessageQuery {
+    /// Start after this sequence number (exclusive), in the page's direction.
+    pub after: Option<i64>,
+    /// Page size.
+    pub limit: u32,
+    /// Direction.
+    pub order: Order,
+}
+
+/// One page of messages.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessagePage {
+    /// The messages, in the requested order.
+    pub messages: Vec<StoredMessage>,
+    /// Whether more messages follow in this direction.
+    pub has_more: bool,
+}
+
+/// A change to a conversation; `None` fields stay as they are.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConversationUpdate {
+    /// The new title.
+    pub title: Option<String>,
+    /// The new metadata, replacing the old whole.
+    pub metadata: Option<Metadata>,
+}

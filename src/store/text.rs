@@ -1,0 +1,86 @@
+//! Text taken from messages: titles and the words full-text search indexes.
+
+use serde_json::Value;
+
+use super::NewMessage;
+
+/// Longest title taken from a first user message, in characters.
+const TITLE_CHARS: usize = 80;
+
+/// The plain text of a message: `content` as a string, or the `text` of its parts,
+/// joined with newlines, then a `refusal`. Tool-call arguments are not searched.
+pub(crate) fn message_text(message: &Value) -> String {
+    let mut pieces: Vec<&str> = Vec::new();
+    match message.get("content") {
+        Some(Value::String(text)) => pieces.push(text),
+        Some(Value::Array(parts)) => pieces.extend(
+            parts
+                .iter()
+                .filter_map(|part| part.get("text").and_then(Value::as_str)),
+        ),
+        _ => {}
+    }
+    if let Some(refusal) = message.get("refusal").and_then(Value::as_str) {
+        pieces.push(refusal);
+    }
+    pieces.join("\n")
+}
+
+/// The title of a new conversation: the first user message's text, trimmed, cut to 80
+/// characters on a char boundary. `None` when no user message has text.
+pub(crate) fn title_from(messages: &[NewMessage]) -> Option<String> {
+    let first_user = messages.iter().find(|m| m.role() == "user")?;
+    let text = message_text(&first_user.message);
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    Some(
+        trimmed
+            .chars()
+            .take(TITLE_CHARS)
+            .collect::<String>()
+            .trim_end()
+            .to_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_of_string_content_parts_and_refusal() {
+        assert_eq!(
+            message_text(&json!({"role": "user", "content": "hi"})),
+            "hi"
+        );
+        let parts = json!({"role": "user", "content": [
+            {"type": "text", "text": "a"},
+            {"type": "image_url", "image_url": {"url": "x"}},
+            {"type": "text", "text": "b"}
+        ]});
+        assert_eq!(message_text(&parts), "a\nb");
+        let refusal = json!({"role": "assistant", "content": null, "refusal": "no"});
+        assert_eq!(message_text(&refusal), "no");
+    }
+
+    #[test]
+    fn title_is_first_user_text_trimmed_to_80_chars_on_a_char_boundary() {
+        let long = "é".repeat(100);
+        let messages = vec![
+            NewMessage::new(json!({"role": "tool", "content": "ignored"})),
+            NewMessage::new(json!({"role": "user", "content": format!("  {long}  ")})),
+        ];
+        let title = title_from(&messages).expect("a title");
+        assert_eq!(title.chars().count(), 80);
+        assert!(title.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn no_title_without_user_text() {
+        let messages = vec![NewMessage::new(json!({"role": "user", "content": "   "}))];
+        assert_eq!(title_from(&messages), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! A test upstream that speaks OpenAI-compatible SSE: owned by the layer tests.
