@@ -125,7 +125,7 @@ where
 }
 
 async fn truncate<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError> {
-    let from_sequence = call.query.from_sequence()?;
+    let from_sequence = call.query.truncation_point()?;
     let deleted = call
         .store
         .truncate(call.owner, id, from_sequence)

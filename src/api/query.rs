@@ -107,7 +107,7 @@ impl QueryParams {
     }
 
     /// The required `from_sequence` of a truncation.
-    pub(crate) fn from_sequence(&self) -> Result<i64, ApiError> {
+    pub(crate) fn truncation_point(&self) -> Result<i64, ApiError> {
         self.non_negative("from_sequence")?.ok_or_else(|| {
             invalid(
                 "from_sequence",
@@ -198,9 +198,9 @@ mod tests {
 
     #[test]
     fn from_sequence_is_required_and_non_negative() {
-        assert_eq!(params("from_sequence=4").from_sequence().unwrap(), 4);
+        assert_eq!(params("from_sequence=4").truncation_point().unwrap(), 4);
         for query in ["", "from_sequence=-1", "from_sequence=x"] {
-            let error = params(query).from_sequence().unwrap_err();
+            let error = params(query).truncation_point().unwrap_err();
             assert_eq!(error.param.as_deref(), Some("from_sequence"), "{query}");
         }
     }
