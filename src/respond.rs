@@ -159,14 +159,12 @@ where
             false
         }
     };
-    if !durable {
-        if let Some(marked) = mark_storage_failed(&bytes) {
-            parts
-                .headers
-                .insert(CONTENT_LENGTH, HeaderValue::from(marked.len()));
-            frames.retain(|frame| !frame.is_data());
-            frames.push_front(Frame::data(Bytes::from(marked)));
-        }
+    if !durable && let Some(marked) = mark_storage_failed(&bytes) {
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(marked.len()));
+        frames.retain(|frame| !frame.is_data());
+        frames.push_front(Frame::data(Bytes::from(marked)));
     }
     Response::from_parts(parts, ResponseBody::frames(frames, Rest::End))
 }
