@@ -848,7 +848,7 @@ backend_tests! {
     async fn unknown_paths_are_404_not_found(db: TestDb) {
         let client = Client::axum(&db).await;
         let id = Uuid::now_v7();
-        for path in [format!("/{id}/other"), format!("/{id}/messages/1"), format!("/{id}/fork/x"), "//".to_owned()] {
+        for path in [format!("/{id}/other"), format!("/{id}/messages/1"), format!("/{id}/fork/x")] {
             let reply = client.get(&path).await;
             assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "not_found"), "{path}");
         }
