@@ -77,6 +77,8 @@ pub struct Reply {
     kind: ReplyKind,
     /// Pause before every frame but the first.
     delay: Duration,
+    /// Extra response headers.
+    headers: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -135,10 +137,17 @@ impl Reply {
         self
     }
 
+    /// Adds a response header (for example `content-encoding`).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     fn from_kind(kind: ReplyKind) -> Self {
         Self {
             kind,
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 }
@@ -267,14 +276,20 @@ fn chat(model: &TestModel, request: &RecordedRequest) -> Response {
     }
     let streamed = body.get("stream") != Some(&Value::Bool(false));
     let reply = model.next_reply(request);
-    match reply.kind {
+    let mut response = match reply.kind {
         ReplyKind::Json(status, body) => json_response(status, &body),
         ReplyKind::Text(pieces) if !streamed => {
             json_response(StatusCode::OK, &completion(&pieces.concat()))
         }
         ReplyKind::Text(pieces) => sse_response(model, text_stream(&pieces), reply.delay),
         ReplyKind::Sse(frames) => sse_response(model, frames, reply.delay),
+    };
+    for (name, value) in &reply.headers {
+        let name = header::HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+        let value = HeaderValue::from_str(value).expect("a header value");
+        response.headers_mut().insert(name, value);
     }
+    response
 }
 
 /// The frames of a typical streamed reply of these content pieces.
