@@ -249,4 +249,27 @@ backend_tests! {
         assert_eq!(message_count(&db).await, 0);
         assert_eq!(conversation_count(&db).await, 0);
     }
+
+    async fn a_store_outage_while_loading_history_is_503_without_its_cause(db: TestDb) {
+        let model = TestModel::new();
+        let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
+        let id = send_chat(&app, None, &chat_body(json!([user("hi")])))
+            .await
+            .id();
+        db.execute("ALTER TABLE messages RENAME TO messages_out_of_reach")
+            .await;
+
+        let answer = send_chat(&app, Some(id), &chat_body(json!([user("again")]))).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.error_code(), "conversation_store_unavailable");
+        assert_eq!(answer.json()["error"]["type"], "server_error");
+        for detail in ["messages", "SELECT", "sqlite", "postgres", "relation"] {
+            assert!(
+                !answer.text().contains(detail),
+                "{detail} leaked: {}",
+                answer.text()
+            );
+        }
+        assert_eq!(model.chat_requests().len(), 1, "the upstream is not called");
+    }
 }
