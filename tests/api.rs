@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat};
 use common::db::{TestDb, TestPool};
+use common::server::{TestServer, chat_body, send};
+use common::upstream::TestModel;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Map, Value, json};
 use tower_conversations::store::NewMessage;
-use tower_conversations::{ConversationApi, OwnerResolver};
+use tower_conversations::{
+    CONVERSATION_ID_HEADER, ConversationApi, ConversationLayer, OwnerResolver,
+};
 use uuid::Uuid;
 
 /// Requests name their owner in this header; the resolver below reads it.
@@ -60,6 +64,39 @@ async fn serve_by_hyper(db: &TestDb) -> String {
         }
     });
     format!("http://{address}/v1/conversations")
+}
+
+/// The test model behind the layer, with the management API from the same layer beside
+/// it, as an application mounts both; the server and a client of its API.
+async fn serve_with_layer(db: &TestDb, model: &TestModel) -> (TestServer, Client) {
+    let layer = ConversationLayer::new(db.store()).owner_resolver(owners());
+    let app = model
+        .router()
+        .layer(layer.clone())
+        .nest_service("/v1/conversations", layer.api());
+    let server = TestServer::start(app).await;
+    let client = Client {
+        base: server.url("/v1/conversations"),
+        http: reqwest::Client::new(),
+        owner: "alice",
+    };
+    (server, client)
+}
+
+/// One chat turn through the layer, continuing conversation `id` for `owner`.
+async fn chat_turn(app: &TestServer, owner: &str, id: &str, text: &str) {
+    let headers = [
+        ("content-type", "application/json"),
+        (CONVERSATION_ID_HEADER, id),
+        (OWNER_HEADER, owner),
+    ];
+    let body = chat_body(json!([user(text)])).to_string();
+    let answer = send(app, Method::POST, "/v1/chat/completions", &headers, body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert!(
+        !answer.text().contains("storage_failed"),
+        "the turn was stored before [DONE]"
+    );
 }
 
 /// A client acting for one owner against one server.
@@ -932,5 +969,65 @@ backend_tests! {
         assert_eq!(client.detail(&format!("{id}/")).await["title"], "slash");
         let created = client.post("/", json!({})).await;
         assert_eq!(created.status, StatusCode::CREATED);
+    }
+
+    async fn a_turn_through_the_layer_continues_after_the_seed_messages(db: TestDb) {
+        let model = TestModel::new();
+        let (app, client) = serve_with_layer(&db, &model).await;
+        let seed = [
+            json!({"role": "system", "content": "You are terse."}),
+            user("My name is Ada."),
+            assistant("Hello, Ada."),
+        ];
+        let id = client.create(json!({"title": "prepared", "messages": seed})).await;
+
+        chat_turn(&app, "alice", &id, "What is my name?").await;
+
+        let mut expected = seed.to_vec();
+        expected.push(user("What is my name?"));
+        assert_eq!(model.last_request().messages(), expected, "the seed is spliced in front");
+        let detail = client.detail(&id).await;
+        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            contents(&detail["messages"]),
+            ["You are terse.", "My name is Ada.", "Hello, Ada.", "What is my name?", "You said: What is my name?"]
+        );
+        assert_eq!(detail["title"], "prepared");
+    }
+
+    async fn a_turn_through_the_layer_after_truncation_appends_after_the_cut(db: TestDb) {
+        let model = TestModel::new();
+        let (app, client) = serve_with_layer(&db, &model).await;
+        let id = conversation_of(&client, 4).await;
+        let cut = client.delete(&format!("/{id}/messages?from_sequence=2")).await;
+        assert_eq!(cut.json["deleted_messages"], 2);
+
+        chat_turn(&app, "alice", &id, "instead").await;
+
+        assert_eq!(
+            model.last_request().messages(),
+            [user("m0"), assistant("m1"), user("instead")],
+            "the dropped messages are no longer history"
+        );
+        let detail = client.detail(&id).await;
+        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 3]);
+        assert_eq!(contents(&detail["messages"]), ["m0", "m1", "instead", "You said: instead"]);
+        assert_eq!(detail["message_count"], 4);
+    }
+
+    async fn the_layer_and_the_api_it_builds_share_owners(db: TestDb) {
+        let model = TestModel::new();
+        let (app, client) = serve_with_layer(&db, &model).await;
+        let id = client.create(json!({"messages": [user("mine")]})).await;
+        let headers = [
+            ("content-type", "application/json"),
+            (CONVERSATION_ID_HEADER, id.as_str()),
+            (OWNER_HEADER, "bob"),
+        ];
+        let body = chat_body(json!([user("let me in")])).to_string();
+        let answer = send(&app, Method::POST, "/v1/chat/completions", &headers, body).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert_eq!(answer.error_code(), "conversation_not_found");
+        assert_eq!(client.detail(&id).await["message_count"], 1);
     }
 }
