@@ -63,10 +63,23 @@ use query::QueryParams;
 /// # Example
 ///
 /// ```
-/// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
-/// use axum::Router;
+/// use axum::{Router, body::Body};
+/// use http::{Request, StatusCode};
+/// use tower::ServiceExt;
 /// use tower_conversations::ConversationApi;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // One connection, so that every query sees the same in-memory database.
+/// # let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1)
+/// #     .connect("sqlite::memory:").await?;
+/// tower_conversations::migrate(&pool).await?;
 /// let app: Router = Router::new().nest_service("/v1/conversations", ConversationApi::new(pool));
+///
+/// let create = Request::post("/v1/conversations").body(Body::from(r#"{"title": "Trip"}"#))?;
+/// let response = app.oneshot(create).await?;
+/// assert_eq!(response.status(), StatusCode::CREATED);
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct ConversationApi {
@@ -78,8 +91,10 @@ impl ConversationApi {
     /// The API over `store`, everyone in one shared space.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// let api = tower_conversations::ConversationApi::new(pool);
+    /// # }
     /// ```
     pub fn new(store: impl ConversationStore) -> Self {
         Self {
@@ -92,11 +107,13 @@ impl ConversationApi {
     /// with [`ConversationLayer::api`](crate::ConversationLayer::api)).
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// use tower_conversations::{ConversationApi, OwnerResolver};
     /// let api = ConversationApi::new(pool).owner_resolver(OwnerResolver::new(|parts| {
     ///     parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned)
     /// }));
+    /// # }
     /// ```
     pub fn owner_resolver(mut self, owners: OwnerResolver) -> Self {
         self.owners = owners;
