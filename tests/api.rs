@@ -660,6 +660,9 @@ backend_tests! {
         assert_eq!(contents(&detail["messages"]), ["m0", "m1", "m2"]);
         assert_eq!(detail["message_count"], 3);
         assert_eq!(message_rows(&db).await, 3);
+        let past = client.delete(&format!("/{id}/messages?from_sequence=3")).await;
+        assert_eq!(past.json["deleted_messages"], 0, "cutting at or past the end deletes nothing");
+        assert_eq!(client.detail(&id).await["message_count"], 3);
         let first = append(&db, "alice", &id, false, &[user("again"), assistant("sure")]).await;
         assert_eq!(first, 3, "the next turn continues at the cut");
         let detail = client.detail(&id).await;
