@@ -119,22 +119,14 @@ impl Forward {
         })
     }
 
-    /// Turns the client's request into the upstream's, or answers it directly.
+    /// Turns the client's request into the upstream's; fails only on a path that makes
+    /// no URL with the base.
     fn upstream_request(
         &self,
         mut request: Request<RequestBody<Incoming>>,
-    ) -> Result<Request<RequestBody<Incoming>>, Response<ProxyBody>> {
+    ) -> Result<Request<RequestBody<Incoming>>, http::Error> {
         let is_chat = request.method() == Method::POST && request.uri().path() == DEFAULT_CHAT_PATH;
-        let uri = self
-            .base
-            .join(request.uri().path_and_query())
-            .map_err(|_| {
-                response::error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "The request path cannot be forwarded.",
-                )
-            })?;
+        let uri = self.base.join(request.uri().path_and_query())?;
         *request.uri_mut() = uri;
         // The client picks HTTP/1.1 or HTTP/2 for the upstream connection by itself.
         *request.version_mut() = Version::HTTP_11;
@@ -172,7 +164,13 @@ impl Service<Request<RequestBody<Incoming>>> for Forward {
         Box::pin(async move {
             let request = match upstream_request {
                 Ok(request) => request,
-                Err(answer) => return Ok(answer),
+                Err(_) => {
+                    return Ok(response::error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "The request path cannot be forwarded.",
+                    ));
+                }
             };
             let uri = request.uri().clone();
             match client.request(request).await {

@@ -68,10 +68,10 @@ fn newest_file(dir: &Path) -> Option<(SystemTime, PathBuf)> {
                 .ok()
                 .map(|t| (t, path))
         };
-        if let Some(candidate) = candidate {
-            if newest.as_ref().is_none_or(|(time, _)| candidate.0 > *time) {
-                newest = Some(candidate);
-            }
+        if let Some(candidate) = candidate
+            && newest.as_ref().is_none_or(|(time, _)| candidate.0 > *time)
+        {
+            newest = Some(candidate);
         }
     }
     newest
@@ -127,11 +127,11 @@ impl Proxy {
         };
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(addr) = proxy.listening_address() {
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    proxy.addr = addr;
-                    return proxy;
-                }
+            if let Some(addr) = proxy.listening_address()
+                && tokio::net::TcpStream::connect(addr).await.is_ok()
+            {
+                proxy.addr = addr;
+                return proxy;
             }
             if let Ok(Some(status)) = proxy.child.try_wait() {
                 panic!(
