@@ -315,6 +315,38 @@ async fn passthrough_adds_no_conversation_id_and_forwards_the_body_as_sent() {
 }
 
 #[tokio::test]
+async fn a_streamed_reply_reaches_the_client_frame_by_frame() {
+    let model = TestModel::new();
+    let pause = Duration::from_millis(400);
+    model.push(Reply::text(["a ", "b ", "c"]).delay(pause));
+    let upstream = serve_model(&model).await;
+    let proxy = Proxy::start(&["--passthrough", "--upstream", &upstream.url("")], &[]).await;
+    let started = std::time::Instant::now();
+
+    let mut response = reqwest::Client::new()
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat_body(json!([user("Go")])))
+        .send()
+        .await
+        .expect("send");
+    response
+        .chunk()
+        .await
+        .expect("first chunk")
+        .expect("a chunk");
+    let first_chunk = started.elapsed();
+    while response.chunk().await.expect("the rest").is_some() {}
+    let whole = started.elapsed();
+
+    // Seven frames, six pauses: a proxy that buffered would deliver nothing before the end.
+    assert!(whole >= pause * 6, "{whole:?}");
+    assert!(
+        first_chunk < pause * 2,
+        "first chunk after {first_chunk:?} of {whole:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_path_and_query_are_appended_to_the_upstream_base_url() {
     let model = TestModel::new();
     let upstream = serve_model(&model).await;
