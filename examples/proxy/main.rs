@@ -77,9 +77,10 @@ async fn run(config: Config) -> Result<(), BoxError> {
         }
         None => {
             tracing::warn!(
-                "no upstream given: answering with the built-in demo model, which only echoes \
-                 what it was sent. Point the proxy at a real service with \
-                 --upstream https://api.openai.com (or UPSTREAM_URL) and set UPSTREAM_API_KEY"
+                "no upstream given: a built-in demo model answers, not a real one (it replies \
+                 with how many messages it received, history included). To talk to a real \
+                 model, start with --upstream https://api.openai.com (or UPSTREAM_URL) and \
+                 set UPSTREAM_API_KEY"
             );
             BoxCloneService::new(demo::DemoModel)
         }
