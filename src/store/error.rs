@@ -54,6 +54,10 @@ impl From<sqlx::Error> for StoreError {
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(error: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Query(Box::new(error))
+        match error {
+            // An unreachable database is an outage, whatever the migrator was doing.
+            sqlx::migrate::MigrateError::Execute(error) => error.into(),
+            other => StoreError::Query(Box::new(other)),
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! holds exactly the sequence numbers `0..n`, so the count is also the next number to
 //! hand out (truncation and fork keep that true).
 
+mod batch;
 mod error;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -30,6 +31,12 @@ pub(crate) use text::{message_text, title_from};
 use async_trait::async_trait;
 use serde_json::Value;
 use uuid::Uuid;
+
+/// Where the store records which of its migrations ran. A table of its own rather than
+/// sqlx's default `_sqlx_migrations`, so that an application's own sqlx migrations in the
+/// same database neither see these as unknown nor are seen as unknown by them.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+const MIGRATIONS_TABLE: &str = "_tower_conversations_migrations";
 
 /// Storage for conversations and their messages.
 ///

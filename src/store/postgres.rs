@@ -1,27 +1,208 @@
 //! [`ConversationStore`] for [`sqlx::PgPool`].
+//!
+//! Writes that touch one conversation are single statements where that is safe, so the
+//! hot path (appending a turn) costs one round trip. Timestamps come from the server's
+//! clock (`now()`), which every instance of the layer shares.
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use super::batch::{message_count, message_rows};
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
-    ListQuery, MessagePage, MessageQuery, NewConversation, NewMessage, StoreError,
+    ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
+    Order, StoreError, StoredMessage, title_from,
 };
 
+/// Creates a conversation and stores its first messages, in one statement.
+///
+/// `$1` id, `$2` owner, `$3` title, `$4` message count, `$5` metadata, `$6` the messages
+/// as a JSON array of [`MessageRow`](super::batch::MessageRow)s.
+const CREATE: &str = "
+WITH conversation AS (
+    INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
+    VALUES ($1, $2, $3, now(), now(), $4, $5)
+    RETURNING id, title, created_at, updated_at, message_count, metadata
+), turn AS (
+    INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+                          reasoning, reasoning_events, metadata, created_at)
+    SELECT conversation.id, batch.position - 1, batch.item ->> 'role', batch.item -> 'message',
+           batch.item ->> 'text', batch.item ->> 'reasoning', batch.item -> 'events',
+           batch.item -> 'metadata', conversation.created_at
+    FROM conversation, jsonb_array_elements($6) WITH ORDINALITY AS batch (item, position)
+)
+SELECT id, title, created_at, updated_at, message_count, metadata FROM conversation";
+
+/// Appends a turn to an existing conversation, in one statement (one round trip).
+///
+/// The UPDATE takes the same row lock `SELECT ... FOR UPDATE` would: a concurrent turn
+/// on this conversation waits for it, then re-reads the row and continues from the count
+/// this one left, so sequence numbers never collide and each turn stays contiguous. No
+/// row (unknown id, or another owner's) means nothing is inserted either.
+///
+/// `$1` id, `$2` owner, `$3` message count, `$4` the messages as a JSON array.
+const APPEND: &str = "
+WITH conversation AS (
+    UPDATE conversations
+    SET message_count = message_count + $3, updated_at = now()
+    WHERE id = $1 AND owner = $2
+    RETURNING id, message_count - $3 AS first_sequence, updated_at
+), turn AS (
+    INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+                          reasoning, reasoning_events, metadata, created_at)
+    SELECT conversation.id, conversation.first_sequence + batch.position - 1,
+           batch.item ->> 'role', batch.item -> 'message', batch.item ->> 'text',
+           batch.item ->> 'reasoning', batch.item -> 'events', batch.item -> 'metadata',
+           conversation.updated_at
+    FROM conversation, jsonb_array_elements($4) WITH ORDINALITY AS batch (item, position)
+)
+SELECT first_sequence FROM conversation";
+
+/// The history, or its last `$3` messages. One row with a NULL message when the
+/// conversation is empty, no row when it does not exist for this owner.
+const HISTORY: &str = "
+SELECT m.message
+FROM conversations c
+LEFT JOIN messages m
+    ON m.conversation_id = c.id AND m.sequence_number >= c.message_count - $3
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.sequence_number";
+
+const LIST: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = $1
+ORDER BY updated_at DESC, id DESC
+LIMIT $2 OFFSET $3";
+
+const COUNT: &str = "SELECT count(*) FROM conversations WHERE owner = $1";
+
+/// `plainto_tsquery` reads `$4` as plain words joined by AND: operators, quotes and
+/// punctuation in it are text, never query syntax.
+const SEARCH: &str = "
+SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
+FROM conversations c
+WHERE c.owner = $1 AND EXISTS (
+    SELECT 1 FROM messages m
+    WHERE m.conversation_id = c.id
+      AND m.content_search @@ plainto_tsquery('simple', $4))
+ORDER BY c.updated_at DESC, c.id DESC
+LIMIT $2 OFFSET $3";
+
+const SEARCH_COUNT: &str = "
+SELECT count(*)
+FROM conversations c
+WHERE c.owner = $1 AND EXISTS (
+    SELECT 1 FROM messages m
+    WHERE m.conversation_id = c.id
+      AND m.content_search @@ plainto_tsquery('simple', $2))";
+
+/// The conversation and all its messages in one statement, so both come from one
+/// snapshot (a turn appended meanwhile shows in neither or in both).
+const DETAIL: &str = "
+SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata,
+       m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at
+FROM conversations c
+LEFT JOIN messages m ON m.conversation_id = c.id
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.sequence_number";
+
+const PAGE_ASC: &str = "
+SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at
+FROM conversations c
+LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number > $3
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.sequence_number
+LIMIT $4";
+
+const PAGE_DESC: &str = "
+SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at
+FROM conversations c
+LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number < $3
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.sequence_number DESC
+LIMIT $4";
+
+const UPDATE: &str = "
+UPDATE conversations
+SET title = coalesce($3, title), metadata = coalesce($4, metadata), updated_at = now()
+WHERE id = $1 AND owner = $2
+RETURNING id, title, created_at, updated_at, message_count, metadata";
+
+/// Messages go with their conversation through `ON DELETE CASCADE`, which PostgreSQL
+/// always enforces.
+const DELETE: &str = "DELETE FROM conversations WHERE id = $1 AND owner = $2";
+
+/// Holds the source still (no turn, truncation or delete) while it is copied.
+const FORK_SOURCE: &str = "
+SELECT title, metadata, message_count FROM conversations
+WHERE id = $1 AND owner = $2
+FOR SHARE";
+
+const FORK_CONVERSATION: &str = "
+INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
+VALUES ($1, $2, $3, now(), now(), $4, $5)
+RETURNING id, title, created_at, updated_at, message_count, metadata";
+
+const FORK_MESSAGES: &str = "
+INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+                      reasoning, reasoning_events, metadata, created_at)
+SELECT $2, sequence_number, role, message, content_text,
+       reasoning, reasoning_events, metadata, created_at
+FROM messages
+WHERE conversation_id = $1 AND sequence_number <= $3";
+
+/// Locks the conversation and lowers its count; `updated_at` moves only when messages go.
+const TRUNCATE_CONVERSATION: &str = "
+UPDATE conversations
+SET message_count = least(message_count, $3),
+    updated_at = CASE WHEN message_count > $3 THEN now() ELSE updated_at END
+WHERE id = $1 AND owner = $2
+RETURNING id";
+
+const TRUNCATE_MESSAGES: &str =
+    "DELETE FROM messages WHERE conversation_id = $1 AND sequence_number >= $2";
+
 #[async_trait]
-impl ConversationStore for sqlx::PgPool {
+impl ConversationStore for PgPool {
     async fn migrate(&self) -> Result<(), StoreError> {
-        todo!()
+        let mut migrator = sqlx::migrate!("migrations/postgres");
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator.run(self).await?;
+        Ok(())
     }
+
     async fn load_history(
         &self,
         owner: &str,
         id: Uuid,
         last: Option<u32>,
     ) -> Result<Vec<Value>, StoreError> {
-        todo!()
+        let rows = sqlx::query(HISTORY)
+            .bind(id)
+            .bind(owner)
+            .bind(last.map_or(i64::MAX, i64::from))
+            .fetch_all(self)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut history = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(Json(message)) = row.try_get::<Option<Json<Value>>, _>("message")? {
+                history.push(message);
+            }
+        }
+        Ok(history)
     }
+
     async fn append_turn(
         &self,
         owner: &str,
@@ -29,49 +210,273 @@ impl ConversationStore for sqlx::PgPool {
         create: bool,
         messages: &[NewMessage],
     ) -> Result<i64, StoreError> {
-        todo!()
+        if create {
+            let title = title_from(messages);
+            insert_conversation(
+                self,
+                owner,
+                id,
+                title.as_deref(),
+                &Metadata::new(),
+                messages,
+            )
+            .await?;
+            return Ok(0);
+        }
+        let row = sqlx::query(APPEND)
+            .bind(id)
+            .bind(owner)
+            .bind(message_count(messages))
+            .bind(Json(message_rows(messages)))
+            .fetch_optional(self)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(row.try_get("first_sequence")?)
     }
+
     async fn create(
         &self,
         owner: &str,
         conversation: &NewConversation,
     ) -> Result<Conversation, StoreError> {
-        todo!()
+        let title = match &conversation.title {
+            Some(title) => Some(title.clone()),
+            None => title_from(&conversation.messages),
+        };
+        insert_conversation(
+            self,
+            owner,
+            Uuid::now_v7(),
+            title.as_deref(),
+            &conversation.metadata,
+            &conversation.messages,
+        )
+        .await
     }
+
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
-        todo!()
+        let limit = i64::from(query.limit);
+        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+        let (rows, total) = match &query.search {
+            None => {
+                let rows = sqlx::query(LIST)
+                    .bind(owner)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(self)
+                    .await?;
+                let total: i64 = sqlx::query_scalar(COUNT)
+                    .bind(owner)
+                    .fetch_one(self)
+                    .await?;
+                (rows, total)
+            }
+            Some(words) => {
+                let rows = sqlx::query(SEARCH)
+                    .bind(owner)
+                    .bind(limit)
+                    .bind(offset)
+                    .bind(words)
+                    .fetch_all(self)
+                    .await?;
+                let total: i64 = sqlx::query_scalar(SEARCH_COUNT)
+                    .bind(owner)
+                    .bind(words)
+                    .fetch_one(self)
+                    .await?;
+                (rows, total)
+            }
+        };
+        Ok(ConversationList {
+            conversations: rows.iter().map(conversation).collect::<Result<_, _>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
     }
+
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
-        todo!()
+        let rows = sqlx::query(DETAIL)
+            .bind(id)
+            .bind(owner)
+            .fetch_all(self)
+            .await?;
+        let first = rows.first().ok_or(StoreError::NotFound)?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            messages.extend(stored_message(row)?);
+        }
+        Ok(ConversationDetail {
+            conversation: conversation(first)?,
+            messages,
+        })
     }
+
     async fn messages(
         &self,
         owner: &str,
         id: Uuid,
         query: &MessageQuery,
     ) -> Result<MessagePage, StoreError> {
-        todo!()
+        let (sql, start) = match query.order {
+            Order::Asc => (PAGE_ASC, query.after.unwrap_or(-1)),
+            Order::Desc => (PAGE_DESC, query.after.unwrap_or(i64::MAX)),
+        };
+        // One more than asked tells whether another page follows.
+        let rows = sqlx::query(sql)
+            .bind(id)
+            .bind(owner)
+            .bind(start)
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(self)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            messages.extend(stored_message(row)?);
+        }
+        let has_more = messages.len() > query.limit as usize;
+        messages.truncate(query.limit as usize);
+        Ok(MessagePage { messages, has_more })
     }
+
     async fn update(
         &self,
         owner: &str,
         id: Uuid,
         update: &ConversationUpdate,
     ) -> Result<Conversation, StoreError> {
-        todo!()
+        let row = sqlx::query(UPDATE)
+            .bind(id)
+            .bind(owner)
+            .bind(update.title.as_deref())
+            .bind(update.metadata.as_ref().map(Json))
+            .fetch_optional(self)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        conversation(&row)
     }
+
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
-        todo!()
+        let deleted = sqlx::query(DELETE)
+            .bind(id)
+            .bind(owner)
+            .execute(self)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
+
     async fn fork(
         &self,
         owner: &str,
         id: Uuid,
         at_sequence: i64,
     ) -> Result<Conversation, StoreError> {
-        todo!()
+        let mut tx = self.begin().await?;
+        let source = sqlx::query(FORK_SOURCE)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let count: i64 = source.try_get("message_count")?;
+        if !(0..count).contains(&at_sequence) {
+            return Err(StoreError::OutOfRange);
+        }
+        let fork_id = Uuid::now_v7();
+        let row = sqlx::query(FORK_CONVERSATION)
+            .bind(fork_id)
+            .bind(owner)
+            .bind(source.try_get::<Option<String>, _>("title")?)
+            .bind(at_sequence + 1)
+            .bind(source.try_get::<Json<Metadata>, _>("metadata")?)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(FORK_MESSAGES)
+            .bind(id)
+            .bind(fork_id)
+            .bind(at_sequence)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        conversation(&row)
     }
+
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
-        todo!()
+        if from_sequence < 0 {
+            return Err(StoreError::OutOfRange);
+        }
+        let mut tx = self.begin().await?;
+        sqlx::query(TRUNCATE_CONVERSATION)
+            .bind(id)
+            .bind(owner)
+            .bind(from_sequence)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        // A statement of its own, after the lock above: it sees every turn that
+        // committed while this one waited, so none of them survives past the new count.
+        let deleted = sqlx::query(TRUNCATE_MESSAGES)
+            .bind(id)
+            .bind(from_sequence)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted.rows_affected())
     }
+}
+
+/// Creates a conversation with its messages (the [`CREATE`] statement).
+async fn insert_conversation(
+    pool: &PgPool,
+    owner: &str,
+    id: Uuid,
+    title: Option<&str>,
+    metadata: &Metadata,
+    messages: &[NewMessage],
+) -> Result<Conversation, StoreError> {
+    let row = sqlx::query(CREATE)
+        .bind(id)
+        .bind(owner)
+        .bind(title)
+        .bind(message_count(messages))
+        .bind(Json(metadata))
+        .bind(Json(message_rows(messages)))
+        .fetch_one(pool)
+        .await?;
+    conversation(&row)
+}
+
+/// A summary from the columns `id, title, created_at, updated_at, message_count, metadata`.
+fn conversation(row: &PgRow) -> Result<Conversation, StoreError> {
+    Ok(Conversation {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        message_count: row.try_get("message_count")?,
+        metadata: row.try_get::<Json<Metadata>, _>("metadata")?.0,
+    })
+}
+
+/// A message from the message columns of a page or detail row; `None` for the one row
+/// an empty conversation yields.
+fn stored_message(row: &PgRow) -> Result<Option<StoredMessage>, StoreError> {
+    let Some(sequence_number) = row.try_get::<Option<i64>, _>("sequence_number")? else {
+        return Ok(None);
+    };
+    let events: Option<Json<Vec<Value>>> = row.try_get("reasoning_events")?;
+    Ok(Some(StoredMessage {
+        sequence_number,
+        message: row.try_get::<Json<Value>, _>("message")?.0,
+        reasoning: row.try_get("reasoning")?,
+        reasoning_events: events.map(|Json(events)| events).unwrap_or_default(),
+        metadata: row
+            .try_get::<Json<Map<String, Value>>, _>("message_metadata")?
+            .0,
+        created_at: row.try_get("message_created_at")?,
+    }))
 }

@@ -1,27 +1,183 @@
 //! [`ConversationStore`] for [`sqlx::SqlitePool`].
+//!
+//! Every write runs in a `BEGIN IMMEDIATE` transaction: it takes SQLite's single write
+//! lock up front (waiting up to the pool's busy timeout), so concurrent writers queue
+//! instead of failing halfway. Correctness never depends on `PRAGMA foreign_keys`, which
+//! is a per-connection setting of the caller's pool: messages are deleted explicitly.
 
 use async_trait::async_trait;
-use serde_json::Value;
+use chrono::Utc;
+use serde_json::{Map, Value};
+use sqlx::sqlite::SqliteRow;
+use sqlx::types::Json;
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
+use super::batch::{message_count, message_rows};
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
-    ListQuery, MessagePage, MessageQuery, NewConversation, NewMessage, StoreError,
+    ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
+    Order, StoreError, StoredMessage, title_from,
 };
 
+/// Takes the write lock at once rather than at the first write.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata.
+const CREATE_CONVERSATION: &str = "
+INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
+RETURNING id, title, created_at, updated_at, message_count, metadata";
+
+/// Reserves the turn's sequence numbers: `?1` id, `?2` owner, `?3` message count, `?4` now.
+const RESERVE_SEQUENCES: &str = "
+UPDATE conversations
+SET message_count = message_count + ?3, updated_at = ?4
+WHERE id = ?1 AND owner = ?2
+RETURNING message_count - ?3 AS first_sequence";
+
+/// Inserts a whole batch in one statement: `?1` conversation id, `?2` first sequence
+/// number, `?3` now, `?4` the messages as a JSON array of
+/// [`MessageRow`](super::batch::MessageRow)s (`->` keeps JSON, `->>` gives text).
+const INSERT_MESSAGES: &str = "
+INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+                      reasoning, reasoning_events, metadata, created_at)
+SELECT ?1, ?2 + batch.key, batch.value ->> '$.role', batch.value -> '$.message',
+       batch.value ->> '$.text', batch.value ->> '$.reasoning', batch.value -> '$.events',
+       batch.value -> '$.metadata', ?3
+FROM json_each(?4) AS batch";
+
+/// The history, or its last `?3` messages. One row with a NULL message when the
+/// conversation is empty, no row when it does not exist for this owner.
+const HISTORY: &str = "
+SELECT m.message
+FROM conversations c
+LEFT JOIN messages m
+    ON m.conversation_id = c.id AND m.sequence_number >= c.message_count - ?3
+WHERE c.id = ?1 AND c.owner = ?2
+ORDER BY m.sequence_number";
+
+const LIST: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = ?1
+ORDER BY updated_at DESC, id DESC
+LIMIT ?2 OFFSET ?3";
+
+const COUNT: &str = "SELECT count(*) FROM conversations WHERE owner = ?1";
+
+/// `?4` is an FTS5 query made by [`match_expression`]: quoted words, implicitly ANDed.
+const SEARCH: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = ?1 AND id IN (
+    SELECT m.conversation_id
+    FROM messages_search JOIN messages m ON m.id = messages_search.rowid
+    WHERE messages_search MATCH ?4)
+ORDER BY updated_at DESC, id DESC
+LIMIT ?2 OFFSET ?3";
+
+const SEARCH_COUNT: &str = "
+SELECT count(*)
+FROM conversations
+WHERE owner = ?1 AND id IN (
+    SELECT m.conversation_id
+    FROM messages_search JOIN messages m ON m.id = messages_search.rowid
+    WHERE messages_search MATCH ?2)";
+
+/// The conversation and all its messages in one statement, hence one snapshot.
+const DETAIL: &str = "
+SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata,
+       m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at
+FROM conversations c
+LEFT JOIN messages m ON m.conversation_id = c.id
+WHERE c.id = ?1 AND c.owner = ?2
+ORDER BY m.sequence_number";
+
+const PAGE_ASC: &str = "
+SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at
+FROM conversations c
+LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number > ?3
+WHERE c.id = ?1 AND c.owner = ?2
+ORDER BY m.sequence_number
+LIMIT ?4";
+
+const PAGE_DESC: &str = "
+SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at
+FROM conversations c
+LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number < ?3
+WHERE c.id = ?1 AND c.owner = ?2
+ORDER BY m.sequence_number DESC
+LIMIT ?4";
+
+const UPDATE: &str = "
+UPDATE conversations
+SET title = coalesce(?3, title), metadata = coalesce(?4, metadata), updated_at = ?5
+WHERE id = ?1 AND owner = ?2
+RETURNING id, title, created_at, updated_at, message_count, metadata";
+
+const DELETE_CONVERSATION: &str = "DELETE FROM conversations WHERE id = ?1 AND owner = ?2";
+
+const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE conversation_id = ?1";
+
+const FORK_SOURCE: &str = "
+SELECT title, metadata, message_count FROM conversations WHERE id = ?1 AND owner = ?2";
+
+const FORK_MESSAGES: &str = "
+INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+                      reasoning, reasoning_events, metadata, created_at)
+SELECT ?2, sequence_number, role, message, content_text,
+       reasoning, reasoning_events, metadata, created_at
+FROM messages
+WHERE conversation_id = ?1 AND sequence_number <= ?3";
+
+/// Lowers the count; `updated_at` moves only when messages go.
+const TRUNCATE_CONVERSATION: &str = "
+UPDATE conversations
+SET message_count = min(message_count, ?3),
+    updated_at = CASE WHEN message_count > ?3 THEN ?4 ELSE updated_at END
+WHERE id = ?1 AND owner = ?2
+RETURNING id";
+
+const TRUNCATE_MESSAGES: &str =
+    "DELETE FROM messages WHERE conversation_id = ?1 AND sequence_number >= ?2";
+
 #[async_trait]
-impl ConversationStore for sqlx::SqlitePool {
+impl ConversationStore for SqlitePool {
     async fn migrate(&self) -> Result<(), StoreError> {
-        todo!()
+        let mut migrator = sqlx::migrate!("migrations/sqlite");
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator.run(self).await?;
+        Ok(())
     }
+
     async fn load_history(
         &self,
         owner: &str,
         id: Uuid,
         last: Option<u32>,
     ) -> Result<Vec<Value>, StoreError> {
-        todo!()
+        let rows = sqlx::query(HISTORY)
+            .bind(id)
+            .bind(owner)
+            .bind(last.map_or(i64::MAX, i64::from))
+            .fetch_all(self)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut history = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(Json(message)) = row.try_get::<Option<Json<Value>>, _>("message")? {
+                history.push(message);
+            }
+        }
+        Ok(history)
     }
+
     async fn append_turn(
         &self,
         owner: &str,
@@ -29,49 +185,360 @@ impl ConversationStore for sqlx::SqlitePool {
         create: bool,
         messages: &[NewMessage],
     ) -> Result<i64, StoreError> {
-        todo!()
+        let mut tx = self.begin_with(BEGIN_WRITE).await?;
+        let now = timestamp();
+        let first_sequence = if create {
+            let title = title_from(messages);
+            insert_conversation(
+                &mut tx,
+                owner,
+                id,
+                title.as_deref(),
+                &Metadata::new(),
+                &now,
+                messages,
+            )
+            .await?;
+            0
+        } else {
+            let reserved = sqlx::query(RESERVE_SEQUENCES)
+                .bind(id)
+                .bind(owner)
+                .bind(message_count(messages))
+                .bind(&now)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let first_sequence: i64 = reserved.try_get("first_sequence")?;
+            insert_messages(&mut tx, id, first_sequence, &now, messages).await?;
+            first_sequence
+        };
+        tx.commit().await?;
+        Ok(first_sequence)
     }
+
     async fn create(
         &self,
         owner: &str,
         conversation: &NewConversation,
     ) -> Result<Conversation, StoreError> {
-        todo!()
+        let title = match &conversation.title {
+            Some(title) => Some(title.clone()),
+            None => title_from(&conversation.messages),
+        };
+        let mut tx = self.begin_with(BEGIN_WRITE).await?;
+        let created = insert_conversation(
+            &mut tx,
+            owner,
+            Uuid::now_v7(),
+            title.as_deref(),
+            &conversation.metadata,
+            &timestamp(),
+            &conversation.messages,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(created)
     }
+
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
-        todo!()
+        let limit = i64::from(query.limit);
+        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+        let (rows, total) = match query.search.as_deref().map(match_expression) {
+            None => {
+                let rows = sqlx::query(LIST)
+                    .bind(owner)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(self)
+                    .await?;
+                let total: i64 = sqlx::query_scalar(COUNT)
+                    .bind(owner)
+                    .fetch_one(self)
+                    .await?;
+                (rows, total)
+            }
+            // Nothing to look for finds nothing, as on PostgreSQL.
+            Some(None) => (Vec::new(), 0),
+            Some(Some(expression)) => {
+                let rows = sqlx::query(SEARCH)
+                    .bind(owner)
+                    .bind(limit)
+                    .bind(offset)
+                    .bind(&expression)
+                    .fetch_all(self)
+                    .await?;
+                let total: i64 = sqlx::query_scalar(SEARCH_COUNT)
+                    .bind(owner)
+                    .bind(&expression)
+                    .fetch_one(self)
+                    .await?;
+                (rows, total)
+            }
+        };
+        Ok(ConversationList {
+            conversations: rows.iter().map(conversation).collect::<Result<_, _>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
     }
+
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
-        todo!()
+        let rows = sqlx::query(DETAIL)
+            .bind(id)
+            .bind(owner)
+            .fetch_all(self)
+            .await?;
+        let first = rows.first().ok_or(StoreError::NotFound)?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            messages.extend(stored_message(row)?);
+        }
+        Ok(ConversationDetail {
+            conversation: conversation(first)?,
+            messages,
+        })
     }
+
     async fn messages(
         &self,
         owner: &str,
         id: Uuid,
         query: &MessageQuery,
     ) -> Result<MessagePage, StoreError> {
-        todo!()
+        let (sql, start) = match query.order {
+            Order::Asc => (PAGE_ASC, query.after.unwrap_or(-1)),
+            Order::Desc => (PAGE_DESC, query.after.unwrap_or(i64::MAX)),
+        };
+        // One more than asked tells whether another page follows.
+        let rows = sqlx::query(sql)
+            .bind(id)
+            .bind(owner)
+            .bind(start)
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(self)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            messages.extend(stored_message(row)?);
+        }
+        let has_more = messages.len() > query.limit as usize;
+        messages.truncate(query.limit as usize);
+        Ok(MessagePage { messages, has_more })
     }
+
     async fn update(
         &self,
         owner: &str,
         id: Uuid,
         update: &ConversationUpdate,
     ) -> Result<Conversation, StoreError> {
-        todo!()
+        let row = sqlx::query(UPDATE)
+            .bind(id)
+            .bind(owner)
+            .bind(update.title.as_deref())
+            .bind(update.metadata.as_ref().map(Json))
+            .bind(timestamp())
+            .fetch_optional(self)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        conversation(&row)
     }
+
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
-        todo!()
+        let mut tx = self.begin_with(BEGIN_WRITE).await?;
+        let deleted = sqlx::query(DELETE_CONVERSATION)
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(DELETE_MESSAGES)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
+
     async fn fork(
         &self,
         owner: &str,
         id: Uuid,
         at_sequence: i64,
     ) -> Result<Conversation, StoreError> {
-        todo!()
+        let mut tx = self.begin_with(BEGIN_WRITE).await?;
+        let source = sqlx::query(FORK_SOURCE)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let count: i64 = source.try_get("message_count")?;
+        if !(0..count).contains(&at_sequence) {
+            return Err(StoreError::OutOfRange);
+        }
+        let fork_id = Uuid::now_v7();
+        let now = timestamp();
+        let row = sqlx::query(CREATE_CONVERSATION)
+            .bind(fork_id)
+            .bind(owner)
+            .bind(source.try_get::<Option<String>, _>("title")?)
+            .bind(&now)
+            .bind(at_sequence + 1)
+            .bind(source.try_get::<Json<Metadata>, _>("metadata")?)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(FORK_MESSAGES)
+            .bind(id)
+            .bind(fork_id)
+            .bind(at_sequence)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        conversation(&row)
     }
+
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
-        todo!()
+        if from_sequence < 0 {
+            return Err(StoreError::OutOfRange);
+        }
+        let mut tx = self.begin_with(BEGIN_WRITE).await?;
+        sqlx::query(TRUNCATE_CONVERSATION)
+            .bind(id)
+            .bind(owner)
+            .bind(from_sequence)
+            .bind(timestamp())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let deleted = sqlx::query(TRUNCATE_MESSAGES)
+            .bind(id)
+            .bind(from_sequence)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted.rows_affected())
+    }
+}
+
+/// Creates a conversation row and its first messages inside `tx`.
+async fn insert_conversation(
+    tx: &mut SqliteConnection,
+    owner: &str,
+    id: Uuid,
+    title: Option<&str>,
+    metadata: &Metadata,
+    now: &str,
+    messages: &[NewMessage],
+) -> Result<Conversation, StoreError> {
+    let row = sqlx::query(CREATE_CONVERSATION)
+        .bind(id)
+        .bind(owner)
+        .bind(title)
+        .bind(now)
+        .bind(message_count(messages))
+        .bind(Json(metadata))
+        .fetch_one(&mut *tx)
+        .await?;
+    insert_messages(tx, id, 0, now, messages).await?;
+    conversation(&row)
+}
+
+/// Inserts `messages` with sequence numbers from `first_sequence`, in one statement.
+async fn insert_messages(
+    tx: &mut SqliteConnection,
+    id: Uuid,
+    first_sequence: i64,
+    now: &str,
+    messages: &[NewMessage],
+) -> Result<(), StoreError> {
+    sqlx::query(INSERT_MESSAGES)
+        .bind(id)
+        .bind(first_sequence)
+        .bind(now)
+        .bind(Json(message_rows(messages)))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// The current time as the schema stores it: UTC, fixed width, microseconds, so that
+/// comparing the text compares the times.
+fn timestamp() -> String {
+    Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The FTS5 query that finds messages holding every word of `text`.
+///
+/// Each whitespace-separated word becomes an FTS5 string (`"` doubled inside), so
+/// operators and punctuation in it (`OR`, `NEAR(`, `*`, `:`, `^`) are only text; FTS5
+/// ANDs the strings. `None` when `text` has no words.
+fn match_expression(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+/// A summary from the columns `id, title, created_at, updated_at, message_count, metadata`.
+fn conversation(row: &SqliteRow) -> Result<Conversation, StoreError> {
+    Ok(Conversation {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        message_count: row.try_get("message_count")?,
+        metadata: row.try_get::<Json<Metadata>, _>("metadata")?.0,
+    })
+}
+
+/// A message from the message columns of a page or detail row; `None` for the one row
+/// an empty conversation yields.
+fn stored_message(row: &SqliteRow) -> Result<Option<StoredMessage>, StoreError> {
+    let Some(sequence_number) = row.try_get::<Option<i64>, _>("sequence_number")? else {
+        return Ok(None);
+    };
+    let events: Option<Json<Vec<Value>>> = row.try_get("reasoning_events")?;
+    Ok(Some(StoredMessage {
+        sequence_number,
+        message: row.try_get::<Json<Value>, _>("message")?.0,
+        reasoning: row.try_get("reasoning")?,
+        reasoning_events: events.map(|Json(events)| events).unwrap_or_default(),
+        metadata: row
+            .try_get::<Json<Map<String, Value>>, _>("message_metadata")?
+            .0,
+        created_at: row.try_get("message_created_at")?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_expression;
+
+    #[test]
+    fn every_word_is_quoted_so_query_syntax_is_text() {
+        assert_eq!(
+            match_expression("  hello  OR NEAR( a*b \"x\" ").as_deref(),
+            Some(r#""hello" "OR" "NEAR(" "a*b" """x""""#)
+        );
+    }
+
+    #[test]
+    fn no_words_no_expression() {
+        assert_eq!(match_expression(" \t\n"), None);
+        assert_eq!(match_expression(""), None);
+    }
+
+    #[test]
+    fn timestamps_have_a_fixed_width() {
+        let now = super::timestamp();
+        assert_eq!(now.len(), "2024-01-01T00:00:00.000000Z".len(), "{now}");
+        assert!(now.ends_with('Z'));
     }
 }

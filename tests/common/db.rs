@@ -135,6 +135,27 @@ impl TestDb {
         }
     }
 
+    /// The same database through a pool of its own with room for `connections`
+    /// connections at once, for tests that need that much real concurrency.
+    pub async fn store_with_connections(&self, connections: u32) -> Arc<dyn ConversationStore> {
+        match self.backend {
+            Backend::Sqlite => Arc::new(
+                SqlitePoolOptions::new()
+                    .max_connections(connections)
+                    .connect(&self.url)
+                    .await
+                    .expect("open sqlite test database"),
+            ),
+            Backend::Postgres => Arc::new(
+                PgPoolOptions::new()
+                    .max_connections(connections)
+                    .connect(&self.url)
+                    .await
+                    .expect("connect to test database"),
+            ),
+        }
+    }
+
     /// Runs one statement (fault injection, inspection).
     pub async fn execute(&self, sql: &'static str) {
         match &self.pool {

@@ -1,0 +1,721 @@
+//! The storage promises (contract sections 6 and 7), each test run on SQLite and on
+//! PostgreSQL with the same body.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::db::{Backend, TestDb};
+use serde_json::{Value, json};
+use tower_conversations::store::{
+    ConversationStore, ConversationUpdate, ListQuery, MessageQuery, Metadata, NewConversation,
+    NewMessage, Order, StoreError,
+};
+use uuid::Uuid;
+
+fn user(text: &str) -> NewMessage {
+    NewMessage::new(json!({"role": "user", "content": text}))
+}
+
+fn assistant(text: &str) -> NewMessage {
+    NewMessage::new(json!({"role": "assistant", "content": text}))
+}
+
+fn turn(question: &str, answer: &str) -> Vec<NewMessage> {
+    vec![user(question), assistant(answer)]
+}
+
+fn metadata(pairs: &[(&str, &str)]) -> Metadata {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn page(limit: u32, offset: u64) -> ListQuery {
+    ListQuery {
+        limit,
+        offset,
+        search: None,
+    }
+}
+
+fn search(words: &str) -> ListQuery {
+    ListQuery {
+        limit: 100,
+        offset: 0,
+        search: Some(words.to_owned()),
+    }
+}
+
+/// A new conversation of `owner` holding `turns`, appended one after the other.
+async fn conversation_with(
+    store: &Arc<dyn ConversationStore>,
+    owner: &str,
+    turns: &[Vec<NewMessage>],
+) -> Uuid {
+    let id = Uuid::now_v7();
+    for (index, messages) in turns.iter().enumerate() {
+        store
+            .append_turn(owner, id, index == 0, messages)
+            .await
+            .unwrap();
+    }
+    id
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    assert!(
+        matches!(result, Err(StoreError::NotFound)),
+        "{what}: expected NotFound, got {result:?}"
+    );
+}
+
+/// Messages of every shape the layer stores: content parts, tool calls, tool results,
+/// refusals, non-ASCII text, awkward numbers, reasoning, reasoning events, metadata.
+fn rich_messages() -> Vec<NewMessage> {
+    let question = NewMessage::new(json!({
+        "role": "user",
+        "name": "zoë",
+        "content": [
+            {"type": "text", "text": "Wie spät ist es in 東京? 🚀 \"quoted\" \\ back\nslash\ttab"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}
+        ]
+    }));
+    let mut call = NewMessage::new(json!({
+        "role": "assistant",
+        "content": null,
+        "tool_calls": [{
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "clock", "arguments": "{\"city\":\"Tōkyō\"}"}
+        }]
+    }));
+    call.reasoning = Some("The user wants the time; call the clock.".to_owned());
+    call.reasoning_events = vec![
+        json!({"type": "thinking", "text": "first"}),
+        json!({"type": "signature", "value": "c2ln", "index": 1}),
+    ];
+    call.metadata = json!({
+        "model": "demo-1",
+        "id": "chatcmpl-1",
+        "finish_reason": "tool_calls",
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+        "system_fingerprint": null
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    let result = NewMessage::new(json!({
+        "role": "tool",
+        "tool_call_id": "call_1",
+        "content": "{\"time\": \"09:30\", \"big\": 18446744073709551615, \"neg\": -7, \"half\": 0.5}"
+    }));
+    let mut answer = NewMessage::new(json!({
+        "role": "assistant",
+        "content": "In Tōkyō ist es 09:30. ✅",
+        "refusal": null,
+        "extra": {"nested": [1, 2.5, -3, true, false, null, "", {}], "max": 18446744073709551615u64}
+    }));
+    answer.metadata = json!({"incomplete": true, "error": {"message": "cut"}})
+        .as_object()
+        .unwrap()
+        .clone();
+    vec![question, call, result, answer]
+}
+
+backend_tests! {
+    async fn the_first_turn_creates_the_conversation_titled_from_the_first_user_message(db: TestDb) {
+        let store = db.store();
+        let id = Uuid::now_v7();
+        let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+        let first = store
+            .append_turn("", id, true, &turn("  Plan a trip to Lisbon  ", "Sure."))
+            .await
+            .unwrap();
+        assert_eq!(first, 0);
+
+        let detail = store.get("", id).await.unwrap();
+        let conversation = detail.conversation;
+        assert_eq!(conversation.id, id);
+        assert_eq!(conversation.title.as_deref(), Some("Plan a trip to Lisbon"));
+        assert_eq!(conversation.message_count, 2);
+        assert!(conversation.metadata.is_empty());
+        assert!(conversation.created_at >= before);
+        assert_eq!(conversation.created_at, conversation.updated_at);
+        let sequence: Vec<i64> = detail.messages.iter().map(|m| m.sequence_number).collect();
+        assert_eq!(sequence, [0, 1]);
+    }
+
+    async fn a_title_is_cut_to_80_characters_on_a_char_boundary(db: TestDb) {
+        let store = db.store();
+        let long = "ü".repeat(79) + "東京 and more";
+        let id = conversation_with(&store, "", &[turn(&long, "ok")]).await;
+        let title = store.get("", id).await.unwrap().conversation.title.unwrap();
+        assert_eq!(title.chars().count(), 80);
+        assert!(title.ends_with('東'));
+    }
+
+    async fn get_returns_every_message_exactly_as_stored(db: TestDb) {
+        let store = db.store();
+        let messages = rich_messages();
+        let id = Uuid::now_v7();
+        store.append_turn("", id, true, &messages).await.unwrap();
+
+        let detail = store.get("", id).await.unwrap();
+        assert_eq!(detail.messages.len(), messages.len());
+        for (index, (stored, sent)) in detail.messages.iter().zip(&messages).enumerate() {
+            assert_eq!(stored.sequence_number, index as i64);
+            assert_eq!(stored.message, sent.message, "message {index}");
+            assert_eq!(stored.reasoning, sent.reasoning, "reasoning {index}");
+            assert_eq!(stored.reasoning_events, sent.reasoning_events, "events {index}");
+            assert_eq!(stored.metadata, sent.metadata, "metadata {index}");
+            assert_eq!(stored.created_at, detail.conversation.updated_at);
+        }
+        let history = store.load_history("", id, None).await.unwrap();
+        let sent: Vec<Value> = messages.iter().map(|m| m.message.clone()).collect();
+        assert_eq!(history, sent);
+    }
+
+    async fn appended_turns_get_contiguous_sequence_numbers(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("one", "1")]).await;
+        let created = store.get("", id).await.unwrap().conversation;
+
+        let tool_turn = vec![
+            user("two"),
+            NewMessage::new(json!({"role": "assistant", "content": null, "tool_calls": []})),
+            NewMessage::new(json!({"role": "tool", "tool_call_id": "t", "content": "2"})),
+        ];
+        assert_eq!(store.append_turn("", id, false, &tool_turn).await.unwrap(), 2);
+        assert_eq!(store.append_turn("", id, false, &turn("three", "3")).await.unwrap(), 5);
+
+        let detail = store.get("", id).await.unwrap();
+        assert_eq!(detail.conversation.message_count, 7);
+        assert!(detail.conversation.updated_at > created.updated_at);
+        assert_eq!(detail.conversation.created_at, created.created_at);
+        let sequence: Vec<i64> = detail.messages.iter().map(|m| m.sequence_number).collect();
+        assert_eq!(sequence, (0..7).collect::<Vec<_>>());
+        let contents: Vec<&Value> = detail.messages.iter().map(|m| &m.message["content"]).collect();
+        assert_eq!(
+            contents,
+            [&json!("one"), &json!("1"), &json!("two"), &Value::Null, &json!("2"), &json!("three"), &json!("3")]
+        );
+    }
+
+    async fn load_history_with_last_returns_the_last_messages_in_order(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q0", "a0"), turn("q1", "a1"), turn("q2", "a2")]).await;
+        let contents = |history: Vec<Value>| -> Vec<String> {
+            history.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(contents(store.load_history("", id, Some(3)).await.unwrap()), ["a1", "q2", "a2"]);
+        assert_eq!(contents(store.load_history("", id, Some(1)).await.unwrap()), ["a2"]);
+        assert!(store.load_history("", id, Some(0)).await.unwrap().is_empty());
+        assert_eq!(store.load_history("", id, Some(100)).await.unwrap().len(), 6);
+        assert_eq!(
+            contents(store.load_history("", id, None).await.unwrap()),
+            ["q0", "a0", "q1", "a1", "q2", "a2"]
+        );
+    }
+
+    async fn load_history_of_an_empty_conversation_is_empty_and_of_an_unknown_one_not_found(db: TestDb) {
+        let store = db.store();
+        let empty = store.create("", &NewConversation::default()).await.unwrap();
+        assert!(store.load_history("", empty.id, None).await.unwrap().is_empty());
+        assert_not_found(store.load_history("", Uuid::now_v7(), None).await, "unknown id");
+    }
+
+    async fn create_seeds_a_conversation_with_messages_title_and_metadata(db: TestDb) {
+        let store = db.store();
+        let seeded = store
+            .create("", &NewConversation {
+                title: None,
+                metadata: metadata(&[("source", "import")]),
+                messages: vec![
+                    NewMessage::new(json!({"role": "system", "content": "Be brief."})),
+                    user("Imported question"),
+                    assistant("Imported answer"),
+                ],
+            })
+            .await
+            .unwrap();
+        assert_eq!(seeded.title.as_deref(), Some("Imported question"));
+        assert_eq!(seeded.message_count, 3);
+        assert_eq!(seeded.metadata, metadata(&[("source", "import")]));
+        assert_eq!(seeded.id.get_version_num(), 7);
+        let detail = store.get("", seeded.id).await.unwrap();
+        assert_eq!(detail.conversation, seeded);
+        assert_eq!(detail.messages[1].message, json!({"role": "user", "content": "Imported question"}));
+
+        let titled = store
+            .create("", &NewConversation { title: Some("Mine".into()), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(titled.title.as_deref(), Some("Mine"));
+        assert_eq!(titled.message_count, 0);
+        assert_eq!(store.append_turn("", titled.id, false, &turn("q", "a")).await.unwrap(), 0);
+    }
+
+    async fn list_pages_newest_first_with_the_total(db: TestDb) {
+        let store = db.store();
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            ids.push(conversation_with(&store, "", &[turn(&format!("q{n}"), "a")]).await);
+        }
+        // A new turn makes the oldest conversation the newest.
+        store.append_turn("", ids[0], false, &turn("again", "a")).await.unwrap();
+        let newest_first = [ids[0], ids[4], ids[3], ids[2], ids[1]];
+
+        let mut seen = Vec::new();
+        for offset in [0, 2, 4] {
+            let listed = store.list("", &page(2, offset)).await.unwrap();
+            assert_eq!(listed.total, 5);
+            seen.extend(listed.conversations.iter().map(|c| c.id));
+        }
+        assert_eq!(seen, newest_first);
+
+        let all = store.list("", &page(100, 0)).await.unwrap();
+        let updated: Vec<_> = all.conversations.iter().map(|c| c.updated_at).collect();
+        assert!(updated.windows(2).all(|w| w[0] >= w[1]));
+        assert_eq!(all.conversations[0].message_count, 4);
+
+        let past_the_end = store.list("", &page(2, 10)).await.unwrap();
+        assert!(past_the_end.conversations.is_empty());
+        assert_eq!(past_the_end.total, 5);
+    }
+
+    async fn search_finds_conversations_whose_messages_hold_every_word(db: TestDb) {
+        let store = db.store();
+        let fox = conversation_with(&store, "", &[turn("The quick brown fox", "jumps")]).await;
+        let silver = conversation_with(&store, "", &[turn("Quick silver", "is mercury")]).await;
+        let parts = conversation_with(&store, "", &[vec![NewMessage::new(json!({
+            "role": "user",
+            "content": [{"type": "text", "text": "brown bread"}, {"type": "image_url", "image_url": {"url": "x"}}]
+        }))]])
+        .await;
+        let umlaut = conversation_with(&store, "", &[turn("Grüße aus 東京", "ok")]).await;
+
+        let found = |words: &'static str| {
+            let store = store.clone();
+            async move {
+                let listed = store.list("", &search(words)).await.unwrap();
+                assert_eq!(listed.total as usize, listed.conversations.len(), "{words}");
+                listed.conversations.iter().map(|c| c.id).collect::<BTreeSet<_>>()
+            }
+        };
+        assert_eq!(found("quick").await, BTreeSet::from([fox, silver]));
+        assert_eq!(found("QUICK Brown").await, BTreeSet::from([fox]));
+        assert_eq!(found("brown").await, BTreeSet::from([fox, parts]));
+        assert_eq!(found("mercury").await, BTreeSet::from([silver]));
+        assert_eq!(found("grüße").await, BTreeSet::from([umlaut]));
+        assert_eq!(found("quick missing").await, BTreeSet::new());
+        assert_eq!(found("image_url").await, BTreeSet::new());
+        assert_eq!(found("   ").await, BTreeSet::new());
+
+        let paged = store.list("", &ListQuery { limit: 1, offset: 1, search: Some("quick".into()) }).await.unwrap();
+        assert_eq!(paged.total, 2);
+        assert_eq!(paged.conversations.iter().map(|c| c.id).collect::<Vec<_>>(), [fox]);
+    }
+
+    async fn search_treats_query_syntax_and_sql_metacharacters_as_text(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("Fine or good: it's 100% foo_bar", "ok")]).await;
+        let cases = [
+            ("fine", true),
+            ("FINE good", true),
+            ("fine OR nothing", false),
+            ("fine AND NOT good", false),
+            ("NEAR(fine good)", false),
+            ("fin*", false),
+            ("fin:*", false),
+            ("content_text:fine", false),
+            ("f%e", false),
+            ("%", false),
+            ("_", false),
+            ("'", false),
+            ("\"", false),
+            ("*", false),
+            (":", false),
+            ("100%", true),
+            ("it's", true),
+            ("\"fine\"", true),
+            ("foo_bar", true),
+            ("good -fine", true),
+            ("^fine", true),
+            ("fine & !good", true),
+            ("'; DROP TABLE conversations; --", false),
+            ("\"); DELETE FROM messages; --", false),
+        ];
+        for (words, matches) in cases {
+            let listed = store
+                .list("", &search(words))
+                .await
+                .unwrap_or_else(|e| panic!("search {words:?} failed: {e:?}"));
+            let ids: Vec<Uuid> = listed.conversations.iter().map(|c| c.id).collect();
+            let expected = if matches { vec![id] } else { vec![] };
+            assert_eq!(ids, expected, "search {words:?}");
+            assert_eq!(listed.total, expected.len() as u64, "total for {words:?}");
+        }
+        assert_eq!(store.get("", id).await.unwrap().messages.len(), 2);
+    }
+
+    async fn search_respects_owners(db: TestDb) {
+        let store = db.store();
+        let alices = conversation_with(&store, "alice", &[turn("secret plan", "ok")]).await;
+        let bobs = store.list("bob", &search("secret plan")).await.unwrap();
+        assert!(bobs.conversations.is_empty());
+        assert_eq!(bobs.total, 0);
+        let shared = store.list("", &search("secret")).await.unwrap();
+        assert_eq!(shared.total, 0);
+        let alice = store.list("alice", &search("secret")).await.unwrap();
+        assert_eq!(alice.conversations.iter().map(|c| c.id).collect::<Vec<_>>(), [alices]);
+    }
+
+    async fn rename_and_replace_metadata(db: TestDb) {
+        let store = db.store();
+        let created = store
+            .create("", &NewConversation {
+                title: Some("Old".into()),
+                metadata: metadata(&[("a", "1"), ("b", "2")]),
+                messages: turn("q", "a"),
+            })
+            .await
+            .unwrap();
+
+        let renamed = store
+            .update("", created.id, &ConversationUpdate { title: Some("New title".into()), metadata: None })
+            .await
+            .unwrap();
+        assert_eq!(renamed.title.as_deref(), Some("New title"));
+        assert_eq!(renamed.metadata, created.metadata);
+        assert_eq!(renamed.message_count, 2);
+        assert!(renamed.updated_at > created.updated_at);
+
+        let replaced = store
+            .update("", created.id, &ConversationUpdate { title: None, metadata: Some(metadata(&[("c", "ç ✓")])) })
+            .await
+            .unwrap();
+        assert_eq!(replaced.title.as_deref(), Some("New title"));
+        assert_eq!(replaced.metadata, metadata(&[("c", "ç ✓")]));
+        assert!(replaced.updated_at > renamed.updated_at);
+        assert_eq!(store.get("", created.id).await.unwrap().conversation, replaced);
+
+        let cleared = store
+            .update("", created.id, &ConversationUpdate { title: None, metadata: Some(Metadata::new()) })
+            .await
+            .unwrap();
+        assert!(cleared.metadata.is_empty());
+    }
+
+    async fn delete_removes_the_conversation_and_its_messages(db: TestDb) {
+        let store = db.store();
+        let doomed = conversation_with(&store, "", &[turn("doomed words", "a"), turn("q", "a")]).await;
+        let kept = conversation_with(&store, "", &[turn("kept words", "a")]).await;
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 6);
+
+        store.delete("", doomed).await.unwrap();
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
+        assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 1);
+        assert_not_found(store.get("", doomed).await, "get after delete");
+        assert_not_found(store.delete("", doomed).await, "second delete");
+        assert_eq!(store.list("", &search("doomed")).await.unwrap().total, 0);
+        assert_eq!(store.list("", &search("words")).await.unwrap().conversations[0].id, kept);
+        if db.backend == Backend::Sqlite {
+            db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)").await;
+        }
+    }
+
+    async fn deletes_cascaded_from_conversations_keep_the_search_index_right(db: TestDb) {
+        let store = db.store();
+        conversation_with(&store, "", &[turn("cascade words", "a")]).await;
+        // A delete that relies on ON DELETE CASCADE rather than on the store.
+        db.execute("DELETE FROM conversations").await;
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 0);
+        assert_eq!(store.list("", &search("cascade")).await.unwrap().total, 0);
+        if db.backend == Backend::Sqlite {
+            db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)").await;
+            assert_eq!(
+                db.scalar("SELECT count(*) FROM messages_search WHERE messages_search MATCH 'cascade'").await,
+                0
+            );
+        }
+    }
+
+    async fn fork_copies_messages_up_to_n_into_a_new_conversation(db: TestDb) {
+        let store = db.store();
+        let source = store
+            .create("", &NewConversation {
+                title: None,
+                metadata: metadata(&[("k", "v")]),
+                messages: rich_messages(),
+            })
+            .await
+            .unwrap();
+        store.append_turn("", source.id, false, &turn("later", "later")).await.unwrap();
+
+        let fork = store.fork("", source.id, 2).await.unwrap();
+        assert_ne!(fork.id, source.id);
+        assert_eq!(fork.id.get_version_num(), 7);
+        assert_eq!(fork.message_count, 3);
+        assert_eq!(fork.title, source.title);
+        assert_eq!(fork.metadata, source.metadata);
+
+        let original = store.get("", source.id).await.unwrap();
+        let copied = store.get("", fork.id).await.unwrap();
+        assert_eq!(copied.conversation, fork);
+        assert_eq!(copied.messages.len(), 3);
+        for (copy, kept) in copied.messages.iter().zip(&original.messages) {
+            assert_eq!(copy.sequence_number, kept.sequence_number);
+            assert_eq!(copy.message, kept.message);
+            assert_eq!(copy.reasoning, kept.reasoning);
+            assert_eq!(copy.reasoning_events, kept.reasoning_events);
+            assert_eq!(copy.metadata, kept.metadata);
+        }
+        assert_eq!(original.conversation.message_count, 6);
+        assert_eq!(original.messages.len(), 6);
+
+        assert_eq!(store.append_turn("", fork.id, false, &turn("branch", "b")).await.unwrap(), 3);
+        assert_eq!(store.get("", source.id).await.unwrap().messages.len(), 6);
+        assert_eq!(store.list("", &search("branch")).await.unwrap().conversations[0].id, fork.id);
+    }
+
+    async fn fork_past_the_end_is_out_of_range(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q", "a")]).await;
+        for at in [2, 3, -1, i64::MAX, i64::MIN] {
+            let result = store.fork("", id, at).await;
+            assert!(matches!(result, Err(StoreError::OutOfRange)), "at {at}: {result:?}");
+        }
+        assert_eq!(store.fork("", id, 1).await.unwrap().message_count, 2);
+        assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 2);
+        let empty = store.create("", &NewConversation::default()).await.unwrap();
+        assert!(matches!(store.fork("", empty.id, 0).await, Err(StoreError::OutOfRange)));
+    }
+
+    async fn truncate_then_append_continues_densely(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q0", "a0"), turn("q1", "a1"), turn("q2 gone", "a2")]).await;
+        let before = store.get("", id).await.unwrap().conversation;
+
+        assert_eq!(store.truncate("", id, 2).await.unwrap(), 4);
+        let truncated = store.get("", id).await.unwrap();
+        assert_eq!(truncated.conversation.message_count, 2);
+        assert_eq!(truncated.messages.len(), 2);
+        assert!(truncated.conversation.updated_at > before.updated_at);
+        assert_eq!(store.list("", &search("gone")).await.unwrap().total, 0);
+
+        assert_eq!(store.append_turn("", id, false, &turn("q1 again", "a1 again")).await.unwrap(), 2);
+        let detail = store.get("", id).await.unwrap();
+        let sequence: Vec<i64> = detail.messages.iter().map(|m| m.sequence_number).collect();
+        assert_eq!(sequence, [0, 1, 2, 3]);
+        assert_eq!(detail.messages[2].message["content"], "q1 again");
+
+        assert_eq!(store.truncate("", id, 4).await.unwrap(), 0);
+        assert_eq!(store.truncate("", id, 99).await.unwrap(), 0);
+        assert_eq!(store.get("", id).await.unwrap().conversation.message_count, 4);
+        assert!(matches!(store.truncate("", id, -1).await, Err(StoreError::OutOfRange)));
+        assert_eq!(store.truncate("", id, 0).await.unwrap(), 4);
+        assert_eq!(store.append_turn("", id, false, &turn("fresh", "start")).await.unwrap(), 0);
+        if db.backend == Backend::Sqlite {
+            db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)").await;
+        }
+    }
+
+    async fn messages_page_by_sequence_number_cursor(db: TestDb) {
+        let store = db.store();
+        let seeded = store
+            .create("", &NewConversation {
+                messages: (0..5).map(|n| user(&format!("m{n}"))).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let sequences = |after: Option<i64>, limit: u32, order: Order| {
+            let store = store.clone();
+            async move {
+                let page = store.messages("", seeded.id, &MessageQuery { after, limit, order }).await.unwrap();
+                let sequence: Vec<i64> = page.messages.iter().map(|m| m.sequence_number).collect();
+                (sequence, page.has_more)
+            }
+        };
+        assert_eq!(sequences(None, 2, Order::Asc).await, (vec![0, 1], true));
+        assert_eq!(sequences(Some(1), 2, Order::Asc).await, (vec![2, 3], true));
+        assert_eq!(sequences(Some(3), 2, Order::Asc).await, (vec![4], false));
+        assert_eq!(sequences(Some(2), 2, Order::Asc).await, (vec![3, 4], false));
+        assert_eq!(sequences(Some(4), 2, Order::Asc).await, (vec![], false));
+        assert_eq!(sequences(None, 2, Order::Desc).await, (vec![4, 3], true));
+        assert_eq!(sequences(Some(3), 2, Order::Desc).await, (vec![2, 1], true));
+        assert_eq!(sequences(Some(1), 2, Order::Desc).await, (vec![0], false));
+        assert_eq!(sequences(Some(0), 2, Order::Desc).await, (vec![], false));
+        assert_eq!(sequences(None, 100, Order::Asc).await, (vec![0, 1, 2, 3, 4], false));
+
+        let page = store
+            .messages("", seeded.id, &MessageQuery { after: Some(0), limit: 1, order: Order::Asc })
+            .await
+            .unwrap();
+        assert_eq!(page.messages[0].message, json!({"role": "user", "content": "m1"}));
+
+        let empty = store.create("", &NewConversation::default()).await.unwrap();
+        let none = store.messages("", empty.id, &MessageQuery { after: None, limit: 10, order: Order::Asc }).await.unwrap();
+        assert!(none.messages.is_empty() && !none.has_more);
+        assert_not_found(
+            store.messages("", Uuid::now_v7(), &MessageQuery { after: None, limit: 10, order: Order::Asc }).await,
+            "unknown id",
+        );
+    }
+
+    async fn another_owners_conversation_is_not_found_by_any_operation(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "alice", &[turn("alice's question", "answer")]).await;
+        let before = store.get("alice", id).await.unwrap();
+
+        for owner in ["bob", ""] {
+            assert_not_found(store.load_history(owner, id, None).await, "load_history");
+            assert_not_found(store.append_turn(owner, id, false, &turn("q", "a")).await, "append_turn");
+            assert_not_found(store.get(owner, id).await, "get");
+            assert_not_found(
+                store.messages(owner, id, &MessageQuery { after: None, limit: 10, order: Order::Asc }).await,
+                "messages",
+            );
+            assert_not_found(
+                store.update(owner, id, &ConversationUpdate { title: Some("x".into()), metadata: Some(Metadata::new()) }).await,
+                "update",
+            );
+            assert_not_found(store.fork(owner, id, 0).await, "fork");
+            assert_not_found(store.truncate(owner, id, 0).await, "truncate");
+            assert_not_found(store.delete(owner, id).await, "delete");
+            let listed = store.list(owner, &page(100, 0)).await.unwrap();
+            assert!(listed.conversations.is_empty());
+            assert_eq!(listed.total, 0);
+        }
+
+        assert_eq!(store.get("alice", id).await.unwrap(), before);
+        assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 1);
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
+    }
+
+    async fn appending_to_an_unknown_conversation_is_not_found_and_stores_nothing(db: TestDb) {
+        let store = db.store();
+        assert_not_found(
+            store.append_turn("", Uuid::now_v7(), false, &turn("q", "a")).await,
+            "append to unknown id",
+        );
+        assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 0);
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 0);
+    }
+
+    async fn creating_an_existing_id_again_fails_and_changes_nothing(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("first", "a")]).await;
+        let result = store.append_turn("", id, true, &turn("second", "b")).await;
+        assert!(matches!(result, Err(StoreError::Query(_))), "{result:?}");
+        let detail = store.get("", id).await.unwrap();
+        assert_eq!(detail.conversation.message_count, 2);
+        assert_eq!(detail.messages[0].message["content"], "first");
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
+    }
+
+    async fn concurrent_turns_on_one_conversation_never_collide(db: TestDb) {
+        // Enough connections that all 32 turns really run at once on PostgreSQL.
+        let store = db.store_with_connections(32).await;
+        let id = store.create("", &NewConversation::default()).await.unwrap().id;
+        let start = Arc::new(tokio::sync::Barrier::new(32));
+        let tasks: Vec<_> = (0..32)
+            .map(|n| {
+                let store = store.clone();
+                let start = start.clone();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store
+                        .append_turn("", id, false, &turn(&format!("q{n}"), &format!("a{n}")))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut firsts = BTreeSet::new();
+        for task in tasks {
+            firsts.insert(task.await.unwrap());
+        }
+        assert_eq!(firsts, (0..32).map(|n| n * 2).collect::<BTreeSet<i64>>());
+
+        let detail = store.get("", id).await.unwrap();
+        assert_eq!(detail.conversation.message_count, 64);
+        let sequence: Vec<i64> = detail.messages.iter().map(|m| m.sequence_number).collect();
+        assert_eq!(sequence, (0..64).collect::<Vec<_>>());
+        let mut turns = BTreeSet::new();
+        for pair in detail.messages.chunks(2) {
+            let question = pair[0].message["content"].as_str().unwrap();
+            let answer = pair[1].message["content"].as_str().unwrap();
+            let n = question.strip_prefix('q').unwrap();
+            assert_eq!(answer, format!("a{n}"), "turn q{n} is not contiguous");
+            turns.insert(n.to_owned());
+        }
+        assert_eq!(turns.len(), 32);
+    }
+
+    async fn a_row_that_cannot_be_decoded_is_corrupt_not_a_panic(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q", "a")]).await;
+        // Metadata values must be strings; a number is valid JSON that cannot be read back.
+        db.execute("UPDATE conversations SET metadata = '{\"k\": 1}'").await;
+        let result = store.get("", id).await;
+        assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+        assert!(matches!(store.list("", &page(10, 0)).await, Err(StoreError::Corrupt(_))));
+        assert_eq!(store.load_history("", id, None).await.unwrap().len(), 2);
+    }
+
+    async fn migrating_again_is_harmless(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q", "a")]).await;
+        store.migrate().await.unwrap();
+        tower_conversations::migrate(&store).await.unwrap();
+        assert_eq!(store.load_history("", id, None).await.unwrap().len(), 2);
+    }
+}
+
+/// SQLite turns foreign keys on per connection, and the caller's pool may turn them off:
+/// deleting and truncating must not rely on `ON DELETE CASCADE`.
+#[tokio::test]
+async fn sqlite_delete_and_truncate_do_not_rely_on_foreign_keys() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let db = TestDb::sqlite().await;
+    let options: SqliteConnectOptions = db.url.parse().unwrap();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.foreign_keys(false))
+        .await
+        .unwrap();
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(foreign_keys, 0);
+    let store: Arc<dyn ConversationStore> = Arc::new(pool);
+
+    let deleted = conversation_with(&store, "", &[turn("delete me", "a")]).await;
+    let truncated = conversation_with(&store, "", &[turn("keep", "a"), turn("cut", "b")]).await;
+    store.delete("", deleted).await.unwrap();
+    assert_eq!(store.truncate("", truncated, 2).await.unwrap(), 2);
+    assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
+    assert_eq!(store.list("", &search("delete")).await.unwrap().total, 0);
+    assert_eq!(store.list("", &search("cut")).await.unwrap().total, 0);
+    db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)")
+        .await;
+}
+
+/// The SQLite migration switches the database file to write-ahead logging.
+#[tokio::test]
+async fn sqlite_databases_use_write_ahead_logging() {
+    let db = TestDb::sqlite().await;
+    let common::db::TestPool::Sqlite(pool) = &db.pool else {
+        unreachable!()
+    };
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
