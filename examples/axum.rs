@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --example axum
-//! curl -i localhost:3000/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hi"}]}'
+//! curl -i localhost:3000/v1/chat/completions -H 'content-type: application/json' \
+//!      -d '{"messages":[{"role":"user","content":"Hi"}]}'
 //! ```
 //!
 //! Send the `X-Conversation-ID` it answers with to continue; list what was stored with

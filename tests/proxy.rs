@@ -233,6 +233,25 @@ backend_tests! {
         assert!(proxy.log().contains("SIGTERM"), "{}", proxy.log());
         assert_eq!(db.scalar("SELECT COUNT(*) FROM messages").await, 2);
     }
+
+    async fn a_turn_the_client_walked_away_from_is_stored_before_the_proxy_exits(db: TestDb) {
+        let model = TestModel::new();
+        model.push(Reply::text(["one ", "two ", "three ", "four"]).delay(Duration::from_millis(300)));
+        let (_upstream, mut proxy) = proxy_for(&db, &model, &[]).await;
+
+        let mut response = reqwest::Client::new()
+            .post(proxy.url("/v1/chat/completions"))
+            .json(&chat_body(json!([user("Count")])))
+            .send()
+            .await
+            .expect("send");
+        response.chunk().await.expect("first chunk").expect("a chunk");
+        drop(response);
+        proxy.terminate();
+
+        assert!(proxy.exit_status(Duration::from_secs(10)).await.success(), "{}", proxy.log());
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM messages").await, 2, "{}", proxy.log());
+    }
 }
 
 #[tokio::test]
