@@ -172,16 +172,18 @@ impl Service<Request<RequestBody<Incoming>>> for Forward {
                     ));
                 }
             };
-            let uri = request.uri().clone();
+            // The path only: a query string may carry a credential.
+            let path = request.uri().path().to_owned();
             match client.request(request).await {
                 Ok(mut answer) => {
                     hop_by_hop::remove(answer.headers_mut());
+                    // The client's connection to this proxy decides the version it sees.
                     *answer.version_mut() = Version::HTTP_11;
                     Ok(answer.map(response::boxed))
                 }
                 Err(error) => {
                     tracing::warn!(
-                        %uri,
+                        %path,
                         %error,
                         cause = ?std::error::Error::source(&error),
                         "upstream request failed"
