@@ -116,7 +116,9 @@ backend_tests! {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
         let (stream, text) = compact_stream();
-        let mut cuts: Vec<Vec<Bytes>> = (1..stream.len()).map(|at| frames_of(&stream, &[at])).collect();
+        let mut cuts: Vec<Vec<Bytes>> = (1..stream.len())
+            .map(|at| frames_of(&stream, &[at]))
+            .collect();
         cuts.push(one_byte_frames(&stream));
 
         for frames in cuts {
@@ -124,10 +126,16 @@ backend_tests! {
             model.push(Reply::sse(frames));
             let answer = send_chat(&app, None, &chat_body(json!([user("hi")]))).await;
 
-            assert_eq!(answer.body, stream, "cut at {first}: the client gets the same bytes");
+            assert_eq!(
+                answer.body, stream,
+                "cut at {first}: the client gets the same bytes"
+            );
             let messages = stored(&db, answer.id()).await;
             assert_eq!(messages[1].message, assistant(text), "cut at {first}");
-            assert!(!messages[1].metadata.contains_key("incomplete"), "cut at {first}");
+            assert!(
+                !messages[1].metadata.contains_key("incomplete"),
+                "cut at {first}"
+            );
         }
     }
 
@@ -159,7 +167,11 @@ backend_tests! {
                 // Every byte up to `[DONE]` as sent; `[DONE]` itself is held back until
                 // the turn is stored and then sent by the layer.
                 let done_at = find(&stream, b"data: [DONE]");
-                assert_eq!(answer.body[..done_at], stream[..done_at], "{name} in {count} frames");
+                assert_eq!(
+                    answer.body[..done_at],
+                    stream[..done_at],
+                    "{name} in {count} frames"
+                );
                 let tail = std::str::from_utf8(&answer.body[done_at..]).unwrap();
                 assert_eq!(tail.trim_end(), "data: [DONE]", "{name} in {count} frames");
                 assert_eq!(
@@ -185,7 +197,9 @@ backend_tests! {
             done(),
         ]));
         let question = user("Weather and time in Paris?");
-        let id = send_chat(&app, None, &chat_body(json!([question]))).await.id();
+        let id = send_chat(&app, None, &chat_body(json!([question])))
+            .await
+            .id();
 
         let calls = json!({"role": "assistant", "content": null, "tool_calls": [
             {"id": "call_a", "type": "function",
@@ -224,7 +238,9 @@ backend_tests! {
             stop_chunk(),
             done(),
         ]));
-        let id = send_chat(&app, None, &chat_body(json!([user("6 x 7?")]))).await.id();
+        let id = send_chat(&app, None, &chat_body(json!([user("6 x 7?")])))
+            .await
+            .id();
 
         let events = [
             json!({"type": "summary", "text": "square it"}),
@@ -251,7 +267,13 @@ backend_tests! {
         assert_eq!(messages[3].reasoning_events, events);
         assert_eq!(
             model.last_request().messages(),
-            vec![user("6 x 7?"), assistant("42"), user("8 x 8?"), assistant("64"), user("Thanks")]
+            vec![
+                user("6 x 7?"),
+                assistant("42"),
+                user("8 x 8?"),
+                assistant("64"),
+                user("Thanks")
+            ]
         );
     }
 
@@ -259,7 +281,9 @@ backend_tests! {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
         model.push(Reply::text(["Hel", "lo"]));
-        let id = send_chat(&app, None, &chat_body(json!([user("hi")]))).await.id();
+        let id = send_chat(&app, None, &chat_body(json!([user("hi")])))
+            .await
+            .id();
 
         let metadata = &stored(&db, id).await[1].metadata;
         assert_eq!(metadata["model"], MODEL);
@@ -276,34 +300,52 @@ backend_tests! {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
         model.push(Reply::sse([
-            delta_chunk(json!({"role": "assistant", "content": null, "refusal": ""}), None),
+            delta_chunk(
+                json!({"role": "assistant", "content": null, "refusal": ""}),
+                None,
+            ),
             refusal_chunk("I can't "),
             refusal_chunk("help with that."),
             stop_chunk(),
             done(),
         ]));
-        let id = send_chat(&app, None, &chat_body(json!([user("something bad")]))).await.id();
+        let id = send_chat(&app, None, &chat_body(json!([user("something bad")])))
+            .await
+            .id();
 
         let message = &stored(&db, id).await[1].message;
         assert_eq!(message["role"], "assistant");
         assert_eq!(message["refusal"], "I can't help with that.");
-        assert!(message["content"].is_null() || message["content"] == "", "{message}");
+        assert!(
+            message["content"].is_null() || message["content"] == "",
+            "{message}"
+        );
     }
 
     async fn an_upstream_error_event_inside_a_stream_stores_an_incomplete_turn(db: TestDb) {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
-        let frames = vec![role_chunk(), content_chunk("Par"), error_event("The model is overloaded.")];
+        let frames = vec![
+            role_chunk(),
+            content_chunk("Par"),
+            error_event("The model is overloaded."),
+        ];
         model.push(Reply::sse(frames.clone()));
         let answer = send_chat(&app, None, &chat_body(json!([user("hi")]))).await;
 
         assert_eq!(answer.status, StatusCode::OK);
-        assert!(answer.body.starts_with(&concat(&frames)), "the client sees the error event");
+        assert!(
+            answer.body.starts_with(&concat(&frames)),
+            "the client sees the error event"
+        );
         let messages = eventually_stored(&db, answer.id(), 2).await;
         assert_eq!(messages[1].message, assistant("Par"));
         assert_eq!(messages[1].metadata["incomplete"], true);
         let error = &messages[1].metadata["error"];
-        assert!(error.to_string().contains("The model is overloaded."), "{error}");
+        assert!(
+            error.to_string().contains("The model is overloaded."),
+            "{error}"
+        );
     }
 
     async fn a_stream_that_ends_without_done_is_still_stored(db: TestDb) {
@@ -327,12 +369,22 @@ backend_tests! {
         let answer = send_chat(&app, None, &body).await;
 
         assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.body, completion("You said: hi").to_string().as_bytes());
-        let length: usize = answer.headers["content-length"].to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            answer.body,
+            completion("You said: hi").to_string().as_bytes()
+        );
+        let length: usize = answer.headers["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(length, answer.body.len());
         let id = answer.id();
         // `refusal: null` and `annotations` are response-only: never sent back upstream.
-        assert_eq!(stored_messages(&db, id).await, vec![user("hi"), assistant("You said: hi")]);
+        assert_eq!(
+            stored_messages(&db, id).await,
+            vec![user("hi"), assistant("You said: hi")]
+        );
 
         let body = json!({"model": MODEL, "stream": false, "messages": [user("more")]});
         let answer = send_chat(&app, Some(id), &body).await;
@@ -369,7 +421,9 @@ backend_tests! {
             finish_chunk("tool_calls"),
             done(),
         ]));
-        let id = send_chat(&app, None, &chat_body(json!([user("Weather?")]))).await.id();
+        let id = send_chat(&app, None, &chat_body(json!([user("Weather?")])))
+            .await
+            .id();
         let tool = json!({"role": "tool", "tool_call_id": "call_1", "content": "Sunny"});
         send_chat(&app, Some(id), &chat_body(json!([tool]))).await;
         send_chat(&app, Some(id), &chat_body(json!([user("Thanks")]))).await;
@@ -388,12 +442,19 @@ backend_tests! {
             assert_eq!(seen.pop(), Some(user("Bye")));
             assert_window(window, &history, &seen);
             if window >= 2 {
-                assert!(seen.ends_with(&history[4..]), "window {window}: the last turn is kept");
+                assert!(
+                    seen.ends_with(&history[4..]),
+                    "window {window}: the last turn is kept"
+                );
             }
             if window >= history.len() {
                 assert_eq!(seen, history, "window {window}: everything fits");
             }
-            assert_eq!(stored_messages(&db, copy).await.len(), 8, "the window limits splicing only");
+            assert_eq!(
+                stored_messages(&db, copy).await.len(),
+                8,
+                "the window limits splicing only"
+            );
         }
     }
 

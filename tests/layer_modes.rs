@@ -92,9 +92,12 @@ backend_tests! {
     async fn an_empty_conversation_id_header_starts_a_new_conversation(db: TestDb) {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
-        let answer =
-            send_chat_with(&app, &[(CONVERSATION_ID_HEADER, "")], &chat_body(json!([user("hi")])))
-                .await;
+        let answer = send_chat_with(
+            &app,
+            &[(CONVERSATION_ID_HEADER, "")],
+            &chat_body(json!([user("hi")])),
+        )
+        .await;
 
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(answer.id().get_version_num(), 7);
@@ -125,13 +128,23 @@ backend_tests! {
 
         let seen = model.last_request();
         let seen_body = seen.json.clone().expect("the upstream got JSON");
-        assert_eq!(seen.messages(), vec![first.clone(), assistant("42"), user("And 7 x 8?")]);
+        assert_eq!(
+            seen.messages(),
+            vec![first.clone(), assistant("42"), user("And 7 x 8?")]
+        );
         let mut rest_seen = seen_body.as_object().unwrap().clone();
         let mut rest_sent = second.as_object().unwrap().clone();
         rest_seen.remove("messages");
         rest_sent.remove("messages");
-        assert_eq!(rest_seen, rest_sent, "every other field reaches the upstream unchanged");
-        let length: usize = seen.headers["content-length"].to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            rest_seen, rest_sent,
+            "every other field reaches the upstream unchanged"
+        );
+        let length: usize = seen.headers["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(length, seen.body.len(), "Content-Length is corrected");
 
         assert_eq!(
@@ -149,11 +162,26 @@ backend_tests! {
                 {{"role":"user","content":"hi"}}], "stream": true}}"#
             );
             let headers = [("content-type", "application/json")];
-            let answer = send(&app, Method::POST, "/v1/chat/completions", &headers, body.clone()).await;
+            let answer = send(
+                &app,
+                Method::POST,
+                "/v1/chat/completions",
+                &headers,
+                body.clone(),
+            )
+            .await;
 
             assert_eq!(answer.status, StatusCode::OK);
-            assert_eq!(answer.conversation_id(), None, "{role}: no X-Conversation-ID");
-            assert_eq!(model.last_request().body, body.as_bytes(), "{role}: original bytes");
+            assert_eq!(
+                answer.conversation_id(),
+                None,
+                "{role}: no X-Conversation-ID"
+            );
+            assert_eq!(
+                model.last_request().body,
+                body.as_bytes(),
+                "{role}: original bytes"
+            );
             assert_eq!(answer.body, concat(&text_stream(&["You ", "said: ", "hi"])));
         }
         assert_eq!(conversation_count(&db).await, 0);
@@ -172,17 +200,29 @@ backend_tests! {
             assert_eq!(answer.status, StatusCode::BAD_REQUEST);
             assert_eq!(answer.error_code(), "conversation_id_with_system_message");
         }
-        assert_eq!(model.requests().len(), upstream_calls, "the upstream is not called");
+        assert_eq!(
+            model.requests().len(),
+            upstream_calls,
+            "the upstream is not called"
+        );
         assert_eq!(message_count(&db).await, 2);
     }
 
     async fn a_malformed_conversation_id_is_rejected(db: TestDb) {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
-        for value in ["not-a-uuid", "1234", "0192f0c1-0000-7000-8000-00000000000g", "{id}"] {
-            let answer =
-                send_chat_with(&app, &[(CONVERSATION_ID_HEADER, value)], &chat_body(json!([user("hi")])))
-                    .await;
+        for value in [
+            "not-a-uuid",
+            "1234",
+            "0192f0c1-0000-7000-8000-00000000000g",
+            "{id}",
+        ] {
+            let answer = send_chat_with(
+                &app,
+                &[(CONVERSATION_ID_HEADER, value)],
+                &chat_body(json!([user("hi")])),
+            )
+            .await;
             assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{value}");
             assert_eq!(answer.error_code(), "invalid_conversation_id", "{value}");
             assert_eq!(answer.headers["content-type"], "application/json");
@@ -207,30 +247,48 @@ backend_tests! {
         let layer = ConversationLayer::new(db.store()).owner_resolver(owner_from_x_user());
         let app = serve_layered(&model, layer).await;
         let body = chat_body(json!([user("secret plans")]));
-        let id = send_chat_with(&app, &[("x-user", "alice")], &body).await.id();
+        let id = send_chat_with(&app, &[("x-user", "alice")], &body)
+            .await
+            .id();
 
         let id_text = id.to_string();
         let continued = chat_body(json!([user("what were my plans?")]));
-        let as_bob =
-            send_chat_with(&app, &[("x-user", "bob"), (CONVERSATION_ID_HEADER, &id_text)], &continued)
-                .await;
+        let as_bob = send_chat_with(
+            &app,
+            &[("x-user", "bob"), (CONVERSATION_ID_HEADER, &id_text)],
+            &continued,
+        )
+        .await;
         let unknown = Uuid::now_v7().to_string();
-        let as_bob_unknown =
-            send_chat_with(&app, &[("x-user", "bob"), (CONVERSATION_ID_HEADER, &unknown)], &continued)
-                .await;
+        let as_bob_unknown = send_chat_with(
+            &app,
+            &[("x-user", "bob"), (CONVERSATION_ID_HEADER, &unknown)],
+            &continued,
+        )
+        .await;
         let shared_space = send_chat(&app, Some(id), &continued).await;
 
         assert_eq!(as_bob.status, StatusCode::NOT_FOUND);
         assert_eq!(as_bob.error_code(), "conversation_not_found");
-        assert_eq!(as_bob.body, as_bob_unknown.body, "nothing tells the two apart");
+        assert_eq!(
+            as_bob.body, as_bob_unknown.body,
+            "nothing tells the two apart"
+        );
         assert_eq!(shared_space.status, StatusCode::NOT_FOUND);
-        assert_eq!(model.chat_requests().len(), 1, "only alice's first turn went upstream");
+        assert_eq!(
+            model.chat_requests().len(),
+            1,
+            "only alice's first turn went upstream"
+        );
         assert_eq!(stored_messages(&db, "alice", id).await.len(), 2);
         assert!(db.store().get("bob", id).await.is_err());
 
-        let as_alice =
-            send_chat_with(&app, &[("x-user", "alice"), (CONVERSATION_ID_HEADER, &id_text)], &continued)
-                .await;
+        let as_alice = send_chat_with(
+            &app,
+            &[("x-user", "alice"), (CONVERSATION_ID_HEADER, &id_text)],
+            &continued,
+        )
+        .await;
         assert_eq!(as_alice.status, StatusCode::OK);
         assert_eq!(stored_messages(&db, "alice", id).await.len(), 4);
     }
@@ -242,8 +300,14 @@ backend_tests! {
         let large = chat_body(json!([user(&"x".repeat(4096))])).to_string();
         let headers = [("content-type", "application/json")];
 
-        let with_length =
-            send(&app, Method::POST, "/v1/chat/completions", &headers, large.clone()).await;
+        let with_length = send(
+            &app,
+            Method::POST,
+            "/v1/chat/completions",
+            &headers,
+            large.clone(),
+        )
+        .await;
         // Without Content-Length the limit must hold while reading, too.
         let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = large
             .as_bytes()
@@ -251,7 +315,14 @@ backend_tests! {
             .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
             .collect();
         let chunked = reqwest::Body::wrap_stream(futures_util::stream::iter(pieces));
-        let without_length = send(&app, Method::POST, "/v1/chat/completions", &headers, chunked).await;
+        let without_length = send(
+            &app,
+            Method::POST,
+            "/v1/chat/completions",
+            &headers,
+            chunked,
+        )
+        .await;
 
         for answer in [with_length, without_length] {
             assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -269,9 +340,22 @@ backend_tests! {
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
         let baseline = serve_model(&TestModel::new()).await;
         let headers = [("content-type", "application/json")];
-        for body in ["not json {", r#"{"model":"test-model"}"#, r#"{"messages":"hi"}"#, "[1,2]", ""] {
+        for body in [
+            "not json {",
+            r#"{"model":"test-model"}"#,
+            r#"{"messages":"hi"}"#,
+            "[1,2]",
+            "",
+        ] {
             let answer = send(&app, Method::POST, "/v1/chat/completions", &headers, body).await;
-            let direct = send(&baseline, Method::POST, "/v1/chat/completions", &headers, body).await;
+            let direct = send(
+                &baseline,
+                Method::POST,
+                "/v1/chat/completions",
+                &headers,
+                body,
+            )
+            .await;
 
             assert_eq!(model.last_request().body, body.as_bytes(), "{body}");
             assert_eq!(answer.status, direct.status, "{body}");
@@ -286,8 +370,15 @@ backend_tests! {
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
         let id = start_conversation(&app, "hi").await.to_string();
         let upstream_calls = model.requests().len();
-        let headers = [("content-type", "application/json"), (CONVERSATION_ID_HEADER, id.as_str())];
-        for body in ["not json {", r#"{"model":"test-model"}"#, r#"{"messages":"hi"}"#] {
+        let headers = [
+            ("content-type", "application/json"),
+            (CONVERSATION_ID_HEADER, id.as_str()),
+        ];
+        for body in [
+            "not json {",
+            r#"{"model":"test-model"}"#,
+            r#"{"messages":"hi"}"#,
+        ] {
             let answer = send(&app, Method::POST, "/v1/chat/completions", &headers, body).await;
             assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
             assert_eq!(answer.error_code(), "invalid_request", "{body}");
@@ -304,7 +395,11 @@ backend_tests! {
         let chat = chat_body(json!([user("hi")])).to_string();
         let cases = [
             (Method::GET, "/v1/models", String::new()),
-            (Method::POST, "/v1/embeddings", r#"{"model":"e","input":"hi"}"#.to_owned()),
+            (
+                Method::POST,
+                "/v1/embeddings",
+                r#"{"model":"e","input":"hi"}"#.to_owned(),
+            ),
             (Method::GET, "/v1/chat/completions", String::new()),
             (Method::PUT, "/v1/chat/completions", chat.clone()),
             (Method::POST, "/v1/chat", chat),
@@ -325,7 +420,11 @@ backend_tests! {
             let (seen, seen_directly) = (model.last_request(), direct_model.last_request());
             assert_eq!(seen.method, seen_directly.method, "{method} {path}");
             assert_eq!(seen.path, seen_directly.path, "{method} {path}");
-            assert_eq!(seen.headers_without_host(), seen_directly.headers_without_host(), "{method} {path}");
+            assert_eq!(
+                seen.headers_without_host(),
+                seen_directly.headers_without_host(),
+                "{method} {path}"
+            );
             assert_eq!(seen.body, seen_directly.body, "{method} {path}");
 
             let mut headers = answer.headers.clone();
@@ -344,16 +443,28 @@ backend_tests! {
         let layer = ConversationLayer::new(db.store())
             .chat_paths(["/v1/chat/completions", "/openai/v1/chat/completions"]);
         let app = serve_layered(&model, layer).await;
-        let only_custom = ConversationLayer::new(db.store()).chat_paths(["/openai/v1/chat/completions"]);
+        let only_custom =
+            ConversationLayer::new(db.store()).chat_paths(["/openai/v1/chat/completions"]);
         let custom_app = serve_layered(&model, only_custom).await;
         let body = chat_body(json!([user("hi")])).to_string();
         let headers = [("content-type", "application/json")];
 
         for path in ["/v1/chat/completions", "/openai/v1/chat/completions"] {
             let answer = send(&app, Method::POST, path, &headers, body.clone()).await;
-            assert_eq!(stored_messages(&db, "", answer.id()).await.len(), 2, "{path}");
+            assert_eq!(
+                stored_messages(&db, "", answer.id()).await.len(),
+                2,
+                "{path}"
+            );
         }
-        let passed = send(&custom_app, Method::POST, "/v1/chat/completions", &headers, body).await;
+        let passed = send(
+            &custom_app,
+            Method::POST,
+            "/v1/chat/completions",
+            &headers,
+            body,
+        )
+        .await;
         assert_eq!(passed.status, StatusCode::OK);
         assert_eq!(passed.conversation_id(), None);
         assert_eq!(conversation_count(&db).await, 2);
@@ -372,13 +483,22 @@ backend_tests! {
         for status in statuses {
             for conversation in [None, Some(id)] {
                 model.push(Reply::error(status, "upstream trouble"));
-                let answer = send_chat(&app, conversation, &chat_body(json!([user("again")]))).await;
-                let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+                let answer =
+                    send_chat(&app, conversation, &chat_body(json!([user("again")]))).await;
+                let kind = if status.is_server_error() {
+                    "server_error"
+                } else {
+                    "invalid_request_error"
+                };
                 let expected = json!({"error": {"message": "upstream trouble", "type": kind,
                     "param": null, "code": null}});
 
                 assert_eq!(answer.status, status);
-                assert_eq!(answer.body, expected.to_string().as_bytes(), "{status}: untouched");
+                assert_eq!(
+                    answer.body,
+                    expected.to_string().as_bytes(),
+                    "{status}: untouched"
+                );
                 assert_eq!(answer.conversation_id(), None, "{status}: no header");
             }
         }
@@ -392,7 +512,14 @@ backend_tests! {
         let app = serve_layered(&model, layer).await;
         let body = chat_body(json!([user("hi")])).to_string();
         let headers = [("content-type", "application/json")];
-        let answer = send(&app, Method::POST, "/v1/chat/completions", &headers, body.clone()).await;
+        let answer = send(
+            &app,
+            Method::POST,
+            "/v1/chat/completions",
+            &headers,
+            body.clone(),
+        )
+        .await;
 
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(answer.conversation_id(), None);
@@ -407,8 +534,13 @@ backend_tests! {
         let system = json!({"role": "system", "content": "Be brief."});
         for start in ["", "new"] {
             let body = chat_body(json!([system.clone(), user("one")]));
-            let id = send_chat_with(&app, &[(CONVERSATION_ID_HEADER, start)], &body).await.id();
-            assert_eq!(model.last_request().messages(), vec![system.clone(), user("one")]);
+            let id = send_chat_with(&app, &[(CONVERSATION_ID_HEADER, start)], &body)
+                .await
+                .id();
+            assert_eq!(
+                model.last_request().messages(),
+                vec![system.clone(), user("one")]
+            );
 
             let other_system = json!({"role": "developer", "content": "Be briefer."});
             let body = chat_body(json!([other_system.clone(), user("two")]));
@@ -416,11 +548,21 @@ backend_tests! {
             assert_eq!(answer.status, StatusCode::OK, "{start:?}");
             assert_eq!(
                 model.last_request().messages(),
-                vec![other_system, user("one"), assistant("You said: one"), user("two")]
+                vec![
+                    other_system,
+                    user("one"),
+                    assistant("You said: one"),
+                    user("two")
+                ]
             );
             assert_eq!(
                 stored_messages(&db, "", id).await,
-                vec![user("one"), assistant("You said: one"), user("two"), assistant("You said: two")]
+                vec![
+                    user("one"),
+                    assistant("You said: one"),
+                    user("two"),
+                    assistant("You said: two")
+                ]
             );
         }
     }

@@ -111,7 +111,9 @@ backend_tests! {
     async fn a_storage_failure_ends_the_stream_with_a_storage_failed_chunk(db: TestDb) {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
-        let id = send_chat(&app, None, &chat_body(json!([user("hi")]))).await.id();
+        let id = send_chat(&app, None, &chat_body(json!([user("hi")])))
+            .await
+            .id();
         fail_inserts_into_messages(&db).await;
 
         for conversation in [Some(id), None] {
@@ -122,7 +124,11 @@ backend_tests! {
             assert_ends_with_storage_failed(&answer, &frames);
         }
         assert_eq!(message_count(&db).await, 2, "the first turn only");
-        assert_eq!(conversation_count(&db).await, 1, "no row for the failed new conversation");
+        assert_eq!(
+            conversation_count(&db).await,
+            1,
+            "no row for the failed new conversation"
+        );
     }
 
     async fn a_storage_failure_after_a_json_reply_marks_it_storage_failed(db: TestDb) {
@@ -139,11 +145,19 @@ backend_tests! {
             let answer = send_chat(&app, None, &body).await;
 
             let mut expected = reply.clone();
-            let metadata = expected.as_object_mut().unwrap().entry("metadata").or_insert(json!({}));
+            let metadata = expected
+                .as_object_mut()
+                .unwrap()
+                .entry("metadata")
+                .or_insert(json!({}));
             metadata["storage_failed"] = json!(true);
             assert_eq!(answer.status, StatusCode::OK);
             assert_eq!(answer.json(), expected);
-            let length: usize = answer.headers["content-length"].to_str().unwrap().parse().unwrap();
+            let length: usize = answer.headers["content-length"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert_eq!(length, answer.body.len(), "Content-Length is corrected");
         }
         assert_eq!(message_count(&db).await, 0);
@@ -163,7 +177,10 @@ backend_tests! {
         release(lock).await;
 
         assert_ends_with_storage_failed(&answer, &frames);
-        assert!(took < Duration::from_secs(2), "took {took:?} with a 300 ms timeout");
+        assert!(
+            took < Duration::from_secs(2),
+            "took {took:?} with a 300 ms timeout"
+        );
     }
 
     async fn a_client_gone_mid_stream_leaves_the_partial_turn_stored_as_incomplete(db: TestDb) {
@@ -180,7 +197,11 @@ backend_tests! {
             .send()
             .await
             .unwrap();
-        let id: Uuid = response.headers()[CONVERSATION_ID_HEADER].to_str().unwrap().parse().unwrap();
+        let id: Uuid = response.headers()[CONVERSATION_ID_HEADER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let mut received = String::new();
         while received.matches("piece").count() < 2 {
             let chunk = response.chunk().await.unwrap().expect("the stream goes on");
@@ -194,13 +215,23 @@ backend_tests! {
             (messages.len() == 2).then_some(messages)
         })
         .await;
-        let content = messages[1].message["content"].as_str().unwrap_or_default().to_owned();
+        let content = messages[1].message["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert!(content.starts_with("piece0 piece1 "), "{content:?}");
         assert_ne!(content, pieces.concat(), "the reply was cut short");
         assert_eq!(messages[1].metadata["incomplete"], true);
-        eventually(Duration::from_secs(5), "the upstream call to be cancelled", || async {
-            model.stream_ends().contains(&StreamEnd::Cancelled).then_some(())
-        })
+        eventually(
+            Duration::from_secs(5),
+            "the upstream call to be cancelled",
+            || async {
+                model
+                    .stream_ends()
+                    .contains(&StreamEnd::Cancelled)
+                    .then_some(())
+            },
+        )
         .await;
     }
 
@@ -217,5 +248,28 @@ backend_tests! {
         assert_ends_with_storage_failed(&answer, &frames);
         assert_eq!(message_count(&db).await, 0);
         assert_eq!(conversation_count(&db).await, 0);
+    }
+
+    async fn a_store_outage_while_loading_history_is_503_without_its_cause(db: TestDb) {
+        let model = TestModel::new();
+        let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
+        let id = send_chat(&app, None, &chat_body(json!([user("hi")])))
+            .await
+            .id();
+        db.execute("ALTER TABLE messages RENAME TO messages_out_of_reach")
+            .await;
+
+        let answer = send_chat(&app, Some(id), &chat_body(json!([user("again")]))).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.error_code(), "conversation_store_unavailable");
+        assert_eq!(answer.json()["error"]["type"], "server_error");
+        for detail in ["messages", "SELECT", "sqlite", "postgres", "relation"] {
+            assert!(
+                !answer.text().contains(detail),
+                "{detail} leaked: {}",
+                answer.text()
+            );
+        }
+        assert_eq!(model.chat_requests().len(), 1, "the upstream is not called");
     }
 }

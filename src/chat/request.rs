@@ -62,6 +62,7 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Option<ChatRequest<'_>> {
 
 impl<'a> ChatRequest<'a> {
     /// The request's messages in order.
+    #[cfg(test)]
     pub(crate) fn messages(&self) -> &[Value] {
         &self.messages
     }
