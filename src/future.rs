@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
+use http_body::Body;
 use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
@@ -18,7 +19,7 @@ pin_project! {
     /// The future of [`ConversationService`](crate::ConversationService): the inner
     /// service's own future for requests the layer passes through (no allocation), or
     /// the stateful path that loads history, calls the inner service and wraps the reply.
-    pub struct ResponseFuture<F, B, E> {
+    pub struct ResponseFuture<F, B: Body, E> {
         #[pin]
         kind: Kind<F, B, E>,
     }
@@ -26,13 +27,13 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, B, E> {
+    enum Kind<F, B: Body, E> {
         Passthrough { #[pin] future: F },
         Stateful { future: StatefulFuture<B, E> },
     }
 }
 
-impl<F, B, E> ResponseFuture<F, B, E> {
+impl<F, B: Body, E> ResponseFuture<F, B, E> {
     pub(crate) fn passthrough(future: F) -> Self {
         Self {
             kind: Kind::Passthrough { future },
@@ -49,6 +50,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
 impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 

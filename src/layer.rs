@@ -10,6 +10,7 @@ use crate::chat::ModePolicy;
 use crate::owner::OwnerResolver;
 use crate::service::ConversationService;
 use crate::store::ConversationStore;
+use crate::writes::PendingWrites;
 
 /// The default chat-completions path.
 pub const DEFAULT_CHAT_PATH: &str = "/v1/chat/completions";
@@ -61,6 +62,8 @@ pub(crate) struct Config {
     pub(crate) capture_limit: usize,
     pub(crate) storage_timeout: Duration,
     pub(crate) history_window: Option<u32>,
+    /// Storage tasks still running, shared by every clone of the layer.
+    pub(crate) writes: Arc<PendingWrites>,
 }
 
 impl ConversationLayer {
@@ -77,6 +80,7 @@ impl ConversationLayer {
                 capture_limit: DEFAULT_CAPTURE_LIMIT,
                 storage_timeout: DEFAULT_STORAGE_TIMEOUT,
                 history_window: None,
+                writes: Arc::default(),
             }),
         }
     }
@@ -90,9 +94,11 @@ impl ConversationLayer {
     /// `/v1/chat/completions`). Replaces the list.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// let layer = tower_conversations::ConversationLayer::new(pool)
     ///     .chat_paths(["/v1/chat/completions", "/openai/v1/chat/completions"]);
+    /// # }
     /// ```
     pub fn chat_paths<I, P>(self, paths: I) -> Self
     where
@@ -106,9 +112,11 @@ impl ConversationLayer {
     /// How a request's mode is decided (default [`ModePolicy::SystemMessage`]).
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// use tower_conversations::{ConversationLayer, ModePolicy};
     /// let layer = ConversationLayer::new(pool).policy(ModePolicy::Header);
+    /// # }
     /// ```
     pub fn policy(self, policy: ModePolicy) -> Self {
         self.with(|c| c.policy = policy)
@@ -118,11 +126,13 @@ impl ConversationLayer {
     /// the management API, or build it with [`ConversationLayer::api`].
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// use tower_conversations::{ConversationLayer, OwnerResolver};
     /// let layer = ConversationLayer::new(pool).owner_resolver(OwnerResolver::new(|parts| {
     ///     parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned)
     /// }));
+    /// # }
     /// ```
     pub fn owner_resolver(self, owners: OwnerResolver) -> Self {
         self.with(|c| c.owners = owners)
@@ -131,8 +141,10 @@ impl ConversationLayer {
     /// Largest chat request body read, in bytes (default 32 MiB); larger ones get `413`.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// let layer = tower_conversations::ConversationLayer::new(pool).request_body_limit(1 << 20);
+    /// # }
     /// ```
     pub fn request_body_limit(self, bytes: usize) -> Self {
         self.with(|c| c.request_body_limit = bytes)
@@ -142,8 +154,10 @@ impl ConversationLayer {
     /// still reaches the client whole, is not stored, and ends with `storage_failed`.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// let layer = tower_conversations::ConversationLayer::new(pool).capture_limit(4 << 20);
+    /// # }
     /// ```
     pub fn capture_limit(self, bytes: usize) -> Self {
         self.with(|c| c.capture_limit = bytes)
@@ -153,10 +167,12 @@ impl ConversationLayer {
     /// (default 5 s). The write is abandoned at that point.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// use std::time::Duration;
     /// let layer = tower_conversations::ConversationLayer::new(pool)
     ///     .storage_timeout(Duration::from_secs(2));
+    /// # }
     /// ```
     pub fn storage_timeout(self, timeout: Duration) -> Self {
         self.with(|c| c.storage_timeout = timeout)
@@ -166,8 +182,10 @@ impl ConversationLayer {
     /// boundary so that no `tool` message loses the assistant message it answers.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// let layer = tower_conversations::ConversationLayer::new(pool).history_window(40);
+    /// # }
     /// ```
     pub fn history_window(self, messages: u32) -> Self {
         self.with(|c| c.history_window = Some(messages))
@@ -182,16 +200,20 @@ impl ConversationLayer {
     /// layer.wait_for_pending_writes().await;
     /// # }
     /// ```
-    pub async fn wait_for_pending_writes(&self) {}
+    pub async fn wait_for_pending_writes(&self) {
+        self.config.writes.idle().await;
+    }
 
     /// The management API over the same store and owner resolver, so the two can never
     /// disagree about who sees what.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
     /// use axum::Router;
     /// let layer = tower_conversations::ConversationLayer::new(pool);
     /// let app: Router = Router::new().nest_service("/v1/conversations", layer.api());
+    /// # }
     /// ```
     pub fn api(&self) -> ConversationApi {
         ConversationApi::new(self.config.store.clone()).owner_resolver(self.config.owners.clone())

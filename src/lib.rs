@@ -24,15 +24,20 @@
 
 pub mod api;
 mod body;
+mod capture;
 mod chat;
 mod error;
 mod future;
+mod intercept;
 mod layer;
 mod owner;
 mod request_body;
+mod respond;
 mod service;
 mod sse;
 pub mod store;
+mod turn;
+mod writes;
 
 pub use api::ConversationApi;
 pub use body::ResponseBody;

@@ -27,7 +27,9 @@ use http::request::Parts;
 /// assert_eq!(owners.resolve(&parts), "");
 /// ```
 #[derive(Clone)]
-pub struct OwnerResolver(Option<Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>>);
+pub struct OwnerResolver(Option<Arc<ResolveFn>>);
+
+type ResolveFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 
 impl OwnerResolver {
     /// A resolver from a function of the request head.

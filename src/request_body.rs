@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 
 pin_project! {
     /// The request body the inner service sees: the client's body untouched for every
-    /// request the layer passes through, or the rewritten chat request it forwards.
+    /// request the layer passes through, or the chat request it read and forwards.
     ///
     /// It implements [`http_body::Body`], so axum routers and hyper services take it as
     /// they take any other body.
@@ -20,24 +20,33 @@ pin_project! {
     /// let body = RequestBody::<http_body_util::Empty<bytes::Bytes>>::from_bytes("{}".into());
     /// assert_eq!(body.size_hint().exact(), Some(2));
     /// ```
-    #[project = RequestBodyProj]
-    pub enum RequestBody<B> {
-        /// The client's body, not read by the layer.
+    pub struct RequestBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
         Original { #[pin] inner: B },
-        /// A body the layer read and rebuilt.
-        Rewritten { bytes: Option<Bytes> },
+        Read { bytes: Option<Bytes> },
     }
 }
 
 impl<B> RequestBody<B> {
     /// The client's body, forwarded as it is.
     pub fn original(inner: B) -> Self {
-        Self::Original { inner }
+        Self {
+            kind: Kind::Original { inner },
+        }
     }
 
     /// A complete body made of `bytes`.
     pub fn from_bytes(bytes: Bytes) -> Self {
-        Self::Rewritten { bytes: Some(bytes) }
+        Self {
+            kind: Kind::Read { bytes: Some(bytes) },
+        }
     }
 }
 
@@ -52,9 +61,9 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.project() {
-            RequestBodyProj::Original { inner } => inner.poll_frame(cx),
-            RequestBodyProj::Rewritten { bytes } => Poll::Ready(
+        match self.project().kind.project() {
+            KindProj::Original { inner } => inner.poll_frame(cx),
+            KindProj::Read { bytes } => Poll::Ready(
                 bytes
                     .take()
                     .filter(|b| !b.is_empty())
@@ -64,16 +73,16 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Original { inner } => inner.is_end_stream(),
-            Self::Rewritten { bytes } => bytes.as_ref().is_none_or(Bytes::is_empty),
+        match &self.kind {
+            Kind::Original { inner } => inner.is_end_stream(),
+            Kind::Read { bytes } => bytes.as_ref().is_none_or(Bytes::is_empty),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Original { inner } => inner.size_hint(),
-            Self::Rewritten { bytes } => {
+        match &self.kind {
+            Kind::Original { inner } => inner.size_hint(),
+            Kind::Read { bytes } => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
         }

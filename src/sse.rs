@@ -1,1 +1,330 @@
 //! An incremental Server-Sent Events parser: plain synchronous code, fed byte slices.
+//!
+//! Events may be split across chunks at any byte; lines end in LF, CRLF or CR; the
+//! `data:` lines of one event are joined with `\n`; comments and other fields are
+//! ignored. The line `data: [DONE]` ends the stream. Besides the events, the parser
+//! tells the capturing body which bytes of each chunk may go to the client at once and
+//! which must wait because they are, or may yet become, that `[DONE]` line: the layer
+//! holds `[DONE]` back until the turn is stored.
+
+/// The two spellings of the end-of-stream line (SSE strips one space after the colon).
+const DONE_LINES: [&[u8]; 2] = [b"data: [DONE]", b"data:[DONE]"];
+/// Enough bytes of a line's start to recognise a `[DONE]` line.
+const HEAD: usize = 12;
+
+/// What one chunk of input means for the bytes sent on to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fed {
+    /// Bytes `..forward` of the chunk may go to the client now (after any bytes held
+    /// back from earlier chunks, which they release). Bytes `forward..` are held: they
+    /// are the `[DONE]` line and what follows it, or an unfinished line that may still
+    /// turn out to be `[DONE]`.
+    pub(crate) forward: usize,
+    /// The `[DONE]` line has been seen; it and everything after it is dropped.
+    pub(crate) done: bool,
+}
+
+/// Parses a stream of SSE bytes into the data of its events.
+#[derive(Debug)]
+pub(crate) struct SseParser {
+    /// The unfinished line's bytes from earlier chunks (kept only while capturing).
+    partial: Vec<u8>,
+    /// The unfinished line's length so far, kept or not.
+    partial_len: usize,
+    /// The unfinished line's first bytes, to recognise `[DONE]` even when not capturing.
+    head: [u8; HEAD],
+    /// The current event's data.
+    data: Vec<u8>,
+    has_data: bool,
+    /// The last chunk ended with CR: a LF opening the next one completes that CRLF.
+    skip_lf: bool,
+    /// False once the capture budget is spent: then only `[DONE]` is looked for.
+    capturing: bool,
+    done: bool,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        Self {
+            partial: Vec::new(),
+            partial_len: 0,
+            head: [0; HEAD],
+            data: Vec::new(),
+            has_data: false,
+            skip_lf: false,
+            capturing: true,
+            done: false,
+        }
+    }
+}
+
+impl SseParser {
+    /// Stops collecting event data (the capture limit was reached); `[DONE]` is still
+    /// recognised so that it can be held back.
+    pub(crate) fn stop_capturing(&mut self) {
+        self.capturing = false;
+        self.partial = Vec::new();
+        self.data = Vec::new();
+        self.has_data = false;
+    }
+
+    /// Feeds one chunk, calling `on_event` with the data of each event it completes.
+    pub(crate) fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&str)) -> Fed {
+        if self.done {
+            return Fed {
+                forward: 0,
+                done: true,
+            };
+        }
+        let mut pos = 0;
+        if std::mem::take(&mut self.skip_lf) && chunk.first() == Some(&b'\n') {
+            pos = 1;
+        }
+        while let Some(offset) = chunk[pos..].iter().position(|&b| b == b'\n' || b == b'\r') {
+            let end = pos + offset;
+            // Where this line starts in the chunk; 0 when it began in an earlier one.
+            let line_start = if self.partial_len == 0 { pos } else { 0 };
+            let piece = &chunk[pos..end];
+            self.note_head(piece);
+            let len = self.partial_len + piece.len();
+            if self.is_done_line(len) {
+                self.done = true;
+                self.dispatch(&mut on_event);
+                return Fed {
+                    forward: line_start,
+                    done: true,
+                };
+            }
+            if self.capturing {
+                if self.partial.is_empty() {
+                    self.line(piece, &mut on_event);
+                } else {
+                    let mut line = std::mem::take(&mut self.partial);
+                    line.extend_from_slice(piece);
+                    self.line(&line, &mut on_event);
+                    line.clear();
+                    self.partial = line;
+                }
+            }
+            self.partial_len = 0;
+            pos = end + 1;
+            if chunk[end] == b'\r' {
+                match chunk.get(pos) {
+                    Some(b'\n') => pos += 1,
+                    Some(_) => {}
+                    None => self.skip_lf = true,
+                }
+            }
+        }
+        let tail = &chunk[pos..];
+        if tail.is_empty() {
+            return Fed {
+                forward: chunk.len(),
+                done: false,
+            };
+        }
+        let tail_start = if self.partial_len == 0 { pos } else { 0 };
+        self.note_head(tail);
+        self.partial_len += tail.len();
+        if self.capturing {
+            self.partial.extend_from_slice(tail);
+        }
+        let forward = if self.may_become_done_line() {
+            tail_start
+        } else {
+            chunk.len()
+        };
+        Fed {
+            forward,
+            done: false,
+        }
+    }
+
+    /// The stream ended: completes a last event that lacked its blank line.
+    pub(crate) fn finish(&mut self, mut on_event: impl FnMut(&str)) {
+        if self.done || !self.capturing {
+            return;
+        }
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line, &mut on_event);
+        }
+        self.dispatch(&mut on_event);
+    }
+
+    /// Whether the stream's `[DONE]` line has been seen.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn note_head(&mut self, piece: &[u8]) {
+        if self.partial_len < HEAD {
+            let take = piece.len().min(HEAD - self.partial_len);
+            self.head[self.partial_len..self.partial_len + take].copy_from_slice(&piece[..take]);
+        }
+    }
+
+    fn is_done_line(&self, len: usize) -> bool {
+        len <= HEAD && DONE_LINES.contains(&&self.head[..len])
+    }
+
+    fn may_become_done_line(&self) -> bool {
+        let len = self.partial_len;
+        len <= HEAD
+            && DONE_LINES
+                .iter()
+                .any(|done| done.starts_with(&self.head[..len]))
+    }
+
+    /// One complete line, without its end.
+    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(&str)) {
+        if line.is_empty() {
+            self.dispatch(on_event);
+            return;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(0) => return, // a comment
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        if field == b"data" {
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(value);
+            self.has_data = true;
+        }
+    }
+
+    fn dispatch(&mut self, on_event: &mut impl FnMut(&str)) {
+        if std::mem::take(&mut self.has_data) {
+            // Data that is not UTF-8 cannot be a JSON chunk: the event is skipped.
+            if let Ok(data) = std::str::from_utf8(&self.data) {
+                on_event(data);
+            }
+        }
+        self.data.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks`, returning the events and the bytes a client would have received
+    /// (held bytes released in order, the `[DONE]` line and what follows dropped).
+    fn run(chunks: &[&[u8]]) -> (Vec<String>, Vec<u8>, bool) {
+        let mut parser = SseParser::default();
+        let mut events = Vec::new();
+        let mut sent = Vec::new();
+        let mut held: Vec<u8> = Vec::new();
+        for chunk in chunks {
+            let fed = parser.feed(chunk, |data| events.push(data.to_owned()));
+            if fed.done {
+                if fed.forward > 0 {
+                    sent.append(&mut held);
+                    sent.extend_from_slice(&chunk[..fed.forward]);
+                }
+                held.clear();
+                continue;
+            }
+            if fed.forward > 0 {
+                sent.append(&mut held);
+            }
+            sent.extend_from_slice(&chunk[..fed.forward]);
+            held.extend_from_slice(&chunk[fed.forward..]);
+        }
+        let done = parser.is_done();
+        parser.finish(|data| events.push(data.to_owned()));
+        if !done {
+            sent.append(&mut held);
+        }
+        (events, sent, done)
+    }
+
+    const STREAM: &[u8] = b": keep-alive\r\n\r\ndata: {\"a\":1}\n\ndata: one\ndata: two\r\nid: 7\r\n\r\nevent: x\rdata:tight\r\rdata: [DONE]\n\n";
+
+    #[test]
+    fn events_are_the_same_however_the_stream_is_cut() {
+        let expected = vec!["{\"a\":1}", "one\ntwo", "tight"];
+        let done_at = STREAM.len() - b"data: [DONE]\n\n".len();
+        for cut in 0..=STREAM.len() {
+            let (events, sent, done) = run(&[&STREAM[..cut], &STREAM[cut..]]);
+            assert_eq!(events, expected, "cut at {cut}");
+            assert!(done, "cut at {cut}");
+            assert_eq!(sent, &STREAM[..done_at], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn events_are_the_same_fed_one_byte_at_a_time() {
+        let bytes: Vec<&[u8]> = STREAM.chunks(1).collect();
+        let (events, _, done) = run(&bytes);
+        assert_eq!(events, vec!["{\"a\":1}", "one\ntwo", "tight"]);
+        assert!(done);
+    }
+
+    #[test]
+    fn a_possible_done_prefix_is_held_then_released_when_it_is_not_done() {
+        let mut parser = SseParser::default();
+        let fed = parser.feed(b"data: {\"x\":1}\n\ndata: [", |_| {});
+        assert_eq!(fed.forward, b"data: {\"x\":1}\n\n".len());
+        let fed = parser.feed(b"1]\n\n", |_| {});
+        assert_eq!(
+            fed,
+            Fed {
+                forward: 4,
+                done: false
+            }
+        );
+    }
+
+    #[test]
+    fn content_lines_are_forwarded_whole_even_when_unfinished() {
+        let mut parser = SseParser::default();
+        let chunk = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel";
+        assert_eq!(parser.feed(chunk, |_| {}).forward, chunk.len());
+    }
+
+    #[test]
+    fn a_stream_without_done_still_yields_its_last_event() {
+        let (events, sent, done) = run(&[b"data: a\n\ndata: b"]);
+        assert_eq!(events, vec!["a", "b"]);
+        assert_eq!(sent, b"data: a\n\ndata: b");
+        assert!(!done);
+    }
+
+    #[test]
+    fn input_after_done_is_dropped() {
+        let (events, sent, _) = run(&[b"data: a\n\ndata: [DONE]\n\ndata: b\n\n", b"data: c\n\n"]);
+        assert_eq!(events, vec!["a"]);
+        assert_eq!(sent, b"data: a\n\n");
+    }
+
+    #[test]
+    fn events_with_invalid_utf8_are_skipped() {
+        let (events, _, _) = run(&[b"data: \xff\xfe\n\ndata: ok\n\n"]);
+        assert_eq!(events, vec!["ok"]);
+    }
+
+    #[test]
+    fn done_is_still_recognised_after_capturing_stops() {
+        let mut parser = SseParser::default();
+        parser.stop_capturing();
+        let mut events = 0;
+        let fed = parser.feed(b"data: a\n\ndata: [DO", |_| events += 1);
+        assert_eq!(fed.forward, 9);
+        let fed = parser.feed(b"NE]\n\n", |_| events += 1);
+        assert_eq!(
+            fed,
+            Fed {
+                forward: 0,
+                done: true
+            }
+        );
+        assert_eq!(events, 0);
+    }
+}

@@ -7,6 +7,10 @@ use crate::error::ApiError;
 
 /// How the layer decides whether a chat request is stateless or part of a conversation.
 ///
+/// With either policy, an `X-Conversation-ID` that is neither empty, `new` nor a UUID is
+/// answered with `400 invalid_conversation_id`, and a header on a body that is not a chat
+/// request (not JSON, or no `messages` array) with `400 invalid_request`.
+///
 /// ```
 /// use tower_conversations::ModePolicy;
 /// assert_eq!(ModePolicy::default(), ModePolicy::SystemMessage);
@@ -16,6 +20,11 @@ use crate::error::ApiError;
 pub enum ModePolicy {
     /// The default: a request with a `system` or `developer` message is stateless; one
     /// without starts or (with `X-Conversation-ID`) continues a conversation.
+    ///
+    /// An empty header, or `new`, means the same as no header here: a request without a
+    /// system message starts a conversation either way, and a request with one stays
+    /// stateless. So a client written for the [`Header`](ModePolicy::Header) policy
+    /// behaves the same under this one.
     #[default]
     SystemMessage,
     /// The header alone decides: none means stateless, an empty value (or `new`) starts
@@ -37,10 +46,41 @@ pub(crate) enum ConversationHeader {
     Invalid,
 }
 
+/// The lengths of the two UUID spellings accepted: simple (32 hex digits) and
+/// hyphenated (36 characters). Braced and `urn:uuid:` forms are refused, so that the id a
+/// client sends back looks like the one the layer handed out.
+const SIMPLE_UUID_LEN: usize = 32;
+const HYPHENATED_UUID_LEN: usize = 36;
+
 impl ConversationHeader {
     /// Reads every value the request carries under the header name.
     pub(crate) fn from_values<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
-        todo!()
+        let mut values = values.into_iter();
+        let Some(value) = values.next() else {
+            return Self::Absent;
+        };
+        // Several values could name several conversations: refuse rather than guess.
+        if values.next().is_some() {
+            return Self::Invalid;
+        }
+        Self::from_value(value)
+    }
+
+    fn from_value(value: &[u8]) -> Self {
+        let Ok(text) = std::str::from_utf8(value) else {
+            return Self::Invalid;
+        };
+        let text = text.trim_matches([' ', '\t']);
+        if text.is_empty() || text.eq_ignore_ascii_case("new") {
+            return Self::New;
+        }
+        if text.len() != SIMPLE_UUID_LEN && text.len() != HYPHENATED_UUID_LEN {
+            return Self::Invalid;
+        }
+        match Uuid::try_parse_ascii(text.as_bytes()) {
+            Ok(id) => Self::Id(id),
+            Err(_) => Self::Invalid,
+        }
     }
 }
 
@@ -64,5 +104,270 @@ pub(crate) fn decide(
     header: ConversationHeader,
     request: Option<&ChatRequest<'_>>,
 ) -> Result<Mode, ApiError> {
-    todo!()
+    use ConversationHeader::{Absent, Id, Invalid, New};
+
+    // A malformed id is the client's mistake whatever the body holds: say so first.
+    if header == Invalid {
+        return Err(ApiError::invalid_conversation_id());
+    }
+    let Some(request) = request else {
+        return match header {
+            Absent => Ok(Mode::Passthrough),
+            // Under the system-message policy an empty header means no header at all.
+            New if policy == ModePolicy::SystemMessage => Ok(Mode::Passthrough),
+            _ => Err(not_a_chat_request()),
+        };
+    };
+    match policy {
+        ModePolicy::SystemMessage => match (request.has_system_message(), header) {
+            (true, Id(_)) => Err(ApiError::conversation_id_with_system_message()),
+            (true, _) => Ok(Mode::Stateless),
+            (false, Id(id)) => Ok(Mode::Continue(id)),
+            (false, _) => Ok(Mode::New(Uuid::now_v7())),
+        },
+        ModePolicy::Header => match header {
+            Absent => Ok(Mode::Stateless),
+            New => Ok(Mode::New(Uuid::now_v7())),
+            Id(id) => Ok(Mode::Continue(id)),
+            Invalid => Err(ApiError::invalid_conversation_id()),
+        },
+    }
+}
+
+fn not_a_chat_request() -> ApiError {
+    ApiError::invalid_request(
+        "X-Conversation-ID was sent, but the body is not a chat completion request: \
+         it must be a JSON object whose `messages` is an array of objects, each with a \
+         string `role`.",
+    )
+    .with_param("messages")
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::*;
+    use crate::chat::parse_chat_request;
+
+    const ID: &str = "0190f0c4-5b4e-7c3a-9f1e-2d3c4b5a6978";
+
+    fn header(values: &[&[u8]]) -> ConversationHeader {
+        ConversationHeader::from_values(values.iter().copied())
+    }
+
+    fn id() -> Uuid {
+        Uuid::parse_str(ID).unwrap()
+    }
+
+    const CHAT: &[u8] = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    const WITH_SYSTEM: &[u8] =
+        br#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":"hi"}]}"#;
+    const WITH_DEVELOPER: &[u8] =
+        br#"{"messages":[{"role":"developer","content":"d"},{"role":"user","content":"hi"}]}"#;
+
+    fn decide_on(
+        policy: ModePolicy,
+        header: ConversationHeader,
+        body: &[u8],
+    ) -> Result<Mode, ApiError> {
+        decide(policy, header, parse_chat_request(body).as_ref())
+    }
+
+    fn assert_new(mode: Result<Mode, ApiError>) {
+        match mode {
+            Ok(Mode::New(id)) => assert_eq!(id.get_version_num(), 7, "ids are UUIDv7"),
+            other => panic!("expected a new conversation, got {other:?}"),
+        }
+    }
+
+    fn assert_error(mode: Result<Mode, ApiError>, status: StatusCode, code: &str) {
+        let error = mode.expect_err("expected an error");
+        assert_eq!((error.status, error.code), (status, code));
+    }
+
+    #[test]
+    fn no_header_is_absent() {
+        assert_eq!(header(&[]), ConversationHeader::Absent);
+    }
+
+    #[test]
+    fn an_empty_header_starts_a_conversation() {
+        assert_eq!(header(&[b""]), ConversationHeader::New);
+        assert_eq!(header(&[b"  \t "]), ConversationHeader::New);
+    }
+
+    #[test]
+    fn new_in_any_case_starts_a_conversation() {
+        for value in [&b"new"[..], b"NEW", b"New", b" nEw "] {
+            assert_eq!(header(&[value]), ConversationHeader::New, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_hyphenated_or_simple_uuid_names_a_conversation() {
+        let simple = id().simple().to_string();
+        let upper = ID.to_ascii_uppercase();
+        let padded = format!("  {ID}\t");
+        for value in [ID, &simple, &upper, &padded] {
+            assert_eq!(
+                header(&[value.as_bytes()]),
+                ConversationHeader::Id(id()),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_that_is_not_a_uuid_is_invalid() {
+        let braced = format!("{{{ID}}}");
+        let urn = format!("urn:uuid:{ID}");
+        let truncated = &ID[..35];
+        let bad_digit = ID.replace('a', "g");
+        for value in ["nope", "newer", "0", &braced, &urn, truncated, &bad_digit] {
+            assert_eq!(
+                header(&[value.as_bytes()]),
+                ConversationHeader::Invalid,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_that_is_not_utf8_is_invalid() {
+        assert_eq!(header(&[b"\xff\xfe"]), ConversationHeader::Invalid);
+    }
+
+    #[test]
+    fn several_header_values_are_invalid() {
+        assert_eq!(
+            header(&[ID.as_bytes(), ID.as_bytes()]),
+            ConversationHeader::Invalid
+        );
+        assert_eq!(header(&[b"", b""]), ConversationHeader::Invalid);
+    }
+
+    #[test]
+    fn an_invalid_header_is_refused_before_anything_else() {
+        for policy in [ModePolicy::SystemMessage, ModePolicy::Header] {
+            for body in [CHAT, WITH_SYSTEM, b"not json"] {
+                let mode = decide_on(policy, ConversationHeader::Invalid, body);
+                assert_error(mode, StatusCode::BAD_REQUEST, "invalid_conversation_id");
+            }
+        }
+    }
+
+    #[test]
+    fn system_policy_passes_through_a_body_that_is_not_a_chat_request_without_a_header() {
+        let policy = ModePolicy::SystemMessage;
+        for header in [ConversationHeader::Absent, ConversationHeader::New] {
+            for body in [&b"not json"[..], br#"{"model":"m"}"#] {
+                assert_eq!(decide_on(policy, header, body), Ok(Mode::Passthrough));
+            }
+        }
+    }
+
+    #[test]
+    fn system_policy_refuses_a_conversation_id_on_a_body_that_is_not_a_chat_request() {
+        let mode = decide_on(
+            ModePolicy::SystemMessage,
+            ConversationHeader::Id(id()),
+            b"[]",
+        );
+        assert_error(mode, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+
+    #[test]
+    fn system_policy_keeps_a_request_with_a_system_or_developer_message_stateless() {
+        let policy = ModePolicy::SystemMessage;
+        for header in [ConversationHeader::Absent, ConversationHeader::New] {
+            for body in [WITH_SYSTEM, WITH_DEVELOPER] {
+                assert_eq!(decide_on(policy, header, body), Ok(Mode::Stateless));
+            }
+        }
+    }
+
+    #[test]
+    fn system_policy_refuses_a_conversation_id_with_a_system_message() {
+        for body in [WITH_SYSTEM, WITH_DEVELOPER] {
+            let mode = decide_on(
+                ModePolicy::SystemMessage,
+                ConversationHeader::Id(id()),
+                body,
+            );
+            assert_error(
+                mode,
+                StatusCode::BAD_REQUEST,
+                "conversation_id_with_system_message",
+            );
+        }
+    }
+
+    #[test]
+    fn system_policy_starts_a_conversation_without_a_system_message_or_header() {
+        let policy = ModePolicy::SystemMessage;
+        assert_new(decide_on(policy, ConversationHeader::Absent, CHAT));
+        assert_new(decide_on(policy, ConversationHeader::New, CHAT));
+    }
+
+    #[test]
+    fn system_policy_continues_the_conversation_the_header_names() {
+        let mode = decide_on(
+            ModePolicy::SystemMessage,
+            ConversationHeader::Id(id()),
+            CHAT,
+        );
+        assert_eq!(mode, Ok(Mode::Continue(id())));
+    }
+
+    #[test]
+    fn each_new_conversation_gets_its_own_id() {
+        let first = decide_on(ModePolicy::SystemMessage, ConversationHeader::Absent, CHAT);
+        let second = decide_on(ModePolicy::SystemMessage, ConversationHeader::Absent, CHAT);
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn header_policy_passes_through_a_body_that_is_not_a_chat_request_only_without_a_header() {
+        let policy = ModePolicy::Header;
+        let body = b"not json";
+        assert_eq!(
+            decide_on(policy, ConversationHeader::Absent, body),
+            Ok(Mode::Passthrough)
+        );
+        for header in [ConversationHeader::New, ConversationHeader::Id(id())] {
+            assert_error(
+                decide_on(policy, header, body),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            );
+        }
+    }
+
+    #[test]
+    fn header_policy_without_a_header_is_stateless() {
+        for body in [CHAT, WITH_SYSTEM] {
+            assert_eq!(
+                decide_on(ModePolicy::Header, ConversationHeader::Absent, body),
+                Ok(Mode::Stateless)
+            );
+        }
+    }
+
+    #[test]
+    fn header_policy_with_an_empty_header_starts_a_conversation_even_with_a_system_message() {
+        for body in [CHAT, WITH_SYSTEM, WITH_DEVELOPER] {
+            assert_new(decide_on(ModePolicy::Header, ConversationHeader::New, body));
+        }
+    }
+
+    #[test]
+    fn header_policy_with_a_uuid_continues_even_with_a_system_message() {
+        for body in [CHAT, WITH_SYSTEM] {
+            assert_eq!(
+                decide_on(ModePolicy::Header, ConversationHeader::Id(id()), body),
+                Ok(Mode::Continue(id()))
+            );
+        }
+    }
 }

@@ -1,12 +1,49 @@
 //! Assembling the assistant message from a reply: streamed deltas or a JSON body.
+//!
+//! The stored message is exactly what the next request must send upstream:
+//! `{"role": "assistant", "content": ...}`, with `tool_calls` and `refusal` only when the
+//! reply carried them. Reasoning is kept beside the message, never in it, because
+//! several providers reject `reasoning_content` in input messages.
+
+mod chunk;
+mod completion;
+
+use std::mem;
 
 use bytes::Bytes;
+use serde_json::{Map, Value, json};
 
+use self::chunk::{ChunkParts, DeltaParts, Text, ToolCallDelta};
+pub(crate) use self::completion::{assemble_json_reply, mark_storage_failed};
 use crate::store::NewMessage;
 
 /// Builds the assistant message of a streamed reply from its SSE events' data.
 #[derive(Debug, Default)]
-pub(crate) struct ReplyAssembler {}
+pub(crate) struct ReplyAssembler {
+    content: String,
+    /// In order of first appearance; sorted by index when the message is taken.
+    tool_calls: Vec<ToolCall>,
+    refusal: String,
+    reasoning: String,
+    reasoning_events: Vec<Value>,
+    finish_reason: Option<String>,
+    id: Option<String>,
+    model: Option<String>,
+    created: Option<Value>,
+    system_fingerprint: Option<String>,
+    usage: Option<Value>,
+    error: Option<Value>,
+}
+
+/// One tool call, merged from the deltas that share its index.
+#[derive(Debug, Default)]
+struct ToolCall {
+    index: u64,
+    id: Option<String>,
+    kind: Option<String>,
+    name: Option<String>,
+    arguments: String,
+}
 
 impl ReplyAssembler {
     pub(crate) fn new() -> Self {
@@ -16,37 +53,565 @@ impl ReplyAssembler {
     /// Takes one SSE event's data (`[DONE]` never reaches it). Non-JSON data and events
     /// without `choices` are ignored; `{"error": ...}` is remembered.
     pub(crate) fn on_event(&mut self, data: &str) {
-        todo!()
+        let mut chunk = ChunkParts::default();
+        if chunk.read(data).is_err() {
+            return;
+        }
+        remember(&mut self.id, &chunk.id);
+        remember(&mut self.model, &chunk.model);
+        remember(&mut self.system_fingerprint, &chunk.system_fingerprint);
+        if let Some(created) = chunk.created {
+            self.created = Some(created);
+        }
+        // `include_usage` streams send `"usage": null` on every chunk but the last.
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage);
+        }
+        if let Some(error) = chunk.error {
+            self.error = Some(error);
+        }
+        if chunk.has_choice {
+            remember(&mut self.finish_reason, &chunk.choice.finish_reason);
+            self.add_delta(chunk.choice.delta);
+        }
+    }
+
+    fn add_delta(&mut self, delta: DeltaParts<'_>) {
+        if let Some(content) = &delta.content.0 {
+            self.content.push_str(content);
+        }
+        if let Some(refusal) = &delta.refusal.0 {
+            self.refusal.push_str(refusal);
+        }
+        // Some servers send the same text under both names; one of them per delta is
+        // the reasoning, the other a copy.
+        let reasoning = delta.reasoning_content.non_empty();
+        if let Some(reasoning) = reasoning.or(delta.reasoning.non_empty()) {
+            self.reasoning.push_str(reasoning);
+        }
+        if let Some(event @ Value::Object(_)) = delta.reasoning_event {
+            self.reasoning_events.push(event);
+        }
+        for call in delta.tool_calls {
+            self.add_tool_call(call);
+        }
+    }
+
+    fn add_tool_call(&mut self, delta: ToolCallDelta<'_>) {
+        let index = match delta.index {
+            Some(index) => index,
+            None => self.index_of_unindexed_call(delta.id.non_empty()),
+        };
+        let position = match self.tool_calls.iter().position(|c| c.index == index) {
+            Some(position) => position,
+            None => {
+                self.tool_calls.push(ToolCall {
+                    index,
+                    ..ToolCall::default()
+                });
+                self.tool_calls.len() - 1
+            }
+        };
+        let call = &mut self.tool_calls[position];
+        remember(&mut call.id, &delta.id);
+        remember(&mut call.kind, &delta.kind);
+        if let Some(function) = delta.function {
+            remember(&mut call.name, &function.name);
+            if let Some(arguments) = &function.arguments.0 {
+                call.arguments.push_str(arguments);
+            }
+        }
+    }
+
+    /// Some servers leave `index` out of tool call deltas. Then a delta that names a new
+    /// call id starts a call; any other continues the latest one.
+    fn index_of_unindexed_call(&self, id: Option<&str>) -> u64 {
+        let Some(latest) = self.tool_calls.last() else {
+            return 0;
+        };
+        match id {
+            Some(id) if latest.id.as_deref() != Some(id) => {
+                let highest = self.tool_calls.iter().map(|c| c.index).max();
+                highest.map_or(0, |index| index.saturating_add(1))
+            }
+            _ => latest.index,
+        }
     }
 
     /// Whether a `finish_reason` arrived.
     pub(crate) fn finished(&self) -> bool {
-        todo!()
+        self.finish_reason.is_some()
     }
 
     /// The assistant message and what is kept beside it. `complete` is false when the
     /// stream was cut short (client gone, upstream failed); the message then carries
     /// `metadata.incomplete = true`, as it does after an error event.
+    ///
+    /// What the reply said is taken; what names the stream (`id`, `model`, `created`)
+    /// stays, for [`storage_failed_event`](Self::storage_failed_event).
     pub(crate) fn take_message(&mut self, complete: bool) -> NewMessage {
-        todo!()
+        let mut calls = mem::take(&mut self.tool_calls);
+        calls.sort_by_key(|call| call.index);
+        let tool_calls: Vec<Value> = calls.into_iter().map(ToolCall::into_json).collect();
+        let refusal = mem::take(&mut self.refusal);
+        let content = mem::take(&mut self.content);
+        // Chat APIs spell "no text, only tool calls (or a refusal)" as `content: null`.
+        let content = if content.is_empty() && (!tool_calls.is_empty() || !refusal.is_empty()) {
+            Value::Null
+        } else {
+            Value::String(content)
+        };
+        let message = Value::Object(assistant_message(content, tool_calls, refusal));
+
+        let mut metadata = Map::new();
+        insert_known(&mut metadata, "model", self.model.clone().map(Value::from));
+        insert_known(&mut metadata, "id", self.id.clone().map(Value::from));
+        insert_known(
+            &mut metadata,
+            "finish_reason",
+            self.finish_reason.take().map(Value::from),
+        );
+        insert_known(&mut metadata, "usage", self.usage.take());
+        insert_known(
+            &mut metadata,
+            "system_fingerprint",
+            self.system_fingerprint.clone().map(Value::from),
+        );
+        let error = self.error.take();
+        if !complete || error.is_some() {
+            metadata.insert("incomplete".to_owned(), Value::Bool(true));
+        }
+        insert_known(&mut metadata, "error", error);
+
+        let reasoning = mem::take(&mut self.reasoning);
+        NewMessage {
+            message,
+            reasoning: (!reasoning.is_empty()).then_some(reasoning),
+            reasoning_events: mem::take(&mut self.reasoning_events),
+            metadata,
+        }
     }
 
     /// The extra last chunk that tells the client its turn was not stored:
     /// `data: {"id", "object": "chat.completion.chunk", "created", "model", "choices": [],
     /// "metadata": {"storage_failed": true}}` and a blank line.
     pub(crate) fn storage_failed_event(&self) -> Bytes {
-        todo!()
+        let chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "metadata": {"storage_failed": true},
+        });
+        Bytes::from(format!("data: {chunk}\n\n"))
     }
 }
 
-/// The assistant message of a non-streaming reply (`choices[0].message`), or `None`
-/// when the body is not such a reply.
-pub(crate) fn assemble_json_reply(body: &[u8]) -> Option<NewMessage> {
-    todo!()
+impl ToolCall {
+    fn into_json(self) -> Value {
+        let mut call = Map::new();
+        if let Some(id) = self.id {
+            call.insert("id".to_owned(), Value::String(id));
+        }
+        let kind = self.kind.unwrap_or_else(|| "function".to_owned());
+        call.insert("type".to_owned(), Value::String(kind));
+        call.insert(
+            "function".to_owned(),
+            json!({"name": self.name.unwrap_or_default(), "arguments": self.arguments}),
+        );
+        Value::Object(call)
+    }
 }
 
-/// The JSON reply with a top-level `"metadata": {"storage_failed": true}` merged in;
-/// `None` when the body is not a JSON object.
-pub(crate) fn mark_storage_failed(body: &[u8]) -> Option<Vec<u8>> {
-    todo!()
+/// Keeps the latest non-empty value of a field that names the reply, allocating only
+/// when it changes (it almost never does between chunks).
+fn remember(slot: &mut Option<String>, text: &Text<'_>) {
+    if let Some(text) = text.non_empty()
+        && slot.as_deref() != Some(text)
+    {
+        *slot = Some(text.to_owned());
+    }
+}
+
+/// `{"role": "assistant", "content": ...}`, plus `tool_calls` and `refusal` when there
+/// are any.
+fn assistant_message(
+    content: Value,
+    tool_calls: Vec<Value>,
+    refusal: String,
+) -> Map<String, Value> {
+    let mut message = Map::new();
+    message.insert("role".to_owned(), Value::from("assistant"));
+    message.insert("content".to_owned(), content);
+    if !tool_calls.is_empty() {
+        message.insert("tool_calls".to_owned(), Value::Array(tool_calls));
+    }
+    if !refusal.is_empty() {
+        message.insert("refusal".to_owned(), Value::String(refusal));
+    }
+    message
+}
+
+/// Inserts a metadata entry when its value is known (neither missing nor null).
+fn insert_known(metadata: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value.filter(|value| !value.is_null()) {
+        metadata.insert(key.to_owned(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk as OpenAI streams it, carrying `delta` in choice 0.
+    fn chunk(delta: Value) -> String {
+        json!({
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": "gpt-4o",
+            "system_fingerprint": "fp_1",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}],
+            "usage": null,
+        })
+        .to_string()
+    }
+
+    fn finish(reason: &str) -> String {
+        json!({
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": reason}],
+        })
+        .to_string()
+    }
+
+    fn assemble<S: AsRef<str>>(events: &[S]) -> ReplyAssembler {
+        let mut assembler = ReplyAssembler::new();
+        for event in events {
+            assembler.on_event(event.as_ref());
+        }
+        assembler
+    }
+
+    #[test]
+    fn content_deltas_are_concatenated() {
+        let mut assembler = assemble(&[
+            chunk(json!({"role": "assistant", "content": ""})),
+            chunk(json!({"content": "Hel"})),
+            chunk(json!({"content": "lo, \"wörld\"\n"})),
+            finish("stop"),
+        ]);
+        let message = assembler.take_message(true);
+        assert_eq!(
+            message.message,
+            json!({"role": "assistant", "content": "Hello, \"wörld\"\n"})
+        );
+    }
+
+    #[test]
+    fn the_metadata_names_the_reply() {
+        let mut assembler = assemble(&[chunk(json!({"content": "hi"})), finish("stop")]);
+        assert!(assembler.finished());
+        let message = assembler.take_message(true);
+        assert_eq!(
+            Value::Object(message.metadata),
+            json!({
+                "model": "gpt-4o",
+                "id": "chatcmpl-1",
+                "finish_reason": "stop",
+                "system_fingerprint": "fp_1",
+            })
+        );
+        assert_eq!(message.reasoning, None);
+        assert!(message.reasoning_events.is_empty());
+    }
+
+    #[test]
+    fn a_stream_without_finish_reason_is_not_finished() {
+        let assembler = assemble(&[chunk(json!({"content": "hi"}))]);
+        assert!(!assembler.finished());
+    }
+
+    #[test]
+    fn tool_calls_over_many_deltas_merge_by_index() {
+        let call = |index: u64, id: Option<&str>, name: Option<&str>, arguments: &str| {
+            let mut function = json!({"arguments": arguments});
+            if let Some(name) = name {
+                function["name"] = json!(name);
+            }
+            let mut call = json!({"index": index, "function": function});
+            if let Some(id) = id {
+                call["id"] = json!(id);
+                call["type"] = json!("function");
+            }
+            chunk(json!({"tool_calls": [call]}))
+        };
+        let mut assembler = assemble(&[
+            chunk(json!({"role": "assistant", "content": null})),
+            call(1, Some("call_b"), Some("get_time"), ""),
+            call(0, Some("call_a"), Some("get_weather"), ""),
+            call(0, None, None, "{\"city\":"),
+            call(1, None, None, "{\"tz\":\"UTC\"}"),
+            call(0, None, None, "\"Paris\"}"),
+            finish("tool_calls"),
+        ]);
+        let message = assembler.take_message(true);
+        assert_eq!(
+            message.message,
+            json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [
+                    {"id": "call_a", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_b", "type": "function",
+                     "function": {"name": "get_time", "arguments": "{\"tz\":\"UTC\"}"}},
+                ],
+            })
+        );
+        assert_eq!(message.metadata["finish_reason"], "tool_calls");
+    }
+
+    #[test]
+    fn tool_calls_in_one_delta_merge_by_their_own_index() {
+        let mut assembler = assemble(&[
+            chunk(json!({"tool_calls": [
+                {"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": "{"}},
+                {"index": 1, "id": "b", "type": "function", "function": {"name": "g", "arguments": "["}},
+            ]})),
+            chunk(json!({"tool_calls": [
+                {"index": 1, "function": {"arguments": "]"}},
+                {"index": 0, "function": {"arguments": "}"}},
+            ]})),
+        ]);
+        let message = assembler.take_message(true).message;
+        assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{}");
+        assert_eq!(message["tool_calls"][1]["function"]["arguments"], "[]");
+    }
+
+    #[test]
+    fn tool_calls_without_index_start_a_call_at_each_new_id() {
+        let mut assembler = assemble(&[
+            chunk(
+                json!({"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": "{\"x\""}}]}),
+            ),
+            chunk(json!({"tool_calls": [{"function": {"arguments": ":1}"}}]})),
+            chunk(
+                json!({"tool_calls": [{"id": "b", "function": {"name": "g", "arguments": "{}"}}]}),
+            ),
+        ]);
+        let message = assembler.take_message(true).message;
+        assert_eq!(
+            message["tool_calls"],
+            json!([
+                {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}},
+                {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+            ])
+        );
+    }
+
+    #[test]
+    fn text_with_tool_calls_keeps_its_content() {
+        let mut assembler = assemble(&[
+            chunk(json!({"content": "Let me check."})),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "a", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}]}),
+            ),
+        ]);
+        let message = assembler.take_message(true).message;
+        assert_eq!(message["content"], "Let me check.");
+        assert_eq!(message["tool_calls"][0]["id"], "a");
+    }
+
+    #[test]
+    fn a_refusal_is_concatenated_and_content_is_null() {
+        let mut assembler = assemble(&[
+            chunk(json!({"role": "assistant", "content": null, "refusal": ""})),
+            chunk(json!({"refusal": "I can't "})),
+            chunk(json!({"refusal": "help with that."})),
+            finish("stop"),
+        ]);
+        assert_eq!(
+            assembler.take_message(true).message,
+            json!({"role": "assistant", "content": null, "refusal": "I can't help with that."})
+        );
+    }
+
+    #[test]
+    fn an_empty_reply_has_empty_content() {
+        let mut assembler = assemble(&[finish("length")]);
+        assert_eq!(
+            assembler.take_message(true).message,
+            json!({"role": "assistant", "content": ""})
+        );
+    }
+
+    #[test]
+    fn reasoning_text_is_kept_beside_the_message() {
+        let mut assembler = assemble(&[
+            chunk(json!({"reasoning_content": "First, ", "content": null})),
+            chunk(json!({"reasoning": "think."})),
+            chunk(json!({"reasoning_content": " Then", "reasoning": " Then"})),
+            chunk(json!({"content": "42"})),
+        ]);
+        let message = assembler.take_message(true);
+        assert_eq!(message.reasoning.as_deref(), Some("First, think. Then"));
+        assert_eq!(
+            message.message,
+            json!({"role": "assistant", "content": "42"})
+        );
+    }
+
+    #[test]
+    fn reasoning_events_are_kept_in_order() {
+        let mut assembler = assemble(&[
+            chunk(json!({"reasoning_event": {"type": "start", "n": 1}})),
+            chunk(json!({"reasoning_event": null, "content": "a"})),
+            chunk(json!({"reasoning_event": "not an object"})),
+            chunk(json!({"reasoning_event": {"type": "end", "n": 2}})),
+        ]);
+        let message = assembler.take_message(true);
+        assert_eq!(
+            message.reasoning_events,
+            [
+                json!({"type": "start", "n": 1}),
+                json!({"type": "end", "n": 2})
+            ]
+        );
+        assert!(message.message.get("reasoning_event").is_none());
+    }
+
+    #[test]
+    fn usage_comes_from_the_final_chunk_without_choices() {
+        let usage = json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11});
+        let last = json!({
+            "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": "gpt-4o", "choices": [], "usage": usage,
+        });
+        let mut assembler = assemble(&[
+            chunk(json!({"content": "hi"})),
+            finish("stop"),
+            last.to_string(),
+        ]);
+        let message = assembler.take_message(true);
+        assert_eq!(message.metadata["usage"], usage);
+        assert_eq!(message.metadata["finish_reason"], "stop");
+        assert_eq!(message.message["content"], "hi");
+    }
+
+    #[test]
+    fn only_the_choice_with_index_zero_is_assembled() {
+        let both = json!({"choices": [
+            {"index": 1, "delta": {"content": "other"}, "finish_reason": "length"},
+            {"index": 0, "delta": {"content": "mine"}},
+        ]});
+        let mut assembler = assemble(&[both.to_string()]);
+        assert!(!assembler.finished());
+        assert_eq!(assembler.take_message(true).message["content"], "mine");
+    }
+
+    #[test]
+    fn an_error_event_marks_the_message_incomplete_and_keeps_the_error() {
+        let error = json!({"message": "overloaded", "type": "server_error", "code": null});
+        let mut assembler = assemble(&[
+            chunk(json!({"content": "par"})),
+            json!({"error": error}).to_string(),
+        ]);
+        let message = assembler.take_message(true);
+        assert_eq!(message.message["content"], "par");
+        assert_eq!(message.metadata["incomplete"], true);
+        assert_eq!(message.metadata["error"], error);
+    }
+
+    #[test]
+    fn a_stream_cut_short_marks_the_message_incomplete() {
+        let mut cut = assemble(&[chunk(json!({"content": "par"}))]);
+        assert_eq!(cut.take_message(false).metadata["incomplete"], true);
+
+        let mut whole = assemble(&[chunk(json!({"content": "all"})), finish("stop")]);
+        let metadata = whole.take_message(true).metadata;
+        assert!(!metadata.contains_key("incomplete"));
+        assert!(!metadata.contains_key("error"));
+    }
+
+    #[test]
+    fn junk_events_are_ignored() {
+        let mut assembler = assemble(&[
+            chunk(json!({"content": "a"})),
+            "not json".to_owned(),
+            "{\"choices\": [{\"delta\": {\"content\": \"cut".to_owned(),
+            "[{\"choices\": []}]".to_owned(),
+            "\"text\"".to_owned(),
+            "42".to_owned(),
+            String::new(),
+            "{}".to_owned(),
+            r#"{"choices": "none"}"#.to_owned(),
+            r#"{"choices": [1, 2]}"#.to_owned(),
+            r#"{"choices": [{"index": 0, "delta": {"content": 5}}]}"#.to_owned(),
+            r#"{"choices": [{"index": 0, "delta": "x"}]}"#.to_owned(),
+            r#"{"object": "ping", "extra": {"deep": [1, {"x": null}]}}"#.to_owned(),
+            chunk(json!({"content": "b", "unknown": {"field": [1]}})),
+        ]);
+        let message = assembler.take_message(true);
+        assert_eq!(
+            message.message,
+            json!({"role": "assistant", "content": "ab"})
+        );
+        assert!(!message.metadata.contains_key("incomplete"));
+    }
+
+    #[test]
+    fn taking_the_message_twice_gives_an_empty_second_one() {
+        let mut assembler = assemble(&[chunk(json!({"content": "a"}))]);
+        assembler.take_message(true);
+        assert_eq!(
+            assembler.take_message(true).message,
+            json!({"role": "assistant", "content": ""})
+        );
+    }
+
+    fn event_json(event: &[u8]) -> Value {
+        let text = std::str::from_utf8(event).unwrap();
+        let data = text.strip_prefix("data: ").expect("a data line");
+        let data = data.strip_suffix("\n\n").expect("ends the event");
+        serde_json::from_str(data).unwrap()
+    }
+
+    #[test]
+    fn the_storage_failed_event_names_the_stream() {
+        let mut assembler = assemble(&[chunk(json!({"content": "hi"})), finish("stop")]);
+        assembler.take_message(true);
+        assert_eq!(
+            event_json(&assembler.storage_failed_event()),
+            json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1_700_000_000,
+                "model": "gpt-4o",
+                "choices": [],
+                "metadata": {"storage_failed": true},
+            })
+        );
+    }
+
+    #[test]
+    fn the_storage_failed_event_has_nulls_for_what_never_arrived() {
+        let assembler = ReplyAssembler::new();
+        assert_eq!(
+            event_json(&assembler.storage_failed_event()),
+            json!({
+                "id": null,
+                "object": "chat.completion.chunk",
+                "created": null,
+                "model": null,
+                "choices": [],
+                "metadata": {"storage_failed": true},
+            })
+        );
+    }
 }

@@ -1,8 +1,14 @@
 //! Reading a chat-completions request body and splicing history into it.
+//!
+//! The body is never re-encoded: the `messages` array is located by its byte span, and
+//! splicing copies every byte outside it unchanged, so other fields reach the inner
+//! service exactly as the client wrote them (number precision, key order, spacing).
 
 use std::ops::Range;
 
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::store::NewMessage;
 
@@ -14,35 +20,322 @@ pub(crate) struct ChatRequest<'a> {
     messages_span: Range<usize>,
     /// The request's messages, parsed.
     messages: Vec<Value>,
+    /// Where each message stands in `body`, so splicing can copy it as it came.
+    message_spans: Vec<Range<usize>>,
+}
+
+/// The one top-level field the layer reads. Other fields are skipped (still checked to
+/// be valid JSON); a second `messages` key is an error, since upstream parsers disagree
+/// on which of the two wins.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    messages: &'a RawValue,
 }
 
 /// Reads `body` as a chat request: a JSON object whose `messages` is an array of objects,
 /// each with a string `role`. `None` for anything else.
 pub(crate) fn parse_chat_request(body: &[u8]) -> Option<ChatRequest<'_>> {
-    todo!()
+    // A derived struct would also accept a JSON array (its fields by position).
+    if !starts_with_object(body) {
+        return None;
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(body).ok()?;
+    let messages_span = span_within(body, envelope.messages.get())?;
+    let raw_messages: Vec<&RawValue> = serde_json::from_str(envelope.messages.get()).ok()?;
+
+    let mut messages = Vec::with_capacity(raw_messages.len());
+    let mut message_spans = Vec::with_capacity(raw_messages.len());
+    for raw in raw_messages {
+        let message: Value = serde_json::from_str(raw.get()).ok()?;
+        message.get("role")?.as_str()?;
+        messages.push(message);
+        message_spans.push(span_within(body, raw.get())?);
+    }
+    Some(ChatRequest {
+        body,
+        messages_span,
+        messages,
+        message_spans,
+    })
 }
 
 impl<'a> ChatRequest<'a> {
     /// The request's messages in order.
+    #[cfg(test)]
     pub(crate) fn messages(&self) -> &[Value] {
         &self.messages
     }
 
     /// Whether any message has role `system` or `developer`.
     pub(crate) fn has_system_message(&self) -> bool {
-        todo!()
+        self.messages.iter().any(is_system)
     }
 
     /// The body with `messages` replaced by: the request's system/developer messages,
     /// then `history`, then the request's other messages. Every other byte of the body
     /// is kept as it was.
     pub(crate) fn splice(&self, history: &[Value]) -> Vec<u8> {
-        todo!()
+        // The spans were checked to lie within `body` when it was parsed.
+        let before = &self.body[..self.messages_span.start];
+        let after = &self.body[self.messages_span.end..];
+        let mut out = Vec::with_capacity(self.body.len() + history.len() * 128);
+        out.extend_from_slice(before);
+
+        let mut array = ArrayWriter::open(&mut out);
+        let request_messages = self.messages.iter().zip(&self.message_spans);
+        for (_, span) in request_messages.clone().filter(|(m, _)| is_system(m)) {
+            array.raw(&self.body[span.clone()]);
+        }
+        for message in history {
+            array.value(message);
+        }
+        for (_, span) in request_messages.filter(|(m, _)| !is_system(m)) {
+            array.raw(&self.body[span.clone()]);
+        }
+        array.close();
+
+        out.extend_from_slice(after);
+        out
     }
 
     /// The messages of this request that belong in the stored turn: all but
     /// system/developer ones, in order.
     pub(crate) fn turn_messages(&self) -> Vec<NewMessage> {
-        todo!()
+        self.messages
+            .iter()
+            .filter(|m| !is_system(m))
+            .cloned()
+            .map(NewMessage::new)
+            .collect()
+    }
+}
+
+/// Whether a message is instructions (`system`, or `developer` as newer OpenAI models
+/// call it) rather than part of the dialogue.
+fn is_system(message: &Value) -> bool {
+    matches!(
+        message.get("role").and_then(Value::as_str),
+        Some("system" | "developer")
+    )
+}
+
+/// Writes a JSON array element by element, commas included.
+struct ArrayWriter<'o> {
+    out: &'o mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'o> ArrayWriter<'o> {
+    fn open(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'[');
+        Self { out, empty: true }
+    }
+
+    fn separate(&mut self) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+    }
+
+    /// An element that is already JSON text.
+    fn raw(&mut self, json: &[u8]) {
+        self.separate();
+        self.out.extend_from_slice(json);
+    }
+
+    fn value(&mut self, value: &Value) {
+        self.separate();
+        let mark = self.out.len();
+        // Writing a `Value` into memory cannot fail (its keys are strings). Should it
+        // ever, the body must stay valid JSON, so the element becomes `null`.
+        if serde_json::to_writer(&mut *self.out, value).is_err() {
+            self.out.truncate(mark);
+            self.out.extend_from_slice(b"null");
+        }
+    }
+
+    fn close(self) {
+        self.out.push(b']');
+    }
+}
+
+/// Whether the first non-whitespace byte opens a JSON object.
+pub(super) fn starts_with_object(body: &[u8]) -> bool {
+    body.trim_ascii_start().first() == Some(&b'{')
+}
+
+/// Where `part`, a slice borrowed from `whole`, stands in it; `None` when it does not
+/// lie within `whole` (a deserializer that copied instead of borrowing).
+pub(super) fn span_within(whole: &[u8], part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (whole.get(start..end)? == part.as_bytes()).then_some(start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn roles(body: &[u8]) -> Vec<String> {
+        let value: Value = serde_json::from_slice(body).expect("spliced body is JSON");
+        value["messages"]
+            .as_array()
+            .expect("messages is an array")
+            .iter()
+            .map(|m| m["role"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_json_object_with_a_messages_array_is_a_chat_request() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let request = parse_chat_request(body).expect("a chat request");
+        assert_eq!(
+            request.messages(),
+            &[json!({"role": "user", "content": "hi"})]
+        );
+    }
+
+    #[test]
+    fn an_empty_messages_array_is_a_chat_request() {
+        let request = parse_chat_request(br#"{"messages":[]}"#).expect("a chat request");
+        assert!(request.messages().is_empty());
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_not_a_chat_request() {
+        assert!(parse_chat_request(b"").is_none());
+        assert!(parse_chat_request(b"hello").is_none());
+        assert!(parse_chat_request(br#"{"messages":[{"role":"user"}]"#).is_none());
+        assert!(parse_chat_request(br#"{"messages":[{"role":"user"}]} trailing"#).is_none());
+        assert!(parse_chat_request(br#"{"messages":[{"role":"user"}],"x":tru}"#).is_none());
+        assert!(parse_chat_request(b"\xff\xfe").is_none());
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_not_a_chat_request() {
+        assert!(parse_chat_request(br#"[[{"role":"user"}]]"#).is_none());
+        assert!(parse_chat_request(br#""messages""#).is_none());
+        assert!(parse_chat_request(b"null").is_none());
+    }
+
+    #[test]
+    fn a_body_without_a_messages_array_is_not_a_chat_request() {
+        assert!(parse_chat_request(br#"{"model":"m"}"#).is_none());
+        assert!(parse_chat_request(br#"{"messages":null}"#).is_none());
+        assert!(parse_chat_request(br#"{"messages":"hi"}"#).is_none());
+        assert!(parse_chat_request(br#"{"messages":{"role":"user"}}"#).is_none());
+    }
+
+    #[test]
+    fn messages_that_are_not_objects_with_a_string_role_are_not_a_chat_request() {
+        assert!(parse_chat_request(br#"{"messages":["hi"]}"#).is_none());
+        assert!(parse_chat_request(br#"{"messages":[{"content":"hi"}]}"#).is_none());
+        assert!(parse_chat_request(br#"{"messages":[{"role":1}]}"#).is_none());
+        assert!(parse_chat_request(br#"{"messages":[{"role":"user"},null]}"#).is_none());
+    }
+
+    #[test]
+    fn a_body_with_two_messages_keys_is_not_a_chat_request() {
+        let body = br#"{"messages":[{"role":"user"}],"messages":[{"role":"system"}]}"#;
+        assert!(parse_chat_request(body).is_none());
+    }
+
+    #[test]
+    fn system_and_developer_messages_are_detected() {
+        let system = br#"{"messages":[{"role":"user"},{"role":"system","content":"x"}]}"#;
+        let developer = br#"{"messages":[{"role":"developer","content":"x"}]}"#;
+        let neither = br#"{"messages":[{"role":"user"},{"role":"assistant"}]}"#;
+        assert!(parse_chat_request(system).unwrap().has_system_message());
+        assert!(parse_chat_request(developer).unwrap().has_system_message());
+        assert!(!parse_chat_request(neither).unwrap().has_system_message());
+    }
+
+    #[test]
+    fn splice_keeps_every_other_byte_of_the_body() {
+        let before =
+            "{ \"z_first\" : 123456789012345678901234567890,\n  \"model\":\"m\", \"messages\" :";
+        let after = " ,\"temperature\": 0.10000000000000000001, \"a_last\":{\"k\":[1,2e400]} }\n";
+        let body = format!("{before} [ {{\"role\" : \"user\", \"content\":\"hi\"}} ]{after}");
+        let request = parse_chat_request(body.as_bytes()).unwrap();
+
+        let spliced = request.splice(&[json!({"role": "assistant", "content": "earlier"})]);
+
+        let spliced = String::from_utf8(spliced).unwrap();
+        assert!(spliced.starts_with(before), "{spliced}");
+        assert!(spliced.ends_with(after), "{spliced}");
+    }
+
+    #[test]
+    fn splice_orders_system_messages_then_history_then_new_messages() {
+        let body = br#"{"messages":[{"role":"user","content":"new"},{"role":"system","content":"s"},{"role":"tool","tool_call_id":"t"},{"role":"developer","content":"d"}]}"#;
+        let request = parse_chat_request(body).unwrap();
+        let history = [
+            json!({"role": "user", "content": "old"}),
+            json!({"role": "assistant", "content": "old reply"}),
+        ];
+
+        let spliced: Value = serde_json::from_slice(&request.splice(&history)).unwrap();
+
+        assert_eq!(
+            spliced["messages"],
+            json!([
+                {"role": "system", "content": "s"},
+                {"role": "developer", "content": "d"},
+                {"role": "user", "content": "old"},
+                {"role": "assistant", "content": "old reply"},
+                {"role": "user", "content": "new"},
+                {"role": "tool", "tool_call_id": "t"},
+            ])
+        );
+    }
+
+    #[test]
+    fn splice_copies_request_messages_as_they_came() {
+        let message = r#"{ "role":"user", "content" : "h\u00e9", "n": 1.000000000000000000001 }"#;
+        let body = format!(r#"{{"messages":[{message}]}}"#);
+        let request = parse_chat_request(body.as_bytes()).unwrap();
+
+        let spliced = String::from_utf8(request.splice(&[json!({"role": "user"})])).unwrap();
+
+        assert_eq!(
+            spliced,
+            format!(r#"{{"messages":[{{"role":"user"}},{message}]}}"#)
+        );
+    }
+
+    #[test]
+    fn splice_with_empty_history_or_no_messages_gives_valid_json() {
+        let empty = parse_chat_request(br#"{"messages":[ ]}"#).unwrap();
+        assert_eq!(empty.splice(&[]), br#"{"messages":[]}"#);
+        assert_eq!(roles(&empty.splice(&[json!({"role": "user"})])), ["user"]);
+
+        let one = parse_chat_request(br#"{"messages":[{"role":"user"}]}"#).unwrap();
+        assert_eq!(roles(&one.splice(&[])), ["user"]);
+    }
+
+    #[test]
+    fn the_turn_holds_the_requests_non_system_messages_in_order() {
+        let body = br#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":"a"},{"role":"developer"},{"role":"tool","content":"b"}]}"#;
+        let turn = parse_chat_request(body).unwrap().turn_messages();
+        assert_eq!(
+            turn,
+            [
+                NewMessage::new(json!({"role": "user", "content": "a"})),
+                NewMessage::new(json!({"role": "tool", "content": "b"})),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_span_outside_the_body_is_refused() {
+        let body = b"{\"a\":1}";
+        assert_eq!(span_within(body, "elsewhere"), None);
+        let inside = std::str::from_utf8(&body[1..4]).unwrap();
+        assert_eq!(span_within(body, inside), Some(1..4));
     }
 }
