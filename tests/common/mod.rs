@@ -3,5 +3,8 @@
 #![allow(dead_code, unused_macros, unused_imports)]
 
 pub mod db;
+pub mod echo;
+pub mod faults;
 pub mod server;
+pub mod turns;
 pub mod upstream;
