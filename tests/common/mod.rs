@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_macros, unused_imports)]
 
 pub mod db;
+pub mod dropped;
 pub mod echo;
 pub mod faults;
 pub mod server;
