@@ -261,7 +261,7 @@ async fn a_hung_database_reports_within_the_timeout_then_stores_again_without_le
     for (abandoned, text) in &abandoned {
         // Abandoned at the timeout, a write may still land later, whole or not at all.
         if let Some(texts) = echo_turns(&store, *abandoned).await {
-            assert_eq!(texts, [text.clone()]);
+            assert_eq!(texts, std::slice::from_ref(text));
         }
     }
 
