@@ -311,6 +311,34 @@ mod tests {
     }
 
     #[test]
+    fn a_line_without_end_is_not_kept_once_capturing_stops() {
+        let mut parser = SseParser::default();
+        let piece = vec![b'a'; 64 * 1024];
+        parser.feed(b"data: ", |_| {});
+        parser.feed(&piece, |_| {});
+        assert_eq!(
+            parser.partial.len(),
+            6 + piece.len(),
+            "kept while capturing"
+        );
+        parser.stop_capturing();
+        for _ in 0..64 {
+            let fed = parser.feed(&piece, |_| {});
+            assert_eq!(fed.forward, piece.len());
+        }
+        assert_eq!(parser.partial.capacity(), 0, "nothing kept after");
+        assert_eq!(parser.data.capacity(), 0);
+        let fed = parser.feed(b"\n\ndata: [DONE]\n\n", |_| {});
+        assert_eq!(
+            fed,
+            Fed {
+                forward: 2,
+                done: true
+            }
+        );
+    }
+
+    #[test]
     fn done_is_still_recognised_after_capturing_stops() {
         let mut parser = SseParser::default();
         parser.stop_capturing();

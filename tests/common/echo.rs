@@ -28,10 +28,16 @@ pub fn echo_of(said: &str) -> String {
 /// (with `delay` before every frame but the first), or one `chat.completion` when the
 /// request says `"stream": false`.
 pub fn echo_model(delay: Duration) -> Router {
-    Router::new().fallback(move |body: Bytes| answer(body, delay))
+    Router::new().fallback(move |body: Bytes| answer(body, delay, true))
 }
 
-async fn answer(body: Bytes, delay: Duration) -> Response {
+/// The echo model streaming its reply as one content chunk: the fewest frames a
+/// streamed turn can have, for tests that count turns rather than frames.
+pub fn terse_echo_model() -> Router {
+    Router::new().fallback(move |body: Bytes| answer(body, Duration::ZERO, false))
+}
+
+async fn answer(body: Bytes, delay: Duration, word_by_word: bool) -> Response {
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return plain(StatusCode::BAD_REQUEST, "application/json", "{}".into());
     };
@@ -49,7 +55,11 @@ async fn answer(body: Bytes, delay: Duration) -> Response {
         );
     }
     let mut frames = vec![role_chunk()];
-    frames.extend(reply.split_inclusive(' ').map(content_chunk));
+    if word_by_word {
+        frames.extend(reply.split_inclusive(' ').map(content_chunk));
+    } else {
+        frames.push(content_chunk(&reply));
+    }
     frames.extend([stop_chunk(), done()]);
     let stream = futures_util::stream::unfold(
         (frames.into_iter(), true),

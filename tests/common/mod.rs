@@ -6,6 +6,7 @@ pub mod db;
 pub mod dropped;
 pub mod echo;
 pub mod faults;
+pub mod memory;
 pub mod server;
 pub mod turns;
 pub mod upstream;
