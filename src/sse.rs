@@ -76,6 +76,13 @@ impl SseParser {
                 done: true,
             };
         }
+        if chunk.is_empty() {
+            // Nothing to read, and a CR that ended the last chunk still waits for its LF.
+            return Fed {
+                forward: 0,
+                done: false,
+            };
+        }
         let mut pos = 0;
         if std::mem::take(&mut self.skip_lf) && chunk.first() == Some(&b'\n') {
             pos = 1;
@@ -302,6 +309,13 @@ mod tests {
         let (events, sent, _) = run(&[b"data: a\n\ndata: [DONE]\n\ndata: b\n\n", b"data: c\n\n"]);
         assert_eq!(events, vec!["a"]);
         assert_eq!(sent, b"data: a\n\n");
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_leaves_one_line_end() {
+        let (events, sent, _) = run(&[b"data: a\r", b"", b"\ndata: b\n\n"]);
+        assert_eq!(events, vec!["a\nb"]);
+        assert_eq!(sent, b"data: a\r\ndata: b\n\n");
     }
 
     #[test]
