@@ -332,6 +332,18 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_messages_are_kept_exactly_for_the_stored_turn() {
+        // Parsed without care, this reads as 2.056044501558631e-308: one unit off, and
+        // the history spliced into the next request would differ from what was sent.
+        let body = br#"{"messages":[{"role":"user","content":"x","n":2.0560445015586303e-308}]}"#;
+        let turn = parse_chat_request(body).unwrap().turn_messages();
+        assert_eq!(
+            turn[0].message.to_string(),
+            r#"{"content":"x","n":2.0560445015586303e-308,"role":"user"}"#
+        );
+    }
+
+    #[test]
     fn a_span_outside_the_body_is_refused() {
         let body = b"{\"a\":1}";
         assert_eq!(span_within(body, "elsewhere"), None);
