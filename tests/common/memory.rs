@@ -7,7 +7,16 @@ use std::time::Duration;
 
 /// Resident memory of this process in KiB (`VmRSS` in `/proc/self/status`).
 pub fn resident_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    resident_kib_in("/proc/self/status")
+}
+
+/// Resident memory of process `pid` in KiB.
+pub fn resident_kib_of(pid: u32) -> u64 {
+    resident_kib_in(&format!("/proc/{pid}/status"))
+}
+
+fn resident_kib_in(path: &str) -> u64 {
+    let status = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
