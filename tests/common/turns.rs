@@ -10,10 +10,17 @@ use uuid::Uuid;
 
 use super::echo::echo_of;
 use super::server::Answer;
+use super::upstream::sse_data;
+
+/// The data of each event of a streamed answer, read leniently: bytes that are not
+/// UTF-8 (an upstream may send them) do not stop the reading.
+fn events(answer: &Answer) -> Vec<String> {
+    sse_data(&String::from_utf8_lossy(&answer.body))
+}
 
 /// Whether a streamed answer carried the `storage_failed` chunk.
 pub fn storage_failed(answer: &Answer) -> bool {
-    answer.events().iter().any(|data| {
+    events(answer).iter().any(|data| {
         serde_json::from_str::<Value>(data)
             .is_ok_and(|chunk| chunk["metadata"]["storage_failed"] == Value::Bool(true))
     })
@@ -21,7 +28,7 @@ pub fn storage_failed(answer: &Answer) -> bool {
 
 /// Whether a streamed answer ended with `data: [DONE]`.
 pub fn ends_with_done(answer: &Answer) -> bool {
-    answer.events().last().map(String::as_str) == Some("[DONE]")
+    events(answer).last().map(String::as_str) == Some("[DONE]")
 }
 
 /// The user texts of a conversation's turns, in order, after checking that it is well
