@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 
 use crate::capture::StreamCapture;
+use crate::chat::StorageFailedMarker;
 
 /// The event that ends an OpenAI-compatible stream.
 const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
@@ -59,8 +60,28 @@ pub(crate) enum Rest<B: Body> {
     End,
     /// The inner body failed with this after the frames.
     Error(B::Error),
-    /// The inner body goes on (a reply the layer stopped reading at the capture limit).
-    Inner(Pin<Box<B>>),
+    /// The inner body goes on: a JSON reply the layer stopped reading at the capture
+    /// limit, whose rest streams through the marker that adds `storage_failed` before
+    /// the top-level object closes.
+    Marking(Pin<Box<B>>, StorageFailedMarker),
+}
+
+/// Queues `data` for the client with the `storage_failed` member spliced in where the
+/// marker says, as slices of `data` around it (no copy).
+pub(crate) fn push_marked(
+    marker: &mut StorageFailedMarker,
+    data: Bytes,
+    out: &mut VecDeque<Frame<Bytes>>,
+) {
+    let Some(insertion) = marker.feed(&data) else {
+        out.push_back(Frame::data(data));
+        return;
+    };
+    if insertion.at > 0 {
+        out.push_back(Frame::data(data.slice(..insertion.at)));
+    }
+    out.push_back(Frame::data(Bytes::from_static(insertion.member)));
+    out.push_back(Frame::data(data.slice(insertion.at..)));
 }
 
 /// Where a captured stream is.
@@ -133,9 +154,28 @@ where
                 match std::mem::replace(rest, Rest::End) {
                     Rest::End => Poll::Ready(None),
                     Rest::Error(error) => Poll::Ready(Some(Err(error))),
-                    Rest::Inner(mut inner) => {
+                    Rest::Marking(mut inner, mut marker) => {
                         let polled = inner.as_mut().poll_frame(cx);
-                        *rest = Rest::Inner(inner);
+                        let polled = match polled {
+                            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                                Ok(data) => {
+                                    push_marked(&mut marker, data, frames);
+                                    Poll::Ready(frames.pop_front().map(Ok))
+                                }
+                                Err(frame) => Poll::Ready(Some(Ok(frame))),
+                            },
+                            Poll::Ready(None) => {
+                                if !marker.marked() {
+                                    tracing::warn!(
+                                        "the reply could not be marked storage_failed: it is \
+                                         not one JSON object, or has metadata of its own"
+                                    );
+                                }
+                                return Poll::Ready(None);
+                            }
+                            other => other,
+                        };
+                        *rest = Rest::Marking(inner, marker);
                         polled
                     }
                 }
@@ -219,7 +259,7 @@ where
             Kind::Frames { frames, rest } => match rest {
                 Rest::End => frames.is_empty(),
                 Rest::Error(_) => false,
-                Rest::Inner(inner) => frames.is_empty() && inner.is_end_stream(),
+                Rest::Marking(inner, _) => frames.is_empty() && inner.is_end_stream(),
             },
             Kind::Capture { phase, out, .. } => matches!(phase, Phase::Finished) && out.is_empty(),
         }

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::Value;
 use tower_service::Service;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::CONVERSATION_ID_HEADER;
 use crate::body::ResponseBody;
@@ -73,13 +75,9 @@ where
             // A new conversation costs no database round trip before the first byte.
             bytes.clone()
         } else {
-            let mut history = match config
-                .store
-                .load_history(&owner, id, config.history_window)
-                .await
-            {
+            let mut history = match load_history(&config, &owner, id).await {
                 Ok(history) => history,
-                Err(error) => return Ok(ApiError::from(error).into_response()),
+                Err(error) => return Ok(error.into_response()),
             };
             if config.history_window.is_some() {
                 trim_to_turn_boundary(&mut history);
@@ -103,6 +101,21 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// Loads the history to splice, within the storage timeout: a pool that cannot reach
+/// its database retries until its own acquire timeout (30 s by default in sqlx), and a
+/// locked table makes a read wait for as long as the lock is held. The client hears
+/// `503` as soon as the layer has waited as long as it would for a write.
+async fn load_history(config: &Config, owner: &str, id: Uuid) -> Result<Vec<Value>, ApiError> {
+    let load = config.store.load_history(owner, id, config.history_window);
+    match tokio::time::timeout(config.storage_timeout, load).await {
+        Ok(loaded) => Ok(loaded?),
+        Err(_) => {
+            tracing::error!(timeout = ?config.storage_timeout, "loading the history timed out");
+            Err(ApiError::store_unavailable())
+        }
+    }
 }
 
 /// Reads the request body whole, up to `limit` bytes (413 beyond; 400 when the client's

@@ -163,8 +163,14 @@ impl ConversationLayer {
         self.with(|c| c.capture_limit = bytes)
     }
 
-    /// How long storing a turn may take before the client is told `storage_failed`
-    /// (default 5 s). The write is abandoned at that point.
+    /// How long the database may take (default 5 s): storing a turn longer than this
+    /// ends the reply with `storage_failed`, and loading a conversation's history longer
+    /// than this answers `503 conversation_store_unavailable`. It also bounds waiting for
+    /// a pool connection, so a database that is down costs a client at most this long,
+    /// whatever the pool's own acquire timeout.
+    ///
+    /// A write abandoned at the timeout may still reach the database later (the server
+    /// finishes a statement it already received); it then lands whole, never in part.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

@@ -2,6 +2,7 @@
 //! streamed or JSON reply for storage.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -13,9 +14,9 @@ use tokio::runtime::Handle;
 use uuid::Uuid;
 
 use crate::CONVERSATION_ID_HEADER;
-use crate::body::{ResponseBody, Rest};
+use crate::body::{ResponseBody, Rest, push_marked};
 use crate::capture::StreamCapture;
-use crate::chat::{assemble_json_reply, mark_storage_failed};
+use crate::chat::{StorageFailedMarker, assemble_json_reply, mark_storage_failed};
 use crate::layer::Config;
 use crate::store::NewMessage;
 use crate::turn::PendingTurn;
@@ -137,10 +138,7 @@ where
                         limit,
                         "JSON reply exceeds the capture limit; it is not stored"
                     );
-                    return Response::from_parts(
-                        parts,
-                        ResponseBody::frames(frames, Rest::Inner(body)),
-                    );
+                    return pass_marked(parts, frames, body);
                 }
             }
             Err(error) => {
@@ -167,6 +165,32 @@ where
         frames.push_front(Frame::data(Bytes::from(marked)));
     }
     Response::from_parts(parts, ResponseBody::frames(frames, Rest::End))
+}
+
+/// A JSON reply too long to store: what was read and the rest of the body go to the
+/// client as they are, with `storage_failed` added as they stream past.
+fn pass_marked<B>(
+    mut parts: response::Parts,
+    read: VecDeque<Frame<Bytes>>,
+    body: Pin<Box<B>>,
+) -> Response<ResponseBody<B>>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    // The mark makes the body longer than the upstream said.
+    parts.headers.remove(CONTENT_LENGTH);
+    let mut marker = StorageFailedMarker::new();
+    let mut frames = VecDeque::with_capacity(read.len() + 2);
+    for frame in read {
+        match frame.into_data() {
+            Ok(data) => push_marked(&mut marker, data, &mut frames),
+            Err(frame) => frames.push_back(frame),
+        }
+    }
+    Response::from_parts(
+        parts,
+        ResponseBody::frames(frames, Rest::Marking(body, marker)),
+    )
 }
 
 /// The data of `frames` as one buffer (without copying when there is one frame).

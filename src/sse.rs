@@ -76,6 +76,13 @@ impl SseParser {
                 done: true,
             };
         }
+        if chunk.is_empty() {
+            // Nothing to read, and a CR that ended the last chunk still waits for its LF.
+            return Fed {
+                forward: 0,
+                done: false,
+            };
+        }
         let mut pos = 0;
         if std::mem::take(&mut self.skip_lf) && chunk.first() == Some(&b'\n') {
             pos = 1;
@@ -305,9 +312,44 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_chunk_between_cr_and_lf_leaves_one_line_end() {
+        let (events, sent, _) = run(&[b"data: a\r", b"", b"\ndata: b\n\n"]);
+        assert_eq!(events, vec!["a\nb"]);
+        assert_eq!(sent, b"data: a\r\ndata: b\n\n");
+    }
+
+    #[test]
     fn events_with_invalid_utf8_are_skipped() {
         let (events, _, _) = run(&[b"data: \xff\xfe\n\ndata: ok\n\n"]);
         assert_eq!(events, vec!["ok"]);
+    }
+
+    #[test]
+    fn a_line_without_end_is_not_kept_once_capturing_stops() {
+        let mut parser = SseParser::default();
+        let piece = vec![b'a'; 64 * 1024];
+        parser.feed(b"data: ", |_| {});
+        parser.feed(&piece, |_| {});
+        assert_eq!(
+            parser.partial.len(),
+            6 + piece.len(),
+            "kept while capturing"
+        );
+        parser.stop_capturing();
+        for _ in 0..64 {
+            let fed = parser.feed(&piece, |_| {});
+            assert_eq!(fed.forward, piece.len());
+        }
+        assert_eq!(parser.partial.capacity(), 0, "nothing kept after");
+        assert_eq!(parser.data.capacity(), 0);
+        let fed = parser.feed(b"\n\ndata: [DONE]\n\n", |_| {});
+        assert_eq!(
+            fed,
+            Fed {
+                forward: 2,
+                done: true
+            }
+        );
     }
 
     #[test]
@@ -326,5 +368,107 @@ mod tests {
             }
         );
         assert_eq!(events, 0);
+    }
+
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::run;
+
+        /// One line of a stream: data (possibly empty, `[DONE]`, or not UTF-8), a
+        /// comment, another field, or the blank line that ends an event.
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                4 => "[ -~é世🌍]{0,12}".prop_map(|text| format!("data: {text}").into_bytes()),
+                1 => "[ -~]{0,6}".prop_map(|text| format!("data:{text}").into_bytes()),
+                1 => Just(b"data: [DONE]".to_vec()),
+                1 => Just(b"data".to_vec()),
+                1 => vec(any::<u8>(), 0..6).prop_map(|bytes| [b"data: ".to_vec(), bytes].concat()),
+                1 => "[ -~]{0,8}".prop_map(|text| format!(":{text}").into_bytes()),
+                1 => Just(b"event: x".to_vec()),
+                1 => Just(b"id: 7".to_vec()),
+                3 => Just(Vec::new()),
+            ]
+        }
+
+        fn line_end() -> impl Strategy<Value = &'static [u8]> {
+            prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..]), Just(&b"\r"[..])]
+        }
+
+        /// A stream of such lines, each with any of the three line ends, the last
+        /// possibly without one.
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            (vec((line(), line_end()), 0..24), any::<bool>()).prop_map(|(lines, cut_end)| {
+                let mut bytes = Vec::new();
+                for (line, end) in &lines {
+                    bytes.extend_from_slice(line);
+                    bytes.extend_from_slice(end);
+                }
+                if cut_end && let Some((_, end)) = lines.last() {
+                    bytes.truncate(bytes.len() - end.len());
+                }
+                bytes
+            })
+        }
+
+        /// `bytes` cut at these points (taken modulo its length, in order).
+        fn cut(bytes: &[u8], points: &[usize]) -> Vec<Vec<u8>> {
+            let mut points: Vec<usize> = points.iter().map(|p| p % (bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for point in points.into_iter().chain([bytes.len()]) {
+                pieces.push(bytes[start..point].to_vec());
+                start = point;
+            }
+            pieces
+        }
+
+        fn run_cut(pieces: &[Vec<u8>]) -> (Vec<String>, Vec<u8>, bool) {
+            let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+            run(&pieces)
+        }
+
+        proptest! {
+            #[test]
+            fn every_way_of_cutting_a_stream_gives_the_same_events_and_bytes(
+                stream in stream(),
+                points in vec(any::<usize>(), 0..12),
+            ) {
+                let whole = run(&[&stream]);
+                prop_assert_eq!(run_cut(&cut(&stream, &points)), whole);
+            }
+
+            #[test]
+            fn a_stream_fed_byte_by_byte_gives_the_same_events_and_bytes(stream in stream()) {
+                let whole = run(&[&stream]);
+                let bytes: Vec<Vec<u8>> = stream.iter().map(|b| vec![*b]).collect();
+                prop_assert_eq!(run_cut(&bytes), whole);
+            }
+
+            #[test]
+            fn any_bytes_cut_anywhere_give_the_same_events_and_bytes(
+                stream in vec(any::<u8>(), 0..256),
+                points in vec(any::<usize>(), 0..12),
+            ) {
+                let whole = run(&[&stream]);
+                prop_assert_eq!(run_cut(&cut(&stream, &points)), whole);
+            }
+
+            #[test]
+            fn the_client_gets_every_byte_before_done_and_nothing_after(stream in stream()) {
+                let (_, sent, done) = run(&[&stream]);
+                match (0..stream.len()).find(|&at| {
+                    let rest = &stream[at..];
+                    let line_start = at == 0 || matches!(stream[at - 1], b'\n' | b'\r');
+                    line_start
+                        && (rest.starts_with(b"data: [DONE]") || rest.starts_with(b"data:[DONE]"))
+                }) {
+                    Some(_) if done => prop_assert!(stream.starts_with(&sent)),
+                    _ => prop_assert_eq!(sent, stream),
+                }
+            }
+        }
     }
 }

@@ -72,11 +72,12 @@ impl QueryParams {
     pub(crate) fn list(&self) -> Result<ListQuery, ApiError> {
         let limit = self.limit(DEFAULT_LIST_LIMIT)?;
         let offset = self.non_negative("offset")?.unwrap_or(0).unsigned_abs();
+        // NUL separates words like a space: neither backend can search for it.
         let search = self
             .get("q")?
-            .map(str::trim)
-            .filter(|q| !q.is_empty())
-            .map(str::to_owned);
+            .map(|q| q.replace('\0', " "))
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty());
         Ok(ListQuery {
             limit,
             offset,
@@ -150,6 +151,11 @@ mod tests {
         assert_eq!(query.search.as_deref(), Some("hello world!"));
         assert_eq!((query.limit, query.offset), (100, 7));
         assert_eq!(params("q=++").list().unwrap().search, None);
+        assert_eq!(
+            params("q=a%00b").list().unwrap().search.as_deref(),
+            Some("a b")
+        );
+        assert_eq!(params("q=%00").list().unwrap().search, None);
     }
 
     #[test]

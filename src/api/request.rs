@@ -101,6 +101,7 @@ fn reject_unknown(fields: &Map<String, Value>, known: &[&str]) -> Result<(), Api
 fn title(value: Option<Value>) -> Result<Option<String>, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(None),
+        Some(Value::String(title)) if title.contains('\0') => Err(no_nul("title")),
         Some(Value::String(title))
             if !title.trim().is_empty() && title.chars().count() <= MAX_TITLE_CHARS =>
         {
@@ -111,6 +112,12 @@ fn title(value: Option<Value>) -> Result<Option<String>, ApiError> {
             format!("`title` must be a non-blank string of at most {MAX_TITLE_CHARS} characters."),
         )),
     }
+}
+
+/// Titles and metadata are stored as text, which cannot hold U+0000 on PostgreSQL:
+/// refused on every backend alike, so that the API answers the same whatever the store.
+fn no_nul(param: &'static str) -> ApiError {
+    invalid(param, format!("`{param}` must not contain U+0000 (NUL)."))
 }
 
 fn metadata(value: Option<Value>) -> Result<Option<Metadata>, ApiError> {
@@ -132,6 +139,9 @@ fn metadata(value: Option<Value>) -> Result<Option<Metadata>, ApiError> {
     }
     let mut metadata = Metadata::new();
     for (key, value) in pairs {
+        if key.contains('\0') || value.as_str().is_some_and(|value| value.contains('\0')) {
+            return Err(no_nul("metadata"));
+        }
         if key.chars().count() > MAX_METADATA_KEY_CHARS {
             return Err(invalid(
                 "metadata",
@@ -309,6 +319,9 @@ mod tests {
             (json!({"title": "   "}), Some("title")),
             (json!({"title": "x".repeat(201)}), Some("title")),
             (json!({"title": 5}), Some("title")),
+            (json!({"title": "a\u{0}b"}), Some("title")),
+            (json!({"metadata": {"k\u{0}": "v"}}), Some("metadata")),
+            (json!({"metadata": {"k": "v\u{0}"}}), Some("metadata")),
             (json!({"metadata": many}), Some("metadata")),
             (json!({"metadata": {"k".repeat(65): "v"}}), Some("metadata")),
             (

@@ -9,6 +9,8 @@ mod window;
 
 pub use mode::ModePolicy;
 pub(crate) use mode::{ConversationHeader, Mode, decide};
-pub(crate) use reply::{ReplyAssembler, assemble_json_reply, mark_storage_failed};
+pub(crate) use reply::{
+    ReplyAssembler, StorageFailedMarker, assemble_json_reply, mark_storage_failed,
+};
 pub(crate) use request::{ChatRequest, parse_chat_request};
 pub(crate) use window::trim_to_turn_boundary;

@@ -7,6 +7,7 @@
 
 mod chunk;
 mod completion;
+mod marker;
 
 use std::mem;
 
@@ -15,6 +16,7 @@ use serde_json::{Map, Value, json};
 
 use self::chunk::{ChunkParts, DeltaParts, Text, ToolCallDelta};
 pub(crate) use self::completion::{assemble_json_reply, mark_storage_failed};
+pub(crate) use self::marker::StorageFailedMarker;
 use crate::store::NewMessage;
 
 /// Builds the assistant message of a streamed reply from its SSE events' data.

@@ -332,10 +332,160 @@ mod tests {
     }
 
     #[test]
+    fn numbers_in_messages_are_kept_exactly_for_the_stored_turn() {
+        // Parsed without care, this reads as 2.056044501558631e-308: one unit off, and
+        // the history spliced into the next request would differ from what was sent.
+        let body = br#"{"messages":[{"role":"user","content":"x","n":2.0560445015586303e-308}]}"#;
+        let turn = parse_chat_request(body).unwrap().turn_messages();
+        assert_eq!(
+            turn[0].message.to_string(),
+            r#"{"content":"x","n":2.0560445015586303e-308,"role":"user"}"#
+        );
+    }
+
+    #[test]
     fn a_span_outside_the_body_is_refused() {
         let body = b"{\"a\":1}";
         assert_eq!(span_within(body, "elsewhere"), None);
         let inside = std::str::from_utf8(&body[1..4]).unwrap();
         assert_eq!(span_within(body, inside), Some(1..4));
+    }
+
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use serde_json::{Map, Number, Value, json};
+
+        use super::super::*;
+
+        /// Any JSON value, a few levels deep.
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    vec((any::<String>(), inner), 0..6)
+                        .prop_map(|members| Value::Object(members.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn message() -> impl Strategy<Value = Value> {
+            let role = prop_oneof![
+                4 => Just("user"),
+                2 => Just("assistant"),
+                1 => Just("tool"),
+                1 => Just("system"),
+                1 => Just("developer"),
+            ];
+            (role, value(), vec((any::<String>(), value()), 0..3)).prop_map(
+                |(role, content, extra)| {
+                    let mut message: Map<String, Value> = extra.into_iter().collect();
+                    message.insert("role".to_owned(), json!(role));
+                    message.insert("content".to_owned(), content);
+                    Value::Object(message)
+                },
+            )
+        }
+
+        /// Whitespace JSON allows between tokens.
+        fn space() -> impl Strategy<Value = &'static str> {
+            prop_oneof![Just(""), Just(" "), Just("\n  "), Just("\t"), Just("\r\n")]
+        }
+
+        /// A body: other members in any order with `messages` among them, written with
+        /// arbitrary whitespace, as its text and the other members as values.
+        fn body() -> impl Strategy<Value = (String, Map<String, Value>, Vec<Value>)> {
+            (
+                vec((any::<String>(), value(), space()), 0..6),
+                vec(message(), 0..5),
+                any::<prop::sample::Index>(),
+                space(),
+            )
+                .prop_map(|(members, messages, at, around)| {
+                    let others: Map<String, Value> = members
+                        .iter()
+                        .filter(|(key, _, _)| key != "messages")
+                        .map(|(key, value, _)| (key.clone(), value.clone()))
+                        .collect();
+                    // One member per key: the last one written wins in JSON, so write
+                    // each key once with the value kept.
+                    let mut written: Vec<String> = others
+                        .iter()
+                        .zip(members.iter().map(|(_, _, space)| *space).cycle())
+                        .map(|((key, value), space)| {
+                            format!("{space}{}{space}:{space}{value}", Value::from(key.as_str()))
+                        })
+                        .collect();
+                    let array = format!(
+                        "{around}[{around}{}{around}]",
+                        messages
+                            .iter()
+                            .map(Value::to_string)
+                            .collect::<Vec<_>>()
+                            .join(&format!("{around},"))
+                    );
+                    let position = at.index(written.len() + 1);
+                    written.insert(position, format!("{around}\"messages\":{array}{around}"));
+                    (
+                        format!("{around}{{{}}}{around}", written.join(",")),
+                        others,
+                        messages,
+                    )
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn splicing_keeps_every_other_member_and_orders_the_messages(
+                (text, others, messages) in body(),
+                history in vec(message(), 0..5),
+            ) {
+                let request = parse_chat_request(text.as_bytes()).expect("a chat request");
+                let spliced: Value =
+                    serde_json::from_slice(&request.splice(&history)).expect("spliced is JSON");
+                let mut spliced = match spliced {
+                    Value::Object(members) => members,
+                    other => panic!("not an object: {other}"),
+                };
+                let forwarded = spliced.remove("messages").expect("messages");
+                prop_assert_eq!(&spliced, &others);
+
+                let (system, rest): (Vec<Value>, Vec<Value>) =
+                    messages.iter().cloned().partition(is_system);
+                let expected: Vec<Value> = system.into_iter().chain(history).chain(rest).collect();
+                prop_assert_eq!(forwarded, Value::Array(expected));
+            }
+
+            #[test]
+            fn splicing_copies_every_byte_outside_the_messages_array(
+                (text, _, _) in body(),
+                history in vec(message(), 0..3),
+            ) {
+                let request = parse_chat_request(text.as_bytes()).expect("a chat request");
+                let spliced = request.splice(&history);
+                let span = request.messages_span.clone();
+                let tail = text.len() - span.end;
+                prop_assert_eq!(&spliced[..span.start], &text.as_bytes()[..span.start]);
+                prop_assert_eq!(&spliced[spliced.len() - tail..], &text.as_bytes()[span.end..]);
+            }
+
+            #[test]
+            fn any_bytes_parse_without_panicking(bytes in vec(any::<u8>(), 0..256)) {
+                if let Some(request) = parse_chat_request(&bytes) {
+                    let spliced = request.splice(&[json!({"role": "user"})]);
+                    prop_assert!(serde_json::from_slice::<Value>(&spliced).is_ok());
+                }
+            }
+        }
     }
 }

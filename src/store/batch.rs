@@ -4,6 +4,8 @@
 //! (`json_array_elements` on PostgreSQL, `json_each` on SQLite): no SQL is built per
 //! call, and a turn costs one statement however many messages it has.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -21,10 +23,10 @@ struct MessageRow<'a> {
     message: String,
     text: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning: Option<&'a str>,
+    reasoning: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "<[Value]>::is_empty")]
-    events: &'a [Value],
-    metadata: &'a Map<String, Value>,
+    events: Cow<'a, [Value]>,
+    metadata: Cow<'a, Map<String, Value>>,
 }
 
 /// The messages as a JSON array of rows, in order (the SQL numbers them from their
@@ -37,16 +39,78 @@ pub(crate) fn message_rows_json(messages: &[NewMessage]) -> Result<String, Store
                 role: m.role(),
                 message: serde_json::to_string(&m.message)?,
                 // PostgreSQL text cannot hold NUL, and search has no use for it.
-                text: message_text(&m.message).replace('\0', " "),
-                reasoning: m.reasoning.as_deref(),
-                events: &m.reasoning_events,
-                metadata: &m.metadata,
+                text: text_without_nul(&message_text(&m.message)).into_owned(),
+                // What is kept beside the message goes into text and jsonb columns,
+                // which cannot hold NUL either; it is never sent upstream, so a space
+                // stands in for it. (The message itself is stored as its JSON text.)
+                reasoning: m.reasoning.as_deref().map(text_without_nul),
+                events: if m.reasoning_events.iter().any(has_nul) {
+                    Cow::Owned(
+                        m.reasoning_events
+                            .iter()
+                            .cloned()
+                            .map(without_nul)
+                            .collect(),
+                    )
+                } else {
+                    Cow::Borrowed(&m.reasoning_events)
+                },
+                metadata: if m
+                    .metadata
+                    .iter()
+                    .any(|(k, v)| k.contains('\0') || has_nul(v))
+                {
+                    Cow::Owned(
+                        m.metadata
+                            .iter()
+                            .map(|(k, v)| (k.replace('\0', " "), without_nul(v.clone())))
+                            .collect(),
+                    )
+                } else {
+                    Cow::Borrowed(&m.metadata)
+                },
             })
         })
         .collect::<Result<Vec<_>, serde_json::Error>>();
     // Values and string-keyed maps always serialize; this cannot fail in practice.
     rows.and_then(|rows| serde_json::to_string(&rows))
         .map_err(|e| StoreError::Query(Box::new(e)))
+}
+
+/// `text` with every NUL (U+0000) replaced by a space.
+pub(crate) fn text_without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', " "))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Whether a string or key anywhere in `value` holds NUL.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(members) => members
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        _ => false,
+    }
+}
+
+/// `value` with every NUL in its strings and keys replaced by a space.
+fn without_nul(value: Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(text.replace('\0', " ")),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .map(|(key, value)| (key.replace('\0', " "), without_nul(value)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// How many messages a batch holds, as the SQL counts.
@@ -77,6 +141,21 @@ mod tests {
                  "text": "ok", "reasoning": "because", "events": [{"type": "step"}],
                  "metadata": {}}
             ])
+        );
+    }
+
+    #[test]
+    fn nul_beside_the_message_becomes_a_space_and_the_message_keeps_it() {
+        let mut message = NewMessage::new(json!({"role": "assistant", "content": "a\u{0}b"}));
+        message.reasoning = Some("r\u{0}".into());
+        message.reasoning_events = vec![json!({"t\u{0}": ["e\u{0}", 1]})];
+        message.metadata.insert("model".into(), json!("m\u{0}"));
+        let rows: Value = serde_json::from_str(&message_rows_json(&[message]).unwrap()).unwrap();
+        assert_eq!(
+            rows,
+            json!([{"role": "assistant", "message": r#"{"content":"a\u0000b","role":"assistant"}"#,
+                    "text": "a b", "reasoning": "r ", "events": [{"t ": ["e ", 1]}],
+                    "metadata": {"model": "m "}}])
         );
     }
 }

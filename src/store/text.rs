@@ -30,7 +30,8 @@ pub(crate) fn message_text(message: &Value) -> String {
 /// characters on a char boundary. `None` when no user message has text.
 pub(crate) fn title_from(messages: &[NewMessage]) -> Option<String> {
     let first_user = messages.iter().find(|m| m.role() == "user")?;
-    let text = message_text(&first_user.message);
+    // A title goes into a text column, which cannot hold NUL on PostgreSQL.
+    let text = message_text(&first_user.message).replace('\0', " ");
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return None;
@@ -76,6 +77,14 @@ mod tests {
         let title = title_from(&messages).expect("a title");
         assert_eq!(title.chars().count(), 80);
         assert!(title.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_title_holds_no_nul() {
+        let messages = vec![NewMessage::new(
+            json!({"role": "user", "content": "a\u{0}b"}),
+        )];
+        assert_eq!(title_from(&messages).as_deref(), Some("a b"));
     }
 
     #[test]

@@ -3,5 +3,10 @@
 #![allow(dead_code, unused_macros, unused_imports)]
 
 pub mod db;
+pub mod dropped;
+pub mod echo;
+pub mod faults;
+pub mod memory;
 pub mod server;
+pub mod turns;
 pub mod upstream;

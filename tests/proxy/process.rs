@@ -160,6 +160,12 @@ impl Proxy {
         self.addr
     }
 
+    /// The process id, to read the proxy's `/proc/<pid>/status` (hardening_memory.rs).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
