@@ -19,7 +19,7 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: Cow<'static, str>,
-    pub(crate) param: Option<&'static str>,
+    pub(crate) param: Option<Cow<'static, str>>,
 }
 
 impl ApiError {
@@ -36,9 +36,9 @@ impl ApiError {
         }
     }
 
-    /// Names the request field or parameter at fault.
-    pub(crate) fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    /// Names the request field or parameter at fault (`"limit"`, `"messages[3].role"`).
+    pub(crate) fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 
@@ -67,6 +67,24 @@ impl ApiError {
             StatusCode::BAD_REQUEST,
             "conversation_id_with_system_message",
             "A request with a system or developer message is stateless and cannot carry X-Conversation-ID.",
+        )
+    }
+
+    /// A path the management API does not serve.
+    pub(crate) fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such endpoint; see the management API's documentation for its paths.",
+        )
+    }
+
+    /// A path served, but not for this method; the caller adds the `Allow` header.
+    pub(crate) fn method_not_allowed(allowed: &'static str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("This path accepts only {allowed}."),
         )
     }
 

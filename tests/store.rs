@@ -110,7 +110,7 @@ fn rich_messages() -> Vec<NewMessage> {
     let result = NewMessage::new(json!({
         "role": "tool",
         "tool_call_id": "call_1",
-        "content": "{\"time\": \"09:30\", \"big\": 18446744073709551615, \"neg\": -7, \"half\": 0.5}"
+        "content": "{\"time\": \"09:30\", \"big\": 18446744073709551615, \"neg\": -7, \"half\": 0.5}\u{0}nul"
     }));
     let mut answer = NewMessage::new(json!({
         "role": "assistant",

@@ -24,8 +24,10 @@ CREATE TABLE messages (
     conversation_id  uuid        NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
     sequence_number  bigint      NOT NULL CHECK (sequence_number >= 0),
     role             text        NOT NULL,
-    -- The message object exactly as it is sent upstream again.
-    message          jsonb       NOT NULL,
+    -- The message object exactly as it is sent upstream again. json, not jsonb: it is
+    -- read whole on every turn and never queried inside, and json hands back the stored
+    -- text as it is, where jsonb would rebuild it on each read.
+    message          json        NOT NULL,
     -- The message's plain text, only for full-text search.
     content_text     text        NOT NULL,
     content_search   tsvector    GENERATED ALWAYS AS (to_tsvector('simple', content_text)) STORED,

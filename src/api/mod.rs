@@ -1,5 +1,40 @@
 //! The management API: list, search, read, page, rename, delete, fork and truncate
 //! conversations over REST (contract section 8), as a plain tower `Service`.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /?limit=50&offset=0&q=words` | `200 {"conversations": [summary...], "total", "limit", "offset"}`, newest `updated_at` first |
+//! | `POST /` `{"title"?, "metadata"?, "messages"?}` | `201` summary |
+//! | `GET /{id}` | `200` summary plus `"messages"` |
+//! | `GET /{id}/messages?limit=20&after=SEQ&order=asc` | `200 {"data": [message...], "has_more"}` |
+//! | `PATCH /{id}` `{"title"?, "metadata"?}` | `200` summary |
+//! | `DELETE /{id}` | `200 {"id", "deleted": true}` |
+//! | `POST /{id}/fork` `{"at_sequence": N}` | `201` summary of the copy of messages `0..=N` |
+//! | `DELETE /{id}/messages?from_sequence=N` | `200 {"id", "deleted_messages": K}` |
+//!
+//! A summary is `{"id", "title", "created_at", "updated_at", "message_count",
+//! "metadata"}` with RFC 3339 timestamps in UTC with milliseconds. A message is the
+//! stored message object plus `sequence_number`, `created_at`, `metadata`, and
+//! `reasoning` / `reasoning_events` when there are any; messages in that shape are also
+//! accepted when creating a conversation, so an exported conversation imports unchanged.
+//!
+//! Decisions where the contract is silent: a blank `q` lists everything; unknown query
+//! parameters are ignored but unknown body fields are rejected; a body field set to
+//! `null` counts as absent; titles may not be blank; limits count characters, not bytes;
+//! request bodies are read up to 8 MiB.
+//!
+//! Every error is the OpenAI envelope: `400 invalid_conversation_id` for an id that is
+//! not a UUID, `404 conversation_not_found` for an unknown id or another owner's, `400
+//! invalid_request` with `param` for a bad parameter or field, `404 not_found` for an
+//! unknown path, `405 method_not_allowed` with `Allow`, `413 request_too_large`, and
+//! `503 conversation_store_unavailable` when the store fails (the cause goes to the log).
+
+mod body;
+mod handlers;
+mod query;
+mod request;
+mod response;
+mod routes;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,23 +47,39 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower_service::Service;
 
-use crate::error::ApiError;
 use crate::owner::OwnerResolver;
 use crate::store::ConversationStore;
+use handlers::Call;
+use query::QueryParams;
 
 /// The management endpoints as a tower [`Service`], mountable under `/v1/conversations`.
 ///
 /// It answers paths relative to where it is mounted (`/`, `/{id}`, `/{id}/messages`,
 /// `/{id}/fork`), and also the same paths under a leading `/v1/conversations`, so it
-/// works nested in an axum router and directly under hyper alike.
+/// works nested in an axum router and directly under hyper alike. Each request acts for
+/// the owner its [`OwnerResolver`] names and sees only that owner's conversations. See
+/// the [module docs](self) for the endpoints and their JSON.
 ///
 /// # Example
 ///
 /// ```
-/// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
-/// use axum::Router;
+/// use axum::{Router, body::Body};
+/// use http::{Request, StatusCode};
+/// use tower::ServiceExt;
 /// use tower_conversations::ConversationApi;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // One connection, so that every query sees the same in-memory database.
+/// # let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1)
+/// #     .connect("sqlite::memory:").await?;
+/// tower_conversations::migrate(&pool).await?;
 /// let app: Router = Router::new().nest_service("/v1/conversations", ConversationApi::new(pool));
+///
+/// let create = Request::post("/v1/conversations").body(Body::from(r#"{"title": "Trip"}"#))?;
+/// let response = app.oneshot(create).await?;
+/// assert_eq!(response.status(), StatusCode::CREATED);
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct ConversationApi {
@@ -38,6 +89,13 @@ pub struct ConversationApi {
 
 impl ConversationApi {
     /// The API over `store`, everyone in one shared space.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// let api = tower_conversations::ConversationApi::new(pool);
+    /// # }
+    /// ```
     pub fn new(store: impl ConversationStore) -> Self {
         Self {
             store: Arc::new(store),
@@ -47,6 +105,16 @@ impl ConversationApi {
 
     /// Who each request acts for; use the same resolver as the layer (or build both
     /// with [`ConversationLayer::api`](crate::ConversationLayer::api)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// use tower_conversations::{ConversationApi, OwnerResolver};
+    /// let api = ConversationApi::new(pool).owner_resolver(OwnerResolver::new(|parts| {
+    ///     parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    /// }));
+    /// # }
+    /// ```
     pub fn owner_resolver(mut self, owners: OwnerResolver) -> Self {
         self.owners = owners;
         self
@@ -66,9 +134,26 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
-        let _ = (&self.store, &self.owners);
-        Box::pin(async { Ok(ApiError::conversation_not_found().into_response()) })
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let store = self.store.clone();
+        let owners = self.owners.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let endpoint = match routes::route(&parts.method, parts.uri.path()) {
+                Ok(endpoint) => endpoint,
+                Err(unrouted) => return Ok(unrouted.into_response()),
+            };
+            let owner = owners.resolve(&parts);
+            let call = Call {
+                store: store.as_ref(),
+                owner: &owner,
+                query: QueryParams::parse(parts.uri.query()),
+                body,
+            };
+            Ok(handlers::handle(endpoint, call)
+                .await
+                .unwrap_or_else(|error| error.into_response()))
+        })
     }
 }
 

@@ -13,9 +13,8 @@ use std::mem;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use self::chunk::{Chunk, Delta, Text, ToolCallDelta};
+use self::chunk::{ChunkParts, DeltaParts, Text, ToolCallDelta};
 pub(crate) use self::completion::{assemble_json_reply, mark_storage_failed};
-use super::request::starts_with_object;
 use crate::store::NewMessage;
 
 /// Builds the assistant message of a streamed reply from its SSE events' data.
@@ -54,13 +53,10 @@ impl ReplyAssembler {
     /// Takes one SSE event's data (`[DONE]` never reaches it). Non-JSON data and events
     /// without `choices` are ignored; `{"error": ...}` is remembered.
     pub(crate) fn on_event(&mut self, data: &str) {
-        // A derived struct would also read a JSON array, by position.
-        if !starts_with_object(data.as_bytes()) {
+        let mut chunk = ChunkParts::default();
+        if chunk.read(data).is_err() {
             return;
         }
-        let Ok(chunk) = serde_json::from_str::<Chunk<'_>>(data) else {
-            return;
-        };
         remember(&mut self.id, &chunk.id);
         remember(&mut self.model, &chunk.model);
         remember(&mut self.system_fingerprint, &chunk.system_fingerprint);
@@ -74,25 +70,13 @@ impl ReplyAssembler {
         if let Some(error) = chunk.error {
             self.error = Some(error);
         }
-        let Some(choices) = chunk.choices else {
-            return;
-        };
-        // Only the first choice is stored: a conversation continues one reply. It is
-        // the one with `index` 0, wherever it stands in the array.
-        let first = choices
-            .into_iter()
-            .enumerate()
-            .find(|(position, choice)| choice.index.unwrap_or(*position as u64) == 0);
-        let Some((_, choice)) = first else {
-            return;
-        };
-        remember(&mut self.finish_reason, &choice.finish_reason);
-        if let Some(delta) = choice.delta {
-            self.add_delta(delta);
+        if chunk.has_choice {
+            remember(&mut self.finish_reason, &chunk.choice.finish_reason);
+            self.add_delta(chunk.choice.delta);
         }
     }
 
-    fn add_delta(&mut self, delta: Delta<'_>) {
+    fn add_delta(&mut self, delta: DeltaParts<'_>) {
         if let Some(content) = &delta.content.0 {
             self.content.push_str(content);
         }
@@ -108,7 +92,7 @@ impl ReplyAssembler {
         if let Some(event @ Value::Object(_)) = delta.reasoning_event {
             self.reasoning_events.push(event);
         }
-        for call in delta.tool_calls.into_iter().flatten() {
+        for call in delta.tool_calls {
             self.add_tool_call(call);
         }
     }

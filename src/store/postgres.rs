@@ -11,7 +11,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::batch::{message_count, message_rows};
+use super::batch::{message_count, message_rows_json};
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
@@ -21,7 +21,8 @@ use super::{
 /// Creates a conversation and stores its first messages, in one statement.
 ///
 /// `$1` id, `$2` owner, `$3` title, `$4` message count, `$5` metadata, `$6` the messages
-/// as a JSON array of [`MessageRow`](super::batch::MessageRow)s.
+/// as a JSON array of rows made by [`message_rows_json`]; each message is stored as the
+/// very text that row carries.
 const CREATE: &str = "
 WITH conversation AS (
     INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
@@ -30,10 +31,10 @@ WITH conversation AS (
 ), turn AS (
     INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
                           reasoning, reasoning_events, metadata, created_at)
-    SELECT conversation.id, batch.position - 1, batch.item ->> 'role', batch.item -> 'message',
-           batch.item ->> 'text', batch.item ->> 'reasoning', batch.item -> 'events',
-           batch.item -> 'metadata', conversation.created_at
-    FROM conversation, jsonb_array_elements($6) WITH ORDINALITY AS batch (item, position)
+    SELECT conversation.id, batch.position - 1, batch.item ->> 'role', (batch.item ->> 'message')::json,
+           batch.item ->> 'text', batch.item ->> 'reasoning', (batch.item -> 'events')::jsonb,
+           (batch.item -> 'metadata')::jsonb, conversation.created_at
+    FROM conversation, json_array_elements($6::json) WITH ORDINALITY AS batch (item, position)
 )
 SELECT id, title, created_at, updated_at, message_count, metadata FROM conversation";
 
@@ -55,10 +56,10 @@ WITH conversation AS (
     INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
                           reasoning, reasoning_events, metadata, created_at)
     SELECT conversation.id, conversation.first_sequence + batch.position - 1,
-           batch.item ->> 'role', batch.item -> 'message', batch.item ->> 'text',
-           batch.item ->> 'reasoning', batch.item -> 'events', batch.item -> 'metadata',
-           conversation.updated_at
-    FROM conversation, jsonb_array_elements($4) WITH ORDINALITY AS batch (item, position)
+           batch.item ->> 'role', (batch.item ->> 'message')::json, batch.item ->> 'text',
+           batch.item ->> 'reasoning', (batch.item -> 'events')::jsonb,
+           (batch.item -> 'metadata')::jsonb, conversation.updated_at
+    FROM conversation, json_array_elements($4::json) WITH ORDINALITY AS batch (item, position)
 )
 SELECT first_sequence FROM conversation";
 
@@ -227,7 +228,7 @@ impl ConversationStore for PgPool {
             .bind(id)
             .bind(owner)
             .bind(message_count(messages))
-            .bind(Json(message_rows(messages)))
+            .bind(message_rows_json(messages)?)
             .fetch_optional(self)
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -444,7 +445,7 @@ async fn insert_conversation(
         .bind(title)
         .bind(message_count(messages))
         .bind(Json(metadata))
-        .bind(Json(message_rows(messages)))
+        .bind(message_rows_json(messages)?)
         .fetch_one(pool)
         .await?;
     conversation(&row)

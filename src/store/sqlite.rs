@@ -13,7 +13,7 @@ use sqlx::types::Json;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::batch::{message_count, message_rows};
+use super::batch::{message_count, message_rows_json};
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
@@ -37,12 +37,13 @@ WHERE id = ?1 AND owner = ?2
 RETURNING message_count - ?3 AS first_sequence";
 
 /// Inserts a whole batch in one statement: `?1` conversation id, `?2` first sequence
-/// number, `?3` now, `?4` the messages as a JSON array of
-/// [`MessageRow`](super::batch::MessageRow)s (`->` keeps JSON, `->>` gives text).
+/// number, `?3` now, `?4` the messages as a JSON array of rows made by
+/// [`message_rows_json`] (`->` keeps JSON, `->>` gives text; the message is its own JSON
+/// text already).
 const INSERT_MESSAGES: &str = "
 INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
                       reasoning, reasoning_events, metadata, created_at)
-SELECT ?1, ?2 + batch.key, batch.value ->> '$.role', batch.value -> '$.message',
+SELECT ?1, ?2 + batch.key, batch.value ->> '$.role', batch.value ->> '$.message',
        batch.value ->> '$.text', batch.value ->> '$.reasoning', batch.value -> '$.events',
        batch.value -> '$.metadata', ?3
 FROM json_each(?4) AS batch";
@@ -461,7 +462,7 @@ async fn insert_messages(
         .bind(id)
         .bind(first_sequence)
         .bind(now)
-        .bind(Json(message_rows(messages)))
+        .bind(message_rows_json(messages)?)
         .execute(tx)
         .await?;
     Ok(())

@@ -1,63 +1,52 @@
-//! The parts of a `chat.completion.chunk` the assembler reads, as borrowing serde types.
+//! The parts of a `chat.completion.chunk` the assembler reads, parsed in place.
 //!
-//! Every event of a stream goes through these, so they borrow from the event's text
-//! instead of building a `Value` tree, and skip every field they do not name. Text fields
-//! accept any JSON type and read only strings, so one provider's odd field (a number
-//! where a string was expected) loses that field, not the whole chunk.
+//! Every event of a stream comes through here, so a chunk is read in one pass into a
+//! [`ChunkParts`] on the caller's stack: strings borrow from the event's text, unknown
+//! fields are skipped, and nested objects are filled where they stand rather than built
+//! and moved up level by level (with derived structs those moves were most of the cost).
+//! Text fields accept any JSON type and read only strings, so one provider's odd field
+//! (a number where a string was expected) loses that field, not the whole chunk.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-/// One streamed chunk.
-#[derive(Deserialize)]
-pub(super) struct Chunk<'a> {
-    #[serde(default, borrow)]
+/// What one chunk says. Nothing in it is applied until the whole event has parsed.
+#[derive(Default)]
+pub(super) struct ChunkParts<'a> {
     pub(super) id: Text<'a>,
-    #[serde(default, borrow)]
     pub(super) model: Text<'a>,
-    #[serde(default, borrow)]
     pub(super) system_fingerprint: Text<'a>,
-    #[serde(default)]
     pub(super) created: Option<Value>,
-    #[serde(default)]
     pub(super) usage: Option<Value>,
-    #[serde(default)]
     pub(super) error: Option<Value>,
-    #[serde(default, borrow)]
-    pub(super) choices: Option<Vec<Choice<'a>>>,
+    /// Whether `choice` holds the choice with `index` 0.
+    pub(super) has_choice: bool,
+    pub(super) choice: ChoiceParts<'a>,
 }
 
-/// One entry of `choices`.
-#[derive(Deserialize)]
-pub(super) struct Choice<'a> {
-    #[serde(default)]
-    pub(super) index: Option<u64>,
-    #[serde(default, borrow)]
-    pub(super) delta: Option<Delta<'a>>,
-    #[serde(default, borrow)]
+/// The choice with `index` 0 (by position when indexes are missing): only that one is
+/// stored, since a conversation continues one reply.
+#[derive(Default)]
+pub(super) struct ChoiceParts<'a> {
+    index: Option<u64>,
     pub(super) finish_reason: Text<'a>,
+    pub(super) delta: DeltaParts<'a>,
 }
 
 /// What one chunk adds to the message.
-#[derive(Deserialize)]
-pub(super) struct Delta<'a> {
-    #[serde(default, borrow)]
+#[derive(Default)]
+pub(super) struct DeltaParts<'a> {
     pub(super) content: Text<'a>,
-    #[serde(default, borrow)]
     pub(super) refusal: Text<'a>,
-    #[serde(default, borrow)]
     pub(super) reasoning_content: Text<'a>,
-    #[serde(default, borrow)]
     pub(super) reasoning: Text<'a>,
-    #[serde(default)]
     pub(super) reasoning_event: Option<Value>,
-    #[serde(default, borrow)]
-    pub(super) tool_calls: Option<Vec<ToolCallDelta<'a>>>,
+    pub(super) tool_calls: Vec<ToolCallDelta<'a>>,
 }
 
 /// A piece of one tool call.
@@ -80,6 +69,216 @@ pub(super) struct FunctionDelta<'a> {
     pub(super) name: Text<'a>,
     #[serde(default, borrow)]
     pub(super) arguments: Text<'a>,
+}
+
+impl<'a> ChunkParts<'a> {
+    /// Reads one event's data: a JSON object, with nothing after it.
+    pub(super) fn read(&mut self, data: &'a str) -> serde_json::Result<()> {
+        let mut deserializer = serde_json::Deserializer::from_str(data);
+        InPlace(self).deserialize(&mut deserializer)?;
+        deserializer.end()
+    }
+}
+
+/// Fills the value it points to from the JSON at hand.
+struct InPlace<'p, T>(&'p mut T);
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ChunkField {
+    Id,
+    Model,
+    SystemFingerprint,
+    Created,
+    Usage,
+    Error,
+    Choices,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for InPlace<'_, ChunkParts<'a>> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for InPlace<'_, ChunkParts<'a>> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a chat.completion.chunk object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let chunk = self.0;
+        while let Some(field) = map.next_key()? {
+            match field {
+                ChunkField::Id => chunk.id = map.next_value()?,
+                ChunkField::Model => chunk.model = map.next_value()?,
+                ChunkField::SystemFingerprint => chunk.system_fingerprint = map.next_value()?,
+                ChunkField::Created => chunk.created = map.next_value()?,
+                ChunkField::Usage => chunk.usage = map.next_value()?,
+                ChunkField::Error => chunk.error = map.next_value()?,
+                ChunkField::Choices => map.next_value_seed(Choices {
+                    found: &mut chunk.has_choice,
+                    choice: &mut chunk.choice,
+                })?,
+                ChunkField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `choices` array (or `null`), keeping the choice with `index` 0 in place.
+struct Choices<'p, 'a> {
+    found: &'p mut bool,
+    choice: &'p mut ChoiceParts<'a>,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for Choices<'_, 'a> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Choices<'_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of choices")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut position = 0_u64;
+        loop {
+            if *self.found {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                continue;
+            }
+            // The index may follow the delta, so each choice is read into the slot and
+            // kept only if it turns out to be choice 0.
+            *self.choice = ChoiceParts::default();
+            if seq.next_element_seed(InPlace(&mut *self.choice))?.is_none() {
+                break;
+            }
+            *self.found = self.choice.index.unwrap_or(position) == 0;
+            position = position.saturating_add(1);
+        }
+        if !*self.found {
+            *self.choice = ChoiceParts::default();
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ChoiceField {
+    Index,
+    Delta,
+    FinishReason,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for InPlace<'_, ChoiceParts<'a>> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for InPlace<'_, ChoiceParts<'a>> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a choice object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let choice = self.0;
+        while let Some(field) = map.next_key()? {
+            match field {
+                ChoiceField::Index => choice.index = map.next_value()?,
+                ChoiceField::Delta => map.next_value_seed(InPlace(&mut choice.delta))?,
+                ChoiceField::FinishReason => choice.finish_reason = map.next_value()?,
+                ChoiceField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum DeltaField {
+    Content,
+    Refusal,
+    ReasoningContent,
+    Reasoning,
+    ReasoningEvent,
+    ToolCalls,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for InPlace<'_, DeltaParts<'a>> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        // `any` so that a `null` delta reads as an empty one.
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for InPlace<'_, DeltaParts<'a>> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a delta object")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let delta = self.0;
+        while let Some(field) = map.next_key()? {
+            match field {
+                DeltaField::Content => delta.content = map.next_value()?,
+                DeltaField::Refusal => delta.refusal = map.next_value()?,
+                DeltaField::ReasoningContent => delta.reasoning_content = map.next_value()?,
+                DeltaField::Reasoning => delta.reasoning = map.next_value()?,
+                DeltaField::ReasoningEvent => delta.reasoning_event = map.next_value()?,
+                DeltaField::ToolCalls => {
+                    let calls: Option<Vec<ToolCallDelta<'a>>> = map.next_value()?;
+                    delta.tool_calls = calls.unwrap_or_default();
+                }
+                DeltaField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A string field, borrowed when it has no escapes; `None` for null, a missing field, or
@@ -169,6 +368,11 @@ mod tests {
         serde_json::from_str(json).expect("any JSON value is accepted")
     }
 
+    fn read(data: &str) -> Option<ChunkParts<'_>> {
+        let mut chunk = ChunkParts::default();
+        chunk.read(data).ok().map(|()| chunk)
+    }
+
     #[test]
     fn text_borrows_a_string_without_escapes() {
         assert!(matches!(text(r#""plain""#).0, Some(Cow::Borrowed("plain"))));
@@ -192,14 +396,58 @@ mod tests {
 
     #[test]
     fn a_chunk_with_odd_field_types_keeps_its_content() {
-        let chunk: Chunk<'_> = serde_json::from_str(
+        let chunk = read(
             r#"{"id":7,"model":["m"],"choices":[{"index":0,"delta":{"content":"hi","reasoning":{"x":1}},"finish_reason":false}]}"#,
         )
         .unwrap();
-        let choices = chunk.choices.unwrap();
-        let delta = choices[0].delta.as_ref().unwrap();
-        assert_eq!(delta.content.non_empty(), Some("hi"));
-        assert_eq!(delta.reasoning, Text(None));
+        assert!(chunk.has_choice);
+        assert_eq!(chunk.choice.delta.content.non_empty(), Some("hi"));
+        assert_eq!(chunk.choice.delta.reasoning, Text(None));
+        assert_eq!(chunk.choice.finish_reason, Text(None));
         assert_eq!(chunk.id, Text(None));
+    }
+
+    #[test]
+    fn choice_zero_is_found_whatever_the_order_of_its_fields() {
+        let chunk = read(
+            r#"{"choices":[{"delta":{"content":"one"},"index":1},{"delta":{"content":"zero"},"index":0},{"delta":{"content":"two"},"index":2}]}"#,
+        )
+        .unwrap();
+        assert!(chunk.has_choice);
+        assert_eq!(chunk.choice.delta.content.non_empty(), Some("zero"));
+    }
+
+    #[test]
+    fn choices_without_index_zero_leave_no_choice() {
+        let chunk =
+            read(r#"{"choices":[{"delta":{"content":"one"},"finish_reason":"stop","index":1}]}"#)
+                .unwrap();
+        assert!(!chunk.has_choice);
+        assert_eq!(chunk.choice.delta.content, Text(None));
+        assert_eq!(chunk.choice.finish_reason, Text(None));
+    }
+
+    #[test]
+    fn null_choices_and_null_delta_read_as_nothing() {
+        assert!(!read(r#"{"choices":null}"#).unwrap().has_choice);
+        let chunk =
+            read(r#"{"choices":[{"index":0,"delta":null,"finish_reason":"stop"}]}"#).unwrap();
+        assert_eq!(chunk.choice.finish_reason.non_empty(), Some("stop"));
+    }
+
+    #[test]
+    fn data_that_is_not_one_json_object_is_refused() {
+        for data in [
+            "",
+            "x",
+            "[]",
+            "[{}]",
+            "1",
+            "\"s\"",
+            "{} {}",
+            r#"{"choices":[{"index":0,"delta":{"content":"x"}}],"bad":tru}"#,
+        ] {
+            assert!(read(data).is_none(), "{data}");
+        }
     }
 }

@@ -1,0 +1,174 @@
+//! The store's hot paths on both backends: appending a turn, and loading a history.
+//!
+//! SQLite runs on a temporary file. PostgreSQL runs on `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) in a database of its own, dropped at
+//! the end; when no server answers, the PostgreSQL benchmarks say so and are skipped.
+//!
+//! ```text
+//! cargo bench --bench store
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
+use tokio::runtime::Runtime;
+use tower_conversations::store::{ConversationStore, NewMessage};
+use uuid::Uuid;
+
+/// Messages in the history the load benchmark reads.
+const HISTORY_LEN: usize = 100;
+
+/// A turn of realistic size: a question, and an answer with the metadata the layer keeps.
+fn turn(n: usize) -> Vec<NewMessage> {
+    let question = NewMessage::new(json!({
+        "role": "user",
+        "content": format!("Question {n}: how do I keep a conversation's history on the server \
+                            side while streaming answers from an OpenAI-compatible API?"),
+    }));
+    let mut answer = NewMessage::new(json!({
+        "role": "assistant",
+        "content": "Put a middleware in front of the chat-completions endpoint that stores each \
+                    turn and splices the stored history into the next request. ".repeat(8),
+    }));
+    answer.metadata = json!({
+        "model": "demo-1",
+        "id": format!("chatcmpl-{n}"),
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 812, "completion_tokens": 240, "total_tokens": 1052},
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    vec![question, answer]
+}
+
+/// Runs both benchmarks against one store, under `backend` in their names.
+fn bench_store(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    backend: &str,
+    store: Arc<dyn ConversationStore>,
+) {
+    let appended = Uuid::now_v7();
+    let history = Uuid::now_v7();
+    runtime.block_on(async {
+        store
+            .append_turn("", appended, true, &turn(0))
+            .await
+            .expect("seed append");
+        store
+            .append_turn("", history, true, &turn(0))
+            .await
+            .expect("seed history");
+        for n in 1..HISTORY_LEN / 2 {
+            store
+                .append_turn("", history, false, &turn(n))
+                .await
+                .expect("seed history");
+        }
+        let loaded = store.load_history("", history, None).await.expect("load");
+        assert_eq!(loaded.len(), HISTORY_LEN);
+    });
+
+    let messages = turn(1);
+    c.bench_function(&format!("{backend}: append one two-message turn"), |b| {
+        b.to_async(runtime).iter(|| async {
+            store
+                .append_turn("", appended, false, &messages)
+                .await
+                .expect("append")
+        })
+    });
+    c.bench_function(
+        &format!("{backend}: load a {HISTORY_LEN}-message history"),
+        |b| {
+            b.to_async(runtime)
+                .iter(|| async { store.load_history("", history, None).await.expect("load") })
+        },
+    );
+}
+
+/// SQLite twice: with its default `synchronous = FULL` (an fsync at every commit), and
+/// with `synchronous = NORMAL`, the usual setting in WAL mode (commits are durable
+/// against a crash of the process, and may be lost only on a power cut or OS crash).
+fn sqlite(c: &mut Criterion) {
+    for (name, synchronous) in [
+        ("sqlite, synchronous=FULL", SqliteSynchronous::Full),
+        ("sqlite, synchronous=NORMAL", SqliteSynchronous::Normal),
+    ] {
+        let runtime = Runtime::new().expect("tokio runtime");
+        let path: PathBuf =
+            std::env::temp_dir().join(format!("tc_bench_{}.db", Uuid::now_v7().simple()));
+        let pool = runtime.block_on(async {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .synchronous(synchronous);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await
+                .expect("open sqlite");
+            tower_conversations::migrate(&pool)
+                .await
+                .expect("migrate sqlite");
+            pool
+        });
+        bench_store(c, &runtime, name, Arc::new(pool.clone()));
+        runtime.block_on(pool.close());
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}
+
+fn postgres(c: &mut Criterion) {
+    let runtime = Runtime::new().expect("tokio runtime");
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin = match runtime.block_on(PgPoolOptions::new().max_connections(1).connect(&server)) {
+        Ok(admin) => admin,
+        Err(error) => {
+            eprintln!("postgres benchmarks skipped: {server} is unreachable ({error})");
+            return;
+        }
+    };
+    // The tc_test_ prefix lets the test tooling clean up after an interrupted run.
+    let database = format!("tc_test_bench_{}", Uuid::now_v7().simple());
+    let create = format!("CREATE DATABASE {database}");
+    let drop = format!("DROP DATABASE IF EXISTS {database}");
+    let pool = runtime.block_on(async {
+        // The name is made above from a uuid, never from input.
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&admin)
+            .await
+            .expect("create bench database");
+        let (address, query) = server.split_once('?').unwrap_or((&server, ""));
+        let base = address.rsplit_once('/').map_or(address, |(base, _)| base);
+        let url = match query {
+            "" => format!("{base}/{database}"),
+            query => format!("{base}/{database}?{query}"),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("connect to bench database");
+        tower_conversations::migrate(&pool)
+            .await
+            .expect("migrate postgres");
+        pool
+    });
+    bench_store(c, &runtime, "postgres", Arc::new(pool.clone()));
+    runtime.block_on(async {
+        pool.close().await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
+    });
+}
+
+criterion_group!(benches, sqlite, postgres);
+criterion_main!(benches);

@@ -1,0 +1,147 @@
+//! One function per endpoint: check the input, call the store, shape the answer.
+//!
+//! Input is checked whole before the store is called, so a bad request changes nothing.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::body::read_body;
+use super::query::QueryParams;
+use super::request;
+use super::response::{self, json_response};
+use super::routes::Endpoint;
+use crate::error::ApiError;
+use crate::store::{ConversationStore, StoreError};
+
+/// What one request asks of the API, routed and with its owner resolved.
+pub(crate) struct Call<'a, B> {
+    pub(crate) store: &'a dyn ConversationStore,
+    pub(crate) owner: &'a str,
+    pub(crate) query: QueryParams,
+    pub(crate) body: B,
+}
+
+/// Answers `endpoint`.
+pub(crate) async fn handle<B>(
+    endpoint: Endpoint,
+    call: Call<'_, B>,
+) -> Result<Response<Full<Bytes>>, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match endpoint {
+        Endpoint::List => list(call).await,
+        Endpoint::Create => create(call).await,
+        Endpoint::Get(id) => get(call, id).await,
+        Endpoint::Messages(id) => messages(call, id).await,
+        Endpoint::Update(id) => update(call, id).await,
+        Endpoint::Delete(id) => delete(call, id).await,
+        Endpoint::Fork(id) => fork(call, id).await,
+        Endpoint::Truncate(id) => truncate(call, id).await,
+    }
+}
+
+async fn list<B>(call: Call<'_, B>) -> Result<Response<Full<Bytes>>, ApiError> {
+    let query = call.query.list()?;
+    let page = call.store.list(call.owner, &query).await?;
+    let conversations: Vec<_> = page.conversations.iter().map(response::summary).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "conversations": conversations,
+            "total": page.total,
+            "limit": query.limit,
+            "offset": query.offset,
+        }),
+    ))
+}
+
+async fn create<B>(call: Call<'_, B>) -> Result<Response<Full<Bytes>>, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let new = request::new_conversation(&read_body(call.body).await?)?;
+    let created = call.store.create(call.owner, &new).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &response::summary(&created),
+    ))
+}
+
+async fn get<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError> {
+    let detail = call.store.get(call.owner, id).await?;
+    let mut body = response::summary(&detail.conversation);
+    body["messages"] = response::messages(&detail.messages);
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn messages<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError> {
+    let query = call.query.messages()?;
+    let page = call.store.messages(call.owner, id, &query).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "data": response::messages(&page.messages),
+            "has_more": page.has_more,
+        }),
+    ))
+}
+
+async fn update<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let change = request::update(&read_body(call.body).await?)?;
+    let updated = call.store.update(call.owner, id, &change).await?;
+    Ok(json_response(StatusCode::OK, &response::summary(&updated)))
+}
+
+async fn delete<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError> {
+    call.store.delete(call.owner, id).await?;
+    Ok(json_response(StatusCode::OK, &response::deleted(id)))
+}
+
+async fn fork<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let at_sequence = request::fork_point(&read_body(call.body).await?)?;
+    let forked = call
+        .store
+        .fork(call.owner, id, at_sequence)
+        .await
+        .map_err(|error| out_of_range_names(error, "at_sequence"))?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &response::summary(&forked),
+    ))
+}
+
+async fn truncate<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError> {
+    let from_sequence = call.query.truncation_point()?;
+    let deleted = call
+        .store
+        .truncate(call.owner, id, from_sequence)
+        .await
+        .map_err(|error| out_of_range_names(error, "from_sequence"))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &response::truncated(id, deleted),
+    ))
+}
+
+/// A sequence number the conversation does not hold is the client's mistake: say which
+/// parameter held it.
+fn out_of_range_names(error: StoreError, param: &'static str) -> ApiError {
+    match error {
+        StoreError::OutOfRange => ApiError::from(error).with_param(param),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,207 @@
+//! Query-string parameters: listing, message pages and truncation.
+//!
+//! Unknown parameters are ignored, as most HTTP APIs do; a known parameter given twice
+//! or with a value out of its range is a `400 invalid_request` naming it in `param`.
+
+use std::borrow::Cow;
+
+use crate::error::ApiError;
+use crate::store::{ListQuery, MessageQuery, Order};
+
+/// Default page size of a listing.
+pub(crate) const DEFAULT_LIST_LIMIT: u32 = 50;
+/// Default page size of a message page.
+pub(crate) const DEFAULT_MESSAGE_LIMIT: u32 = 20;
+/// Largest page size of either.
+pub(crate) const MAX_LIMIT: u32 = 100;
+
+/// The decoded parameters of one query string.
+pub(crate) struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    /// Decodes `query` (`application/x-www-form-urlencoded`: `+` is a space).
+    pub(crate) fn parse(query: Option<&str>) -> Self {
+        let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        Self(pairs)
+    }
+
+    /// The value of `name`, if given once; an error if given more than once.
+    fn get(&self, name: &'static str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(invalid(
+                name,
+                format!("`{name}` must be given at most once."),
+            ));
+        }
+        Ok(first.map(String::as_str))
+    }
+
+    /// `limit` in `1..=100`, or `default` when absent.
+    fn limit(&self, default: u32) -> Result<u32, ApiError> {
+        let Some(text) = self.get("limit")? else {
+            return Ok(default);
+        };
+        match text.parse::<u32>() {
+            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+            _ => Err(invalid(
+                "limit",
+                format!("`limit` must be an integer from 1 to {MAX_LIMIT}."),
+            )),
+        }
+    }
+
+    /// A non-negative integer that fits the database's 64-bit signed integers.
+    fn non_negative(&self, name: &'static str) -> Result<Option<i64>, ApiError> {
+        let Some(text) = self.get(name)? else {
+            return Ok(None);
+        };
+        match text.parse::<i64>() {
+            Ok(value) if value >= 0 => Ok(Some(value)),
+            _ => Err(invalid(
+                name,
+                format!("`{name}` must be a non-negative integer."),
+            )),
+        }
+    }
+
+    /// `limit`, `offset` and `q` of a listing. A blank `q` lists everything.
+    pub(crate) fn list(&self) -> Result<ListQuery, ApiError> {
+        let limit = self.limit(DEFAULT_LIST_LIMIT)?;
+        let offset = self.non_negative("offset")?.unwrap_or(0).unsigned_abs();
+        let search = self
+            .get("q")?
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(str::to_owned);
+        Ok(ListQuery {
+            limit,
+            offset,
+            search,
+        })
+    }
+
+    /// `limit`, `after` and `order` of a message page.
+    pub(crate) fn messages(&self) -> Result<MessageQuery, ApiError> {
+        let limit = self.limit(DEFAULT_MESSAGE_LIMIT)?;
+        let after = match self.get("after")? {
+            None => None,
+            Some(text) => Some(
+                text.parse::<i64>()
+                    .map_err(|_| invalid("after", "`after` must be an integer sequence number."))?,
+            ),
+        };
+        let order = match self.get("order")? {
+            None | Some("asc") => Order::Asc,
+            Some("desc") => Order::Desc,
+            Some(_) => return Err(invalid("order", "`order` must be `asc` or `desc`.")),
+        };
+        Ok(MessageQuery {
+            after,
+            limit,
+            order,
+        })
+    }
+
+    /// The required `from_sequence` of a truncation.
+    pub(crate) fn truncation_point(&self) -> Result<i64, ApiError> {
+        self.non_negative("from_sequence")?.ok_or_else(|| {
+            invalid(
+                "from_sequence",
+                "`from_sequence` is required: the first sequence number to delete.",
+            )
+        })
+    }
+}
+
+fn invalid(param: &'static str, message: impl Into<Cow<'static, str>>) -> ApiError {
+    ApiError::invalid_request(message).with_param(param)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(query: &str) -> QueryParams {
+        QueryParams::parse(Some(query))
+    }
+
+    #[test]
+    fn listing_defaults_to_the_first_50() {
+        let query = QueryParams::parse(None).list().unwrap();
+        assert_eq!(
+            query,
+            ListQuery {
+                limit: 50,
+                offset: 0,
+                search: None
+            }
+        );
+    }
+
+    #[test]
+    fn search_text_is_decoded_and_blank_search_is_none() {
+        let query = params("q=hello+world%21&limit=100&offset=7")
+            .list()
+            .unwrap();
+        assert_eq!(query.search.as_deref(), Some("hello world!"));
+        assert_eq!((query.limit, query.offset), (100, 7));
+        assert_eq!(params("q=++").list().unwrap().search, None);
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_parameter() {
+        for (query, param) in [
+            ("limit=0", "limit"),
+            ("limit=101", "limit"),
+            ("limit=", "limit"),
+            ("limit=ten", "limit"),
+            ("offset=-1", "offset"),
+            ("offset=1.5", "offset"),
+            ("offset=99999999999999999999", "offset"),
+            ("q=a&q=b", "q"),
+        ] {
+            let error = params(query).list().unwrap_err();
+            assert_eq!(error.param.as_deref(), Some(param), "{query}");
+            assert_eq!(error.code, "invalid_request");
+        }
+        for (query, param) in [
+            ("after=x", "after"),
+            ("order=sideways", "order"),
+            ("limit=1000", "limit"),
+        ] {
+            let error = params(query).messages().unwrap_err();
+            assert_eq!(error.param.as_deref(), Some(param), "{query}");
+        }
+    }
+
+    #[test]
+    fn message_pages_default_to_20_ascending_from_the_start() {
+        let query = QueryParams::parse(None).messages().unwrap();
+        assert_eq!(
+            query,
+            MessageQuery {
+                after: None,
+                limit: 20,
+                order: Order::Asc
+            }
+        );
+        let query = params("after=-1&order=desc&limit=3").messages().unwrap();
+        assert_eq!(
+            (query.after, query.order, query.limit),
+            (Some(-1), Order::Desc, 3)
+        );
+    }
+
+    #[test]
+    fn from_sequence_is_required_and_non_negative() {
+        assert_eq!(params("from_sequence=4").truncation_point().unwrap(), 4);
+        for query in ["", "from_sequence=-1", "from_sequence=x"] {
+            let error = params(query).truncation_point().unwrap_err();
+            assert_eq!(error.param.as_deref(), Some("from_sequence"), "{query}");
+        }
+    }
+}

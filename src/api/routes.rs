@@ -1,0 +1,222 @@
+//! Which endpoint a request is for, from its method and path alone.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, header};
+use http_body_util::Full;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Where the API is usually mounted; stripped when the API is served without a router.
+const MOUNT_PATH: &str = "/v1/conversations";
+
+/// One of the management endpoints, with the conversation it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `GET /`
+    List,
+    /// `POST /`
+    Create,
+    /// `GET /{id}`
+    Get(Uuid),
+    /// `PATCH /{id}`
+    Update(Uuid),
+    /// `DELETE /{id}`
+    Delete(Uuid),
+    /// `GET /{id}/messages`
+    Messages(Uuid),
+    /// `DELETE /{id}/messages`
+    Truncate(Uuid),
+    /// `POST /{id}/fork`
+    Fork(Uuid),
+}
+
+/// Why a request matches no endpoint: the error, and for a wrong method the methods the
+/// path does accept (the `Allow` header a `405` must carry).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Unrouted {
+    pub(crate) error: ApiError,
+    pub(crate) allow: Option<&'static str>,
+}
+
+impl Unrouted {
+    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
+        let mut response = self.error.into_response();
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+impl From<ApiError> for Unrouted {
+    fn from(error: ApiError) -> Self {
+        Self { error, allow: None }
+    }
+}
+
+/// The resources the API serves, before the method is looked at.
+enum Resource<'a> {
+    Collection,
+    Conversation(&'a str),
+    Messages(&'a str),
+    Fork(&'a str),
+}
+
+/// Matches a request to its endpoint.
+///
+/// The path is taken relative to the mount point: axum's `nest_service` has already
+/// stripped it, and a leading `/v1/conversations` is stripped here for servers without a
+/// router. The shape of the path is checked before the method, and the method before the
+/// id, so that an unknown path is `404 not_found`, a known path with the wrong method is
+/// `405` (the error names the allowed methods for the `Allow` header) and only then is a
+/// malformed id `400 invalid_conversation_id`.
+pub(crate) fn route(method: &Method, path: &str) -> Result<Endpoint, Unrouted> {
+    let resource = resource(path).ok_or_else(ApiError::not_found)?;
+    let endpoint = match (&resource, method) {
+        (Resource::Collection, &Method::GET) => Endpoint::List,
+        (Resource::Collection, &Method::POST) => Endpoint::Create,
+        (Resource::Conversation(id), &Method::GET) => Endpoint::Get(parse_id(id)?),
+        (Resource::Conversation(id), &Method::PATCH) => Endpoint::Update(parse_id(id)?),
+        (Resource::Conversation(id), &Method::DELETE) => Endpoint::Delete(parse_id(id)?),
+        (Resource::Messages(id), &Method::GET) => Endpoint::Messages(parse_id(id)?),
+        (Resource::Messages(id), &Method::DELETE) => Endpoint::Truncate(parse_id(id)?),
+        (Resource::Fork(id), &Method::POST) => Endpoint::Fork(parse_id(id)?),
+        _ => {
+            let allow = allowed_methods(&resource);
+            return Err(Unrouted {
+                error: ApiError::method_not_allowed(allow),
+                allow: Some(allow),
+            });
+        }
+    };
+    Ok(endpoint)
+}
+
+/// The value of the `Allow` header for each resource.
+fn allowed_methods(resource: &Resource<'_>) -> &'static str {
+    match resource {
+        Resource::Collection => "GET, POST",
+        Resource::Conversation(_) => "GET, PATCH, DELETE",
+        Resource::Messages(_) => "GET, DELETE",
+        Resource::Fork(_) => "POST",
+    }
+}
+
+fn resource(path: &str) -> Option<Resource<'_>> {
+    let relative = match path.strip_prefix(MOUNT_PATH) {
+        // Only a whole segment is the mount point: `/v1/conversationsX` is not.
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => path,
+    };
+    if relative.is_empty() || relative == "/" {
+        return Some(Resource::Collection);
+    }
+    // One trailing slash is tolerated, as most routers do.
+    let relative = relative.strip_prefix('/')?;
+    let relative = relative.strip_suffix('/').unwrap_or(relative);
+    let mut segments = relative.split('/');
+    let id = segments.next()?;
+    if id.is_empty() {
+        return None;
+    }
+    let resource = match segments.next() {
+        None => Resource::Conversation(id),
+        Some("messages") => Resource::Messages(id),
+        Some("fork") => Resource::Fork(id),
+        Some(_) => return None,
+    };
+    match segments.next() {
+        None => Some(resource),
+        Some(_) => None,
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(id).map_err(|_| ApiError::invalid_conversation_id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0190b6a4-6f1e-7cc3-9d5e-2f1f6a0b4c11";
+
+    fn id() -> Uuid {
+        Uuid::parse_str(ID).unwrap()
+    }
+
+    #[test]
+    fn paths_relative_to_the_mount_point_and_full_paths_route_alike() {
+        for prefix in ["", "/v1/conversations"] {
+            let at = |rest: &str| format!("{prefix}{rest}");
+            assert_eq!(route(&Method::GET, &at("/")), Ok(Endpoint::List));
+            assert_eq!(route(&Method::POST, &at("")), Ok(Endpoint::Create));
+            assert_eq!(
+                route(&Method::GET, &at(&format!("/{ID}"))),
+                Ok(Endpoint::Get(id()))
+            );
+            assert_eq!(
+                route(&Method::PATCH, &at(&format!("/{ID}/"))),
+                Ok(Endpoint::Update(id()))
+            );
+            assert_eq!(
+                route(&Method::DELETE, &at(&format!("/{ID}"))),
+                Ok(Endpoint::Delete(id()))
+            );
+            assert_eq!(
+                route(&Method::GET, &at(&format!("/{ID}/messages"))),
+                Ok(Endpoint::Messages(id()))
+            );
+            assert_eq!(
+                route(&Method::DELETE, &at(&format!("/{ID}/messages"))),
+                Ok(Endpoint::Truncate(id()))
+            );
+            assert_eq!(
+                route(&Method::POST, &at(&format!("/{ID}/fork"))),
+                Ok(Endpoint::Fork(id()))
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_path_is_the_collection() {
+        assert_eq!(route(&Method::GET, ""), Ok(Endpoint::List));
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found() {
+        for path in [
+            format!("/{ID}/other"),
+            format!("/{ID}/messages/3"),
+            "//".to_owned(),
+            "/v1/conversationsX".to_owned(),
+        ] {
+            let unrouted = route(&Method::GET, &path).unwrap_err();
+            assert_eq!(unrouted.error.code, "not_found", "{path}");
+            assert_eq!(unrouted.allow, None);
+        }
+    }
+
+    #[test]
+    fn wrong_methods_name_the_allowed_ones() {
+        let unrouted = route(&Method::PUT, &format!("/{ID}")).unwrap_err();
+        assert_eq!(unrouted.error.code, "method_not_allowed");
+        assert_eq!(unrouted.allow, Some("GET, PATCH, DELETE"));
+        let unrouted = route(&Method::GET, &format!("/{ID}/fork")).unwrap_err();
+        assert_eq!(unrouted.error.status, http::StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(unrouted.allow, Some("POST"));
+        let response = unrouted.into_response();
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+    }
+
+    #[test]
+    fn malformed_ids_are_invalid_conversation_ids() {
+        let unrouted = route(&Method::GET, "/not-a-uuid").unwrap_err();
+        assert_eq!(unrouted.error.code, "invalid_conversation_id");
+        let unrouted = route(&Method::POST, "/not-a-uuid/fork").unwrap_err();
+        assert_eq!(unrouted.error.code, "invalid_conversation_id");
+    }
+}
