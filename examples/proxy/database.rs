@@ -1,0 +1,46 @@
+//! Opening the conversation database named by a URL, SQLite or PostgreSQL.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use tower_conversations::ConversationStore;
+
+use crate::response::BoxError;
+
+/// An open, migrated database, and a description of it that is safe to log.
+pub struct Database {
+    /// The store the layer and the management API share.
+    pub store: Arc<dyn ConversationStore>,
+    /// Which kind of database and where, never with its password.
+    pub description: String,
+}
+
+/// Connects to `url` (`sqlite://FILE`, created if missing, or `postgres://...`) and runs
+/// the migrations, so the proxy is ready to store turns when it starts listening.
+pub async fn open(url: &str) -> Result<Database, BoxError> {
+    let (store, description): (Arc<dyn ConversationStore>, String) = if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+        let description = format!("SQLite at {}", options.get_filename().display());
+        let pool = SqlitePoolOptions::new().connect_with(options).await?;
+        (Arc::new(pool), description)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let options = PgConnectOptions::from_str(url)?;
+        let description = format!(
+            "PostgreSQL at {}:{}/{} as {}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or(options.get_username()),
+            options.get_username(),
+        );
+        let pool = PgPoolOptions::new().connect_with(options).await?;
+        (Arc::new(pool), description)
+    } else {
+        return Err(
+            "the database URL must start with sqlite:// or postgres:// (see --help)".into(),
+        );
+    };
+    tower_conversations::migrate(&*store).await?;
+    Ok(Database { store, description })
+}

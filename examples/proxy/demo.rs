@@ -1,0 +1,241 @@
+//! A built-in stand-in for a real model, so that the proxy shows the whole feature with
+//! no upstream and no API key: its reply says how many messages it was sent, which is
+//! how a user sees that the history was spliced in.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use serde_json::{Value, json};
+use tower::Service;
+
+use crate::response::{self, BoxError, ProxyBody};
+
+/// The model name the demo answers as, unless the request names one.
+pub const MODEL: &str = "demo";
+/// How long the demo waits between chunks, so that streaming is visible in a terminal.
+const CHUNK_INTERVAL: Duration = Duration::from_millis(20);
+/// Largest request the demo reads.
+const REQUEST_LIMIT: usize = 32 * 1024 * 1024;
+/// Longest quote of the last message the reply repeats.
+const QUOTE_CHARS: usize = 200;
+
+/// The demo model as a tower service: `POST /v1/chat/completions` (streaming when the
+/// request says `"stream": true`, a `chat.completion` object otherwise) and
+/// `GET /v1/models`. The reply is deterministic.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DemoModel;
+
+impl<B> Service<Request<B>> for DemoModel
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        Box::pin(async move {
+            let answer = match (request.method(), request.uri().path()) {
+                (&Method::POST, "/v1/chat/completions") => chat(request.into_body()).await,
+                (&Method::GET, "/v1/models") => models(),
+                _ => response::error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "The demo model answers only POST /v1/chat/completions and GET /v1/models.",
+                ),
+            };
+            Ok(answer)
+        })
+    }
+}
+
+fn models() -> Response<ProxyBody> {
+    response::json(
+        StatusCode::OK,
+        &json!({"object": "list", "data": [
+            {"id": MODEL, "object": "model", "created": 0, "owned_by": "tower-conversations"}
+        ]}),
+    )
+}
+
+async fn chat<B>(body: B) -> Response<ProxyBody>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let bytes = match Limited::new(body, REQUEST_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return response::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The request body could not be read.",
+            );
+        }
+    };
+    let request: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(_) => {
+            return response::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The request body is not JSON.",
+            );
+        }
+    };
+    let Some(messages) = request["messages"].as_array() else {
+        return response::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The request has no messages array.",
+        );
+    };
+    let reply = Reply {
+        id: format!("chatcmpl-demo-{}", messages.len()),
+        created: unix_time(),
+        model: request["model"].as_str().unwrap_or(MODEL).to_owned(),
+        text: reply_text(messages),
+        prompt_tokens: messages.iter().map(|m| word_count(&message_text(m))).sum(),
+    };
+    if request["stream"] == Value::Bool(true) {
+        let include_usage = request["stream_options"]["include_usage"] == Value::Bool(true);
+        reply.streamed(include_usage)
+    } else {
+        response::json(StatusCode::OK, &reply.completion())
+    }
+}
+
+/// What the demo says: how many messages it saw, and what the last one said.
+fn reply_text(messages: &[Value]) -> String {
+    let count = messages.len();
+    let plural = if count == 1 { "" } else { "s" };
+    let last = messages.last().map(message_text).unwrap_or_default();
+    let mut quote: String = last.chars().take(QUOTE_CHARS).collect();
+    if last.chars().count() > QUOTE_CHARS {
+        quote.push('…');
+    }
+    format!(
+        "You sent {count} message{plural}; the last one said: \"{quote}\". \
+         (I am the proxy's built-in demo model.)"
+    )
+}
+
+/// A message's text: its string content, or its text parts joined.
+fn message_text(message: &Value) -> String {
+    match &message["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn word_count(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// One answer, rendered either as a `chat.completion` or as a stream of chunks.
+struct Reply {
+    id: String,
+    created: u64,
+    model: String,
+    text: String,
+    prompt_tokens: usize,
+}
+
+impl Reply {
+    fn usage(&self) -> Value {
+        let completion_tokens = word_count(&self.text);
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        })
+    }
+
+    fn completion(&self) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": self.text},
+                "finish_reason": "stop",
+            }],
+            "usage": self.usage(),
+        })
+    }
+
+    fn chunk(&self, delta: Value, finish_reason: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        })
+    }
+
+    /// The reply as server-sent events: the role, the text a few words at a time, the
+    /// finish reason, the usage when asked for, then `[DONE]`.
+    fn streamed(&self, include_usage: bool) -> Response<ProxyBody> {
+        let mut events = vec![self.chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        let words: Vec<&str> = self.text.split_inclusive(' ').collect();
+        for piece in words.chunks(3) {
+            events.push(self.chunk(json!({"content": piece.concat()}), Value::Null));
+        }
+        events.push(self.chunk(json!({}), json!("stop")));
+        if include_usage {
+            let mut usage = self.chunk(json!({}), Value::Null);
+            usage["choices"] = json!([]);
+            usage["usage"] = self.usage();
+            events.push(usage);
+        }
+        let mut frames: Vec<Bytes> = events
+            .iter()
+            .map(|event| Bytes::from(format!("data: {event}\n\n")))
+            .collect();
+        frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+
+        let stream = futures_util::stream::iter(frames.into_iter().enumerate()).then(
+            |(index, frame)| async move {
+                if index > 0 {
+                    tokio::time::sleep(CHUNK_INTERVAL).await;
+                }
+                Ok::<_, Infallible>(Frame::data(frame))
+            },
+        );
+        let mut answer = Response::new(response::boxed(StreamBody::new(stream)));
+        let headers = answer.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        answer
+    }
+}

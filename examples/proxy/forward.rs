@@ -1,0 +1,218 @@
+//! The upstream client: forwards each request to the real service, streaming both ways.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::Incoming;
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::Service;
+use tower_conversations::{DEFAULT_CHAT_PATH, RequestBody};
+
+use crate::hop_by_hop;
+use crate::response::{self, BoxError, ProxyBody};
+
+/// The base URL of the upstream service: scheme, authority and an optional path prefix
+/// (for services mounted under a path, such as `https://host/openai`).
+#[derive(Debug, Clone)]
+pub struct UpstreamBase {
+    scheme: Scheme,
+    authority: Authority,
+    prefix: String,
+}
+
+impl UpstreamBase {
+    /// Reads an `http://` or `https://` base URL; a query string is refused because each
+    /// request brings its own.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|error| format!("upstream URL {url:?} is not a URL: {error}"))?;
+        let scheme = uri
+            .scheme()
+            .filter(|s| *s == &Scheme::HTTP || *s == &Scheme::HTTPS)
+            .cloned()
+            .ok_or_else(|| format!("upstream URL {url:?} must start with http:// or https://"))?;
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("upstream URL {url:?} has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("upstream URL {url:?} must not have a query string"));
+        }
+        Ok(Self {
+            scheme,
+            authority,
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Whether the connection to the upstream is encrypted.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The upstream URL for a request's path and query.
+    fn join(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let tail = path_and_query.map_or("/", PathAndQuery::as_str);
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{tail}", self.prefix))
+            .build()
+    }
+}
+
+impl std::fmt::Display for UpstreamBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, RequestBody<Incoming>>;
+
+/// A tower service that sends each request to the upstream and streams its answer back.
+///
+/// Bodies are never collected: each frame is handed on as it arrives, in both directions.
+/// An upstream that cannot be reached answers `502` in the OpenAI error envelope.
+#[derive(Clone)]
+pub struct Forward {
+    client: HttpsClient,
+    base: UpstreamBase,
+    api_key: Option<HeaderValue>,
+}
+
+impl Forward {
+    /// A client for `base`, trusting the system's root certificates (which honour
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR`). With `api_key`, every request goes upstream
+    /// with `Authorization: Bearer <api_key>` instead of the client's own.
+    pub fn new(base: UpstreamBase, api_key: Option<&str>) -> Result<Self, BoxError> {
+        let api_key = api_key
+            .map(|key| HeaderValue::try_from(format!("Bearer {key}")))
+            .transpose()
+            .map_err(|_| "UPSTREAM_API_KEY is not a valid header value")?
+            .map(|mut value| {
+                value.set_sensitive(true);
+                value
+            });
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        // Stream chunks are small and latency-bound: never wait to coalesce them.
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(&base)?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self {
+            client,
+            base,
+            api_key,
+        })
+    }
+
+    /// Turns the client's request into the upstream's; fails only on a path that makes
+    /// no URL with the base.
+    fn upstream_request(
+        &self,
+        mut request: Request<RequestBody<Incoming>>,
+    ) -> Result<Request<RequestBody<Incoming>>, http::Error> {
+        let is_chat = request.method() == Method::POST && request.uri().path() == DEFAULT_CHAT_PATH;
+        let uri = self.base.join(request.uri().path_and_query())?;
+        *request.uri_mut() = uri;
+        // The client picks HTTP/1.1 or HTTP/2 for the upstream connection by itself.
+        *request.version_mut() = Version::HTTP_11;
+        let headers = request.headers_mut();
+        hop_by_hop::remove(headers);
+        // The client's Host names this proxy; the upstream client sets the upstream's
+        // (as Host on HTTP/1.1, as :authority on HTTP/2).
+        headers.remove(header::HOST);
+        if is_chat {
+            // The conversation layer reads the reply to store it: ask for it uncompressed.
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
+        if let Some(key) = &self.api_key {
+            headers.insert(header::AUTHORIZATION, key.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl Service<Request<RequestBody<Incoming>>> for Forward {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<RequestBody<Incoming>>) -> Self::Future {
+        let upstream_request = self.upstream_request(request);
+        let client = self.client.clone();
+        Box::pin(async move {
+            let request = match upstream_request {
+                Ok(request) => request,
+                Err(_) => {
+                    return Ok(response::error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "The request path cannot be forwarded.",
+                    ));
+                }
+            };
+            // The path only: a query string may carry a credential.
+            let path = request.uri().path().to_owned();
+            match client.request(request).await {
+                Ok(mut answer) => {
+                    hop_by_hop::remove(answer.headers_mut());
+                    // The client's connection to this proxy decides the version it sees.
+                    *answer.version_mut() = Version::HTTP_11;
+                    Ok(answer.map(response::boxed))
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        %path,
+                        %error,
+                        cause = ?std::error::Error::source(&error),
+                        "upstream request failed"
+                    );
+                    Ok(response::error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreachable",
+                        "The upstream service could not be reached.",
+                    ))
+                }
+            }
+        })
+    }
+}
+
+/// TLS with the ring provider and the system's roots (`rustls-native-certs`, which
+/// honours `SSL_CERT_FILE` and `SSL_CERT_DIR`). A plain-HTTP upstream needs no roots, so
+/// a machine without any (a bare container) can still reach one.
+fn tls_config(base: &UpstreamBase) -> Result<rustls::ClientConfig, BoxError> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?;
+    match builder.clone().with_native_roots() {
+        Ok(with_roots) => Ok(with_roots.with_no_client_auth()),
+        Err(error) if base.is_https() => {
+            Err(format!("no trusted root certificates to reach {base}: {error}").into())
+        }
+        Err(_) => Ok(builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()),
+    }
+}

@@ -1,0 +1,30 @@
+//! Owners by bearer token: each API key sees only its own conversations.
+
+use http::header;
+use http::request::Parts;
+use sha2::{Digest, Sha256};
+use tower_conversations::OwnerResolver;
+
+/// The owner of a request is the SHA-256 (hex) of its bearer token, so the database never
+/// holds a usable credential. Requests without a token share one space.
+///
+/// It reads the client's own header: the layer resolves the owner before the forwarding
+/// service swaps in `UPSTREAM_API_KEY`, so clients stay apart even when they all reach
+/// the upstream with one key.
+pub fn by_bearer_token() -> OwnerResolver {
+    OwnerResolver::new(|parts: &Parts| bearer_token(parts).map(sha256_hex))
+}
+
+fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn sha256_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
