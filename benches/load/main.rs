@@ -17,8 +17,9 @@
 //!
 //! Printed: one markdown table (requests/s, time to first byte and to `data: [DONE]` p50
 //! and p99, the proxy's peak RSS, and each row against passthrough at the same K), and
-//! the memory each in-flight stream costs: K streams of a known size held open at once,
-//! (RSS during − RSS idle) / K, on a freshly started proxy. Written: `docs/latency.svg`,
+//! the memory each in-flight stream costs: K slow streams of a known size (deltas 1 ms
+//! apart, the end held back) open at once, (RSS during − RSS idle) / K, on a freshly
+//! started proxy. Written: `docs/latency.svg`,
 //! time to `[DONE]` p50 against K.
 //!
 //! Settings (environment): `LOAD_SECONDS` measured per run (6), `LOAD_WARMUP` seconds
@@ -244,18 +245,25 @@ async fn run(settings: &Settings) -> Result<(), String> {
 
     println!("{}", report::table(&rows));
     println!(
-        "Memory per in-flight stream: {} streams of {reply_bytes} bytes held open at once, (RSS during − RSS idle) / K\n",
+        "Memory per in-flight stream: {} slow streams of {reply_bytes} bytes open at once, (RSS during − RSS idle) / K\n",
         settings.held
     );
     println!(
-        "| proxy | RSS idle MiB | RSS during MiB | per stream KiB | target KiB (2 × reply + 16) |\n|---|--:|--:|--:|--:|"
+        "| proxy | RSS idle MiB | RSS during MiB | per stream KiB | over passthrough KiB | target KiB (2 × reply + 16) |\n|---|--:|--:|--:|--:|--:|"
     );
+    let per_stream =
+        |idle: u64, during: u64| during.saturating_sub(idle) as f64 / settings.held as f64 / 1024.0;
+    let baseline = memory
+        .iter()
+        .find(|(name, _, _)| *name == PASSTHROUGH)
+        .map(|(_, idle, during)| per_stream(*idle, *during));
     for (name, idle, during) in &memory {
-        let per_stream = during.saturating_sub(*idle) as f64 / settings.held as f64 / 1024.0;
+        let stream = per_stream(*idle, *during);
         println!(
-            "| {name} | {:.1} | {:.1} | {per_stream:.1} | {:.1} |",
+            "| {name} | {:.1} | {:.1} | {stream:.1} | {} | {:.1} |",
             *idle as f64 / 1048576.0,
             *during as f64 / 1048576.0,
+            baseline.map_or("–".to_owned(), |base| format!("{:+.1}", stream - base)),
             (2 * reply_bytes) as f64 / 1024.0 + 16.0
         );
     }

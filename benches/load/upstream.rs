@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -18,11 +19,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 /// A typical content delta: one word, with the fields every chunk repeats.
 pub const DELTA: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n";
 /// The last chunk and the end of the stream.
 const END: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+
+/// The pause between deltas while replies are held: a slow stream, as a model emits
+/// tokens, whose frames reach the proxy one by one.
+const PACE: Duration = Duration::from_millis(1);
 
 /// The running model; it stops with the runtime.
 pub struct Upstream {
@@ -48,8 +54,8 @@ impl Upstream {
         Ok(Self { addr, held })
     }
 
-    /// While held, every reply stops after its deltas, before its end, until released:
-    /// streams of a known size stay open at once.
+    /// While held, every reply sends its deltas slowly ([`PACE`] apart) and stops before
+    /// its end until released: streams of a known size stay open at once.
     pub fn hold(&self, held: bool) {
         self.held.send_replace(held);
     }
@@ -62,11 +68,14 @@ async fn answer(
 ) -> Result<Response<Reply>, Infallible> {
     // Read the (spliced) request whole, as a model does before it answers.
     let _ = request.into_body().collect().await;
+    let paced = *gate.borrow();
     let response = Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
         .body(Reply {
             remaining: chunks,
+            paced,
+            pause: None,
             gate: Some(gate),
             waiting: None,
             ended: false,
@@ -80,6 +89,9 @@ type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The reply body: `remaining` deltas, then (once the gate is open) the end.
 pub struct Reply {
     remaining: usize,
+    /// Deltas come [`PACE`] apart (the reply began while held).
+    paced: bool,
+    pause: Option<Pin<Box<Sleep>>>,
     gate: Option<watch::Receiver<bool>>,
     waiting: Option<Wait>,
     ended: bool,
@@ -94,6 +106,13 @@ impl Body for Reply {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.remaining > 0 {
+            if self.paced {
+                let pause = self
+                    .pause
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(PACE)));
+                ready!(pause.as_mut().poll(cx));
+                self.pause = None;
+            }
             self.remaining -= 1;
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(DELTA)))));
         }
