@@ -28,6 +28,9 @@ mod capture;
 mod chat;
 mod error;
 mod future;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod intercept;
 mod layer;
 mod owner;

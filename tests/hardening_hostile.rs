@@ -333,6 +333,8 @@ fn cases(seed: Uuid) -> Vec<Case> {
         Case::chat("invalid UTF-8 in a message, with X-Conversation-ID", &b"{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"[..])
             .id(&seed)
             .check(refused(StatusCode::BAD_REQUEST, "invalid_request")),
+        Case::chat("invalid UTF-8 outside the messages", &b"{\"user\":\"\x82\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"[..])
+            .check(untouched(StatusCode::BAD_REQUEST)),
         Case::chat("a raw NUL byte in a message", &b"{\"messages\":[{\"role\":\"user\",\"content\":\"a\x00b\"}]}"[..])
             .check(untouched(StatusCode::BAD_REQUEST)),
         Case::chat_messages("an escaped NUL in a message", json!([user(nul)])).check(stored(vec![

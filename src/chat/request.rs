@@ -40,7 +40,10 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Option<ChatRequest<'_>> {
     if !starts_with_object(body) {
         return None;
     }
-    let envelope: Envelope<'_> = serde_json::from_slice(body).ok()?;
+    // Skipped members are not checked to be UTF-8 when read from bytes; JSON must be,
+    // and a body that is not is no chat request (it passes through untouched).
+    let text = std::str::from_utf8(body).ok()?;
+    let envelope: Envelope<'_> = serde_json::from_str(text).ok()?;
     let messages_span = span_within(body, envelope.messages.get())?;
     let raw_messages: Vec<&RawValue> = serde_json::from_str(envelope.messages.get()).ok()?;
 
@@ -214,6 +217,8 @@ mod tests {
         assert!(parse_chat_request(br#"{"messages":[{"role":"user"}]} trailing"#).is_none());
         assert!(parse_chat_request(br#"{"messages":[{"role":"user"}],"x":tru}"#).is_none());
         assert!(parse_chat_request(b"\xff\xfe").is_none());
+        let invalid_elsewhere = b"{\"user\":\"\x82\",\"messages\":[{\"role\":\"user\"}]}";
+        assert!(parse_chat_request(invalid_elsewhere).is_none());
     }
 
     #[test]

@@ -127,7 +127,10 @@ pub(crate) fn mark_storage_failed(body: &[u8]) -> Option<Vec<u8>> {
     if !starts_with_object(body) {
         return None;
     }
-    let reply: WithMetadata<'_> = serde_json::from_slice(body).ok()?;
+    // Skipped members are not checked to be UTF-8 when read from bytes; JSON must be,
+    // and a reply that is not is passed on as it came rather than marked.
+    let text = std::str::from_utf8(body).ok()?;
+    let reply: WithMetadata<'_> = serde_json::from_str(text).ok()?;
     let mut out = Vec::with_capacity(body.len() + 40);
     match reply.metadata {
         None => {
@@ -380,5 +383,13 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_reply_that_is_not_utf8_is_not_marked() {
+        assert_eq!(
+            mark_storage_failed(b"{\"object\":\"\x97\",\"choices\":[]}"),
+            None
+        );
     }
 }

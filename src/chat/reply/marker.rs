@@ -5,8 +5,9 @@
 //! keys are tracked byte by byte, and `"metadata":{"storage_failed":true}` goes in
 //! just before the brace that closes the top-level object. Nothing after that brace can
 //! add a top-level member, so nothing needs to be held back to decide. A reply that has
-//! its own top-level `metadata`, or is not one JSON object, is left as it is: a second
-//! `metadata` key would be read differently by different parsers.
+//! its own top-level `metadata` (or a top-level key written with escapes, which might
+//! spell it), or is not one JSON object, is left as it is: a second `metadata` key
+//! would be read differently by different parsers.
 
 /// The member added, after a comma when the object already has members.
 const MEMBER: &[u8] = br#""metadata":{"storage_failed":true}"#;
@@ -102,6 +103,10 @@ impl StorageFailedMarker {
             self.escaped = false;
         } else if byte == b'\\' {
             self.escaped = true;
+            if self.in_key {
+                // An escaped key might spell `metadata`: too close to call.
+                self.given_up = true;
+            }
         } else if byte == b'"' {
             self.in_string = false;
             if self.in_key && &self.key[..self.key_len] == METADATA {
@@ -191,6 +196,14 @@ mod tests {
             assert!(!marked, "cut at {cut}");
             assert_eq!(out, reply);
         }
+    }
+
+    #[test]
+    fn a_reply_with_an_escaped_top_level_key_is_left_as_it_is() {
+        let reply = br#"{"\u006detadata":{"x":"y"},"b":2}"#;
+        let (out, marked) = mark(reply, &[]);
+        assert!(!marked);
+        assert_eq!(out, reply);
     }
 
     #[test]
