@@ -1,29 +1,49 @@
 //! What the layer costs a streamed reply, in process: an inner service yields N typical
 //! `chat.completion.chunk` events from memory and each stream is read to its end
-//! through the bare service, the layer on a stateless request, a new conversation, and
-//! a continued conversation with 100 stored messages.
+//! through the bare service, and through the layer on a stateless request, a new
+//! conversation, and a continued conversation with 100 stored messages.
 //!
-//! `cargo bench --bench sse_overhead` (SQLite always; Postgres too when `DATABASE_URL`
-//! is set). The capture cost per chunk is the slope of the layer's time over N minus
-//! the bare service's.
+//! ```text
+//! cargo bench --bench sse_overhead
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench sse_overhead
+//! ```
+//!
+//! Three groups:
+//! - `sse_overhead/no_database`: the layer over a store that keeps nothing and answers at
+//!   once, so the figures are the layer's own work (reading and splicing the request,
+//!   parsing and assembling the reply, the spawned storage task). The capture cost per
+//!   chunk is the slope of `new` over N minus the slope of `bare`.
+//! - `sse_overhead/sqlite` and `sse_overhead/postgres` (with `DATABASE_URL`, in a database
+//!   of its own, dropped at the end): the same with a real store, whose write the stream
+//!   waits for before `[DONE]`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
-use serde_json::json;
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
 use tower::{Layer, Service, ServiceExt};
-use tower_conversations::store::NewMessage;
-use tower_conversations::{ConversationLayer, ConversationStore};
+use tower_conversations::store::{
+    Conversation, ConversationDetail, ConversationList, ConversationUpdate, ListQuery, MessagePage,
+    MessageQuery, NewConversation, NewMessage,
+};
+use tower_conversations::{ConversationLayer, ConversationStore, StoreError};
+use uuid::Uuid;
 
 /// Sizes of reply, in chunks.
 const SIZES: [usize; 3] = [16, 256, 2048];
+/// Stored messages of the continued conversation.
+const HISTORY_LEN: usize = 100;
 
 /// An SSE reply served from memory: every frame is a clone of a prepared `Bytes`.
 struct Chunks(VecDeque<Bytes>);
@@ -41,17 +61,13 @@ impl Body for Chunks {
 }
 
 /// A typical content delta, about 120 bytes on the wire.
-fn delta() -> Bytes {
-    Bytes::from_static(
-        b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n",
-    )
-}
+const DELTA: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n";
+/// The last chunk and the end of the stream.
+const END: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
 
 fn reply(chunks: usize) -> VecDeque<Bytes> {
-    let mut frames: VecDeque<Bytes> = (0..chunks).map(|_| delta()).collect();
-    frames.push_back(Bytes::from_static(
-        b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
-    ));
+    let mut frames: VecDeque<Bytes> = (0..chunks).map(|_| Bytes::from_static(DELTA)).collect();
+    frames.push_back(Bytes::from_static(END));
     frames
 }
 
@@ -102,51 +118,158 @@ where
     while let Some(frame) = body.frame().await {
         total += frame.expect("frame").data_ref().map_or(0, Bytes::len);
     }
+    assert!(total > 0, "the stream carried data");
     total
 }
 
+/// One stored turn of the seeded history.
+fn history_turn(turn: usize) -> [NewMessage; 2] {
+    [
+        NewMessage::new(json!({"role": "user", "content": format!("question {turn}")})),
+        NewMessage::new(
+            json!({"role": "assistant", "content": format!("answer {turn} with some words")}),
+        ),
+    ]
+}
+
 async fn seed_conversation(store: &dyn ConversationStore) -> String {
-    let id = uuid::Uuid::now_v7();
-    for turn in 0..50 {
-        let messages = [
-            NewMessage::new(json!({"role": "user", "content": format!("question {turn}")})),
-            NewMessage::new(
-                json!({"role": "assistant", "content": format!("answer {turn} with some words")}),
-            ),
-        ];
+    let id = Uuid::now_v7();
+    for turn in 0..HISTORY_LEN / 2 {
         store
-            .append_turn("", id, turn == 0, &messages)
+            .append_turn("", id, turn == 0, &history_turn(turn))
             .await
             .expect("seed");
     }
     id.to_string()
 }
 
-fn bench_backend<S: ConversationStore + Clone>(
+/// A store that keeps nothing: every write succeeds at once and every conversation
+/// holds the same 100 messages. With it the figures are the layer's own work.
+#[derive(Clone)]
+struct NoDatabase {
+    history: Arc<Vec<Value>>,
+}
+
+impl NoDatabase {
+    fn new() -> Self {
+        let history = (0..HISTORY_LEN / 2)
+            .flat_map(history_turn)
+            .map(|m| m.message)
+            .collect();
+        Self {
+            history: Arc::new(history),
+        }
+    }
+}
+
+#[async_trait]
+impl ConversationStore for NoDatabase {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn load_history(
+        &self,
+        _owner: &str,
+        _id: Uuid,
+        last: Option<u32>,
+    ) -> Result<Vec<Value>, StoreError> {
+        let keep = last.map_or(self.history.len(), |n| n as usize);
+        let skip = self.history.len().saturating_sub(keep);
+        Ok(self.history[skip..].to_vec())
+    }
+    async fn append_turn(
+        &self,
+        _owner: &str,
+        _id: Uuid,
+        _create: bool,
+        _messages: &[NewMessage],
+    ) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+    async fn create(&self, _: &str, _: &NewConversation) -> Result<Conversation, StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn list(&self, _: &str, _: &ListQuery) -> Result<ConversationList, StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn get(&self, _: &str, _: Uuid) -> Result<ConversationDetail, StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn messages(
+        &self,
+        _: &str,
+        _: Uuid,
+        _: &MessageQuery,
+    ) -> Result<MessagePage, StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn update(
+        &self,
+        _: &str,
+        _: Uuid,
+        _: &ConversationUpdate,
+    ) -> Result<Conversation, StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn delete(&self, _: &str, _: Uuid) -> Result<(), StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn fork(&self, _: &str, _: Uuid, _: i64) -> Result<Conversation, StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn truncate(&self, _: &str, _: Uuid, _: i64) -> Result<u64, StoreError> {
+        Err(StoreError::NotFound)
+    }
+}
+
+/// Which requests a group measures.
+#[derive(Clone, Copy, PartialEq)]
+enum Rows {
+    /// The bare service, and the layer's three modes.
+    All,
+    /// Only the two modes that touch the database.
+    Stateful,
+}
+
+fn bench_store<S: ConversationStore + Clone>(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
     name: &str,
     store: S,
+    rows: Rows,
 ) {
     let continued = rt.block_on(seed_conversation(&store));
+    // The continued conversation gains a turn per iteration: the window keeps what is
+    // loaded and spliced at 100 messages however long the run.
+    let layer = ConversationLayer::new(store).history_window(HISTORY_LEN as u32);
     let mut group = c.benchmark_group(format!("sse_overhead/{name}"));
+    if rows == Rows::Stateful {
+        // Every iteration waits for a database write: fewer, longer samples.
+        group.sample_size(30);
+        group.measurement_time(Duration::from_secs(4));
+    }
     for &n in &SIZES {
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("bare", n), &n, |b, &n| {
-            b.to_async(rt).iter(|| async move {
-                let response = Model(n)
-                    .oneshot(chat_request(false, None))
-                    .await
-                    .expect("response");
-                drain(response.into_body()).await
+        if rows == Rows::All {
+            group.bench_with_input(BenchmarkId::new("bare", n), &n, |b, &n| {
+                b.to_async(rt).iter(|| async move {
+                    let response = Model(n)
+                        .oneshot(chat_request(false, None))
+                        .await
+                        .expect("response");
+                    drain(response.into_body()).await
+                });
             });
-        });
-        let layer = ConversationLayer::new(store.clone()).history_window(100);
-        for (label, system, header) in [
+        }
+        let modes = [
             ("stateless", true, None),
             ("new", false, None),
             ("continued_100", false, Some(continued.as_str())),
-        ] {
+        ];
+        for (label, system, header) in modes {
+            if rows == Rows::Stateful && system {
+                continue;
+            }
             let service = layer.layer(Model(n));
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
                 b.to_async(rt).iter(|| {
@@ -165,29 +288,68 @@ fn bench_backend<S: ConversationStore + Clone>(
     group.finish();
 }
 
+async fn sqlite_pool(path: &std::path::Path) -> sqlx::SqlitePool {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .expect("sqlite");
+    tower_conversations::migrate(&pool)
+        .await
+        .expect("migrate sqlite");
+    pool
+}
+
+/// A database of its own on the server `url` names; the tc_test_ prefix lets the test
+/// tooling clean up after an interrupted run.
+async fn postgres_pool(url: &str) -> Option<(sqlx::PgPool, sqlx::PgPool, String)> {
+    let admin = match PgPoolOptions::new().max_connections(1).connect(url).await {
+        Ok(admin) => admin,
+        Err(error) => {
+            eprintln!("postgres skipped: {error}");
+            return None;
+        }
+    };
+    let database = format!("tc_test_bench_sse_{}", Uuid::now_v7().simple());
+    // The name is made from a uuid, never from input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&admin)
+        .await
+        .expect("create bench database");
+    let (server, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+    let separator = if query.is_empty() { "" } else { "?" };
+    let pool = sqlx::PgPool::connect(&format!("{base}/{database}{separator}{query}"))
+        .await
+        .expect("connect bench database");
+    tower_conversations::migrate(&pool)
+        .await
+        .expect("migrate postgres");
+    Some((pool, admin, database))
+}
+
 fn sse_overhead(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let path = std::env::temp_dir().join(format!("sse_overhead_{}.db", std::process::id()));
-    let sqlite = rt
-        .block_on(sqlx::SqlitePool::connect(&format!(
-            "sqlite://{}?mode=rwc",
-            path.display()
-        )))
-        .expect("sqlite");
-    rt.block_on(tower_conversations::migrate(&sqlite))
-        .expect("migrate sqlite");
-    bench_backend(c, &rt, "sqlite", sqlite);
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        match rt.block_on(sqlx::PgPool::connect(&url)) {
-            Ok(pool) => {
-                rt.block_on(tower_conversations::migrate(&pool))
-                    .expect("migrate postgres");
-                bench_backend(c, &rt, "postgres", pool);
-            }
-            Err(error) => eprintln!("postgres skipped: {error}"),
-        }
+    bench_store(c, &rt, "no_database", NoDatabase::new(), Rows::All);
+
+    let path = std::env::temp_dir().join(format!("sse_overhead_{}.db", Uuid::now_v7().simple()));
+    let sqlite = rt.block_on(sqlite_pool(&path));
+    bench_store(c, &rt, "sqlite", sqlite.clone(), Rows::Stateful);
+    rt.block_on(sqlite.close());
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let _ = std::fs::remove_file(&path);
+
+    if let Ok(url) = std::env::var("DATABASE_URL")
+        && let Some((pool, admin, database)) = rt.block_on(postgres_pool(&url))
+    {
+        bench_store(c, &rt, "postgres", pool.clone(), Rows::Stateful);
+        rt.block_on(async {
+            pool.close().await;
+            let drop = format!("DROP DATABASE IF EXISTS {database}");
+            if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await {
+                eprintln!("could not drop {database}: {error}");
+            }
+        });
+    }
 }
 
 criterion_group!(benches, sse_overhead);

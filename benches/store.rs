@@ -8,12 +8,13 @@
 //! cargo bench --bench store
 //! ```
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use tokio::runtime::Runtime;
 use tower_conversations::store::{ConversationStore, NewMessage};
@@ -92,6 +93,30 @@ fn bench_store(
     );
 }
 
+/// The cheapest statement there is: what one round trip to the database costs.
+const SELECT_ONE: &str = "SELECT 1";
+
+/// The cheapest durable write there is: what one commit (its log flush) costs.
+const TOUCH_ONE_ROW: &str = "UPDATE conversations SET updated_at = updated_at
+     WHERE id = (SELECT id FROM conversations ORDER BY id LIMIT 1)";
+
+/// A floor to read the store's figures against: what the machine, the disk and the
+/// driver cost before the store does anything.
+fn bench_floor<F, Fut, T>(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    backend: &str,
+    what: &str,
+    statement: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = T>,
+{
+    c.bench_function(&format!("{backend}: floor, {what}"), |b| {
+        b.to_async(runtime).iter(&statement)
+    });
+}
+
 /// SQLite twice: with its default `synchronous = FULL` (an fsync at every commit), and
 /// with `synchronous = NORMAL`, the usual setting in WAL mode (commits are durable
 /// against a crash of the process, and may be lost only on a power cut or OS crash).
@@ -119,6 +144,18 @@ fn sqlite(c: &mut Criterion) {
             pool
         });
         bench_store(c, &runtime, name, Arc::new(pool.clone()));
+        bench_floor(c, &runtime, name, "round trip of SELECT 1", || async {
+            sqlx::query(SELECT_ONE)
+                .execute(&pool)
+                .await
+                .expect("select")
+        });
+        bench_floor(c, &runtime, name, "commit of a one-row UPDATE", || async {
+            sqlx::query(TOUCH_ONE_ROW)
+                .execute(&pool)
+                .await
+                .expect("update")
+        });
         runtime.block_on(pool.close());
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -126,6 +163,9 @@ fn sqlite(c: &mut Criterion) {
     }
 }
 
+/// PostgreSQL twice, like SQLite: with `synchronous_commit = on` (the default: a commit
+/// waits for its log flush to disk) and `off` (a crash may lose the last moments of
+/// commits, never consistency), which shows what the store costs apart from the disk.
 fn postgres(c: &mut Criterion) {
     let runtime = Runtime::new().expect("tokio runtime");
     let server = std::env::var("DATABASE_URL")
@@ -141,31 +181,55 @@ fn postgres(c: &mut Criterion) {
     let database = format!("tc_test_bench_{}", Uuid::now_v7().simple());
     let create = format!("CREATE DATABASE {database}");
     let drop = format!("DROP DATABASE IF EXISTS {database}");
-    let pool = runtime.block_on(async {
+    let base: PgConnectOptions = runtime.block_on(async {
         // The name is made above from a uuid, never from input.
         sqlx::query(sqlx::AssertSqlSafe(create))
             .execute(&admin)
             .await
             .expect("create bench database");
-        let (address, query) = server.split_once('?').unwrap_or((&server, ""));
-        let base = address.rsplit_once('/').map_or(address, |(base, _)| base);
-        let url = match query {
-            "" => format!("{base}/{database}"),
-            query => format!("{base}/{database}?{query}"),
-        };
+        let options: PgConnectOptions = server.parse().expect("DATABASE_URL");
+        let options = options.database(&database);
         let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
+            .max_connections(1)
+            .connect_with(options.clone())
             .await
             .expect("connect to bench database");
         tower_conversations::migrate(&pool)
             .await
             .expect("migrate postgres");
-        pool
-    });
-    bench_store(c, &runtime, "postgres", Arc::new(pool.clone()));
-    runtime.block_on(async {
         pool.close().await;
+        options
+    });
+    for (name, synchronous_commit) in [
+        ("postgres, synchronous_commit=on", "on"),
+        ("postgres, synchronous_commit=off", "off"),
+    ] {
+        let options = base
+            .clone()
+            .options([("synchronous_commit", synchronous_commit)]);
+        let pool = runtime
+            .block_on(
+                PgPoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(options),
+            )
+            .expect("connect to bench database");
+        bench_store(c, &runtime, name, Arc::new(pool.clone()));
+        bench_floor(c, &runtime, name, "round trip of SELECT 1", || async {
+            sqlx::query(SELECT_ONE)
+                .execute(&pool)
+                .await
+                .expect("select")
+        });
+        bench_floor(c, &runtime, name, "commit of a one-row UPDATE", || async {
+            sqlx::query(TOUCH_ONE_ROW)
+                .execute(&pool)
+                .await
+                .expect("update")
+        });
+        runtime.block_on(pool.close());
+    }
+    runtime.block_on(async {
         let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&admin).await;
     });
 }

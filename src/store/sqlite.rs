@@ -4,6 +4,14 @@
 //! lock up front (waiting up to the pool's busy timeout), so concurrent writers queue
 //! instead of failing halfway. Correctness never depends on `PRAGMA foreign_keys`, which
 //! is a per-connection setting of the caller's pool: messages are deleted explicitly.
+//!
+//! Writers of one process queue for the database file in process before they ask SQLite
+//! for its lock: SQLite's busy handler waits by sleeping (1, 2, 5, 10 ms and longer), so
+//! a writer that finds the lock taken would sleep well past the moment it is free.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -11,6 +19,7 @@ use serde_json::{Map, Value};
 use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
 use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::batch::{message_count, message_rows_json};
@@ -22,6 +31,24 @@ use super::{
 
 /// Takes the write lock at once rather than at the first write.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// Waits for this process's turn to write to the pool's database file; hold the guard
+/// until the transaction ends. Every pool on one file shares the queue.
+async fn queue_for_writing(pool: &SqlitePool) -> OwnedMutexGuard<()> {
+    type Queues = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+    static QUEUES: OnceLock<Queues> = OnceLock::new();
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let queue = QUEUES
+        .get_or_init(Queues::default)
+        .lock()
+        // The map stays whole whatever a panicking holder did: the entry is inserted
+        // in one step.
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(file)
+        .or_default()
+        .clone();
+    queue.lock_owned().await
+}
 
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata.
 const CREATE_CONVERSATION: &str = "
@@ -186,6 +213,8 @@ impl ConversationStore for SqlitePool {
         create: bool,
         messages: &[NewMessage],
     ) -> Result<i64, StoreError> {
+        // Declared first, dropped last: the queue moves on once the transaction ended.
+        let _writing = queue_for_writing(self).await;
         let mut tx = self.begin_with(BEGIN_WRITE).await?;
         let now = timestamp();
         let first_sequence = if create {
@@ -227,6 +256,8 @@ impl ConversationStore for SqlitePool {
             Some(title) => Some(title.clone()),
             None => title_from(&conversation.messages),
         };
+        // Declared first, dropped last: the queue moves on once the transaction ended.
+        let _writing = queue_for_writing(self).await;
         let mut tx = self.begin_with(BEGIN_WRITE).await?;
         let created = insert_conversation(
             &mut tx,
@@ -349,6 +380,8 @@ impl ConversationStore for SqlitePool {
     }
 
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
+        // Declared first, dropped last: the queue moves on once the transaction ended.
+        let _writing = queue_for_writing(self).await;
         let mut tx = self.begin_with(BEGIN_WRITE).await?;
         let deleted = sqlx::query(DELETE_CONVERSATION)
             .bind(id)
@@ -372,6 +405,8 @@ impl ConversationStore for SqlitePool {
         id: Uuid,
         at_sequence: i64,
     ) -> Result<Conversation, StoreError> {
+        // Declared first, dropped last: the queue moves on once the transaction ended.
+        let _writing = queue_for_writing(self).await;
         let mut tx = self.begin_with(BEGIN_WRITE).await?;
         let source = sqlx::query(FORK_SOURCE)
             .bind(id)
@@ -408,6 +443,8 @@ impl ConversationStore for SqlitePool {
         if from_sequence < 0 {
             return Err(StoreError::OutOfRange);
         }
+        // Declared first, dropped last: the queue moves on once the transaction ended.
+        let _writing = queue_for_writing(self).await;
         let mut tx = self.begin_with(BEGIN_WRITE).await?;
         sqlx::query(TRUNCATE_CONVERSATION)
             .bind(id)

@@ -1,0 +1,340 @@
+//! The clients: K concurrent streaming requests over keep-alive connections, each timed
+//! to its first byte and to `data: [DONE]`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+
+/// The end of an OpenAI-compatible stream.
+const DONE: &[u8] = b"data: [DONE]\n\n";
+/// Continued conversations are cut back to their seeded length after this many turns,
+/// so that they hold between S and S + 2 × this many messages during a run.
+pub const TURNS_BEFORE_TRUNCATION: usize = 5;
+
+/// What each request of a run sends.
+#[derive(Clone)]
+pub enum Requests {
+    /// The same body every time, no conversation header.
+    Plain(Bytes),
+    /// One seeded conversation per client task, with this many stored messages.
+    Continue {
+        ids: Arc<Vec<String>>,
+        seeded: usize,
+        body: Bytes,
+    },
+}
+
+/// The figures of one run.
+pub struct RunFigures {
+    pub requests_per_second: f64,
+    /// Microseconds, sorted.
+    pub first_byte: Vec<u32>,
+    /// Microseconds, sorted.
+    pub done: Vec<u32>,
+    pub failures: usize,
+}
+
+/// A keep-alive HTTP/1.1 client to the proxy.
+#[derive(Clone)]
+pub struct Clients {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+/// The chat request body: one user message, after a system message when `system`.
+pub fn chat_body(system: bool) -> Bytes {
+    let mut messages = vec![json!({"role": "user", "content": "Tell me something."})];
+    if system {
+        messages.insert(0, json!({"role": "system", "content": "Be brief."}));
+    }
+    Bytes::from(json!({"model": "m", "stream": true, "messages": messages}).to_string())
+}
+
+impl Clients {
+    pub fn new(proxy: SocketAddr) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(usize::MAX)
+            .build(connector);
+        Self {
+            client,
+            base: format!("http://{proxy}"),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        header: Option<&str>,
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(id) = header {
+            request = request.header("x-conversation-id", id);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        self.client
+            .request(request)
+            .await
+            .map_err(|error| format!("request failed: {error}"))
+    }
+
+    /// Creates `count` conversations of `messages` stored messages through the
+    /// management API, and returns their ids.
+    pub async fn seed(&self, count: usize, messages: usize) -> Result<Vec<String>, String> {
+        let history: Vec<Value> = (0..messages)
+            .map(|n| {
+                if n % 2 == 0 {
+                    json!({"role": "user", "content": format!("Question {n}: how does the history reach the model?")})
+                } else {
+                    json!({"role": "assistant", "content": format!("Answer {n}: the layer splices the stored messages in front of the new ones. ").repeat(3)})
+                }
+            })
+            .collect();
+        let body = Bytes::from(json!({"messages": history}).to_string());
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            let response = self
+                .send(Method::POST, "/v1/conversations", None, body.clone())
+                .await?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if status != StatusCode::CREATED {
+                return Err(format!(
+                    "seeding answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ));
+            }
+            let created: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            let id = created["id"]
+                .as_str()
+                .ok_or("no id in the created conversation")?;
+            ids.push(id.to_owned());
+        }
+        Ok(ids)
+    }
+
+    /// Drops the messages a conversation gained beyond its seeded `length`.
+    async fn truncate(&self, id: &str, length: usize) -> Result<(), String> {
+        let path = format!("/v1/conversations/{id}/messages?from_sequence={length}");
+        let response = self.send(Method::DELETE, &path, None, Bytes::new()).await?;
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(format!("truncation answered {status}"))
+        }
+    }
+
+    /// One streamed chat request: microseconds to the first body byte and to
+    /// `data: [DONE]`, or why it failed (a non-200, no `[DONE]`, `storage_failed`).
+    pub async fn chat(&self, header: Option<&str>, body: Bytes) -> Result<(u32, u32), String> {
+        let start = Instant::now();
+        let response = self
+            .send(Method::POST, "/v1/chat/completions", header, body)
+            .await?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("chat answered {}", response.status()));
+        }
+        let mut body = response.into_body();
+        let mut first_byte = None;
+        let mut done = None;
+        // The last bytes seen, enough to find `[DONE]` or `storage_failed` across frames.
+        let mut tail: Vec<u8> = Vec::with_capacity(256);
+        let mut storage_failed = false;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| format!("stream broke: {error}"))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            first_byte.get_or_insert_with(|| start.elapsed());
+            if done.is_some() {
+                continue;
+            }
+            tail.extend_from_slice(&data[data.len().saturating_sub(192)..]);
+            if tail.len() > 192 {
+                tail.drain(..tail.len() - 192);
+            }
+            if tail.ends_with(DONE) {
+                done = Some(start.elapsed());
+                // The layer's failure chunk comes right before its `[DONE]`.
+                storage_failed = contains(&tail, b"storage_failed");
+            }
+        }
+        if storage_failed {
+            return Err("the turn was not stored (storage_failed)".to_owned());
+        }
+        match (first_byte, done) {
+            (Some(first), Some(done)) => Ok((micros(first), micros(done))),
+            _ => Err("the stream ended without [DONE]".to_owned()),
+        }
+    }
+
+    /// Runs `k` clients for `warmup` and then `measure`: each sends one request after
+    /// another; requests that start after the warm-up and end before the deadline count.
+    pub async fn run(
+        &self,
+        k: usize,
+        requests: &Requests,
+        warmup: Duration,
+        measure: Duration,
+    ) -> RunFigures {
+        let start = Instant::now();
+        let counted_from = start + warmup;
+        let deadline = counted_from + measure;
+        let failures = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::with_capacity(k);
+        for task in 0..k {
+            let clients = self.clone();
+            let requests = requests.clone();
+            let failures = failures.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut samples = Vec::new();
+                let mut turns = 0;
+                while Instant::now() < deadline {
+                    let began = Instant::now();
+                    let outcome = match &requests {
+                        Requests::Plain(body) => clients.chat(None, body.clone()).await,
+                        Requests::Continue { ids, seeded, body } => {
+                            let id = &ids[task];
+                            if turns % TURNS_BEFORE_TRUNCATION == 0
+                                && let Err(error) = clients.truncate(id, *seeded).await
+                            {
+                                report_failure(&failures, &error);
+                            }
+                            turns += 1;
+                            clients.chat(Some(id), body.clone()).await
+                        }
+                    };
+                    let ended = Instant::now();
+                    match outcome {
+                        Ok(figures) if began >= counted_from && ended <= deadline => {
+                            samples.push(figures)
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            report_failure(&failures, &error);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                samples
+            }));
+        }
+        let mut first_byte = Vec::new();
+        let mut done = Vec::new();
+        for task in tasks {
+            for (first, end) in task.await.unwrap_or_default() {
+                first_byte.push(first);
+                done.push(end);
+            }
+        }
+        first_byte.sort_unstable();
+        done.sort_unstable();
+        RunFigures {
+            requests_per_second: done.len() as f64 / measure.as_secs_f64(),
+            first_byte,
+            done,
+            failures: failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Opens `k` streams at once with the upstream holding every reply after its
+    /// deltas, and calls `during` once all of them received those deltas (`reply_bytes`
+    /// each). Returns the value `during` gave.
+    pub async fn hold_streams<T>(
+        &self,
+        k: usize,
+        reply_bytes: usize,
+        during: impl FnOnce() -> T,
+        release: impl FnOnce(),
+    ) -> Result<T, String> {
+        let arrived = Arc::new(Barrier::new(k + 1));
+        let mut tasks = Vec::with_capacity(k);
+        for _ in 0..k {
+            let clients = self.clone();
+            let arrived = arrived.clone();
+            tasks.push(tokio::spawn(async move {
+                let response = clients
+                    .send(Method::POST, "/v1/chat/completions", None, chat_body(false))
+                    .await?;
+                let mut body = response.into_body();
+                let mut received = 0;
+                let mut signalled = false;
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|error| format!("stream broke: {error}"))?;
+                    received += frame.data_ref().map_or(0, Bytes::len);
+                    if !signalled && received >= reply_bytes {
+                        signalled = true;
+                        arrived.wait().await;
+                    }
+                }
+                if !signalled {
+                    arrived.wait().await;
+                    return Err::<(), String>("a held stream ended early".to_owned());
+                }
+                Ok(())
+            }));
+        }
+        let all = tokio::time::timeout(Duration::from_secs(60), arrived.wait()).await;
+        // Let the proxy settle: every held frame delivered, every buffer in place.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let value = during();
+        release();
+        for task in tasks {
+            task.await.map_err(|e| e.to_string())??;
+        }
+        all.map_err(|_| "held streams did not all arrive".to_owned())?;
+        Ok(value)
+    }
+}
+
+fn report_failure(failures: &AtomicUsize, error: &str) {
+    // The first few say what went wrong; the count says how often.
+    if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+        eprintln!("request failed: {error}");
+    }
+}
+
+fn micros(duration: Duration) -> u32 {
+    u32::try_from(duration.as_micros()).unwrap_or(u32::MAX)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// The `q`-quantile of sorted samples, in milliseconds.
+pub fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+}

@@ -1,0 +1,136 @@
+//! The model behind the proxy: an OpenAI-compatible chat-completions server in the bench
+//! process that streams N typical chunks from memory, as fast as the connection takes
+//! them, each chunk its own HTTP chunk as real providers send them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Sleep;
+
+/// A typical content delta: one word, with the fields every chunk repeats.
+pub const DELTA: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n";
+/// The last chunk and the end of the stream.
+const END: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+
+/// The pause between deltas while replies are held: a slow stream, as a model emits
+/// tokens, whose frames reach the proxy one by one.
+const PACE: Duration = Duration::from_millis(1);
+
+/// The running model; it stops with the runtime.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    held: watch::Sender<bool>,
+}
+
+impl Upstream {
+    /// Serves replies of `chunks` deltas on a free loopback port.
+    pub async fn start(chunks: usize) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (held, gate) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let gate = gate.clone();
+                let service = service_fn(move |request| answer(request, chunks, gate.clone()));
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            }
+        });
+        Ok(Self { addr, held })
+    }
+
+    /// While held, every reply sends its deltas slowly ([`PACE`] apart) and stops before
+    /// its end until released: streams of a known size stay open at once.
+    pub fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    chunks: usize,
+    gate: watch::Receiver<bool>,
+) -> Result<Response<Reply>, Infallible> {
+    // Read the (spliced) request whole, as a model does before it answers.
+    let _ = request.into_body().collect().await;
+    let paced = *gate.borrow();
+    let response = Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Reply {
+            remaining: chunks,
+            paced,
+            pause: None,
+            gate: Some(gate),
+            waiting: None,
+            ended: false,
+        })
+        .unwrap_or_else(|_| unreachable!("static response parts"));
+    Ok(response)
+}
+
+type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The reply body: `remaining` deltas, then (once the gate is open) the end.
+pub struct Reply {
+    remaining: usize,
+    /// Deltas come [`PACE`] apart (the reply began while held).
+    paced: bool,
+    pause: Option<Pin<Box<Sleep>>>,
+    gate: Option<watch::Receiver<bool>>,
+    waiting: Option<Wait>,
+    ended: bool,
+}
+
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining > 0 {
+            if self.paced {
+                let pause = self
+                    .pause
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(PACE)));
+                ready!(pause.as_mut().poll(cx));
+                self.pause = None;
+            }
+            self.remaining -= 1;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(DELTA)))));
+        }
+        if let Some(mut gate) = self.gate.take()
+            && *gate.borrow_and_update()
+        {
+            self.waiting = Some(Box::pin(async move {
+                let _ = gate.wait_for(|held| !held).await;
+            }));
+        }
+        if let Some(waiting) = self.waiting.as_mut() {
+            ready!(waiting.as_mut().poll(cx));
+            self.waiting = None;
+        }
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        self.ended = true;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(END)))))
+    }
+}
