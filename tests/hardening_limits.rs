@@ -247,14 +247,49 @@ backend_tests! {
     }
 }
 
+/// Sends only a request's head over a raw connection and reads the answer: a client
+/// that waits for the server before sending its body, as `Expect: 100-continue` does.
+async fn answer_to_head(app: &TestServer, head: &str) -> (StatusCode, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("send the head");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    );
+    // The server closes the connection after refusing the body it did not read.
+    read.await
+        .expect("answered in time")
+        .expect("read the answer");
+    let answer = String::from_utf8(answer).expect("UTF-8");
+    let status = answer.split(' ').nth(1).and_then(|code| code.parse().ok());
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        StatusCode::from_u16(status.expect("a status line")).expect("a status"),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chat_body_over_the_default_32_mib_limit_is_413() {
+async fn a_chat_body_declared_over_the_default_32_mib_limit_is_413_before_it_is_sent() {
     let db = TestDb::sqlite().await;
     let model = TestModel::new();
     let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
-    let text = "x".repeat(tower_conversations::DEFAULT_REQUEST_BODY_LIMIT);
-    let answer = send_chat(&app, None, &chat_body(json!([user(&text)]))).await;
-    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(answer.error_code(), "request_too_large");
+    let length = tower_conversations::DEFAULT_REQUEST_BODY_LIMIT + 1;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: {length}\r\n\r\n"
+    );
+
+    let (status, body) = answer_to_head(&app, &head).await;
+
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"]["code"], "request_too_large");
     assert!(model.requests().is_empty());
 }
