@@ -6,12 +6,13 @@
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use super::batch::{message_count, message_rows_json};
+use super::batch::{MessageColumns, message_count};
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
@@ -20,9 +21,9 @@ use super::{
 
 /// Creates a conversation and stores its first messages, in one statement.
 ///
-/// `$1` id, `$2` owner, `$3` title, `$4` message count, `$5` metadata, `$6` the messages
-/// as a JSON array of rows made by [`message_rows_json`]; each message is stored as the
-/// very text that row carries.
+/// `$1` id, `$2` owner, `$3` title, `$4` message count, `$5` metadata, `$6`..`$11` the
+/// messages' columns from [`MessageColumns`]; each message is stored as the very text
+/// its element carries.
 const CREATE: &str = "
 WITH conversation AS (
     INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
@@ -31,10 +32,11 @@ WITH conversation AS (
 ), turn AS (
     INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
                           reasoning, reasoning_events, metadata, created_at)
-    SELECT conversation.id, batch.position - 1, batch.item ->> 'role', (batch.item ->> 'message')::json,
-           batch.item ->> 'text', batch.item ->> 'reasoning', (batch.item -> 'events')::jsonb,
-           (batch.item -> 'metadata')::jsonb, conversation.created_at
-    FROM conversation, json_array_elements($6::json) WITH ORDINALITY AS batch (item, position)
+    SELECT conversation.id, batch.position - 1, batch.role, batch.message::json, batch.text,
+           batch.reasoning, batch.events, batch.metadata, conversation.created_at
+    FROM conversation,
+         unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[])
+             WITH ORDINALITY AS batch (role, message, text, reasoning, events, metadata, position)
 )
 SELECT id, title, created_at, updated_at, message_count, metadata FROM conversation";
 
@@ -45,7 +47,8 @@ SELECT id, title, created_at, updated_at, message_count, metadata FROM conversat
 /// this one left, so sequence numbers never collide and each turn stays contiguous. No
 /// row (unknown id, or another owner's) means nothing is inserted either.
 ///
-/// `$1` id, `$2` owner, `$3` message count, `$4` the messages as a JSON array.
+/// `$1` id, `$2` owner, `$3` message count, `$4`..`$9` the messages' columns from
+/// [`MessageColumns`].
 const APPEND: &str = "
 WITH conversation AS (
     UPDATE conversations
@@ -55,11 +58,12 @@ WITH conversation AS (
 ), turn AS (
     INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
                           reasoning, reasoning_events, metadata, created_at)
-    SELECT conversation.id, conversation.first_sequence + batch.position - 1,
-           batch.item ->> 'role', (batch.item ->> 'message')::json, batch.item ->> 'text',
-           batch.item ->> 'reasoning', (batch.item -> 'events')::jsonb,
-           (batch.item -> 'metadata')::jsonb, conversation.updated_at
-    FROM conversation, json_array_elements($4::json) WITH ORDINALITY AS batch (item, position)
+    SELECT conversation.id, conversation.first_sequence + batch.position - 1, batch.role,
+           batch.message::json, batch.text, batch.reasoning, batch.events, batch.metadata,
+           conversation.updated_at
+    FROM conversation,
+         unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::jsonb[])
+             WITH ORDINALITY AS batch (role, message, text, reasoning, events, metadata, position)
 )
 SELECT first_sequence FROM conversation";
 
@@ -224,14 +228,16 @@ impl ConversationStore for PgPool {
             .await?;
             return Ok(0);
         }
-        let row = sqlx::query(APPEND)
-            .bind(id)
-            .bind(owner)
-            .bind(message_count(messages))
-            .bind(message_rows_json(messages)?)
-            .fetch_optional(self)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = bind_columns(
+            sqlx::query(APPEND)
+                .bind(id)
+                .bind(owner)
+                .bind(message_count(messages)),
+            MessageColumns::new(messages)?,
+        )
+        .fetch_optional(self)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         Ok(row.try_get("first_sequence")?)
     }
 
@@ -439,16 +445,32 @@ async fn insert_conversation(
     metadata: &Metadata,
     messages: &[NewMessage],
 ) -> Result<Conversation, StoreError> {
-    let row = sqlx::query(CREATE)
-        .bind(id)
-        .bind(owner)
-        .bind(title)
-        .bind(message_count(messages))
-        .bind(Json(metadata))
-        .bind(message_rows_json(messages)?)
-        .fetch_one(pool)
-        .await?;
+    let row = bind_columns(
+        sqlx::query(CREATE)
+            .bind(id)
+            .bind(owner)
+            .bind(title)
+            .bind(message_count(messages))
+            .bind(Json(metadata)),
+        MessageColumns::new(messages)?,
+    )
+    .fetch_one(pool)
+    .await?;
     conversation(&row)
+}
+
+/// Binds the six column arrays an `unnest` of messages reads, in its order.
+fn bind_columns<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    columns: MessageColumns<'q>,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(columns.roles)
+        .bind(columns.messages)
+        .bind(columns.texts)
+        .bind(columns.reasoning)
+        .bind(columns.events)
+        .bind(columns.metadata)
 }
 
 /// A summary from the columns `id, title, created_at, updated_at, message_count, metadata`.
