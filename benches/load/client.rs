@@ -15,6 +15,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
+use crate::cpu::Sample;
+
 /// The end of an OpenAI-compatible stream.
 const DONE: &[u8] = b"data: [DONE]\n\n";
 /// Continued conversations are cut back to their seeded length after this many turns,
@@ -41,7 +43,20 @@ pub struct RunFigures {
     pub first_byte: Vec<u32>,
     /// Microseconds, sorted.
     pub done: Vec<u32>,
+    /// Microseconds between the frame before `data: [DONE]` and `[DONE]` itself (0 when
+    /// both came in one frame), sorted: how long the end was held back.
+    pub held: Vec<u32>,
+    /// CPU microseconds per request during the measured time: proxy, database server,
+    /// load generator.
+    pub cpu: [f64; 3],
     pub failures: usize,
+}
+
+/// What one streamed request measured, in microseconds from its start.
+pub struct Timings {
+    pub first_byte: u32,
+    pub done: u32,
+    pub held: u32,
 }
 
 /// A keep-alive HTTP/1.1 client to the proxy.
@@ -147,9 +162,9 @@ impl Clients {
         }
     }
 
-    /// One streamed chat request: microseconds to the first body byte and to
-    /// `data: [DONE]`, or why it failed (a non-200, no `[DONE]`, `storage_failed`).
-    pub async fn chat(&self, header: Option<&str>, body: Bytes) -> Result<(u32, u32), String> {
+    /// One streamed chat request: its [`Timings`], or why it failed (a non-200, no
+    /// `[DONE]`, `storage_failed`).
+    pub async fn chat(&self, header: Option<&str>, body: Bytes) -> Result<Timings, String> {
         let start = Instant::now();
         let response = self
             .send(Method::POST, "/v1/chat/completions", header, body)
@@ -160,6 +175,8 @@ impl Clients {
         let mut body = response.into_body();
         let mut first_byte = None;
         let mut done = None;
+        let mut held = Duration::ZERO;
+        let mut previous_frame = start;
         // The last bytes seen, enough to find `[DONE]` or `storage_failed` across frames.
         let mut tail: Vec<u8> = Vec::with_capacity(256);
         let mut storage_failed = false;
@@ -175,43 +192,59 @@ impl Clients {
             if done.is_some() {
                 continue;
             }
+            let arrived = Instant::now();
             tail.extend_from_slice(&data[data.len().saturating_sub(192)..]);
             if tail.len() > 192 {
                 tail.drain(..tail.len() - 192);
             }
             if tail.ends_with(DONE) {
                 done = Some(start.elapsed());
+                // `[DONE]` in a frame of its own was held back while the turn was stored.
+                if data.starts_with(DONE) {
+                    held = previous_frame.elapsed();
+                }
                 // The layer's failure chunk comes right before its `[DONE]`.
                 storage_failed = contains(&tail, b"storage_failed");
             }
+            previous_frame = arrived;
         }
         if storage_failed {
             return Err("the turn was not stored (storage_failed)".to_owned());
         }
         match (first_byte, done) {
-            (Some(first), Some(done)) => Ok((micros(first), micros(done))),
+            (Some(first), Some(done)) => Ok(Timings {
+                first_byte: micros(first),
+                done: micros(done),
+                held: micros(held),
+            }),
             _ => Err("the stream ended without [DONE]".to_owned()),
         }
     }
 
     /// Runs `k` clients for `warmup` and then `measure`: each sends one request after
     /// another; requests that start after the warm-up and end before the deadline count.
+    /// `cpu` is sampled when the measured time begins and ends.
     pub async fn run(
         &self,
         k: usize,
         requests: &Requests,
         warmup: Duration,
         measure: Duration,
+        cpu: impl Fn() -> Sample,
     ) -> RunFigures {
         let start = Instant::now();
         let counted_from = start + warmup;
         let deadline = counted_from + measure;
         let failures = Arc::new(AtomicUsize::new(0));
+        // Requests that ended within the measured time, whenever they began: what the
+        // CPU sampled over that time was spent on.
+        let ended_in_window = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::with_capacity(k);
         for task in 0..k {
             let clients = self.clone();
             let requests = requests.clone();
             let failures = failures.clone();
+            let ended_in_window = ended_in_window.clone();
             tasks.push(tokio::spawn(async move {
                 let mut samples = Vec::new();
                 let mut turns = 0;
@@ -231,6 +264,9 @@ impl Clients {
                         }
                     };
                     let ended = Instant::now();
+                    if ended >= counted_from && ended <= deadline {
+                        ended_in_window.fetch_add(1, Ordering::Relaxed);
+                    }
                     match outcome {
                         Ok(figures) if began >= counted_from && ended <= deadline => {
                             samples.push(figures)
@@ -245,20 +281,30 @@ impl Clients {
                 samples
             }));
         }
+        tokio::time::sleep_until(counted_from.into()).await;
+        let before = cpu();
+        tokio::time::sleep_until(deadline.into()).await;
+        let after = cpu();
         let mut first_byte = Vec::new();
         let mut done = Vec::new();
+        let mut held = Vec::new();
         for task in tasks {
-            for (first, end) in task.await.unwrap_or_default() {
-                first_byte.push(first);
-                done.push(end);
+            for timings in task.await.unwrap_or_default() {
+                first_byte.push(timings.first_byte);
+                done.push(timings.done);
+                held.push(timings.held);
             }
         }
         first_byte.sort_unstable();
         done.sort_unstable();
+        held.sort_unstable();
+        let ended = ended_in_window.load(Ordering::Relaxed) as f64;
         RunFigures {
             requests_per_second: done.len() as f64 / measure.as_secs_f64(),
             first_byte,
             done,
+            held,
+            cpu: before.per_request(&after, ended),
             failures: failures.load(Ordering::Relaxed),
         }
     }

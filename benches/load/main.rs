@@ -16,7 +16,9 @@
 //! answers). Each runs at every concurrency for a fixed time.
 //!
 //! Printed: one markdown table (requests/s, time to first byte and to `data: [DONE]` p50
-//! and p99, the proxy's peak RSS, and each row against passthrough at the same K), and
+//! and p99, how long `[DONE]` was held back while the turn was stored, the CPU each
+//! request cost the proxy, the database server and the load generator, the proxy's peak
+//! RSS, and each row against passthrough at the same K), and
 //! the memory each in-flight stream costs: K slow streams of a known size (deltas 1 ms
 //! apart, the end held back) open at once, (RSS during − RSS idle) / K, on a freshly
 //! started proxy. Written: `docs/latency.svg`,
@@ -28,6 +30,7 @@
 //! `LOAD_SVG` (where the plot goes).
 
 mod client;
+mod cpu;
 mod proxy;
 mod report;
 mod upstream;
@@ -219,13 +222,23 @@ async fn run(settings: &Settings) -> Result<(), String> {
             };
             for &k in &settings.levels {
                 proxy.reset_peak();
+                let pid = proxy.pid();
                 let figures = clients
-                    .run(k, &requests, settings.warmup, settings.measure)
+                    .run(k, &requests, settings.warmup, settings.measure, || {
+                        cpu::Sample::take(pid)
+                    })
                     .await;
                 let row = Row::new(name, k, &figures, proxy.peak_rss());
                 eprintln!(
-                    "{name:<24} K={k:<3} {:>7.0} req/s  TTFB p50 {:.3} ms  [DONE] p50 {:.3} ms  failed {}",
-                    row.requests_per_second, row.first_byte_p50, row.done_p50, row.failures
+                    "{name:<24} K={k:<3} {:>7.0} req/s  TTFB p50 {:.3} ms  [DONE] p50 {:.3} ms  held {:.0} µs  CPU µs/req proxy {:.0} db {:.0} bench {:.0}  failed {}",
+                    row.requests_per_second,
+                    row.first_byte_p50,
+                    row.done_p50,
+                    row.held_p50 * 1000.0,
+                    row.cpu[0],
+                    row.cpu[1],
+                    row.cpu[2],
+                    row.failures
                 );
                 rows.push(row);
             }

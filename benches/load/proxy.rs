@@ -75,6 +75,11 @@ impl Proxy {
         }
     }
 
+    /// The process id, for reading its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resident memory now, in bytes (`VmRSS`).
     pub fn rss(&self) -> u64 {
         self.status_kib("VmRSS:") * 1024

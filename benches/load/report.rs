@@ -16,6 +16,10 @@ pub struct Row {
     pub first_byte_p99: f64,
     pub done_p50: f64,
     pub done_p99: f64,
+    /// How long `[DONE]` was held back, p50, in milliseconds.
+    pub held_p50: f64,
+    /// CPU microseconds per request: proxy, database server, load generator.
+    pub cpu: [f64; 3],
     pub peak_rss: u64,
     pub failures: usize,
 }
@@ -30,6 +34,8 @@ impl Row {
             first_byte_p99: quantile_ms(&run.first_byte, 0.99),
             done_p50: quantile_ms(&run.done, 0.50),
             done_p99: quantile_ms(&run.done, 0.99),
+            held_p50: quantile_ms(&run.held, 0.50),
+            cpu: run.cpu,
             peak_rss,
             failures: run.failures,
         }
@@ -39,8 +45,8 @@ impl Row {
 /// The table: absolute figures, then each row against passthrough at the same K.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| configuration | K | req/s | × passthrough | TTFB p50 ms | TTFB p99 ms | added TTFB p50 µs | [DONE] p50 ms | [DONE] p99 ms | added [DONE] p50 µs | peak RSS MiB | failed |\n\
-         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        "| configuration | K | req/s | × passthrough | TTFB p50 ms | TTFB p99 ms | added TTFB p50 µs | [DONE] p50 ms | [DONE] p99 ms | added [DONE] p50 µs | [DONE] held p50 µs | CPU µs/req: proxy | database | load generator | peak RSS MiB | failed |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for row in rows {
         let base = rows
@@ -59,7 +65,7 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {:.3} | {:.3} | {} | {:.3} | {:.3} | {} | {:.1} | {} |",
+            "| {} | {} | {:.0} | {} | {:.3} | {:.3} | {} | {:.3} | {:.3} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
             row.configuration,
             row.concurrency,
             row.requests_per_second,
@@ -70,6 +76,10 @@ pub fn table(rows: &[Row]) -> String {
             row.done_p50,
             row.done_p99,
             added_done,
+            row.held_p50 * 1000.0,
+            row.cpu[0],
+            row.cpu[1],
+            row.cpu[2],
             row.peak_rss as f64 / (1024.0 * 1024.0),
             row.failures,
         );

@@ -1,0 +1,70 @@
+//! CPU time spent by the processes of a run, from `/proc`: what each request cost the
+//! proxy, the database server and the load generator (upstream and clients), so that a
+//! throughput ratio can be read as where the machine's cores went.
+
+/// `/proc/<pid>/stat` counts in clock ticks of `USER_HZ`, which Linux fixes at 100 on
+/// the architectures this runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds one process has used so far (user and system), or 0 when it is gone.
+pub fn process_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| ticks(&stat))
+        .map_or(0.0, |ticks| ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// CPU seconds used so far by every running process named `postgres` (the server and
+/// its backends; the proxy's pool keeps its backends for the whole run). Zero when no
+/// such process is visible, as with SQLite, which runs inside the proxy.
+pub fn postgres_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(postgres)"))
+        .filter_map(|stat| ticks(&stat))
+        .sum::<u64>() as f64
+        / TICKS_PER_SECOND
+}
+
+/// utime + stime: the 14th and 15th fields, counted after the parenthesised name, which
+/// may itself hold spaces.
+fn ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// CPU seconds of the three parties at one moment.
+#[derive(Clone, Copy)]
+pub struct Sample {
+    proxy: f64,
+    database: f64,
+    generator: f64,
+}
+
+impl Sample {
+    pub fn take(proxy: u32) -> Self {
+        Self {
+            proxy: process_seconds(proxy),
+            database: postgres_seconds(),
+            generator: process_seconds(std::process::id()),
+        }
+    }
+
+    /// Microseconds of CPU per request between `self` and `later`: proxy, database
+    /// server, load generator.
+    pub fn per_request(&self, later: &Sample, requests: f64) -> [f64; 3] {
+        let per = |before: f64, after: f64| (after - before).max(0.0) * 1e6 / requests.max(1.0);
+        [
+            per(self.proxy, later.proxy),
+            per(self.database, later.database),
+            per(self.generator, later.generator),
+        ]
+    }
+}
