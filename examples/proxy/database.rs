@@ -29,7 +29,13 @@ pub async fn open(url: &str) -> Result<Database, BoxError> {
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Normal);
         let description = format!("SQLite at {}", options.get_filename().display());
-        let pool = SqlitePoolOptions::new().connect_with(options).await?;
+        // The connections live in this process and cannot go stale the way a network
+        // connection can: checking each one out with a ping would only add a round trip
+        // to its worker thread to every history load and every turn.
+        let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
         (Arc::new(pool), description)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let options = PgConnectOptions::from_str(url)?;

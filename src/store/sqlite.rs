@@ -56,24 +56,53 @@ INSERT INTO conversations (id, owner, title, created_at, updated_at, message_cou
 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
-/// Reserves the turn's sequence numbers: `?1` id, `?2` owner, `?3` message count, `?4` now.
-const RESERVE_SEQUENCES: &str = "
+/// The columns of each message of a batch, read from `?BATCH`, a JSON array of rows
+/// made by [`message_rows_json`] (`->` keeps JSON, `->>` gives text; the message is its
+/// own JSON text already). Spliced into the two statements below at compile time.
+macro_rules! message_columns {
+    ($batch:literal) => {
+        concat!(
+            "batch.value ->> '$.role', batch.value ->> '$.message', batch.value ->> '$.text', ",
+            "batch.value ->> '$.reasoning', batch.value -> '$.events', ",
+            "batch.value -> '$.metadata' FROM json_each(",
+            $batch,
+            ") AS batch"
+        )
+    };
+}
+
+/// Appends a turn: its messages, numbered on from the conversation's count, then the
+/// count moved past them. Two statements sent as one call, since every call is a round
+/// trip to the connection's worker thread; inside the caller's `BEGIN IMMEDIATE` nothing
+/// can come between them. An unknown id (or another owner's) inserts nothing and returns
+/// no row.
+///
+/// `?1` id, `?2` owner, `?3` message count, `?4` now, `?5` the batch.
+const APPEND_TURN: &str = concat!(
+    "INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
+                          content_text, reasoning, reasoning_events, metadata)
+SELECT c.id, c.message_count + batch.key, ?4, ",
+    message_columns!("?5"),
+    ", conversations AS c WHERE c.id = ?1 AND c.owner = ?2;
 UPDATE conversations
 SET message_count = message_count + ?3, updated_at = ?4
 WHERE id = ?1 AND owner = ?2
-RETURNING message_count - ?3 AS first_sequence";
+RETURNING message_count - ?3 AS first_sequence"
+);
 
-/// Inserts a whole batch in one statement: `?1` conversation id, `?2` first sequence
-/// number, `?3` now, `?4` the messages as a JSON array of rows made by
-/// [`message_rows_json`] (`->` keeps JSON, `->>` gives text; the message is its own JSON
-/// text already).
-const INSERT_MESSAGES: &str = "
-INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
-                      reasoning, reasoning_events, metadata, created_at)
-SELECT ?1, ?2 + batch.key, batch.value ->> '$.role', batch.value ->> '$.message',
-       batch.value ->> '$.text', batch.value ->> '$.reasoning', batch.value -> '$.events',
-       batch.value -> '$.metadata', ?3
-FROM json_each(?4) AS batch";
+/// Creates a conversation with its first messages, as one call like [`APPEND_TURN`].
+///
+/// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
+/// the batch.
+const CREATE_WITH_MESSAGES: &str = concat!(
+    "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
+RETURNING id, title, created_at, updated_at, message_count, metadata;
+INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
+                      content_text, reasoning, reasoning_events, metadata)
+SELECT ?1, batch.key, ?4, ",
+    message_columns!("?7")
+);
 
 /// The history, or its last `?3` messages. One row with a NULL message when the
 /// conversation is empty, no row when it does not exist for this owner.
@@ -231,17 +260,17 @@ impl ConversationStore for SqlitePool {
             .await?;
             0
         } else {
-            let reserved = sqlx::query(RESERVE_SEQUENCES)
+            // Every row the call returns: the last statement's RETURNING runs to its end.
+            let reserved = sqlx::query(APPEND_TURN)
                 .bind(id)
                 .bind(owner)
                 .bind(message_count(messages))
                 .bind(&now)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            let first_sequence: i64 = reserved.try_get("first_sequence")?;
-            insert_messages(&mut tx, id, first_sequence, &now, messages).await?;
-            first_sequence
+                .bind(message_rows_json(messages)?)
+                .fetch_all(&mut *tx)
+                .await?;
+            let row = reserved.first().ok_or(StoreError::NotFound)?;
+            row.try_get::<i64, _>("first_sequence")?
         };
         tx.commit().await?;
         Ok(first_sequence)
@@ -464,7 +493,7 @@ impl ConversationStore for SqlitePool {
     }
 }
 
-/// Creates a conversation row and its first messages inside `tx`.
+/// Creates a conversation row and its first messages inside `tx`, in one call.
 async fn insert_conversation(
     tx: &mut SqliteConnection,
     owner: &str,
@@ -474,35 +503,18 @@ async fn insert_conversation(
     now: &str,
     messages: &[NewMessage],
 ) -> Result<Conversation, StoreError> {
-    let row = sqlx::query(CREATE_CONVERSATION)
+    let rows = sqlx::query(CREATE_WITH_MESSAGES)
         .bind(id)
         .bind(owner)
         .bind(title)
         .bind(now)
         .bind(message_count(messages))
         .bind(Json(metadata))
-        .fetch_one(&mut *tx)
-        .await?;
-    insert_messages(tx, id, 0, now, messages).await?;
-    conversation(&row)
-}
-
-/// Inserts `messages` with sequence numbers from `first_sequence`, in one statement.
-async fn insert_messages(
-    tx: &mut SqliteConnection,
-    id: Uuid,
-    first_sequence: i64,
-    now: &str,
-    messages: &[NewMessage],
-) -> Result<(), StoreError> {
-    sqlx::query(INSERT_MESSAGES)
-        .bind(id)
-        .bind(first_sequence)
-        .bind(now)
         .bind(message_rows_json(messages)?)
-        .execute(tx)
+        .fetch_all(&mut *tx)
         .await?;
-    Ok(())
+    let row = rows.first().ok_or(StoreError::NotFound)?;
+    conversation(row)
 }
 
 /// The current time as the schema stores it: UTC, fixed width, microseconds, so that
