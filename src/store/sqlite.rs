@@ -260,7 +260,7 @@ impl ConversationStore for SqlitePool {
             .await?;
             0
         } else {
-            // Every row the call returns: the last statement's RETURNING runs to its end.
+            // All rows, not the first: the call has to step both statements to their end.
             let reserved = sqlx::query(APPEND_TURN)
                 .bind(id)
                 .bind(owner)
