@@ -13,6 +13,10 @@
 //!   once, so the figures are the layer's own work (reading and splicing the request,
 //!   parsing and assembling the reply, the spawned storage task). The capture cost per
 //!   chunk is the slope of `new` over N minus the slope of `bare`.
+//! - `sse_overhead/first_frame`: the time from the request to the first frame of the
+//!   reply, through the bare service and the layer's three modes over the same store: the
+//!   time to first byte the layer adds, without the network and the machine's scheduling
+//!   around it. The rest of each stream is read outside the timed part.
 //! - `sse_overhead/sqlite` and `sse_overhead/postgres` (with `DATABASE_URL`, in a database
 //!   of its own, dropped at the end): the same with a real store, whose write the stream
 //!   waits for before `[DONE]`.
@@ -22,7 +26,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -288,6 +292,68 @@ fn bench_store<S: ConversationStore + Clone>(
     group.finish();
 }
 
+/// Time to the first frame of a 16-chunk reply: the bare service, then the layer's three
+/// modes over `store`. Only the wait for the first frame is timed; the rest of the stream
+/// is read after, so each turn is stored (and its task done) before the next request.
+fn bench_first_frame<S: ConversationStore + Clone>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    store: S,
+) {
+    let continued = rt.block_on(seed_conversation(&store));
+    let layer = ConversationLayer::new(store).history_window(HISTORY_LEN as u32);
+    let mut group = c.benchmark_group("sse_overhead/first_frame");
+    group.bench_function("bare", |b| {
+        b.to_async(rt).iter_custom(|iterations| async move {
+            let mut waited = Duration::ZERO;
+            for _ in 0..iterations {
+                let start = Instant::now();
+                let response = Model(16)
+                    .oneshot(chat_request(false, None))
+                    .await
+                    .expect("response");
+                let mut body = std::pin::pin!(response.into_body());
+                let first = body.frame().await;
+                waited += start.elapsed();
+                assert!(first.is_some(), "a first frame");
+                drain(body).await;
+            }
+            waited
+        });
+    });
+    let modes = [
+        ("stateless", true, None),
+        ("new", false, None),
+        ("continued_100", false, Some(continued.as_str())),
+    ];
+    for (label, system, header) in modes {
+        let service = layer.layer(Model(16));
+        group.bench_function(label, |b| {
+            b.to_async(rt).iter_custom(|iterations| {
+                let service = service.clone();
+                async move {
+                    let mut waited = Duration::ZERO;
+                    for _ in 0..iterations {
+                        let start = Instant::now();
+                        let response = service
+                            .clone()
+                            .oneshot(chat_request(system, header))
+                            .await
+                            .expect("response");
+                        let mut body = std::pin::pin!(response.into_body());
+                        let first = body.frame().await;
+                        waited += start.elapsed();
+                        assert!(first.is_some(), "a first frame");
+                        drain(body).await;
+                    }
+                    waited
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
 async fn sqlite_pool(path: &std::path::Path) -> sqlx::SqlitePool {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
         .await
@@ -329,6 +395,7 @@ async fn postgres_pool(url: &str) -> Option<(sqlx::PgPool, sqlx::PgPool, String)
 fn sse_overhead(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     bench_store(c, &rt, "no_database", NoDatabase::new(), Rows::All);
+    bench_first_frame(c, &rt, NoDatabase::new());
 
     let path = std::env::temp_dir().join(format!("sse_overhead_{}.db", Uuid::now_v7().simple()));
     let sqlite = rt.block_on(sqlite_pool(&path));
