@@ -304,22 +304,8 @@ fn bench_first_frame<S: ConversationStore + Clone>(
     let layer = ConversationLayer::new(store).history_window(HISTORY_LEN as u32);
     let mut group = c.benchmark_group("sse_overhead/first_frame");
     group.bench_function("bare", |b| {
-        b.to_async(rt).iter_custom(|iterations| async move {
-            let mut waited = Duration::ZERO;
-            for _ in 0..iterations {
-                let start = Instant::now();
-                let response = Model(16)
-                    .oneshot(chat_request(false, None))
-                    .await
-                    .expect("response");
-                let mut body = std::pin::pin!(response.into_body());
-                let first = body.frame().await;
-                waited += start.elapsed();
-                assert!(first.is_some(), "a first frame");
-                drain(body).await;
-            }
-            waited
-        });
+        b.to_async(rt)
+            .iter_custom(|iterations| first_frame_wait(Model(16), false, None, iterations));
     });
     let modes = [
         ("stateless", true, None),
@@ -330,28 +316,42 @@ fn bench_first_frame<S: ConversationStore + Clone>(
         let service = layer.layer(Model(16));
         group.bench_function(label, |b| {
             b.to_async(rt).iter_custom(|iterations| {
-                let service = service.clone();
-                async move {
-                    let mut waited = Duration::ZERO;
-                    for _ in 0..iterations {
-                        let start = Instant::now();
-                        let response = service
-                            .clone()
-                            .oneshot(chat_request(system, header))
-                            .await
-                            .expect("response");
-                        let mut body = std::pin::pin!(response.into_body());
-                        let first = body.frame().await;
-                        waited += start.elapsed();
-                        assert!(first.is_some(), "a first frame");
-                        drain(body).await;
-                    }
-                    waited
-                }
+                first_frame_wait(service.clone(), system, header, iterations)
             });
         });
     }
     group.finish();
+}
+
+/// Sends `iterations` chat requests one after another and adds up the waits from each
+/// request to its reply's first frame; each stream is read to its end untimed.
+async fn first_frame_wait<S, B>(
+    service: S,
+    system: bool,
+    header: Option<&str>,
+    iterations: u64,
+) -> Duration
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let mut waited = Duration::ZERO;
+    for _ in 0..iterations {
+        let start = Instant::now();
+        let response = service
+            .clone()
+            .oneshot(chat_request(system, header))
+            .await
+            .expect("response");
+        let mut body = std::pin::pin!(response.into_body());
+        let first = body.frame().await;
+        waited += start.elapsed();
+        assert!(first.is_some(), "a first frame");
+        drain(body).await;
+    }
+    waited
 }
 
 async fn sqlite_pool(path: &std::path::Path) -> sqlx::SqlitePool {
