@@ -8,7 +8,6 @@
 //! cargo bench --bench store
 //! ```
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,6 +15,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Database, Executor, IntoArguments, Pool};
 use tokio::runtime::Runtime;
 use tower_conversations::store::{ConversationStore, NewMessage};
 use uuid::Uuid;
@@ -100,21 +100,27 @@ const SELECT_ONE: &str = "SELECT 1";
 const TOUCH_ONE_ROW: &str = "UPDATE conversations SET updated_at = updated_at
      WHERE id = (SELECT id FROM conversations ORDER BY id LIMIT 1)";
 
-/// A floor to read the store's figures against: what the machine, the disk and the
-/// driver cost before the store does anything.
-fn bench_floor<F, Fut, T>(
-    c: &mut Criterion,
-    runtime: &Runtime,
-    backend: &str,
-    what: &str,
-    statement: F,
-) where
-    F: Fn() -> Fut,
-    Fut: Future<Output = T>,
+/// The floors to read the store's figures against, on the store's own pool: what the
+/// machine, the disk and the driver cost before the store does anything.
+fn bench_floors<DB>(c: &mut Criterion, runtime: &Runtime, backend: &str, pool: &Pool<DB>)
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
 {
-    c.bench_function(&format!("{backend}: floor, {what}"), |b| {
-        b.to_async(runtime).iter(&statement)
-    });
+    for (what, statement) in [
+        ("round trip of SELECT 1", SELECT_ONE),
+        ("commit of a one-row UPDATE", TOUCH_ONE_ROW),
+    ] {
+        c.bench_function(&format!("{backend}: floor, {what}"), |b| {
+            b.to_async(runtime).iter(|| async {
+                sqlx::query::<DB>(statement)
+                    .execute(pool)
+                    .await
+                    .expect("floor statement")
+            })
+        });
+    }
 }
 
 /// SQLite twice: with its default `synchronous = FULL` (an fsync at every commit), and
@@ -144,18 +150,7 @@ fn sqlite(c: &mut Criterion) {
             pool
         });
         bench_store(c, &runtime, name, Arc::new(pool.clone()));
-        bench_floor(c, &runtime, name, "round trip of SELECT 1", || async {
-            sqlx::query(SELECT_ONE)
-                .execute(&pool)
-                .await
-                .expect("select")
-        });
-        bench_floor(c, &runtime, name, "commit of a one-row UPDATE", || async {
-            sqlx::query(TOUCH_ONE_ROW)
-                .execute(&pool)
-                .await
-                .expect("update")
-        });
+        bench_floors(c, &runtime, name, &pool);
         runtime.block_on(pool.close());
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -215,18 +210,7 @@ fn postgres(c: &mut Criterion) {
             )
             .expect("connect to bench database");
         bench_store(c, &runtime, name, Arc::new(pool.clone()));
-        bench_floor(c, &runtime, name, "round trip of SELECT 1", || async {
-            sqlx::query(SELECT_ONE)
-                .execute(&pool)
-                .await
-                .expect("select")
-        });
-        bench_floor(c, &runtime, name, "commit of a one-row UPDATE", || async {
-            sqlx::query(TOUCH_ONE_ROW)
-                .execute(&pool)
-                .await
-                .expect("update")
-        });
+        bench_floors(c, &runtime, name, &pool);
         runtime.block_on(pool.close());
     }
     runtime.block_on(async {
