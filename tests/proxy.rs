@@ -14,7 +14,7 @@ use tower_conversations::CONVERSATION_ID_HEADER;
 use uuid::Uuid;
 
 use common::db::TestDb;
-use common::server::{Answer, TestServer, chat_body, serve_model, user};
+use common::server::{Answer, TestServer, chat_body, send_to, serve_model, user};
 use common::upstream::{Reply, TestModel, models};
 use process::Proxy;
 use tls::TlsServer;
@@ -27,21 +27,7 @@ async fn send(
     headers: &[(&str, &str)],
     body: impl Into<reqwest::Body>,
 ) -> Answer {
-    let mut request = reqwest::Client::new()
-        .request(method, proxy.url(path))
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("send the request");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.expect("read the whole body");
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    send_to(proxy.url(path), method, headers, body).await
 }
 
 /// Sends a chat request as the holder of `token`, continuing `id` when given.
@@ -91,6 +77,30 @@ async fn proxy_for(db: &TestDb, model: &TestModel, env: &[(&str, &str)]) -> (Tes
     all_env.extend_from_slice(env);
     let proxy = Proxy::start(&[], &all_env).await;
     (upstream, proxy)
+}
+
+/// A proxy on `db` with a stream in flight: the model sends four deltas 300 ms apart, and
+/// the first chunk has arrived (returned as bytes, after the response's status).
+async fn slow_stream_under_way(
+    db: &TestDb,
+) -> (TestServer, Proxy, reqwest::Response, StatusCode, Vec<u8>) {
+    let model = TestModel::new();
+    model.push(Reply::text(["one ", "two ", "three ", "four"]).delay(Duration::from_millis(300)));
+    let (upstream, proxy) = proxy_for(db, &model, &[]).await;
+    let mut response = reqwest::Client::new()
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&chat_body(json!([user("Count")])))
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    let first = response
+        .chunk()
+        .await
+        .expect("first chunk")
+        .expect("a chunk")
+        .to_vec();
+    (upstream, proxy, response, status, first)
 }
 
 backend_tests! {
@@ -203,18 +213,8 @@ backend_tests! {
     }
 
     async fn sigterm_lets_a_stream_in_flight_finish_and_its_turn_be_stored(db: TestDb) {
-        let model = TestModel::new();
-        model.push(Reply::text(["one ", "two ", "three ", "four"]).delay(Duration::from_millis(300)));
-        let (_upstream, mut proxy) = proxy_for(&db, &model, &[]).await;
-
-        let mut response = reqwest::Client::new()
-            .post(proxy.url("/v1/chat/completions"))
-            .json(&chat_body(json!([user("Count")])))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(response.status(), StatusCode::OK);
-        let mut body = response.chunk().await.expect("first chunk").expect("a chunk").to_vec();
+        let (_upstream, mut proxy, mut response, status, mut body) = slow_stream_under_way(&db).await;
+        assert_eq!(status, StatusCode::OK);
 
         proxy.terminate();
         let addr = proxy.addr();
@@ -235,17 +235,7 @@ backend_tests! {
     }
 
     async fn a_turn_the_client_walked_away_from_is_stored_before_the_proxy_exits(db: TestDb) {
-        let model = TestModel::new();
-        model.push(Reply::text(["one ", "two ", "three ", "four"]).delay(Duration::from_millis(300)));
-        let (_upstream, mut proxy) = proxy_for(&db, &model, &[]).await;
-
-        let mut response = reqwest::Client::new()
-            .post(proxy.url("/v1/chat/completions"))
-            .json(&chat_body(json!([user("Count")])))
-            .send()
-            .await
-            .expect("send");
-        response.chunk().await.expect("first chunk").expect("a chunk");
+        let (_upstream, mut proxy, response, _, _) = slow_stream_under_way(&db).await;
         drop(response);
         proxy.terminate();
 

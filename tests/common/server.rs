@@ -201,9 +201,17 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: impl Into<reqwest::Body>,
 ) -> Answer {
-    let mut request = reqwest::Client::new()
-        .request(method, app.url(path))
-        .body(body);
+    send_to(app.url(path), method, headers, body).await
+}
+
+/// Sends any request to `url` and reads the whole answer.
+pub async fn send_to(
+    url: String,
+    method: Method,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> Answer {
+    let mut request = reqwest::Client::new().request(method, url).body(body);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
