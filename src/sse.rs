@@ -219,29 +219,12 @@ impl SseParser {
 
 /// Where the first LF or CR in `bytes` is.
 ///
-/// Eight bytes at a time: this scan runs over every byte of every captured reply, and a
-/// byte-by-byte search cost more than a quarter of the capture per chunk (about 1,200
-/// of 5,700 instructions for a typical 136-byte delta).
+/// This scan runs over every byte of every captured reply. memchr's vectorised search
+/// takes 40 % fewer instructions than the 8-bytes-at-a-time search written here before
+/// (callgrind, 256 typical deltas through the parser), which in turn beat a byte-by-byte
+/// search.
 fn line_end(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    /// The high bit of every byte of `word` that equals `byte`. Exact for the lowest
-    /// match, which is the only one read: a borrow only carries upwards from a match.
-    fn matches(word: u64, byte: u8) -> u64 {
-        let zeroed = word ^ (ONES * u64::from(byte));
-        zeroed.wrapping_sub(ONES) & !zeroed & HIGHS
-    }
-    let (words, rest) = bytes.as_chunks::<8>();
-    for (index, word) in words.iter().enumerate() {
-        let word = u64::from_le_bytes(*word);
-        let found = matches(word, b'\n') | matches(word, b'\r');
-        if found != 0 {
-            return Some(index * 8 + (found.trailing_zeros() / 8) as usize);
-        }
-    }
-    rest.iter()
-        .position(|&b| b == b'\n' || b == b'\r')
-        .map(|offset| words.len() * 8 + offset)
+    memchr::memchr2(b'\n', b'\r', bytes)
 }
 
 #[cfg(test)]
