@@ -719,3 +719,156 @@ async fn sqlite_databases_use_write_ahead_logging() {
         .unwrap();
     assert_eq!(mode, "wal");
 }
+
+/// Holds SQLite's write lock from a connection of its own, outside the store's queue,
+/// so that turns sent meanwhile pile up behind whichever of them asked first.
+async fn hold_sqlite_write_lock(db: &TestDb) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let mut holder = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
+/// Sends each turn from a task of its own, in order, while the write lock is held by
+/// another connection, then lets the lock go. On this single-threaded runtime every
+/// task has queued its turn before the lock is released: the first turn is written
+/// alone (it asked for the lock before the others came), the rest together.
+async fn turns_sent_together(
+    db: &TestDb,
+    store: &Arc<dyn ConversationStore>,
+    turns: Vec<(Uuid, bool, Vec<NewMessage>)>,
+) -> Vec<Result<i64, StoreError>> {
+    let mut holder = hold_sqlite_write_lock(db).await;
+    let tasks: Vec<_> = turns
+        .into_iter()
+        .map(|(id, create, messages)| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append_turn("", id, create, &messages).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    outcomes
+}
+
+/// Turns that wait for the database file together are committed together: one
+/// transaction, one timestamp, for all but the first.
+#[tokio::test]
+async fn sqlite_turns_that_wait_together_are_written_in_one_transaction() {
+    let db = TestDb::sqlite().await;
+    let store = db.store_with_connections(4).await;
+    let turns = (0..16)
+        .map(|n| (Uuid::now_v7(), true, turn(&format!("q{n}"), "a")))
+        .collect();
+    let outcomes = turns_sent_together(&db, &store, turns).await;
+    assert!(
+        outcomes.iter().all(|outcome| matches!(outcome, Ok(0))),
+        "{outcomes:?}"
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 16);
+    assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 32);
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT created_at) FROM messages")
+            .await,
+        2,
+        "the first turn alone, then the fifteen that queued behind it in one batch"
+    );
+}
+
+/// A turn that fails halfway through a batch leaves nothing of itself behind, and the
+/// turns written with it (before and after it) are stored all the same.
+#[tokio::test]
+async fn sqlite_a_turn_failing_in_a_batch_leaves_nothing_and_spares_the_others() {
+    let db = TestDb::sqlite().await;
+    let store = db.store_with_connections(4).await;
+    // Refuses one message: the turn's conversation row is written before its messages.
+    db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.content_text = 'refused'
+         BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .await;
+    let existing = conversation_with(&store, "", &[turn("first", "a")]).await;
+    let refused = Uuid::now_v7();
+    let turns = vec![
+        (Uuid::now_v7(), true, turn("alone", "a")),
+        (existing, false, turn("second", "b")),
+        (refused, true, turn("refused", "a")),
+        (existing, true, turn("again", "a")),
+        (Uuid::now_v7(), false, turn("unknown", "a")),
+        (existing, false, turn("third", "c")),
+    ];
+    let outcomes = turns_sent_together(&db, &store, turns).await;
+    assert!(matches!(outcomes[0], Ok(0)), "{:?}", outcomes[0]);
+    assert!(matches!(outcomes[1], Ok(2)), "{:?}", outcomes[1]);
+    assert!(
+        matches!(outcomes[2], Err(StoreError::Query(_))),
+        "{:?}",
+        outcomes[2]
+    );
+    assert!(
+        matches!(outcomes[3], Err(StoreError::Query(_))),
+        "{:?}",
+        outcomes[3]
+    );
+    assert!(
+        matches!(outcomes[4], Err(StoreError::NotFound)),
+        "{:?}",
+        outcomes[4]
+    );
+    assert!(matches!(outcomes[5], Ok(4)), "{:?}", outcomes[5]);
+
+    assert_not_found(
+        store.get("", refused).await,
+        "the refused turn's conversation",
+    );
+    let contents: Vec<Value> = store
+        .get("", existing)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| m.message["content"].clone())
+        .collect();
+    assert_eq!(contents, ["first", "a", "second", "b", "third", "c"]);
+    assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 2);
+    assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 8);
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT created_at) FROM messages WHERE content_text IN ('second', 'third')")
+            .await,
+        1,
+        "the failures came between turns of one batch"
+    );
+}
+
+/// A turn whose caller stopped waiting (a timeout dropped its future) before any writer
+/// took it is not written later by whoever comes next: its caller was told it failed.
+#[tokio::test]
+async fn sqlite_a_turn_given_up_while_queued_is_never_written() {
+    let db = TestDb::sqlite().await;
+    let store = db.store_with_connections(4).await;
+    let mut holder = hold_sqlite_write_lock(&db).await;
+    let send = |id: Uuid, question: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append_turn("", id, true, &turn(question, "a")).await })
+    };
+    let (first, given_up) = (Uuid::now_v7(), Uuid::now_v7());
+    let writing = send(first, "first");
+    let queued = send(given_up, "given up");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    queued.abort();
+    assert!(queued.await.unwrap_err().is_cancelled());
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    assert!(matches!(writing.await.unwrap(), Ok(0)));
+    let next = Uuid::now_v7();
+    assert!(matches!(send(next, "next").await.unwrap(), Ok(0)));
+
+    assert_not_found(store.get("", given_up).await, "the given-up turn");
+    assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 2);
+}

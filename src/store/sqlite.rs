@@ -6,12 +6,8 @@
 //! is a per-connection setting of the caller's pool: messages are deleted explicitly.
 //!
 //! Writers of one process queue for the database file in process before they ask SQLite
-//! for its lock: SQLite's busy handler waits by sleeping (1, 2, 5, 10 ms and longer), so
-//! a writer that finds the lock taken would sleep well past the moment it is free.
-
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+//! for its lock, and turns that wait together are written in one transaction: see
+//! [`write_queue`].
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -19,7 +15,6 @@ use serde_json::{Map, Value};
 use sqlx::sqlite::SqliteRow;
 use sqlx::types::Json;
 use sqlx::{Row, SqliteConnection, SqlitePool};
-use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::batch::{message_count, message_rows_json};
@@ -29,26 +24,12 @@ use super::{
     Order, StoreError, StoredMessage, title_from,
 };
 
+mod write_queue;
+
+use write_queue::queue_for_writing;
+
 /// Takes the write lock at once rather than at the first write.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
-
-/// Waits for this process's turn to write to the pool's database file; hold the guard
-/// until the transaction ends. Every pool on one file shares the queue.
-async fn queue_for_writing(pool: &SqlitePool) -> OwnedMutexGuard<()> {
-    type Queues = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
-    static QUEUES: OnceLock<Queues> = OnceLock::new();
-    let file = pool.connect_options().get_filename().to_path_buf();
-    let queue = QUEUES
-        .get_or_init(Queues::default)
-        .lock()
-        // The map stays whole whatever a panicking holder did: the entry is inserted
-        // in one step.
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(file)
-        .or_default()
-        .clone();
-    queue.lock_owned().await
-}
 
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata.
 const CREATE_CONVERSATION: &str = "
@@ -72,37 +53,59 @@ macro_rules! message_columns {
 }
 
 /// Appends a turn: its messages, numbered on from the conversation's count, then the
-/// count moved past them. Two statements sent as one call, since every call is a round
-/// trip to the connection's worker thread; inside the caller's `BEGIN IMMEDIATE` nothing
-/// can come between them. An unknown id (or another owner's) inserts nothing and returns
-/// no row.
+/// count moved past them, inside the savepoint that keeps a failed turn of a batch from
+/// leaving anything behind ([`ROLLBACK_TURN`] undoes it). The statements are sent as one
+/// call, since every call is a round trip to the connection's worker thread; inside the
+/// batch's `BEGIN IMMEDIATE` nothing can come between them. An unknown id (or another
+/// owner's) inserts nothing and returns no row.
 ///
 /// `?1` id, `?2` owner, `?3` message count, `?4` now, `?5` the batch.
 const APPEND_TURN: &str = concat!(
-    "INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
-                          content_text, reasoning, reasoning_events, metadata)
+    "SAVEPOINT turn;
+INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
+                      content_text, reasoning, reasoning_events, metadata)
 SELECT c.id, c.message_count + batch.key, ?4, ",
     message_columns!("?5"),
     ", conversations AS c WHERE c.id = ?1 AND c.owner = ?2;
 UPDATE conversations
 SET message_count = message_count + ?3, updated_at = ?4
 WHERE id = ?1 AND owner = ?2
-RETURNING message_count - ?3 AS first_sequence"
+RETURNING message_count - ?3 AS first_sequence;
+RELEASE turn"
 );
 
-/// Creates a conversation with its first messages, as one call like [`APPEND_TURN`].
-///
-/// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
-/// the batch.
-const CREATE_WITH_MESSAGES: &str = concat!(
-    "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
+/// The two statements that create a conversation with its first messages, for
+/// [`CREATE_WITH_MESSAGES`] and [`CREATE_TURN`] (spliced in at compile time).
+macro_rules! create_with_messages {
+    () => {
+        concat!(
+            "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
 RETURNING id, title, created_at, updated_at, message_count, metadata;
 INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
 SELECT ?1, batch.key, ?4, ",
-    message_columns!("?7")
+            message_columns!("?7")
+        )
+    };
+}
+
+/// Creates a conversation with its first messages, as one call like [`APPEND_TURN`].
+///
+/// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
+/// the batch.
+const CREATE_WITH_MESSAGES: &str = create_with_messages!();
+
+/// The first turn of a conversation: [`CREATE_WITH_MESSAGES`] inside the savepoint of
+/// [`APPEND_TURN`].
+const CREATE_TURN: &str = concat!(
+    "SAVEPOINT turn;\n",
+    create_with_messages!(),
+    ";\nRELEASE turn"
 );
+
+/// Undoes what a turn that failed halfway wrote, and leaves the batch's transaction open.
+const ROLLBACK_TURN: &str = "ROLLBACK TO turn; RELEASE turn";
 
 /// The history, or its last `?3` messages. One row with a NULL message when the
 /// conversation is empty, no row when it does not exist for this owner.
@@ -242,38 +245,15 @@ impl ConversationStore for SqlitePool {
         create: bool,
         messages: &[NewMessage],
     ) -> Result<i64, StoreError> {
-        // Declared first, dropped last: the queue moves on once the transaction ended.
-        let _writing = queue_for_writing(self).await;
-        let mut tx = self.begin_with(BEGIN_WRITE).await?;
-        let now = timestamp();
-        let first_sequence = if create {
-            let title = title_from(messages);
-            insert_conversation(
-                &mut tx,
-                owner,
-                id,
-                title.as_deref(),
-                &Metadata::new(),
-                &now,
-                messages,
-            )
-            .await?;
-            0
-        } else {
-            // All rows, not the first: the call has to step both statements to their end.
-            let reserved = sqlx::query(APPEND_TURN)
-                .bind(id)
-                .bind(owner)
-                .bind(message_count(messages))
-                .bind(&now)
-                .bind(message_rows_json(messages)?)
-                .fetch_all(&mut *tx)
-                .await?;
-            let row = reserved.first().ok_or(StoreError::NotFound)?;
-            row.try_get::<i64, _>("first_sequence")?
+        let turn = TurnRows {
+            owner: owner.to_owned(),
+            id,
+            title: if create { title_from(messages) } else { None },
+            create,
+            count: message_count(messages),
+            rows: message_rows_json(messages)?,
         };
-        tx.commit().await?;
-        Ok(first_sequence)
+        write_queue::append(self, turn).await
     }
 
     async fn create(
@@ -491,6 +471,65 @@ impl ConversationStore for SqlitePool {
         tx.commit().await?;
         Ok(deleted.rows_affected())
     }
+}
+
+/// What the statements of one turn bind, apart from the time (one per batch).
+struct TurnRows {
+    owner: String,
+    id: Uuid,
+    /// Whether the turn creates the conversation.
+    create: bool,
+    title: Option<String>,
+    count: i64,
+    /// The messages, from [`message_rows_json`].
+    rows: String,
+}
+
+/// Writes one turn of a batch inside `tx`. The outer error is the batch's: its
+/// transaction can no longer be used. The inner one is this turn's alone, whose writes
+/// were rolled back.
+async fn write_turn(
+    tx: &mut SqliteConnection,
+    turn: &TurnRows,
+    now: &str,
+) -> Result<Result<i64, StoreError>, StoreError> {
+    let written = if turn.create {
+        sqlx::query(CREATE_TURN)
+            .bind(turn.id)
+            .bind(&turn.owner)
+            .bind(turn.title.as_deref())
+            .bind(now)
+            .bind(turn.count)
+            .bind(Json(Metadata::new()))
+            .bind(&turn.rows)
+            .fetch_all(&mut *tx)
+            .await
+    } else {
+        sqlx::query(APPEND_TURN)
+            .bind(turn.id)
+            .bind(&turn.owner)
+            .bind(turn.count)
+            .bind(now)
+            .bind(&turn.rows)
+            .fetch_all(&mut *tx)
+            .await
+    };
+    let rows = match written {
+        Ok(rows) => rows,
+        Err(error) => {
+            sqlx::query(ROLLBACK_TURN).execute(&mut *tx).await?;
+            return Ok(Err(error.into()));
+        }
+    };
+    // All rows were fetched, not the first: the call has to step every statement to its
+    // end. The first row is the created conversation, or the appended turn's number.
+    Ok(match rows.first() {
+        None => Err(StoreError::NotFound),
+        Some(_) if turn.create => Ok(0),
+        Some(row) => row
+            .try_get::<i64, _>("first_sequence")
+            .map_err(StoreError::from),
+    })
 }
 
 /// Creates a conversation row and its first messages inside `tx`, in one call.
