@@ -546,3 +546,41 @@ async fn the_log_names_the_database_but_never_its_password() {
     );
     assert!(!log.contains("hunter2"), "{log}");
 }
+
+/// The proxy hands out a Postgres connection without a ping when it was busy a moment
+/// ago, and pings one that sat idle: connections the server closed while they were idle
+/// (a restart, an idle timeout) are replaced before they can cost a turn.
+#[tokio::test]
+async fn postgres_connections_closed_while_idle_are_replaced_before_a_turn() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let model = TestModel::new();
+    let (_upstream, proxy) = proxy_for(&db, &model, &[]).await;
+    let first = chat(&proxy, None, None, &chat_body(json!([user("Hello")]))).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+
+    let admin = common::faults::admin_pool().await;
+    assert!(common::faults::terminate_backends(&admin, &db.name).await > 0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let second = chat(
+        &proxy,
+        None,
+        Some(first.id()),
+        &chat_body(json!([user("Again")])),
+    )
+    .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    assert!(
+        !second.text().contains("storage_failed"),
+        "{}",
+        second.text()
+    );
+    let stored = db
+        .store()
+        .load_history("", first.id(), None)
+        .await
+        .expect("stored");
+    assert_eq!(stored.len(), 4, "both turns are stored: {stored:?}");
+}

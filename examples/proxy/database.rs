@@ -2,12 +2,18 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use tower_conversations::ConversationStore;
 
 use crate::response::BoxError;
+
+/// How long a Postgres connection may sit idle in the pool before it is pinged on its
+/// way out.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// An open, migrated database, and a description of it that is safe to log.
 pub struct Database {
@@ -46,7 +52,23 @@ pub async fn open(url: &str) -> Result<Database, BoxError> {
             options.get_database().unwrap_or(options.get_username()),
             options.get_username(),
         );
-        let pool = PgPoolOptions::new().connect_with(options).await?;
+        // sqlx pings every connection it hands out by default: a round trip before every
+        // history load and every turn. A connection in use within the last second is
+        // taken as alive, and only one idle for longer is pinged (and replaced if the
+        // server closed it). A server that drops connections that were busy a moment
+        // ago fails at most one request on each of them.
+        let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .before_acquire(|connection, metadata| {
+                Box::pin(async move {
+                    if metadata.idle_for > PING_WHEN_IDLE_FOR {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_with(options)
+            .await?;
         (Arc::new(pool), description)
     } else {
         return Err(
