@@ -9,9 +9,10 @@
 //! A turn joins its file's list of waiting turns, and whichever of them gets the lock
 //! first writes every turn on the list in one transaction, each inside a savepoint of
 //! its own so that one turn's failure leaves the others as they were. One commit, and
-//! one write of the pages the turns share (the FTS5 index's among them), then serves
-//! them all, and a turn that arrives while a batch is being written waits only for that
-//! batch to end. Turns of one conversation are written in the order they joined.
+//! one write of the table and index pages the turns share, then serves them all (FTS5
+//! still writes a segment per turn: it flushes its pending terms at every savepoint),
+//! and a turn that arrives while a batch is being written waits only for that batch to
+//! end. Turns of one conversation are written in the order they joined.
 //!
 //! Queues are kept per file name. A database private to each connection (`:memory:`
 //! or the empty name) is not one file, so its turns are written one by one.
