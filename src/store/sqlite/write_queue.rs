@@ -63,13 +63,12 @@ impl Drop for Ticket<'_> {
     }
 }
 
-/// The queue of the pool's database file; every pool on one file shares it.
-fn file_queue(pool: &SqlitePool) -> Arc<FileQueue> {
+/// The queue of a database file; every pool on one file shares it.
+fn file_queue(file: &Path) -> Arc<FileQueue> {
     type Queues = Mutex<HashMap<PathBuf, Arc<FileQueue>>>;
     static QUEUES: OnceLock<Queues> = OnceLock::new();
-    let file = pool.connect_options().get_filename().to_path_buf();
     lock(QUEUES.get_or_init(Queues::default))
-        .entry(file)
+        .entry(file.to_path_buf())
         .or_default()
         .clone()
 }
@@ -83,14 +82,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Waits for this process's turn to write to the pool's database file; hold the guard
 /// until the transaction ends.
 pub(super) async fn queue_for_writing(pool: &SqlitePool) -> OwnedMutexGuard<()> {
-    file_queue(pool).writer.clone().lock_owned().await
+    file_queue(pool.connect_options().get_filename())
+        .writer
+        .clone()
+        .lock_owned()
+        .await
 }
 
 /// Writes `turn`, in a batch with every other turn waiting for the same file, and
 /// returns the sequence number of its first message.
 pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, StoreError> {
-    let queue = file_queue(pool);
-    if is_private(pool.connect_options().get_filename()) {
+    let options = pool.connect_options();
+    let queue = file_queue(options.get_filename());
+    if is_private(options.get_filename()) {
         let _writing = queue.writer.clone().lock_owned().await;
         return write_batch(pool, vec![turn])
             .await
