@@ -9,13 +9,27 @@ use serde_json::json;
 
 use crate::store::StoreError;
 
-/// An error answered by this crate rather than by the inner service.
+/// An error in the OpenAI envelope: what the layer and the management API answer
+/// themselves, and what an application beside them (the example proxy) can answer too,
+/// so that every error a client sees has one shape.
 ///
 /// Rendered as `{"error": {"message", "type", "param", "code"}}` with
 /// `Content-Type: application/json`; `type` is `invalid_request_error` for 4xx answers
 /// and `server_error` for 5xx ones, as OpenAI's API does.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_conversations::ApiError;
+///
+/// let response: http::Response<bytes::Bytes> =
+///     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "Unknown API key.").into_response();
+/// assert_eq!(response.status(), 401);
+/// let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+/// assert_eq!(body["error"]["code"], "invalid_api_key");
+/// assert_eq!(body["error"]["type"], "invalid_request_error");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ApiError {
+pub struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: Cow<'static, str>,
@@ -23,7 +37,8 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(
+    /// An error with this status, machine-readable `code` and human-readable `message`.
+    pub fn new(
         status: StatusCode,
         code: &'static str,
         message: impl Into<Cow<'static, str>>,
@@ -37,7 +52,7 @@ impl ApiError {
     }
 
     /// Names the request field or parameter at fault (`"limit"`, `"messages[3].role"`).
-    pub(crate) fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
         self.param = Some(param.into());
         self
     }
@@ -104,8 +119,18 @@ impl ApiError {
         )
     }
 
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable `code` of the envelope.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// The envelope as JSON bytes.
-    pub(crate) fn to_bytes(&self) -> Bytes {
+    pub fn to_bytes(&self) -> Bytes {
         let kind = if self.status.is_server_error() {
             "server_error"
         } else {
@@ -121,7 +146,7 @@ impl ApiError {
     }
 
     /// The whole response, with any body type that can be made from bytes.
-    pub(crate) fn into_response<B: From<Bytes>>(self) -> Response<B> {
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
         let mut response = Response::new(B::from(self.to_bytes()));
         *response.status_mut() = self.status;
         response.headers_mut().insert(

@@ -45,6 +45,7 @@ mod writes;
 pub use api::ConversationApi;
 pub use body::ResponseBody;
 pub use chat::ModePolicy;
+pub use error::ApiError;
 pub use future::ResponseFuture;
 pub use layer::{
     ConversationLayer, DEFAULT_CAPTURE_LIMIT, DEFAULT_CHAT_PATH, DEFAULT_REQUEST_BODY_LIMIT,
