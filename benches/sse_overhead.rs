@@ -41,7 +41,9 @@ use tower_conversations::store::{
     Conversation, ConversationDetail, ConversationList, ConversationUpdate, ListQuery, MessagePage,
     MessageQuery, NewConversation, NewMessage,
 };
-use tower_conversations::{ConversationLayer, ConversationStore, StoreError};
+use tower_conversations::{
+    ConversationLayer, ConversationStore, StoreError, TurnStore, TurnTarget,
+};
 use uuid::Uuid;
 
 /// Sizes of reply, in chunks.
@@ -136,11 +138,20 @@ fn history_turn(turn: usize) -> [NewMessage; 2] {
     ]
 }
 
+/// The turn that starts a conversation creates it.
+fn target(first: bool) -> TurnTarget {
+    if first {
+        TurnTarget::NewConversation
+    } else {
+        TurnTarget::Existing
+    }
+}
+
 async fn seed_conversation(store: &dyn ConversationStore) -> String {
     let id = Uuid::now_v7();
     for turn in 0..HISTORY_LEN / 2 {
         store
-            .append_turn("", id, turn == 0, &history_turn(turn))
+            .append_turn("", id, target(turn == 0), &history_turn(turn))
             .await
             .expect("seed");
     }
@@ -167,10 +178,7 @@ impl NoDatabase {
 }
 
 #[async_trait]
-impl ConversationStore for NoDatabase {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
+impl TurnStore for NoDatabase {
     async fn load_history(
         &self,
         _owner: &str,
@@ -185,10 +193,18 @@ impl ConversationStore for NoDatabase {
         &self,
         _owner: &str,
         _id: Uuid,
-        _create: bool,
+        _target: TurnTarget,
         _messages: &[NewMessage],
     ) -> Result<i64, StoreError> {
         Ok(0)
+    }
+}
+
+/// The management API is not measured here: the layer only needs a store that has one.
+#[async_trait]
+impl ConversationStore for NoDatabase {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
     }
     async fn create(&self, _: &str, _: &NewConversation) -> Result<Conversation, StoreError> {
         Err(StoreError::NotFound)

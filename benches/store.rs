@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Database, Executor, IntoArguments, Pool};
 use tokio::runtime::Runtime;
-use tower_conversations::store::{ConversationStore, NewMessage};
+use tower_conversations::store::{ConversationStore, NewMessage, TurnTarget};
 use uuid::Uuid;
 
 /// Messages in the history the load benchmark reads.
@@ -58,16 +58,16 @@ fn bench_store(
     let history = Uuid::now_v7();
     runtime.block_on(async {
         store
-            .append_turn("", appended, true, &turn(0))
+            .append_turn("", appended, TurnTarget::NewConversation, &turn(0))
             .await
             .expect("seed append");
         store
-            .append_turn("", history, true, &turn(0))
+            .append_turn("", history, TurnTarget::NewConversation, &turn(0))
             .await
             .expect("seed history");
         for n in 1..HISTORY_LEN / 2 {
             store
-                .append_turn("", history, false, &turn(n))
+                .append_turn("", history, TurnTarget::Existing, &turn(n))
                 .await
                 .expect("seed history");
         }
@@ -79,7 +79,7 @@ fn bench_store(
     c.bench_function(&format!("{backend}: append one two-message turn"), |b| {
         b.to_async(runtime).iter(|| async {
             store
-                .append_turn("", appended, false, &messages)
+                .append_turn("", appended, TurnTarget::Existing, &messages)
                 .await
                 .expect("append")
         })

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
+use crate::chat::ModeError;
 use crate::store::StoreError;
 
 /// An error in the OpenAI envelope: what the layer and the management API answer
@@ -154,6 +155,23 @@ impl ApiError {
             HeaderValue::from_static("application/json"),
         );
         response
+    }
+}
+
+impl From<ModeError> for ApiError {
+    fn from(error: ModeError) -> Self {
+        match error {
+            ModeError::InvalidConversationId => Self::invalid_conversation_id(),
+            ModeError::ConversationIdWithSystemMessage => {
+                Self::conversation_id_with_system_message()
+            }
+            ModeError::NotAChatRequest => Self::invalid_request(
+                "X-Conversation-ID was sent, but the body is not a chat completion request: \
+                 it must be a JSON object whose `messages` is an array of objects, each with \
+                 a string `role`.",
+            )
+            .with_param("messages"),
+        }
     }
 }
 

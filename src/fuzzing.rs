@@ -7,11 +7,13 @@
 
 use serde_json::{Value, json};
 
+use std::collections::VecDeque;
+
 use crate::chat::{
     ConversationHeader, ModePolicy, ReplyAssembler, StorageFailedMarker, assemble_json_reply,
     decide, mark_storage_failed, parse_chat_request,
 };
-use crate::sse::SseParser;
+use crate::sse::{StreamEnd, run_stream};
 
 /// Splits the fuzzer's input into cut points (up to 8, from the first byte's count and
 /// two bytes each) and the payload they cut.
@@ -40,52 +42,14 @@ fn pieces<'a>(payload: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     pieces
 }
 
-/// What a client and the store get from a stream: the events, the bytes forwarded (held
-/// bytes released, `[DONE]` and after dropped), and whether `[DONE]` came.
-fn parse_stream(
-    pieces: &[&[u8]],
-    stop_capturing_at: Option<usize>,
-) -> (Vec<String>, Vec<u8>, bool) {
-    let mut parser = SseParser::default();
-    let mut events = Vec::new();
-    let mut sent = Vec::new();
-    let mut held = Vec::new();
-    for (at, piece) in pieces.iter().enumerate() {
-        if stop_capturing_at == Some(at) {
-            parser.stop_capturing();
-        }
-        let fed = parser.feed(piece, |data| events.push(data.to_owned()));
-        assert!(fed.forward <= piece.len(), "forward beyond the piece");
-        if fed.done {
-            if fed.forward > 0 {
-                sent.append(&mut held);
-                sent.extend_from_slice(&piece[..fed.forward]);
-            }
-            held.clear();
-            continue;
-        }
-        if fed.forward > 0 {
-            sent.append(&mut held);
-        }
-        sent.extend_from_slice(&piece[..fed.forward]);
-        held.extend_from_slice(&piece[fed.forward..]);
-    }
-    let done = parser.is_done();
-    parser.finish(|data| events.push(data.to_owned()));
-    if !done {
-        sent.append(&mut held);
-    }
-    (events, sent, done)
-}
-
 /// The SSE parser and the reply assembler on an arbitrary stream cut at arbitrary
 /// points: the same events and bytes however it is cut, every byte before `[DONE]`
 /// forwarded, `[DONE]` recognised even once capturing stopped, and an assembled
 /// message and `storage_failed` chunk that are valid JSON.
 pub fn sse_stream(data: &[u8]) {
     let (cuts, stream) = cuts_and_payload(data);
-    let whole = parse_stream(&[stream], None);
-    let cut = parse_stream(&pieces(stream, &cuts), None);
+    let whole = run_stream(&[stream], None);
+    let cut = run_stream(&pieces(stream, &cuts), None);
     assert_eq!(cut, whole, "cutting changed what the stream means");
     let (events, sent, done) = whole;
     if done {
@@ -102,7 +66,7 @@ pub fn sse_stream(data: &[u8]) {
 
     // Past the capture limit only `[DONE]` is still looked for, and found the same.
     let cut_pieces = pieces(stream, &cuts);
-    let (_, limited_sent, limited_done) = parse_stream(&cut_pieces, Some(cut_pieces.len() / 2));
+    let (_, limited_sent, limited_done) = run_stream(&cut_pieces, Some(cut_pieces.len() / 2));
     assert_eq!(
         (limited_sent, limited_done),
         (sent, done),
@@ -117,7 +81,13 @@ pub fn sse_stream(data: &[u8]) {
     assert_eq!(message.message["role"], "assistant");
     let text = serde_json::to_string(&message.message).expect("the message serializes");
     serde_json::from_str::<Value>(&text).expect("and reads back");
-    let failed = reply.storage_failed_event();
+    let end = StreamEnd::default();
+    let mut closing = VecDeque::new();
+    end.close(false, || reply.storage_failed_chunk(), &mut closing);
+    let failed: Vec<u8> = closing
+        .iter()
+        .flat_map(|bytes| bytes.iter().copied())
+        .collect();
     let failed = std::str::from_utf8(&failed).expect("UTF-8");
     let chunk = failed
         .strip_prefix("data: ")
@@ -138,7 +108,7 @@ pub fn chat_request(data: &[u8]) {
     let chat = parse_chat_request(body);
     let header = ConversationHeader::from_values([header]);
     for policy in [ModePolicy::SystemMessage, ModePolicy::Header] {
-        let decided = decide(policy, header, chat.as_ref());
+        let decided = decide(policy, header, parse_chat_request(body));
         if header == ConversationHeader::Invalid {
             assert!(decided.is_err(), "an invalid header was accepted");
         }

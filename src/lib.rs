@@ -24,37 +24,37 @@
 
 pub mod api;
 mod body;
-mod capture;
 mod chat;
+mod config;
 mod error;
 mod future;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod intercept;
 mod layer;
 mod owner;
 mod request_body;
-mod respond;
 mod service;
 mod sse;
 pub mod store;
 mod turn;
-mod writes;
 
 pub use api::ConversationApi;
 pub use body::ResponseBody;
 pub use chat::ModePolicy;
+pub use config::{
+    DEFAULT_CAPTURE_LIMIT, DEFAULT_CHAT_PATH, DEFAULT_REQUEST_BODY_LIMIT, DEFAULT_STORAGE_TIMEOUT,
+};
 pub use error::ApiError;
 pub use future::ResponseFuture;
-pub use layer::{
-    ConversationLayer, DEFAULT_CAPTURE_LIMIT, DEFAULT_CHAT_PATH, DEFAULT_REQUEST_BODY_LIMIT,
-    DEFAULT_STORAGE_TIMEOUT,
-};
+pub use layer::ConversationLayer;
 pub use owner::OwnerResolver;
 pub use request_body::RequestBody;
 pub use service::ConversationService;
-pub use store::{ConversationStore, StoreError, migrate};
+pub use store::{ConversationStore, StoreError, TurnStore, TurnTarget, migrate};
 
 /// The header that names a conversation, on requests and on stateful responses.
 pub const CONVERSATION_ID_HEADER: &str = "x-conversation-id";
+
+/// Any error a body or a store can end with; the one spelling the crate uses.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

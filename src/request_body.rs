@@ -1,11 +1,49 @@
-//! [`RequestBody`]: what the inner service receives as a request body.
+//! [`RequestBody`]: what the inner service receives as a request body, and
+//! [`read_body`], how the layer and the management API read a client's body.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
+use http::header::CONTENT_LENGTH;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
+
+use crate::BoxError;
+use crate::error::ApiError;
+
+/// Reads a request body whole, up to `limit` bytes: `413 request_too_large` beyond it
+/// (at once when `Content-Length` says so, before a byte is read), `400` when the
+/// client's body fails mid-way.
+pub(crate) async fn read_body<B>(
+    body: B,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::request_too_large(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::request_too_large(limit)),
+        Err(error) => {
+            tracing::debug!(%error, "reading a request body failed");
+            Err(ApiError::invalid_request(
+                "The request body could not be read.",
+            ))
+        }
+    }
+}
 
 pin_project! {
     /// The request body the inner service sees: the client's body untouched for every
@@ -86,5 +124,35 @@ where
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_read_whole() {
+        let body = Full::new(Bytes::from_static(b"{}"));
+        let bytes = read_body(body, &HeaderMap::new(), 2).await.unwrap();
+        assert_eq!(bytes, Bytes::from_static(b"{}"));
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_request_too_large() {
+        let body = Full::new(Bytes::from(vec![b' '; 17]));
+        let error = read_body(body, &HeaderMap::new(), 16).await.unwrap_err();
+        assert_eq!(error.status, http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.code, "request_too_large");
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_past_the_limit_is_refused_before_reading() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_LENGTH, http::HeaderValue::from(17));
+        let body = Full::new(Bytes::new());
+        let error = read_body(body, &headers, 16).await.unwrap_err();
+        assert_eq!(error.code, "request_too_large");
     }
 }

@@ -1,20 +1,28 @@
-//! [`ConversationService`]: decides which requests to intercept and delegates.
+//! [`ConversationService`]: decides what a request is, and for a chat request runs the
+//! conversation path: read, decide the mode, load and splice history, call the inner
+//! service, and hand its reply to [`respond`].
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, Request, Response};
+use serde_json::Value;
+use tokio::runtime::Handle;
 use tower_service::Service;
+use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::body::ResponseBody;
-use crate::future::ResponseFuture;
-use crate::intercept::intercept;
-use crate::layer::Config;
-use crate::request_body::RequestBody;
-
-/// A boxed error, the bound the layer puts on body errors.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::chat::{ConversationHeader, Mode, decide, parse_chat_request, trim_to_turn_boundary};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::future::{ResponseFuture, respond};
+use crate::request_body::{RequestBody, read_body};
+use crate::store::TurnTarget;
+use crate::turn::PendingTurn;
+use crate::{BoxError, CONVERSATION_ID_HEADER};
 
 /// The service [`ConversationLayer`](crate::ConversationLayer) wraps around an inner
 /// chat-completions service.
@@ -67,7 +75,7 @@ where
     ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError> + Send,
+    ResBody::Error: Send,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -86,7 +94,7 @@ where
         // The clone goes on serving; the instance that was polled ready takes this call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::stateful(Box::pin(intercept(inner, self.config.clone(), request)))
+        ResponseFuture::intercepted(Box::pin(chat(inner, self.config.clone(), request)))
     }
 }
 
@@ -94,5 +102,103 @@ impl<S> std::fmt::Debug for ConversationService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConversationService")
             .finish_non_exhaustive()
+    }
+}
+
+/// Handles one `POST` to a chat path.
+async fn chat<S, ReqBody, ResBody>(
+    mut inner: S,
+    config: Arc<Config>,
+    request: Request<ReqBody>,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body<Data = Bytes>,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    let (mut parts, body) = request.into_parts();
+    let bytes = match read_body(body, &parts.headers, config.request_body_limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => return Ok(error.into_response()),
+    };
+    let header = ConversationHeader::from_values(
+        parts
+            .headers
+            .get_all(CONVERSATION_ID_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    let (id, target, chat) = match decide(config.policy, header, parse_chat_request(&bytes)) {
+        Err(error) => return Ok(ApiError::from(error).into_response()),
+        Ok(Mode::New(id, chat)) => (id, TurnTarget::NewConversation, chat),
+        Ok(Mode::Continue(id, chat)) => (id, TurnTarget::Existing, chat),
+        // Stateless and unreadable requests go on with their original bytes.
+        Ok(Mode::Stateless | Mode::Passthrough) => {
+            let request = Request::from_parts(parts, RequestBody::from_bytes(bytes.clone()));
+            let response = inner.call(request).await?;
+            return Ok(response.map(ResponseBody::forwarded));
+        }
+    };
+    let span = tracing::info_span!(
+        "conversation",
+        "gen_ai.conversation.id" = %id,
+        mode = match target {
+            TurnTarget::NewConversation => "new",
+            TurnTarget::Existing => "continue",
+        },
+    );
+    async {
+        let owner = config.owners.resolve(&parts);
+        let forwarded = match target {
+            // A new conversation costs no database round trip before the first byte.
+            TurnTarget::NewConversation => bytes.clone(),
+            TurnTarget::Existing => {
+                let mut history = match load_history(&config, &owner, id).await {
+                    Ok(history) => history,
+                    Err(error) => return Ok(error.into_response()),
+                };
+                if config.history_window.is_some() {
+                    trim_to_turn_boundary(&mut history);
+                }
+                let spliced = Bytes::from(chat.splice(&history));
+                parts.headers.remove(TRANSFER_ENCODING);
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(spliced.len()));
+                spliced
+            }
+        };
+        let turn = PendingTurn {
+            store: config.store.clone(),
+            owner,
+            id,
+            target,
+            messages: chat.turn_messages(),
+            timeout: config.storage_timeout,
+            writes: config.writes.clone(),
+            // A service is always called inside the runtime that the store's driver needs.
+            runtime: Handle::current(),
+        };
+        let request = Request::from_parts(parts, RequestBody::from_bytes(forwarded));
+        let response = inner.call(request).await?;
+        Ok(respond(response, turn, config.capture_limit).await)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Loads the history to splice, within the storage timeout: a pool that cannot reach
+/// its database retries until its own acquire timeout (30 s by default in sqlx), and a
+/// locked table makes a read wait for as long as the lock is held. The client hears
+/// `503` as soon as the layer has waited as long as it would for a write.
+async fn load_history(config: &Config, owner: &str, id: Uuid) -> Result<Vec<Value>, ApiError> {
+    let load = config.store.load_history(owner, id, config.history_window);
+    match tokio::time::timeout(config.storage_timeout, load).await {
+        Ok(loaded) => Ok(loaded?),
+        Err(_) => {
+            tracing::error!(timeout = ?config.storage_timeout, "loading the history timed out");
+            Err(ApiError::store_unavailable())
+        }
     }
 }

@@ -1,23 +1,25 @@
-//! [`PendingTurn`]: a turn whose request is known and whose reply is still arriving.
+//! [`PendingTurn`]: a turn whose request is known and whose reply is still arriving, and
+//! [`PendingWrites`], the count of turns being stored that shutdown waits for.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::store::{ConversationStore, NewMessage};
-use crate::writes::PendingWrites;
+use crate::store::{NewMessage, TurnStore, TurnTarget};
 
-/// Everything needed to store a turn once its assistant message is assembled.
+/// Everything needed to store a turn once its assistant message is assembled. Built once
+/// per stateful request, by the service, before the inner service is called.
 pub(crate) struct PendingTurn {
-    pub(crate) store: Arc<dyn ConversationStore>,
+    pub(crate) store: Arc<dyn TurnStore>,
     pub(crate) owner: String,
     pub(crate) id: Uuid,
-    /// Whether this turn creates the conversation.
-    pub(crate) create: bool,
+    /// Whether this turn creates the conversation or continues it.
+    pub(crate) target: TurnTarget,
     /// The request's messages that belong in the turn.
     pub(crate) messages: Vec<NewMessage>,
     pub(crate) timeout: Duration,
@@ -38,7 +40,7 @@ impl PendingTurn {
             store,
             owner,
             id,
-            create,
+            target,
             mut messages,
             timeout,
             writes,
@@ -49,7 +51,7 @@ impl PendingTurn {
         let span = tracing::Span::current();
         runtime.spawn(
             async move {
-                let write = store.append_turn(&owner, id, create, &messages);
+                let write = store.append_turn(&owner, id, target, &messages);
                 let stored = match tokio::time::timeout(timeout, write).await {
                     Ok(Ok(_)) => true,
                     Ok(Err(error)) => {
@@ -72,5 +74,66 @@ impl PendingTurn {
             .instrument(span),
         );
         receiver
+    }
+}
+
+/// The number of storage tasks still running, shared by a layer and all its clones.
+#[derive(Debug, Default)]
+pub(crate) struct PendingWrites {
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by one storage task; the count drops when it does.
+#[derive(Debug)]
+pub(crate) struct WriteGuard(Arc<PendingWrites>);
+
+impl PendingWrites {
+    pub(crate) fn start(self: &Arc<Self>) -> WriteGuard {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        WriteGuard(self.clone())
+    }
+
+    /// Resolves once no storage task is running.
+    pub(crate) async fn idle(&self) {
+        loop {
+            // Registered before the check, so a task finishing in between still wakes us.
+            let idle = self.idle.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_waits_for_every_guard() {
+        let writes = Arc::new(PendingWrites::default());
+        writes.idle().await;
+        let guard = writes.start();
+        let waiter = tokio::spawn({
+            let writes = writes.clone();
+            async move { writes.idle().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(guard);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("idle after the last guard")
+            .expect("waiter ran");
     }
 }

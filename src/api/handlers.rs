@@ -3,17 +3,18 @@
 //! Input is checked whole before the store is called, so a bad request changes nothing.
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::body::read_body;
 use super::query::QueryParams;
 use super::request;
 use super::response::{self, json_response};
 use super::routes::Endpoint;
+use crate::BoxError;
 use crate::error::ApiError;
+use crate::request_body::read_body;
 use crate::store::{ConversationStore, StoreError};
 
 /// What one request asks of the API, routed and with its owner resolved.
@@ -21,8 +22,13 @@ pub(crate) struct Call<'a, B> {
     pub(crate) store: &'a dyn ConversationStore,
     pub(crate) owner: &'a str,
     pub(crate) query: QueryParams,
+    pub(crate) headers: &'a HeaderMap,
     pub(crate) body: B,
 }
+
+/// Largest request body the management API reads: 8 MiB, room for a hundred seed
+/// messages with long contents, small enough that no client can exhaust memory.
+const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Answers `endpoint`.
 pub(crate) async fn handle<B>(
@@ -31,7 +37,7 @@ pub(crate) async fn handle<B>(
 ) -> Result<Response<Full<Bytes>>, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     match endpoint {
         Endpoint::List => list(call).await,
@@ -63,9 +69,9 @@ async fn list<B>(call: Call<'_, B>) -> Result<Response<Full<Bytes>>, ApiError> {
 async fn create<B>(call: Call<'_, B>) -> Result<Response<Full<Bytes>>, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
-    let new = request::new_conversation(&read_body(call.body).await?)?;
+    let new = request::new_conversation(&read_body(call.body, call.headers, BODY_LIMIT).await?)?;
     let created = call.store.create(call.owner, &new).await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -95,9 +101,9 @@ async fn messages<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>
 async fn update<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
-    let change = request::update(&read_body(call.body).await?)?;
+    let change = request::update(&read_body(call.body, call.headers, BODY_LIMIT).await?)?;
     let updated = call.store.update(call.owner, id, &change).await?;
     Ok(json_response(StatusCode::OK, &response::summary(&updated)))
 }
@@ -110,9 +116,9 @@ async fn delete<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>,
 async fn fork<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
-    let at_sequence = request::fork_point(&read_body(call.body).await?)?;
+    let at_sequence = request::fork_point(&read_body(call.body, call.headers, BODY_LIMIT).await?)?;
     let forked = call
         .store
         .fork(call.owner, id, at_sequence)

@@ -29,7 +29,6 @@
 //! unknown path, `405 method_not_allowed` with `Allow`, `413 request_too_large`, and
 //! `503 conversation_store_unavailable` when the store fails (the cause goes to the log).
 
-mod body;
 mod handlers;
 mod query;
 mod request;
@@ -47,6 +46,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower_service::Service;
 
+use crate::BoxError;
 use crate::owner::OwnerResolver;
 use crate::store::ConversationStore;
 use handlers::Call;
@@ -124,7 +124,7 @@ impl ConversationApi {
 impl<B> Service<Request<B>> for ConversationApi
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
@@ -148,6 +148,7 @@ where
                 store: store.as_ref(),
                 owner: &owner,
                 query: QueryParams::parse(parts.uri.query()),
+                headers: &parts.headers,
                 body,
             };
             Ok(handlers::handle(endpoint, call)

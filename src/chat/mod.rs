@@ -8,7 +8,7 @@ mod request;
 mod window;
 
 pub use mode::ModePolicy;
-pub(crate) use mode::{ConversationHeader, Mode, decide};
+pub(crate) use mode::{ConversationHeader, Mode, ModeError, decide};
 pub(crate) use reply::{
     ReplyAssembler, StorageFailedMarker, assemble_json_reply, mark_storage_failed,
 };

@@ -3,7 +3,6 @@
 use uuid::Uuid;
 
 use super::ChatRequest;
-use crate::error::ApiError;
 
 /// How the layer decides whether a chat request is stateless or part of a conversation.
 ///
@@ -85,16 +84,28 @@ impl ConversationHeader {
 }
 
 /// What the layer does with one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+#[derive(Debug, PartialEq)]
+pub(crate) enum Mode<'a> {
     /// Not a chat request the layer understands: forward untouched.
     Passthrough,
     /// Forward the original bytes; store nothing; no header on the response.
     Stateless,
     /// Start a conversation with this fresh UUIDv7.
-    New(Uuid),
+    New(Uuid, ChatRequest<'a>),
     /// Continue this conversation.
-    Continue(Uuid),
+    Continue(Uuid, ChatRequest<'a>),
+}
+
+/// Why a request cannot be served: the client's mistake, named for the error code the
+/// service answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ModeError {
+    /// `X-Conversation-ID` is neither empty, `new` nor a UUID.
+    InvalidConversationId,
+    /// A stateless request (it has a system message) names a conversation.
+    ConversationIdWithSystemMessage,
+    /// `X-Conversation-ID` was sent with a body that is not a chat request.
+    NotAChatRequest,
 }
 
 /// Decides the mode from the policy, the header and the parsed body (`None` when the
@@ -102,51 +113,40 @@ pub(crate) enum Mode {
 pub(crate) fn decide(
     policy: ModePolicy,
     header: ConversationHeader,
-    request: Option<&ChatRequest<'_>>,
-) -> Result<Mode, ApiError> {
+    request: Option<ChatRequest<'_>>,
+) -> Result<Mode<'_>, ModeError> {
     use ConversationHeader::{Absent, Id, Invalid, New};
 
     // A malformed id is the client's mistake whatever the body holds: say so first.
     if header == Invalid {
-        return Err(ApiError::invalid_conversation_id());
+        return Err(ModeError::InvalidConversationId);
     }
     let Some(request) = request else {
         return match header {
             Absent => Ok(Mode::Passthrough),
             // Under the system-message policy an empty header means no header at all.
             New if policy == ModePolicy::SystemMessage => Ok(Mode::Passthrough),
-            _ => Err(not_a_chat_request()),
+            _ => Err(ModeError::NotAChatRequest),
         };
     };
     match policy {
         ModePolicy::SystemMessage => match (request.has_system_message(), header) {
-            (true, Id(_)) => Err(ApiError::conversation_id_with_system_message()),
+            (true, Id(_)) => Err(ModeError::ConversationIdWithSystemMessage),
             (true, _) => Ok(Mode::Stateless),
-            (false, Id(id)) => Ok(Mode::Continue(id)),
-            (false, _) => Ok(Mode::New(Uuid::now_v7())),
+            (false, Id(id)) => Ok(Mode::Continue(id, request)),
+            (false, _) => Ok(Mode::New(Uuid::now_v7(), request)),
         },
         ModePolicy::Header => match header {
             Absent => Ok(Mode::Stateless),
-            New => Ok(Mode::New(Uuid::now_v7())),
-            Id(id) => Ok(Mode::Continue(id)),
-            Invalid => Err(ApiError::invalid_conversation_id()),
+            New => Ok(Mode::New(Uuid::now_v7(), request)),
+            Id(id) => Ok(Mode::Continue(id, request)),
+            Invalid => Err(ModeError::InvalidConversationId),
         },
     }
 }
 
-fn not_a_chat_request() -> ApiError {
-    ApiError::invalid_request(
-        "X-Conversation-ID was sent, but the body is not a chat completion request: \
-         it must be a JSON object whose `messages` is an array of objects, each with a \
-         string `role`.",
-    )
-    .with_param("messages")
-}
-
 #[cfg(test)]
 mod tests {
-    use http::StatusCode;
-
     use super::*;
     use crate::chat::parse_chat_request;
 
@@ -170,20 +170,27 @@ mod tests {
         policy: ModePolicy,
         header: ConversationHeader,
         body: &[u8],
-    ) -> Result<Mode, ApiError> {
-        decide(policy, header, parse_chat_request(body).as_ref())
+    ) -> Result<Mode<'_>, ModeError> {
+        decide(policy, header, parse_chat_request(body))
     }
 
-    fn assert_new(mode: Result<Mode, ApiError>) {
+    /// The conversation a continued request names.
+    fn continued(mode: Result<Mode<'_>, ModeError>) -> Option<Uuid> {
         match mode {
-            Ok(Mode::New(id)) => assert_eq!(id.get_version_num(), 7, "ids are UUIDv7"),
+            Ok(Mode::Continue(id, _)) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn assert_new(mode: Result<Mode<'_>, ModeError>) {
+        match mode {
+            Ok(Mode::New(id, _)) => assert_eq!(id.get_version_num(), 7, "ids are UUIDv7"),
             other => panic!("expected a new conversation, got {other:?}"),
         }
     }
 
-    fn assert_error(mode: Result<Mode, ApiError>, status: StatusCode, code: &str) {
-        let error = mode.expect_err("expected an error");
-        assert_eq!((error.status, error.code), (status, code));
+    fn assert_error(mode: Result<Mode<'_>, ModeError>, error: ModeError) {
+        assert_eq!(mode.expect_err("expected an error"), error);
     }
 
     #[test]
@@ -252,7 +259,7 @@ mod tests {
         for policy in [ModePolicy::SystemMessage, ModePolicy::Header] {
             for body in [CHAT, WITH_SYSTEM, b"not json"] {
                 let mode = decide_on(policy, ConversationHeader::Invalid, body);
-                assert_error(mode, StatusCode::BAD_REQUEST, "invalid_conversation_id");
+                assert_error(mode, ModeError::InvalidConversationId);
             }
         }
     }
@@ -274,7 +281,7 @@ mod tests {
             ConversationHeader::Id(id()),
             b"[]",
         );
-        assert_error(mode, StatusCode::BAD_REQUEST, "invalid_request");
+        assert_error(mode, ModeError::NotAChatRequest);
     }
 
     #[test]
@@ -295,11 +302,7 @@ mod tests {
                 ConversationHeader::Id(id()),
                 body,
             );
-            assert_error(
-                mode,
-                StatusCode::BAD_REQUEST,
-                "conversation_id_with_system_message",
-            );
+            assert_error(mode, ModeError::ConversationIdWithSystemMessage);
         }
     }
 
@@ -317,7 +320,7 @@ mod tests {
             ConversationHeader::Id(id()),
             CHAT,
         );
-        assert_eq!(mode, Ok(Mode::Continue(id())));
+        assert_eq!(continued(mode), Some(id()));
     }
 
     #[test]
@@ -336,11 +339,7 @@ mod tests {
             Ok(Mode::Passthrough)
         );
         for header in [ConversationHeader::New, ConversationHeader::Id(id())] {
-            assert_error(
-                decide_on(policy, header, body),
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-            );
+            assert_error(decide_on(policy, header, body), ModeError::NotAChatRequest);
         }
     }
 
@@ -364,10 +363,8 @@ mod tests {
     #[test]
     fn header_policy_with_a_uuid_continues_even_with_a_system_message() {
         for body in [CHAT, WITH_SYSTEM] {
-            assert_eq!(
-                decide_on(ModePolicy::Header, ConversationHeader::Id(id()), body),
-                Ok(Mode::Continue(id()))
-            );
+            let mode = decide_on(ModePolicy::Header, ConversationHeader::Id(id()), body);
+            assert_eq!(continued(mode), Some(id()));
         }
     }
 }

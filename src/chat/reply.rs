@@ -11,7 +11,6 @@ mod marker;
 
 use std::mem;
 
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use self::chunk::{ChunkParts, DeltaParts, Text, ToolCallDelta};
@@ -150,7 +149,7 @@ impl ReplyAssembler {
     /// `metadata.incomplete = true`, as it does after an error event.
     ///
     /// What the reply said is taken; what names the stream (`id`, `model`, `created`)
-    /// stays, for [`storage_failed_event`](Self::storage_failed_event).
+    /// stays, for [`storage_failed_chunk`](Self::storage_failed_chunk).
     pub(crate) fn take_message(&mut self, complete: bool) -> NewMessage {
         let mut calls = mem::take(&mut self.tool_calls);
         calls.sort_by_key(|call| call.index);
@@ -194,19 +193,20 @@ impl ReplyAssembler {
         }
     }
 
-    /// The extra last chunk that tells the client its turn was not stored:
-    /// `data: {"id", "object": "chat.completion.chunk", "created", "model", "choices": [],
-    /// "metadata": {"storage_failed": true}}` and a blank line.
-    pub(crate) fn storage_failed_event(&self) -> Bytes {
-        let chunk = json!({
+    /// The chunk that tells the client its turn was not stored, to be sent as the last
+    /// event before `[DONE]`: `{"id", "object": "chat.completion.chunk", "created",
+    /// "model", "choices": [], "metadata": {"storage_failed": true}}` with the stream's own
+    /// `id`, `created` and `model`.
+    pub(crate) fn storage_failed_chunk(&self) -> String {
+        json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "choices": [],
             "metadata": {"storage_failed": true},
-        });
-        Bytes::from(format!("data: {chunk}\n\n"))
+        })
+        .to_string()
     }
 }
 
@@ -577,19 +577,16 @@ mod tests {
         );
     }
 
-    fn event_json(event: &[u8]) -> Value {
-        let text = std::str::from_utf8(event).unwrap();
-        let data = text.strip_prefix("data: ").expect("a data line");
-        let data = data.strip_suffix("\n\n").expect("ends the event");
-        serde_json::from_str(data).unwrap()
+    fn chunk_json(chunk: &str) -> Value {
+        serde_json::from_str(chunk).unwrap()
     }
 
     #[test]
-    fn the_storage_failed_event_names_the_stream() {
+    fn the_storage_failed_chunk_names_the_stream() {
         let mut assembler = assemble(&[chunk(json!({"content": "hi"})), finish("stop")]);
         assembler.take_message(true);
         assert_eq!(
-            event_json(&assembler.storage_failed_event()),
+            chunk_json(&assembler.storage_failed_chunk()),
             json!({
                 "id": "chatcmpl-1",
                 "object": "chat.completion.chunk",
@@ -602,10 +599,10 @@ mod tests {
     }
 
     #[test]
-    fn the_storage_failed_event_has_nulls_for_what_never_arrived() {
+    fn the_storage_failed_chunk_has_nulls_for_what_never_arrived() {
         let assembler = ReplyAssembler::new();
         assert_eq!(
-            event_json(&assembler.storage_failed_event()),
+            chunk_json(&assembler.storage_failed_chunk()),
             json!({
                 "id": null,
                 "object": "chat.completion.chunk",

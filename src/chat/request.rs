@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use crate::store::NewMessage;
 
 /// A chat-completions body, read far enough to decide and splice, borrowing the bytes.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct ChatRequest<'a> {
     body: &'a [u8],
     /// Where the `messages` array stands in `body`.

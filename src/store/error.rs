@@ -1,7 +1,6 @@
 //! What can go wrong in a store, said without SQL text.
 
-/// A boxed error, as stores carry their driver's error as a source.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use crate::BoxError;
 
 /// Why a [`ConversationStore`](super::ConversationStore) call failed.
 ///

@@ -1,8 +1,12 @@
-//! Where conversations live: the [`ConversationStore`] trait and its records.
+//! Where conversations live: the [`TurnStore`] and [`ConversationStore`] traits and
+//! their records.
 //!
-//! The layer and the management API talk to storage only through this trait, so the
-//! store never sees HTTP types and the HTTP code never sees SQL. The crate implements it
-//! for [`sqlx::PgPool`] (feature `postgres`) and [`sqlx::SqlitePool`] (feature `sqlite`).
+//! The layer needs two things of storage, and they make the small [`TurnStore`]: load a
+//! conversation's history, append a turn. The management API needs the rest, in
+//! [`ConversationStore`], which extends it. The layer and the API talk to storage only
+//! through these traits, so the store never sees HTTP types and the HTTP code never sees
+//! SQL. The crate implements both for [`sqlx::PgPool`] (feature `postgres`) and
+//! [`sqlx::SqlitePool`] (feature `sqlite`).
 //!
 //! An *owner* is a plain string; the empty string is the shared space used when no owner
 //! resolver is configured. A conversation is only ever visible to the owner it was
@@ -17,6 +21,7 @@ mod error;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod records;
+mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod text;
@@ -38,37 +43,43 @@ use uuid::Uuid;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 const MIGRATIONS_TABLE: &str = "_tower_conversations_migrations";
 
-/// Storage for conversations and their messages.
+/// Whether a turn creates its conversation or continues one that exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnTarget {
+    /// The conversation row is created in the same transaction as the turn (titled from
+    /// the first user message): a new conversation costs no round trip before its reply.
+    NewConversation,
+    /// The conversation must already exist for the owner, else [`StoreError::NotFound`].
+    Existing,
+}
+
+/// What the layer needs of storage: a conversation's history, and appending a turn.
 ///
-/// Implemented for [`sqlx::PgPool`] and [`sqlx::SqlitePool`]; implement it yourself to
-/// keep conversations somewhere else. Every method is scoped to an `owner` and answers
-/// [`StoreError::NotFound`] when the conversation does not exist *for that owner*.
+/// Every method is scoped to an `owner` and answers [`StoreError::NotFound`] when the
+/// conversation does not exist *for that owner*.
 ///
 /// # Example
 ///
 /// ```no_run
 /// # #[cfg(feature = "sqlite")]
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use tower_conversations::store::{ConversationStore, NewMessage};
+/// use tower_conversations::store::{NewMessage, TurnStore, TurnTarget};
 /// use serde_json::json;
 ///
 /// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
-/// pool.migrate().await?;
+/// tower_conversations::migrate(&pool).await?;
 ///
 /// let id = uuid::Uuid::now_v7();
 /// let turn = vec![
 ///     NewMessage::new(json!({"role": "user", "content": "Hello"})),
 ///     NewMessage::new(json!({"role": "assistant", "content": "Hi!"})),
 /// ];
-/// pool.append_turn("", id, true, &turn).await?;
+/// pool.append_turn("", id, TurnTarget::NewConversation, &turn).await?;
 /// assert_eq!(pool.load_history("", id, None).await?.len(), 2);
 /// # Ok(()) }
 /// ```
 #[async_trait]
-pub trait ConversationStore: Send + Sync + 'static {
-    /// Creates or updates the tables this store needs. Safe to call at every start.
-    async fn migrate(&self) -> Result<(), StoreError>;
-
+pub trait TurnStore: Send + Sync + 'static {
     /// The stored messages of a conversation in sequence order, each exactly as stored.
     ///
     /// With `last = Some(n)` only the last `n` messages are returned (still in order);
@@ -80,19 +91,44 @@ pub trait ConversationStore: Send + Sync + 'static {
         last: Option<u32>,
     ) -> Result<Vec<Value>, StoreError>;
 
-    /// Appends one turn atomically, with consecutive sequence numbers.
-    ///
-    /// With `create = true` the conversation row is created in the same transaction
-    /// (titled from the first user message); with `create = false` it must already exist
-    /// for `owner`. Concurrent calls on one conversation never collide and each turn's
-    /// messages stay contiguous. Returns the sequence number of the turn's first message.
+    /// Appends one turn atomically, with consecutive sequence numbers, to a new or an
+    /// existing conversation (`target`). Concurrent calls on one conversation never
+    /// collide and each turn's messages stay contiguous. Returns the sequence number of
+    /// the turn's first message.
     async fn append_turn(
         &self,
         owner: &str,
         id: Uuid,
-        create: bool,
+        target: TurnTarget,
         messages: &[NewMessage],
     ) -> Result<i64, StoreError>;
+}
+
+/// Storage for conversations and their messages: the [`TurnStore`] the layer uses, and
+/// what the management API needs besides.
+///
+/// Implemented for [`sqlx::PgPool`] and [`sqlx::SqlitePool`]; implement both traits
+/// yourself to keep conversations somewhere else. Every method is scoped to an `owner`
+/// and answers [`StoreError::NotFound`] when the conversation does not exist *for that
+/// owner*.
+///
+/// # Example
+///
+/// ```no_run
+/// # #[cfg(feature = "sqlite")]
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_conversations::store::{ConversationStore, ListQuery};
+///
+/// let pool = sqlx::SqlitePool::connect("sqlite::memory:").await?;
+/// pool.migrate().await?;
+/// let page = pool.list("", &ListQuery::default()).await?;
+/// assert_eq!(page.total, 0);
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait ConversationStore: TurnStore {
+    /// Creates or updates the tables this store needs. Safe to call at every start.
+    async fn migrate(&self) -> Result<(), StoreError>;
 
     /// Creates a conversation, optionally seeded with messages.
     async fn create(
@@ -157,10 +193,7 @@ pub async fn migrate<S: ConversationStore + ?Sized>(store: &S) -> Result<(), Sto
 
 /// A shared store is a store: lets `Arc<dyn ConversationStore>` go wherever a pool does.
 #[async_trait]
-impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        (**self).migrate().await
-    }
+impl<T: TurnStore + ?Sized> TurnStore for std::sync::Arc<T> {
     async fn load_history(
         &self,
         owner: &str,
@@ -173,10 +206,17 @@ impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
         &self,
         owner: &str,
         id: Uuid,
-        create: bool,
+        target: TurnTarget,
         messages: &[NewMessage],
     ) -> Result<i64, StoreError> {
-        (**self).append_turn(owner, id, create, messages).await
+        (**self).append_turn(owner, id, target, messages).await
+    }
+}
+
+#[async_trait]
+impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        (**self).migrate().await
     }
     async fn create(
         &self,

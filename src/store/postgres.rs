@@ -5,8 +5,8 @@
 //! clock (`now()`), which every instance of the layer shares.
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
-use sqlx::postgres::{PgArguments, PgRow};
+use serde_json::Value;
+use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row};
@@ -16,7 +16,7 @@ use super::batch::{MessageColumns, message_count};
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
-    Order, StoreError, StoredMessage, title_from,
+    Order, StoreError, TurnStore, TurnTarget, rows, title_from,
 };
 
 /// Creates a conversation and stores its first messages, in one statement.
@@ -176,14 +176,7 @@ const TRUNCATE_MESSAGES: &str =
     "DELETE FROM messages WHERE conversation_id = $1 AND sequence_number >= $2";
 
 #[async_trait]
-impl ConversationStore for PgPool {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut migrator = sqlx::migrate!("migrations/postgres");
-        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-        migrator.run(self).await?;
-        Ok(())
-    }
-
+impl TurnStore for PgPool {
     async fn load_history(
         &self,
         owner: &str,
@@ -199,23 +192,17 @@ impl ConversationStore for PgPool {
         if rows.is_empty() {
             return Err(StoreError::NotFound);
         }
-        let mut history = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(Json(message)) = row.try_get::<Option<Json<Value>>, _>("message")? {
-                history.push(message);
-            }
-        }
-        Ok(history)
+        rows::history(&rows)
     }
 
     async fn append_turn(
         &self,
         owner: &str,
         id: Uuid,
-        create: bool,
+        target: TurnTarget,
         messages: &[NewMessage],
     ) -> Result<i64, StoreError> {
-        if create {
+        if target == TurnTarget::NewConversation {
             let title = title_from(messages);
             insert_conversation(
                 self,
@@ -239,6 +226,16 @@ impl ConversationStore for PgPool {
         .await?
         .ok_or(StoreError::NotFound)?;
         Ok(row.try_get("first_sequence")?)
+    }
+}
+
+#[async_trait]
+impl ConversationStore for PgPool {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut migrator = sqlx::migrate!("migrations/postgres");
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator.run(self).await?;
+        Ok(())
     }
 
     async fn create(
@@ -295,7 +292,10 @@ impl ConversationStore for PgPool {
             }
         };
         Ok(ConversationList {
-            conversations: rows.iter().map(conversation).collect::<Result<_, _>>()?,
+            conversations: rows
+                .iter()
+                .map(rows::conversation)
+                .collect::<Result<_, _>>()?,
             total: u64::try_from(total).unwrap_or(0),
         })
     }
@@ -307,13 +307,9 @@ impl ConversationStore for PgPool {
             .fetch_all(self)
             .await?;
         let first = rows.first().ok_or(StoreError::NotFound)?;
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in &rows {
-            messages.extend(stored_message(row)?);
-        }
         Ok(ConversationDetail {
-            conversation: conversation(first)?,
-            messages,
+            conversation: rows::conversation(first)?,
+            messages: rows::stored_messages(&rows)?,
         })
     }
 
@@ -338,10 +334,7 @@ impl ConversationStore for PgPool {
         if rows.is_empty() {
             return Err(StoreError::NotFound);
         }
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in &rows {
-            messages.extend(stored_message(row)?);
-        }
+        let mut messages = rows::stored_messages(&rows)?;
         let has_more = messages.len() > query.limit as usize;
         messages.truncate(query.limit as usize);
         Ok(MessagePage { messages, has_more })
@@ -361,7 +354,7 @@ impl ConversationStore for PgPool {
             .fetch_optional(self)
             .await?
             .ok_or(StoreError::NotFound)?;
-        conversation(&row)
+        rows::conversation(&row)
     }
 
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
@@ -409,7 +402,7 @@ impl ConversationStore for PgPool {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        conversation(&row)
+        rows::conversation(&row)
     }
 
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
@@ -456,7 +449,7 @@ async fn insert_conversation(
     )
     .fetch_one(pool)
     .await?;
-    conversation(&row)
+    rows::conversation(&row)
 }
 
 /// Binds the six column arrays an `unnest` of messages reads, in its order.
@@ -471,35 +464,4 @@ fn bind_columns<'q>(
         .bind(columns.reasoning)
         .bind(columns.events)
         .bind(columns.metadata)
-}
-
-/// A summary from the columns `id, title, created_at, updated_at, message_count, metadata`.
-fn conversation(row: &PgRow) -> Result<Conversation, StoreError> {
-    Ok(Conversation {
-        id: row.try_get("id")?,
-        title: row.try_get("title")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        message_count: row.try_get("message_count")?,
-        metadata: row.try_get::<Json<Metadata>, _>("metadata")?.0,
-    })
-}
-
-/// A message from the message columns of a page or detail row; `None` for the one row
-/// an empty conversation yields.
-fn stored_message(row: &PgRow) -> Result<Option<StoredMessage>, StoreError> {
-    let Some(sequence_number) = row.try_get::<Option<i64>, _>("sequence_number")? else {
-        return Ok(None);
-    };
-    let events: Option<Json<Vec<Value>>> = row.try_get("reasoning_events")?;
-    Ok(Some(StoredMessage {
-        sequence_number,
-        message: row.try_get::<Json<Value>, _>("message")?.0,
-        reasoning: row.try_get("reasoning")?,
-        reasoning_events: events.map(|Json(events)| events).unwrap_or_default(),
-        metadata: row
-            .try_get::<Json<Map<String, Value>>, _>("message_metadata")?
-            .0,
-        created_at: row.try_get("message_created_at")?,
-    }))
 }

@@ -1,4 +1,9 @@
 //! The records a [`ConversationStore`](super::ConversationStore) reads and writes.
+//!
+//! What a store returns is `#[non_exhaustive]`, so a column added later is not a
+//! breaking change. What a caller builds (a new conversation, a query, an update) keeps
+//! public fields and a `Default`: build it as `ListQuery { limit: 10, ..Default::default() }`
+//! and a field added later leaves your code compiling.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +17,7 @@ pub type Metadata = BTreeMap<String, String>;
 
 /// A conversation without its messages: what listings and the management API return.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Conversation {
     /// The conversation id (UUIDv7, made by the crate).
     pub id: Uuid,
@@ -69,6 +75,7 @@ impl NewMessage {
 
 /// A message as stored, with its place in the conversation.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct StoredMessage {
     /// Its position, from 0, dense within the conversation.
     pub sequence_number: i64,
@@ -86,6 +93,7 @@ pub struct StoredMessage {
 
 /// A conversation with all its messages in sequence order.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ConversationDetail {
     /// The summary.
     pub conversation: Conversation,
@@ -104,7 +112,7 @@ pub struct NewConversation {
     pub messages: Vec<NewMessage>,
 }
 
-/// Paging (and optional full-text search) for listings.
+/// Paging (and optional full-text search) for listings: by default the first 50.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ListQuery {
     /// Page size.
@@ -115,8 +123,19 @@ pub struct ListQuery {
     pub search: Option<String>,
 }
 
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            limit: 50,
+            offset: 0,
+            search: None,
+        }
+    }
+}
+
 /// One page of a listing.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ConversationList {
     /// The page, newest `updated_at` first.
     pub conversations: Vec<Conversation>,
@@ -134,7 +153,7 @@ pub enum Order {
     Desc,
 }
 
-/// A cursor over a conversation's messages.
+/// A cursor over a conversation's messages: by default the first 20, oldest first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MessageQuery {
     /// Start after this sequence number (exclusive), in the page's direction.
@@ -145,8 +164,19 @@ pub struct MessageQuery {
     pub order: Order,
 }
 
+impl Default for MessageQuery {
+    fn default() -> Self {
+        Self {
+            after: None,
+            limit: 20,
+            order: Order::Asc,
+        }
+    }
+}
+
 /// One page of messages.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct MessagePage {
     /// The messages, in the requested order.
     pub messages: Vec<StoredMessage>,

@@ -11,8 +11,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use serde_json::{Map, Value};
-use sqlx::sqlite::SqliteRow;
+use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
@@ -21,7 +20,7 @@ use super::batch::{message_count, message_rows_json};
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
-    Order, StoreError, StoredMessage, title_from,
+    Order, StoreError, TurnStore, TurnTarget, rows, title_from,
 };
 
 mod write_queue;
@@ -206,14 +205,7 @@ const TRUNCATE_MESSAGES: &str =
     "DELETE FROM messages WHERE conversation_id = ?1 AND sequence_number >= ?2";
 
 #[async_trait]
-impl ConversationStore for SqlitePool {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut migrator = sqlx::migrate!("migrations/sqlite");
-        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-        migrator.run(self).await?;
-        Ok(())
-    }
-
+impl TurnStore for SqlitePool {
     async fn load_history(
         &self,
         owner: &str,
@@ -229,22 +221,17 @@ impl ConversationStore for SqlitePool {
         if rows.is_empty() {
             return Err(StoreError::NotFound);
         }
-        let mut history = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(Json(message)) = row.try_get::<Option<Json<Value>>, _>("message")? {
-                history.push(message);
-            }
-        }
-        Ok(history)
+        rows::history(&rows)
     }
 
     async fn append_turn(
         &self,
         owner: &str,
         id: Uuid,
-        create: bool,
+        target: TurnTarget,
         messages: &[NewMessage],
     ) -> Result<i64, StoreError> {
+        let create = target == TurnTarget::NewConversation;
         let turn = TurnRows {
             owner: owner.to_owned(),
             id,
@@ -254,6 +241,16 @@ impl ConversationStore for SqlitePool {
             rows: message_rows_json(messages)?,
         };
         write_queue::append(self, turn).await
+    }
+}
+
+#[async_trait]
+impl ConversationStore for SqlitePool {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut migrator = sqlx::migrate!("migrations/sqlite");
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator.run(self).await?;
+        Ok(())
     }
 
     async fn create(
@@ -318,7 +315,10 @@ impl ConversationStore for SqlitePool {
             }
         };
         Ok(ConversationList {
-            conversations: rows.iter().map(conversation).collect::<Result<_, _>>()?,
+            conversations: rows
+                .iter()
+                .map(rows::conversation)
+                .collect::<Result<_, _>>()?,
             total: u64::try_from(total).unwrap_or(0),
         })
     }
@@ -330,13 +330,9 @@ impl ConversationStore for SqlitePool {
             .fetch_all(self)
             .await?;
         let first = rows.first().ok_or(StoreError::NotFound)?;
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in &rows {
-            messages.extend(stored_message(row)?);
-        }
         Ok(ConversationDetail {
-            conversation: conversation(first)?,
-            messages,
+            conversation: rows::conversation(first)?,
+            messages: rows::stored_messages(&rows)?,
         })
     }
 
@@ -361,10 +357,7 @@ impl ConversationStore for SqlitePool {
         if rows.is_empty() {
             return Err(StoreError::NotFound);
         }
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in &rows {
-            messages.extend(stored_message(row)?);
-        }
+        let mut messages = rows::stored_messages(&rows)?;
         let has_more = messages.len() > query.limit as usize;
         messages.truncate(query.limit as usize);
         Ok(MessagePage { messages, has_more })
@@ -385,7 +378,7 @@ impl ConversationStore for SqlitePool {
             .fetch_optional(self)
             .await?
             .ok_or(StoreError::NotFound)?;
-        conversation(&row)
+        rows::conversation(&row)
     }
 
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
@@ -445,7 +438,7 @@ impl ConversationStore for SqlitePool {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        conversation(&row)
+        rows::conversation(&row)
     }
 
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
@@ -553,7 +546,7 @@ async fn insert_conversation(
         .fetch_all(&mut *tx)
         .await?;
     let row = rows.first().ok_or(StoreError::NotFound)?;
-    conversation(row)
+    rows::conversation(row)
 }
 
 /// The current time as the schema stores it: UTC, fixed width, microseconds, so that
@@ -573,37 +566,6 @@ fn match_expression(text: &str) -> Option<String> {
         .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
         .collect();
     (!words.is_empty()).then(|| words.join(" "))
-}
-
-/// A summary from the columns `id, title, created_at, updated_at, message_count, metadata`.
-fn conversation(row: &SqliteRow) -> Result<Conversation, StoreError> {
-    Ok(Conversation {
-        id: row.try_get("id")?,
-        title: row.try_get("title")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        message_count: row.try_get("message_count")?,
-        metadata: row.try_get::<Json<Metadata>, _>("metadata")?.0,
-    })
-}
-
-/// A message from the message columns of a page or detail row; `None` for the one row
-/// an empty conversation yields.
-fn stored_message(row: &SqliteRow) -> Result<Option<StoredMessage>, StoreError> {
-    let Some(sequence_number) = row.try_get::<Option<i64>, _>("sequence_number")? else {
-        return Ok(None);
-    };
-    let events: Option<Json<Vec<Value>>> = row.try_get("reasoning_events")?;
-    Ok(Some(StoredMessage {
-        sequence_number,
-        message: row.try_get::<Json<Value>, _>("message")?.0,
-        reasoning: row.try_get("reasoning")?,
-        reasoning_events: events.map(|Json(events)| events).unwrap_or_default(),
-        metadata: row
-            .try_get::<Json<Map<String, Value>>, _>("message_metadata")?
-            .0,
-        created_at: row.try_get("message_created_at")?,
-    }))
 }
 
 #[cfg(test)]

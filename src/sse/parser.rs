@@ -1,11 +1,11 @@
-//! An incremental Server-Sent Events parser: plain synchronous code, fed byte slices.
+//! [`SseParser`]: an incremental Server-Sent Events parser, fed byte slices.
 //!
 //! Events may be split across chunks at any byte; lines end in LF, CRLF or CR; the
 //! `data:` lines of one event are joined with `\n`; comments and other fields are
 //! ignored. The line `data: [DONE]` ends the stream. Besides the events, the parser
 //! tells the capturing body which bytes of each chunk may go to the client at once and
-//! which must wait because they are, or may yet become, that `[DONE]` line: the layer
-//! holds `[DONE]` back until the turn is stored.
+//! which must wait because they are, or may yet become, that `[DONE]` line;
+//! [`StreamEnd`](super::StreamEnd) acts on that answer.
 
 /// The two spellings of the end-of-stream line (SSE strips one space after the colon).
 const DONE_LINES: [&[u8]; 2] = [b"data: [DONE]", b"data:[DONE]"];
@@ -231,59 +231,6 @@ fn line_end(bytes: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    /// Feeds `chunks`, returning the events and the bytes a client would have received
-    /// (held bytes released in order, the `[DONE]` line and what follows dropped).
-    fn run(chunks: &[&[u8]]) -> (Vec<String>, Vec<u8>, bool) {
-        let mut parser = SseParser::default();
-        let mut events = Vec::new();
-        let mut sent = Vec::new();
-        let mut held: Vec<u8> = Vec::new();
-        for chunk in chunks {
-            let fed = parser.feed(chunk, |data| events.push(data.to_owned()));
-            if fed.done {
-                if fed.forward > 0 {
-                    sent.append(&mut held);
-                    sent.extend_from_slice(&chunk[..fed.forward]);
-                }
-                held.clear();
-                continue;
-            }
-            if fed.forward > 0 {
-                sent.append(&mut held);
-            }
-            sent.extend_from_slice(&chunk[..fed.forward]);
-            held.extend_from_slice(&chunk[fed.forward..]);
-        }
-        let done = parser.is_done();
-        parser.finish(|data| events.push(data.to_owned()));
-        if !done {
-            sent.append(&mut held);
-        }
-        (events, sent, done)
-    }
-
-    const STREAM: &[u8] = b": keep-alive\r\n\r\ndata: {\"a\":1}\n\ndata: one\ndata: two\r\nid: 7\r\n\r\nevent: x\rdata:tight\r\rdata: [DONE]\n\n";
-
-    #[test]
-    fn events_are_the_same_however_the_stream_is_cut() {
-        let expected = vec!["{\"a\":1}", "one\ntwo", "tight"];
-        let done_at = STREAM.len() - b"data: [DONE]\n\n".len();
-        for cut in 0..=STREAM.len() {
-            let (events, sent, done) = run(&[&STREAM[..cut], &STREAM[cut..]]);
-            assert_eq!(events, expected, "cut at {cut}");
-            assert!(done, "cut at {cut}");
-            assert_eq!(sent, &STREAM[..done_at], "cut at {cut}");
-        }
-    }
-
-    #[test]
-    fn events_are_the_same_fed_one_byte_at_a_time() {
-        let bytes: Vec<&[u8]> = STREAM.chunks(1).collect();
-        let (events, _, done) = run(&bytes);
-        assert_eq!(events, vec!["{\"a\":1}", "one\ntwo", "tight"]);
-        assert!(done);
-    }
-
     #[test]
     fn a_possible_done_prefix_is_held_then_released_when_it_is_not_done() {
         let mut parser = SseParser::default();
@@ -333,34 +280,6 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_without_done_still_yields_its_last_event() {
-        let (events, sent, done) = run(&[b"data: a\n\ndata: b"]);
-        assert_eq!(events, vec!["a", "b"]);
-        assert_eq!(sent, b"data: a\n\ndata: b");
-        assert!(!done);
-    }
-
-    #[test]
-    fn input_after_done_is_dropped() {
-        let (events, sent, _) = run(&[b"data: a\n\ndata: [DONE]\n\ndata: b\n\n", b"data: c\n\n"]);
-        assert_eq!(events, vec!["a"]);
-        assert_eq!(sent, b"data: a\n\n");
-    }
-
-    #[test]
-    fn an_empty_chunk_between_cr_and_lf_leaves_one_line_end() {
-        let (events, sent, _) = run(&[b"data: a\r", b"", b"\ndata: b\n\n"]);
-        assert_eq!(events, vec!["a\nb"]);
-        assert_eq!(sent, b"data: a\r\ndata: b\n\n");
-    }
-
-    #[test]
-    fn events_with_invalid_utf8_are_skipped() {
-        let (events, _, _) = run(&[b"data: \xff\xfe\n\ndata: ok\n\n"]);
-        assert_eq!(events, vec!["ok"]);
-    }
-
-    #[test]
     fn a_line_without_end_is_not_kept_once_capturing_stops() {
         let mut parser = SseParser::default();
         let piece = vec![b'a'; 64 * 1024];
@@ -404,107 +323,5 @@ mod tests {
             }
         );
         assert_eq!(events, 0);
-    }
-
-    mod properties {
-        use proptest::collection::vec;
-        use proptest::prelude::*;
-
-        use super::run;
-
-        /// One line of a stream: data (possibly empty, `[DONE]`, or not UTF-8), a
-        /// comment, another field, or the blank line that ends an event.
-        fn line() -> impl Strategy<Value = Vec<u8>> {
-            prop_oneof![
-                4 => "[ -~é世🌍]{0,12}".prop_map(|text| format!("data: {text}").into_bytes()),
-                1 => "[ -~]{0,6}".prop_map(|text| format!("data:{text}").into_bytes()),
-                1 => Just(b"data: [DONE]".to_vec()),
-                1 => Just(b"data".to_vec()),
-                1 => vec(any::<u8>(), 0..6).prop_map(|bytes| [b"data: ".to_vec(), bytes].concat()),
-                1 => "[ -~]{0,8}".prop_map(|text| format!(":{text}").into_bytes()),
-                1 => Just(b"event: x".to_vec()),
-                1 => Just(b"id: 7".to_vec()),
-                3 => Just(Vec::new()),
-            ]
-        }
-
-        fn line_end() -> impl Strategy<Value = &'static [u8]> {
-            prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..]), Just(&b"\r"[..])]
-        }
-
-        /// A stream of such lines, each with any of the three line ends, the last
-        /// possibly without one.
-        fn stream() -> impl Strategy<Value = Vec<u8>> {
-            (vec((line(), line_end()), 0..24), any::<bool>()).prop_map(|(lines, cut_end)| {
-                let mut bytes = Vec::new();
-                for (line, end) in &lines {
-                    bytes.extend_from_slice(line);
-                    bytes.extend_from_slice(end);
-                }
-                if cut_end && let Some((_, end)) = lines.last() {
-                    bytes.truncate(bytes.len() - end.len());
-                }
-                bytes
-            })
-        }
-
-        /// `bytes` cut at these points (taken modulo its length, in order).
-        fn cut(bytes: &[u8], points: &[usize]) -> Vec<Vec<u8>> {
-            let mut points: Vec<usize> = points.iter().map(|p| p % (bytes.len() + 1)).collect();
-            points.sort_unstable();
-            let mut pieces = Vec::new();
-            let mut start = 0;
-            for point in points.into_iter().chain([bytes.len()]) {
-                pieces.push(bytes[start..point].to_vec());
-                start = point;
-            }
-            pieces
-        }
-
-        fn run_cut(pieces: &[Vec<u8>]) -> (Vec<String>, Vec<u8>, bool) {
-            let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
-            run(&pieces)
-        }
-
-        proptest! {
-            #[test]
-            fn every_way_of_cutting_a_stream_gives_the_same_events_and_bytes(
-                stream in stream(),
-                points in vec(any::<usize>(), 0..12),
-            ) {
-                let whole = run(&[&stream]);
-                prop_assert_eq!(run_cut(&cut(&stream, &points)), whole);
-            }
-
-            #[test]
-            fn a_stream_fed_byte_by_byte_gives_the_same_events_and_bytes(stream in stream()) {
-                let whole = run(&[&stream]);
-                let bytes: Vec<Vec<u8>> = stream.iter().map(|b| vec![*b]).collect();
-                prop_assert_eq!(run_cut(&bytes), whole);
-            }
-
-            #[test]
-            fn any_bytes_cut_anywhere_give_the_same_events_and_bytes(
-                stream in vec(any::<u8>(), 0..256),
-                points in vec(any::<usize>(), 0..12),
-            ) {
-                let whole = run(&[&stream]);
-                prop_assert_eq!(run_cut(&cut(&stream, &points)), whole);
-            }
-
-            #[test]
-            fn the_client_gets_every_byte_before_done_and_nothing_after(stream in stream()) {
-                let (_, sent, done) = run(&[&stream]);
-                match (0..stream.len()).find(|&at| {
-                    let rest = &stream[at..];
-                    let line_start = at == 0 || matches!(stream[at - 1], b'\n' | b'\r');
-                    line_start
-                        && (rest.starts_with(b"data: [DONE]") || rest.starts_with(b"data:[DONE]"))
-                }) {
-                    Some(_) if done => prop_assert!(stream.starts_with(&sent)),
-                    _ => prop_assert_eq!(sent, stream),
-                }
-            }
-        }
     }
 }

@@ -1,0 +1,205 @@
+//! [`CapturedStream`]: a streamed (`text/event-stream`) reply, forwarded frame by frame
+//! while a copy is assembled into the turn's assistant message and stored.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
+
+use crate::chat::ReplyAssembler;
+use crate::sse::StreamEnd;
+use crate::turn::PendingTurn;
+
+pin_project! {
+    /// Forwards each frame of the inner body as it comes, as the same bytes, while
+    /// capturing a copy; `[DONE]` waits until the turn is stored.
+    pub(crate) struct CapturedStream<B> {
+        #[pin]
+        inner: B,
+        capture: StreamCapture,
+        out: VecDeque<Bytes>,
+        phase: Phase,
+        trailers: Option<HeaderMap>,
+    }
+}
+
+/// Where a captured stream is.
+enum Phase {
+    /// Forwarding the inner body.
+    Streaming,
+    /// The turn is being stored (`None`: there was nothing to store); the inner body is
+    /// drained meanwhile if it is still open, so its connection can be reused.
+    Storing {
+        stored: Option<oneshot::Receiver<bool>>,
+        inner_open: bool,
+    },
+    /// Only trailers, if any, remain.
+    Trailers,
+    Finished,
+}
+
+impl<B> CapturedStream<B> {
+    pub(crate) fn new(inner: B, turn: PendingTurn, capture_limit: usize) -> Self {
+        Self {
+            inner,
+            capture: StreamCapture::new(turn, capture_limit),
+            out: VecDeque::new(),
+            phase: Phase::Streaming,
+            trailers: None,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CapturedStream<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        loop {
+            if let Some(bytes) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            match this.phase {
+                Phase::Streaming => match ready!(this.inner.as_mut().poll_frame(cx)) {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => {
+                            if this.capture.on_data(data, this.out) {
+                                *this.phase = Phase::Storing {
+                                    stored: this.capture.finish(this.out),
+                                    inner_open: true,
+                                };
+                            }
+                        }
+                        Err(frame) => *this.trailers = frame.into_trailers().ok(),
+                    },
+                    Some(Err(error)) => {
+                        this.capture.abandon();
+                        *this.phase = Phase::Finished;
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    None => {
+                        *this.phase = Phase::Storing {
+                            stored: this.capture.finish(this.out),
+                            inner_open: false,
+                        };
+                    }
+                },
+                Phase::Storing { stored, inner_open } => {
+                    // After `[DONE]` the rest of the inner body is read and dropped.
+                    while *inner_open {
+                        match this.inner.as_mut().poll_frame(cx) {
+                            Poll::Ready(Some(Ok(frame))) => {
+                                if let Ok(trailers) = frame.into_trailers() {
+                                    *this.trailers = Some(trailers);
+                                }
+                            }
+                            Poll::Ready(Some(Err(_)) | None) => *inner_open = false,
+                            Poll::Pending => break,
+                        }
+                    }
+                    let durable = match stored {
+                        Some(receiver) => ready!(Pin::new(receiver).poll(cx)).unwrap_or(false),
+                        None => false,
+                    };
+                    this.capture.close(durable, this.out);
+                    *this.phase = Phase::Trailers;
+                }
+                Phase::Trailers => {
+                    *this.phase = Phase::Finished;
+                    if let Some(trailers) = this.trailers.take() {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                }
+                Phase::Finished => return Poll::Ready(None),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.phase, Phase::Finished) && self.out.is_empty()
+    }
+
+    // The size hint stays unknown: the layer may hold back or add bytes.
+}
+
+/// What the capturing body keeps of a streamed reply: the stream's end, the assistant
+/// message being assembled, and the turn waiting for it.
+struct StreamCapture {
+    end: StreamEnd,
+    reply: ReplyAssembler,
+    captured: usize,
+    limit: usize,
+    /// `None` once the turn was handed to storage, or given up past the capture limit.
+    turn: Option<PendingTurn>,
+}
+
+impl StreamCapture {
+    fn new(turn: PendingTurn, limit: usize) -> Self {
+        Self {
+            end: StreamEnd::default(),
+            reply: ReplyAssembler::new(),
+            captured: 0,
+            limit,
+            turn: Some(turn),
+        }
+    }
+
+    /// Takes one data frame and queues what the client gets now. Returns whether the
+    /// reply's `[DONE]` has arrived (and is being held back).
+    fn on_data(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> bool {
+        self.captured = self.captured.saturating_add(chunk.len());
+        if self.captured > self.limit && self.turn.is_some() {
+            tracing::warn!(
+                limit = self.limit,
+                "reply exceeds the capture limit; it will not be stored"
+            );
+            self.turn = None;
+            self.end.stop_capturing();
+        }
+        let reply = &mut self.reply;
+        self.end.feed(chunk, |data| reply.on_event(data), out)
+    }
+
+    /// The inner body ended (or sent `[DONE]`): hands the turn to storage. `None` when
+    /// there is nothing to store (the reply outgrew the capture limit), which the client
+    /// must hear as a failure.
+    fn finish(&mut self, out: &mut VecDeque<Bytes>) -> Option<oneshot::Receiver<bool>> {
+        let reply = &mut self.reply;
+        self.end.finish(|data| reply.on_event(data), out);
+        let complete = self.end.is_done() || self.reply.finished();
+        let turn = self.turn.take()?;
+        Some(turn.store(self.reply.take_message(complete)))
+    }
+
+    /// Storing is over: queues `storage_failed` when it failed, then `[DONE]`.
+    fn close(&self, durable: bool, out: &mut VecDeque<Bytes>) {
+        self.end
+            .close(durable, || self.reply.storage_failed_chunk(), out);
+    }
+
+    /// The stream broke off (inner error): stores what arrived, marked incomplete.
+    fn abandon(&mut self) {
+        if let Some(turn) = self.turn.take() {
+            // Nobody waits for the outcome: the client is already being told of the error.
+            drop(turn.store(self.reply.take_message(false)));
+        }
+    }
+}
+
+impl Drop for StreamCapture {
+    /// The client went away mid-stream: the partial turn is still stored, marked
+    /// incomplete, in a task of its own.
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}

@@ -1,0 +1,51 @@
+//! [`Config`]: everything the service needs, shared by the layer and all its clones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::chat::ModePolicy;
+use crate::owner::OwnerResolver;
+use crate::store::ConversationStore;
+use crate::turn::PendingWrites;
+
+/// The default chat-completions path.
+pub const DEFAULT_CHAT_PATH: &str = "/v1/chat/completions";
+/// Default largest request body the layer reads: 32 MiB.
+pub const DEFAULT_REQUEST_BODY_LIMIT: usize = 32 * 1024 * 1024;
+/// Default largest reply the layer captures for storage: 16 MiB.
+pub const DEFAULT_CAPTURE_LIMIT: usize = 16 * 1024 * 1024;
+/// Default time a turn may take to store before the client is told it was not.
+pub const DEFAULT_STORAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What [`ConversationLayer`](crate::ConversationLayer)'s builder methods set, read by
+/// every request.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) store: Arc<dyn ConversationStore>,
+    pub(crate) chat_paths: Vec<String>,
+    pub(crate) policy: ModePolicy,
+    pub(crate) owners: OwnerResolver,
+    pub(crate) request_body_limit: usize,
+    pub(crate) capture_limit: usize,
+    pub(crate) storage_timeout: Duration,
+    pub(crate) history_window: Option<u32>,
+    /// Storage tasks still running, shared by every clone of the layer.
+    pub(crate) writes: Arc<PendingWrites>,
+}
+
+impl Config {
+    /// The defaults, over `store`.
+    pub(crate) fn new(store: Arc<dyn ConversationStore>) -> Self {
+        Self {
+            store,
+            chat_paths: vec![DEFAULT_CHAT_PATH.to_owned()],
+            policy: ModePolicy::default(),
+            owners: OwnerResolver::default(),
+            request_body_limit: DEFAULT_REQUEST_BODY_LIMIT,
+            capture_limit: DEFAULT_CAPTURE_LIMIT,
+            storage_timeout: DEFAULT_STORAGE_TIMEOUT,
+            history_window: None,
+            writes: Arc::default(),
+        }
+    }
+}
