@@ -25,11 +25,51 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Poll;
 
-use sqlx::SqlitePool;
-use tokio::sync::{OwnedMutexGuard, oneshot};
+use std::ops::{Deref, DerefMut};
 
-use super::{BEGIN_WRITE, TurnRows, timestamp, write_turn};
-use crate::store::StoreError;
+use chrono::Utc;
+use sqlx::types::Json;
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use tokio::sync::{OwnedMutexGuard, oneshot};
+use uuid::Uuid;
+
+use crate::store::{Metadata, StoreError};
+
+/// Takes the write lock at once rather than at the first write.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// Appends a turn: its messages, numbered on from the conversation's count, then the
+/// count moved past them, inside the savepoint that keeps a failed turn of a batch from
+/// leaving anything behind ([`ROLLBACK_TURN`] undoes it). The statements are sent as one
+/// call, since every call is a round trip to the connection's worker thread; inside the
+/// batch's `BEGIN IMMEDIATE` nothing can come between them. An unknown id (or another
+/// owner's) inserts nothing and returns no row.
+///
+/// `?1` id, `?2` owner, `?3` message count, `?4` now, `?5` the batch.
+const APPEND_TURN: &str = concat!(
+    "SAVEPOINT turn;
+INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
+                      content_text, reasoning, reasoning_events, metadata)
+SELECT c.id, c.message_count + batch.key, ?4, ",
+    message_columns!("?5"),
+    ", conversations AS c WHERE c.id = ?1 AND c.owner = ?2;
+UPDATE conversations
+SET message_count = message_count + ?3, updated_at = ?4
+WHERE id = ?1 AND owner = ?2
+RETURNING message_count - ?3 AS first_sequence;
+RELEASE turn"
+);
+
+/// The first turn of a conversation: `CREATE_WITH_MESSAGES` inside the savepoint of
+/// [`APPEND_TURN`].
+const CREATE_TURN: &str = concat!(
+    "SAVEPOINT turn;\n",
+    create_with_messages!(),
+    ";\nRELEASE turn"
+);
+
+/// Undoes what a turn that failed halfway wrote, and leaves the batch's transaction open.
+const ROLLBACK_TURN: &str = "ROLLBACK TO turn; RELEASE turn";
 
 /// The queue of one database file.
 #[derive(Default)]
@@ -79,14 +119,49 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Waits for this process's turn to write to the pool's database file; hold the guard
-/// until the transaction ends.
-pub(super) async fn queue_for_writing(pool: &SqlitePool) -> OwnedMutexGuard<()> {
-    file_queue(pool.connect_options().get_filename())
+/// A write transaction that keeps this process's place at the head of the file's write
+/// queue until it ends, so the next writer asks SQLite for the lock only once it is free.
+pub(super) struct QueuedWrite {
+    // Fields drop in order: the transaction ends (rolled back if not committed) before
+    // the queue moves on.
+    tx: Transaction<'static, Sqlite>,
+    _writing: OwnedMutexGuard<()>,
+}
+
+/// Waits for this process's turn to write to the pool's database file, then begins a
+/// transaction that holds SQLite's write lock from the start.
+pub(super) async fn begin_write(pool: &SqlitePool) -> Result<QueuedWrite, StoreError> {
+    let writing = file_queue(pool.connect_options().get_filename())
         .writer
         .clone()
         .lock_owned()
-        .await
+        .await;
+    let tx = pool.begin_with(BEGIN_WRITE).await?;
+    Ok(QueuedWrite {
+        tx,
+        _writing: writing,
+    })
+}
+
+impl QueuedWrite {
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Deref for QueuedWrite {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for QueuedWrite {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 /// Writes `turn`, in a batch with every other turn waiting for the same file, and
@@ -221,4 +296,69 @@ struct Abandoned;
 
 fn abandoned() -> StoreError {
     StoreError::Unavailable(Box::new(Abandoned))
+}
+
+/// What the statements of one turn bind, apart from the time (one per batch).
+pub(super) struct TurnRows {
+    pub(super) owner: String,
+    pub(super) id: Uuid,
+    /// Whether the turn creates the conversation.
+    pub(super) create: bool,
+    pub(super) title: Option<String>,
+    pub(super) count: i64,
+    /// The messages, from [`message_rows_json`](crate::store::batch::message_rows_json).
+    pub(super) rows: String,
+}
+
+/// Writes one turn of a batch inside `tx`. The outer error is the batch's: its
+/// transaction can no longer be used. The inner one is this turn's alone, whose writes
+/// were rolled back.
+async fn write_turn(
+    tx: &mut SqliteConnection,
+    turn: &TurnRows,
+    now: &str,
+) -> Result<Result<i64, StoreError>, StoreError> {
+    let written = if turn.create {
+        sqlx::query(CREATE_TURN)
+            .bind(turn.id)
+            .bind(&turn.owner)
+            .bind(turn.title.as_deref())
+            .bind(now)
+            .bind(turn.count)
+            .bind(Json(Metadata::new()))
+            .bind(&turn.rows)
+            .fetch_all(&mut *tx)
+            .await
+    } else {
+        sqlx::query(APPEND_TURN)
+            .bind(turn.id)
+            .bind(&turn.owner)
+            .bind(turn.count)
+            .bind(now)
+            .bind(&turn.rows)
+            .fetch_all(&mut *tx)
+            .await
+    };
+    let rows = match written {
+        Ok(rows) => rows,
+        Err(error) => {
+            sqlx::query(ROLLBACK_TURN).execute(&mut *tx).await?;
+            return Ok(Err(error.into()));
+        }
+    };
+    // All rows were fetched, not the first: the call has to step every statement to its
+    // end. The first row is the created conversation, or the appended turn's number.
+    Ok(match rows.first() {
+        None => Err(StoreError::NotFound),
+        Some(_) if turn.create => Ok(0),
+        Some(row) => row
+            .try_get::<i64, _>("first_sequence")
+            .map_err(StoreError::from),
+    })
+}
+
+/// The current time as the schema stores it: UTC, fixed width, microseconds, so that
+/// comparing the text compares the times.
+pub(super) fn timestamp() -> String {
+    Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }

@@ -10,7 +10,6 @@
 //! [`write_queue`].
 
 use async_trait::async_trait;
-use chrono::Utc;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -22,13 +21,6 @@ use super::{
     ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
     Order, StoreError, TurnStore, TurnTarget, rows, title_from,
 };
-
-mod write_queue;
-
-use write_queue::queue_for_writing;
-
-/// Takes the write lock at once rather than at the first write.
-const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata.
 const CREATE_CONVERSATION: &str = "
@@ -51,28 +43,6 @@ macro_rules! message_columns {
     };
 }
 
-/// Appends a turn: its messages, numbered on from the conversation's count, then the
-/// count moved past them, inside the savepoint that keeps a failed turn of a batch from
-/// leaving anything behind ([`ROLLBACK_TURN`] undoes it). The statements are sent as one
-/// call, since every call is a round trip to the connection's worker thread; inside the
-/// batch's `BEGIN IMMEDIATE` nothing can come between them. An unknown id (or another
-/// owner's) inserts nothing and returns no row.
-///
-/// `?1` id, `?2` owner, `?3` message count, `?4` now, `?5` the batch.
-const APPEND_TURN: &str = concat!(
-    "SAVEPOINT turn;
-INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
-                      content_text, reasoning, reasoning_events, metadata)
-SELECT c.id, c.message_count + batch.key, ?4, ",
-    message_columns!("?5"),
-    ", conversations AS c WHERE c.id = ?1 AND c.owner = ?2;
-UPDATE conversations
-SET message_count = message_count + ?3, updated_at = ?4
-WHERE id = ?1 AND owner = ?2
-RETURNING message_count - ?3 AS first_sequence;
-RELEASE turn"
-);
-
 /// The two statements that create a conversation with its first messages, for
 /// [`CREATE_WITH_MESSAGES`] and [`CREATE_TURN`] (spliced in at compile time).
 macro_rules! create_with_messages {
@@ -89,22 +59,16 @@ SELECT ?1, batch.key, ?4, ",
     };
 }
 
-/// Creates a conversation with its first messages, as one call like [`APPEND_TURN`].
+// After the SQL macros above, which the turn statements there are built from too.
+mod write_queue;
+
+use write_queue::{TurnRows, begin_write, timestamp};
+
+/// Creates a conversation with its first messages, as one call like a turn (see [`write_queue`]).
 ///
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
 /// the batch.
 const CREATE_WITH_MESSAGES: &str = create_with_messages!();
-
-/// The first turn of a conversation: [`CREATE_WITH_MESSAGES`] inside the savepoint of
-/// [`APPEND_TURN`].
-const CREATE_TURN: &str = concat!(
-    "SAVEPOINT turn;\n",
-    create_with_messages!(),
-    ";\nRELEASE turn"
-);
-
-/// Undoes what a turn that failed halfway wrote, and leaves the batch's transaction open.
-const ROLLBACK_TURN: &str = "ROLLBACK TO turn; RELEASE turn";
 
 /// The history, or its last `?3` messages. One row with a NULL message when the
 /// conversation is empty, no row when it does not exist for this owner.
@@ -262,9 +226,7 @@ impl ConversationStore for SqlitePool {
             Some(title) => Some(title.clone()),
             None => title_from(&conversation.messages),
         };
-        // Declared first, dropped last: the queue moves on once the transaction ended.
-        let _writing = queue_for_writing(self).await;
-        let mut tx = self.begin_with(BEGIN_WRITE).await?;
+        let mut tx = begin_write(self).await?;
         let created = insert_conversation(
             &mut tx,
             owner,
@@ -382,9 +344,7 @@ impl ConversationStore for SqlitePool {
     }
 
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
-        // Declared first, dropped last: the queue moves on once the transaction ended.
-        let _writing = queue_for_writing(self).await;
-        let mut tx = self.begin_with(BEGIN_WRITE).await?;
+        let mut tx = begin_write(self).await?;
         let deleted = sqlx::query(DELETE_CONVERSATION)
             .bind(id)
             .bind(owner)
@@ -407,9 +367,7 @@ impl ConversationStore for SqlitePool {
         id: Uuid,
         at_sequence: i64,
     ) -> Result<Conversation, StoreError> {
-        // Declared first, dropped last: the queue moves on once the transaction ended.
-        let _writing = queue_for_writing(self).await;
-        let mut tx = self.begin_with(BEGIN_WRITE).await?;
+        let mut tx = begin_write(self).await?;
         let source = sqlx::query(FORK_SOURCE)
             .bind(id)
             .bind(owner)
@@ -445,9 +403,7 @@ impl ConversationStore for SqlitePool {
         if from_sequence < 0 {
             return Err(StoreError::OutOfRange);
         }
-        // Declared first, dropped last: the queue moves on once the transaction ended.
-        let _writing = queue_for_writing(self).await;
-        let mut tx = self.begin_with(BEGIN_WRITE).await?;
+        let mut tx = begin_write(self).await?;
         sqlx::query(TRUNCATE_CONVERSATION)
             .bind(id)
             .bind(owner)
@@ -464,65 +420,6 @@ impl ConversationStore for SqlitePool {
         tx.commit().await?;
         Ok(deleted.rows_affected())
     }
-}
-
-/// What the statements of one turn bind, apart from the time (one per batch).
-struct TurnRows {
-    owner: String,
-    id: Uuid,
-    /// Whether the turn creates the conversation.
-    create: bool,
-    title: Option<String>,
-    count: i64,
-    /// The messages, from [`message_rows_json`].
-    rows: String,
-}
-
-/// Writes one turn of a batch inside `tx`. The outer error is the batch's: its
-/// transaction can no longer be used. The inner one is this turn's alone, whose writes
-/// were rolled back.
-async fn write_turn(
-    tx: &mut SqliteConnection,
-    turn: &TurnRows,
-    now: &str,
-) -> Result<Result<i64, StoreError>, StoreError> {
-    let written = if turn.create {
-        sqlx::query(CREATE_TURN)
-            .bind(turn.id)
-            .bind(&turn.owner)
-            .bind(turn.title.as_deref())
-            .bind(now)
-            .bind(turn.count)
-            .bind(Json(Metadata::new()))
-            .bind(&turn.rows)
-            .fetch_all(&mut *tx)
-            .await
-    } else {
-        sqlx::query(APPEND_TURN)
-            .bind(turn.id)
-            .bind(&turn.owner)
-            .bind(turn.count)
-            .bind(now)
-            .bind(&turn.rows)
-            .fetch_all(&mut *tx)
-            .await
-    };
-    let rows = match written {
-        Ok(rows) => rows,
-        Err(error) => {
-            sqlx::query(ROLLBACK_TURN).execute(&mut *tx).await?;
-            return Ok(Err(error.into()));
-        }
-    };
-    // All rows were fetched, not the first: the call has to step every statement to its
-    // end. The first row is the created conversation, or the appended turn's number.
-    Ok(match rows.first() {
-        None => Err(StoreError::NotFound),
-        Some(_) if turn.create => Ok(0),
-        Some(row) => row
-            .try_get::<i64, _>("first_sequence")
-            .map_err(StoreError::from),
-    })
 }
 
 /// Creates a conversation row and its first messages inside `tx`, in one call.
@@ -547,12 +444,6 @@ async fn insert_conversation(
         .await?;
     let row = rows.first().ok_or(StoreError::NotFound)?;
     rows::conversation(row)
-}
-
-/// The current time as the schema stores it: UTC, fixed width, microseconds, so that
-/// comparing the text compares the times.
-fn timestamp() -> String {
-    Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// The FTS5 query that finds messages holding every word of `text`.
