@@ -291,13 +291,7 @@ impl ConversationStore for PgPool {
                 (rows, total)
             }
         };
-        Ok(ConversationList {
-            conversations: rows
-                .iter()
-                .map(rows::conversation)
-                .collect::<Result<_, _>>()?,
-            total: u64::try_from(total).unwrap_or(0),
-        })
+        rows::list(&rows, total)
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
@@ -306,11 +300,7 @@ impl ConversationStore for PgPool {
             .bind(owner)
             .fetch_all(self)
             .await?;
-        let first = rows.first().ok_or(StoreError::NotFound)?;
-        Ok(ConversationDetail {
-            conversation: rows::conversation(first)?,
-            messages: rows::stored_messages(&rows)?,
-        })
+        rows::detail(&rows)
     }
 
     async fn messages(
@@ -331,13 +321,7 @@ impl ConversationStore for PgPool {
             .bind(i64::from(query.limit) + 1)
             .fetch_all(self)
             .await?;
-        if rows.is_empty() {
-            return Err(StoreError::NotFound);
-        }
-        let mut messages = rows::stored_messages(&rows)?;
-        let has_more = messages.len() > query.limit as usize;
-        messages.truncate(query.limit as usize);
-        Ok(MessagePage { messages, has_more })
+        rows::page(&rows, query.limit)
     }
 
     async fn update(

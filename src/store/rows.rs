@@ -11,7 +11,10 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 use uuid::Uuid;
 
-use super::{Conversation, Metadata, StoreError, StoredMessage};
+use super::{
+    Conversation, ConversationDetail, ConversationList, MessagePage, Metadata, StoreError,
+    StoredMessage,
+};
 
 /// A Rust type a column of `DB` decodes into.
 pub(crate) trait Column<DB: Database>: for<'r> Decode<'r, DB> + Type<DB> {}
@@ -58,7 +61,7 @@ where
 
 /// The messages of page or detail rows, in row order (the one row an empty conversation
 /// yields has no message).
-pub(crate) fn stored_messages<R>(rows: &[R]) -> Result<Vec<StoredMessage>, StoreError>
+fn stored_messages<R>(rows: &[R]) -> Result<Vec<StoredMessage>, StoreError>
 where
     R: Row,
     for<'a> &'a str: ColumnIndex<R>,
@@ -87,4 +90,66 @@ where
         });
     }
     Ok(messages)
+}
+
+/// A listing page from its rows and the total before paging.
+pub(crate) fn list<R>(rows: &[R], total: i64) -> Result<ConversationList, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    Uuid: Column<R::Database>,
+    Option<String>: Column<R::Database>,
+    DateTime<Utc>: Column<R::Database>,
+    i64: Column<R::Database>,
+    Json<Metadata>: Column<R::Database>,
+{
+    Ok(ConversationList {
+        conversations: rows.iter().map(conversation).collect::<Result<_, _>>()?,
+        total: u64::try_from(total).unwrap_or(0),
+    })
+}
+
+/// A conversation with its messages from detail rows: one per message, or one without a
+/// message for an empty conversation. No row: no such conversation for this owner.
+pub(crate) fn detail<R>(rows: &[R]) -> Result<ConversationDetail, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    Uuid: Column<R::Database>,
+    Option<String>: Column<R::Database>,
+    DateTime<Utc>: Column<R::Database>,
+    i64: Column<R::Database>,
+    Json<Metadata>: Column<R::Database>,
+    Option<i64>: Column<R::Database>,
+    Option<Json<Vec<Value>>>: Column<R::Database>,
+    Json<Value>: Column<R::Database>,
+    Json<Map<String, Value>>: Column<R::Database>,
+{
+    let first = rows.first().ok_or(StoreError::NotFound)?;
+    Ok(ConversationDetail {
+        conversation: conversation(first)?,
+        messages: stored_messages(rows)?,
+    })
+}
+
+/// A page of `limit` messages from page rows, which hold one more when another page
+/// follows. No row: no such conversation for this owner.
+pub(crate) fn page<R>(rows: &[R], limit: u32) -> Result<MessagePage, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    Option<i64>: Column<R::Database>,
+    Option<String>: Column<R::Database>,
+    Option<Json<Vec<Value>>>: Column<R::Database>,
+    Json<Value>: Column<R::Database>,
+    Json<Map<String, Value>>: Column<R::Database>,
+    DateTime<Utc>: Column<R::Database>,
+{
+    if rows.is_empty() {
+        return Err(StoreError::NotFound);
+    }
+    let mut messages = stored_messages(rows)?;
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    Ok(MessagePage { messages, has_more })
 }

@@ -276,13 +276,7 @@ impl ConversationStore for SqlitePool {
                 (rows, total)
             }
         };
-        Ok(ConversationList {
-            conversations: rows
-                .iter()
-                .map(rows::conversation)
-                .collect::<Result<_, _>>()?,
-            total: u64::try_from(total).unwrap_or(0),
-        })
+        rows::list(&rows, total)
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
@@ -291,11 +285,7 @@ impl ConversationStore for SqlitePool {
             .bind(owner)
             .fetch_all(self)
             .await?;
-        let first = rows.first().ok_or(StoreError::NotFound)?;
-        Ok(ConversationDetail {
-            conversation: rows::conversation(first)?,
-            messages: rows::stored_messages(&rows)?,
-        })
+        rows::detail(&rows)
     }
 
     async fn messages(
@@ -316,13 +306,7 @@ impl ConversationStore for SqlitePool {
             .bind(i64::from(query.limit) + 1)
             .fetch_all(self)
             .await?;
-        if rows.is_empty() {
-            return Err(StoreError::NotFound);
-        }
-        let mut messages = rows::stored_messages(&rows)?;
-        let has_more = messages.len() > query.limit as usize;
-        messages.truncate(query.limit as usize);
-        Ok(MessagePage { messages, has_more })
+        rows::page(&rows, query.limit)
     }
 
     async fn update(
