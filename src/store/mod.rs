@@ -20,8 +20,8 @@ mod batch;
 mod error;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod read;
 mod records;
-mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod text;

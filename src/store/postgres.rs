@@ -13,10 +13,11 @@ use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::batch::{MessageColumns, message_count};
+use super::read::Reader;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
-    Order, StoreError, TurnStore, TurnTarget, rows, title_from,
+    StoreError, TurnStore, TurnTarget, title_from,
 };
 
 /// Creates a conversation and stores its first messages, in one statement.
@@ -67,25 +68,6 @@ WITH conversation AS (
 )
 SELECT first_sequence FROM conversation";
 
-/// The history, or its last `$3` messages. One row with a NULL message when the
-/// conversation is empty, no row when it does not exist for this owner.
-const HISTORY: &str = "
-SELECT m.message
-FROM conversations c
-LEFT JOIN messages m
-    ON m.conversation_id = c.id AND m.sequence_number >= c.message_count - $3
-WHERE c.id = $1 AND c.owner = $2
-ORDER BY m.sequence_number";
-
-const LIST: &str = "
-SELECT id, title, created_at, updated_at, message_count, metadata
-FROM conversations
-WHERE owner = $1
-ORDER BY updated_at DESC, id DESC
-LIMIT $2 OFFSET $3";
-
-const COUNT: &str = "SELECT count(*) FROM conversations WHERE owner = $1";
-
 /// `plainto_tsquery` reads `$4` as plain words joined by AND: operators, quotes and
 /// punctuation in it are text, never query syntax.
 const SEARCH: &str = "
@@ -105,35 +87,6 @@ WHERE c.owner = $1 AND EXISTS (
     SELECT 1 FROM messages m
     WHERE m.conversation_id = c.id
       AND m.content_search @@ plainto_tsquery('simple', $2))";
-
-/// The conversation and all its messages in one statement, so both come from one
-/// snapshot (a turn appended meanwhile shows in neither or in both).
-const DETAIL: &str = "
-SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata,
-       m.sequence_number, m.message, m.reasoning, m.reasoning_events,
-       m.metadata AS message_metadata, m.created_at AS message_created_at
-FROM conversations c
-LEFT JOIN messages m ON m.conversation_id = c.id
-WHERE c.id = $1 AND c.owner = $2
-ORDER BY m.sequence_number";
-
-const PAGE_ASC: &str = "
-SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
-       m.metadata AS message_metadata, m.created_at AS message_created_at
-FROM conversations c
-LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number > $3
-WHERE c.id = $1 AND c.owner = $2
-ORDER BY m.sequence_number
-LIMIT $4";
-
-const PAGE_DESC: &str = "
-SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
-       m.metadata AS message_metadata, m.created_at AS message_created_at
-FROM conversations c
-LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number < $3
-WHERE c.id = $1 AND c.owner = $2
-ORDER BY m.sequence_number DESC
-LIMIT $4";
 
 const UPDATE: &str = "
 UPDATE conversations
@@ -183,16 +136,7 @@ impl TurnStore for PgPool {
         id: Uuid,
         last: Option<u32>,
     ) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query(HISTORY)
-            .bind(id)
-            .bind(owner)
-            .bind(last.map_or(i64::MAX, i64::from))
-            .fetch_all(self)
-            .await?;
-        if rows.is_empty() {
-            return Err(StoreError::NotFound);
-        }
-        rows::history(&rows)
+        Reader(self).history(owner, id, last).await
     }
 
     async fn append_turn(
@@ -259,48 +203,26 @@ impl ConversationStore for PgPool {
     }
 
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
-        let limit = i64::from(query.limit);
-        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
-        let (rows, total) = match &query.search {
-            None => {
-                let rows = sqlx::query(LIST)
-                    .bind(owner)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(self)
-                    .await?;
-                let total: i64 = sqlx::query_scalar(COUNT)
-                    .bind(owner)
-                    .fetch_one(self)
-                    .await?;
-                (rows, total)
-            }
-            Some(words) => {
-                let rows = sqlx::query(SEARCH)
-                    .bind(owner)
-                    .bind(limit)
-                    .bind(offset)
-                    .bind(words)
-                    .fetch_all(self)
-                    .await?;
-                let total: i64 = sqlx::query_scalar(SEARCH_COUNT)
-                    .bind(owner)
-                    .bind(words)
-                    .fetch_one(self)
-                    .await?;
-                (rows, total)
-            }
+        let Some(words) = &query.search else {
+            return Reader(self).list(owner, query.limit, query.offset).await;
         };
-        rows::list(&rows, total)
+        let rows = sqlx::query(SEARCH)
+            .bind(owner)
+            .bind(i64::from(query.limit))
+            .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+            .bind(words)
+            .fetch_all(self)
+            .await?;
+        let total: i64 = sqlx::query_scalar(SEARCH_COUNT)
+            .bind(owner)
+            .bind(words)
+            .fetch_one(self)
+            .await?;
+        Reader::<Postgres>::listing(&rows, total)
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
-        let rows = sqlx::query(DETAIL)
-            .bind(id)
-            .bind(owner)
-            .fetch_all(self)
-            .await?;
-        rows::detail(&rows)
+        Reader(self).detail(owner, id).await
     }
 
     async fn messages(
@@ -309,19 +231,7 @@ impl ConversationStore for PgPool {
         id: Uuid,
         query: &MessageQuery,
     ) -> Result<MessagePage, StoreError> {
-        let (sql, start) = match query.order {
-            Order::Asc => (PAGE_ASC, query.after.unwrap_or(-1)),
-            Order::Desc => (PAGE_DESC, query.after.unwrap_or(i64::MAX)),
-        };
-        // One more than asked tells whether another page follows.
-        let rows = sqlx::query(sql)
-            .bind(id)
-            .bind(owner)
-            .bind(start)
-            .bind(i64::from(query.limit) + 1)
-            .fetch_all(self)
-            .await?;
-        rows::page(&rows, query.limit)
+        Reader(self).page(owner, id, query).await
     }
 
     async fn update(
@@ -338,7 +248,7 @@ impl ConversationStore for PgPool {
             .fetch_optional(self)
             .await?
             .ok_or(StoreError::NotFound)?;
-        rows::conversation(&row)
+        Reader::<Postgres>::conversation(&row)
     }
 
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
@@ -386,7 +296,7 @@ impl ConversationStore for PgPool {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        rows::conversation(&row)
+        Reader::<Postgres>::conversation(&row)
     }
 
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
@@ -433,7 +343,7 @@ async fn insert_conversation(
     )
     .fetch_one(pool)
     .await?;
-    rows::conversation(&row)
+    Reader::<Postgres>::conversation(&row)
 }
 
 /// Binds the six column arrays an `unnest` of messages reads, in its order.

@@ -12,14 +12,15 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::batch::{message_count, message_rows_json};
+use super::read::Reader;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
-    Order, StoreError, TurnStore, TurnTarget, rows, title_from,
+    StoreError, TurnStore, TurnTarget, title_from,
 };
 
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata.
@@ -70,25 +71,6 @@ use write_queue::{TurnRows, begin_write, timestamp};
 /// the batch.
 const CREATE_WITH_MESSAGES: &str = create_with_messages!();
 
-/// The history, or its last `?3` messages. One row with a NULL message when the
-/// conversation is empty, no row when it does not exist for this owner.
-const HISTORY: &str = "
-SELECT m.message
-FROM conversations c
-LEFT JOIN messages m
-    ON m.conversation_id = c.id AND m.sequence_number >= c.message_count - ?3
-WHERE c.id = ?1 AND c.owner = ?2
-ORDER BY m.sequence_number";
-
-const LIST: &str = "
-SELECT id, title, created_at, updated_at, message_count, metadata
-FROM conversations
-WHERE owner = ?1
-ORDER BY updated_at DESC, id DESC
-LIMIT ?2 OFFSET ?3";
-
-const COUNT: &str = "SELECT count(*) FROM conversations WHERE owner = ?1";
-
 /// `?4` is an FTS5 query made by [`match_expression`]: quoted words, implicitly ANDed.
 const SEARCH: &str = "
 SELECT id, title, created_at, updated_at, message_count, metadata
@@ -107,34 +89,6 @@ WHERE owner = ?1 AND id IN (
     SELECT m.conversation_id
     FROM messages_search JOIN messages m ON m.id = messages_search.rowid
     WHERE messages_search MATCH ?2)";
-
-/// The conversation and all its messages in one statement, hence one snapshot.
-const DETAIL: &str = "
-SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata,
-       m.sequence_number, m.message, m.reasoning, m.reasoning_events,
-       m.metadata AS message_metadata, m.created_at AS message_created_at
-FROM conversations c
-LEFT JOIN messages m ON m.conversation_id = c.id
-WHERE c.id = ?1 AND c.owner = ?2
-ORDER BY m.sequence_number";
-
-const PAGE_ASC: &str = "
-SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
-       m.metadata AS message_metadata, m.created_at AS message_created_at
-FROM conversations c
-LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number > ?3
-WHERE c.id = ?1 AND c.owner = ?2
-ORDER BY m.sequence_number
-LIMIT ?4";
-
-const PAGE_DESC: &str = "
-SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
-       m.metadata AS message_metadata, m.created_at AS message_created_at
-FROM conversations c
-LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number < ?3
-WHERE c.id = ?1 AND c.owner = ?2
-ORDER BY m.sequence_number DESC
-LIMIT ?4";
 
 const UPDATE: &str = "
 UPDATE conversations
@@ -176,16 +130,7 @@ impl TurnStore for SqlitePool {
         id: Uuid,
         last: Option<u32>,
     ) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query(HISTORY)
-            .bind(id)
-            .bind(owner)
-            .bind(last.map_or(i64::MAX, i64::from))
-            .fetch_all(self)
-            .await?;
-        if rows.is_empty() {
-            return Err(StoreError::NotFound);
-        }
-        rows::history(&rows)
+        Reader(self).history(owner, id, last).await
     }
 
     async fn append_turn(
@@ -242,50 +187,30 @@ impl ConversationStore for SqlitePool {
     }
 
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
-        let limit = i64::from(query.limit);
-        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
-        let (rows, total) = match query.search.as_deref().map(match_expression) {
-            None => {
-                let rows = sqlx::query(LIST)
-                    .bind(owner)
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(self)
-                    .await?;
-                let total: i64 = sqlx::query_scalar(COUNT)
-                    .bind(owner)
-                    .fetch_one(self)
-                    .await?;
-                (rows, total)
-            }
-            // Nothing to look for finds nothing, as on PostgreSQL.
-            Some(None) => (Vec::new(), 0),
-            Some(Some(expression)) => {
-                let rows = sqlx::query(SEARCH)
-                    .bind(owner)
-                    .bind(limit)
-                    .bind(offset)
-                    .bind(&expression)
-                    .fetch_all(self)
-                    .await?;
-                let total: i64 = sqlx::query_scalar(SEARCH_COUNT)
-                    .bind(owner)
-                    .bind(&expression)
-                    .fetch_one(self)
-                    .await?;
-                (rows, total)
-            }
+        let Some(text) = &query.search else {
+            return Reader(self).list(owner, query.limit, query.offset).await;
         };
-        rows::list(&rows, total)
+        // Nothing to look for finds nothing, as on PostgreSQL.
+        let Some(expression) = match_expression(text) else {
+            return Reader::<Sqlite>::listing(&[], 0);
+        };
+        let rows = sqlx::query(SEARCH)
+            .bind(owner)
+            .bind(i64::from(query.limit))
+            .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+            .bind(&expression)
+            .fetch_all(self)
+            .await?;
+        let total: i64 = sqlx::query_scalar(SEARCH_COUNT)
+            .bind(owner)
+            .bind(&expression)
+            .fetch_one(self)
+            .await?;
+        Reader::<Sqlite>::listing(&rows, total)
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
-        let rows = sqlx::query(DETAIL)
-            .bind(id)
-            .bind(owner)
-            .fetch_all(self)
-            .await?;
-        rows::detail(&rows)
+        Reader(self).detail(owner, id).await
     }
 
     async fn messages(
@@ -294,19 +219,7 @@ impl ConversationStore for SqlitePool {
         id: Uuid,
         query: &MessageQuery,
     ) -> Result<MessagePage, StoreError> {
-        let (sql, start) = match query.order {
-            Order::Asc => (PAGE_ASC, query.after.unwrap_or(-1)),
-            Order::Desc => (PAGE_DESC, query.after.unwrap_or(i64::MAX)),
-        };
-        // One more than asked tells whether another page follows.
-        let rows = sqlx::query(sql)
-            .bind(id)
-            .bind(owner)
-            .bind(start)
-            .bind(i64::from(query.limit) + 1)
-            .fetch_all(self)
-            .await?;
-        rows::page(&rows, query.limit)
+        Reader(self).page(owner, id, query).await
     }
 
     async fn update(
@@ -324,7 +237,7 @@ impl ConversationStore for SqlitePool {
             .fetch_optional(self)
             .await?
             .ok_or(StoreError::NotFound)?;
-        rows::conversation(&row)
+        Reader::<Sqlite>::conversation(&row)
     }
 
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
@@ -380,7 +293,7 @@ impl ConversationStore for SqlitePool {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        rows::conversation(&row)
+        Reader::<Sqlite>::conversation(&row)
     }
 
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
@@ -427,7 +340,7 @@ async fn insert_conversation(
         .fetch_all(&mut *tx)
         .await?;
     let row = rows.first().ok_or(StoreError::NotFound)?;
-    rows::conversation(row)
+    Reader::<Sqlite>::conversation(row)
 }
 
 /// The FTS5 query that finds messages holding every word of `text`.

@@ -1,0 +1,237 @@
+//! The read half of the two SQL stores, the same on both: one set of statements and
+//! one way of turning rows into records, written once over sqlx's generic pool.
+//!
+//! Both schemas name their columns alike, both drivers decode them into the same Rust
+//! types (JSON through [`Json`], timestamps through chrono), and sqlx binds `$N`
+//! parameters by number on SQLite as on PostgreSQL. So a column added to a record is read
+//! here once, and a change to a read query is made once. What differs (full-text search,
+//! every write) stays in each backend's file.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use uuid::Uuid;
+
+use super::{
+    Conversation, ConversationDetail, ConversationList, MessagePage, MessageQuery, Metadata, Order,
+    StoreError, StoredMessage,
+};
+
+/// The history, or its last `$3` messages. One row with a NULL message when the
+/// conversation is empty, no row when it does not exist for this owner.
+const HISTORY: &str = "
+SELECT m.message
+FROM conversations c
+LEFT JOIN messages m
+    ON m.conversation_id = c.id AND m.sequence_number >= c.message_count - $3
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.sequence_number";
+
+const LIST: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = $1
+ORDER BY updated_at DESC, id DESC
+LIMIT $2 OFFSET $3";
+
+const COUNT: &str = "SELECT count(*) FROM conversations WHERE owner = $1";
+
+/// A conversation and its messages: a row per message, or one without a message.
+const DETAIL: &str = "
+SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata,
+       m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at
+FROM conversations c
+LEFT JOIN messages m ON m.conversation_id = c.id
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.sequence_number";
+
+const PAGE_ASC: &str = "
+SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at
+FROM conversations c
+LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number > $3
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.sequence_number
+LIMIT $4";
+
+const PAGE_DESC: &str = "
+SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at
+FROM conversations c
+LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number < $3
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.sequence_number DESC
+LIMIT $4";
+
+/// A Rust type a column of `DB` decodes into.
+pub(crate) trait Column<DB: Database>: for<'r> Decode<'r, DB> + Type<DB> {}
+
+impl<DB: Database, T> Column<DB> for T where T: for<'r> Decode<'r, DB> + Type<DB> {}
+
+/// A Rust type bound as a parameter of `DB`.
+pub(crate) trait Param<DB: Database>: for<'q> Encode<'q, DB> + Type<DB> {}
+
+impl<DB: Database, T> Param<DB> for T where T: for<'q> Encode<'q, DB> + Type<DB> {}
+
+/// Runs the shared reads on a pool of either backend.
+pub(crate) struct Reader<'p, DB: Database>(pub(crate) &'p Pool<DB>);
+
+impl<DB> Reader<'_, DB>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    Uuid: Param<DB> + Column<DB>,
+    for<'a> &'a str: Param<DB>,
+    i64: Param<DB> + Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<String>: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    Json<Metadata>: Column<DB>,
+    Json<Value>: Column<DB>,
+    Option<Json<Value>>: Column<DB>,
+    Option<Json<Vec<Value>>>: Column<DB>,
+    Json<Map<String, Value>>: Column<DB>,
+{
+    /// The messages to splice, as stored, in order; the last `last` when given.
+    pub(crate) async fn history(
+        &self,
+        owner: &str,
+        id: Uuid,
+        last: Option<u32>,
+    ) -> Result<Vec<Value>, StoreError> {
+        let rows = sqlx::query(HISTORY)
+            .bind(id)
+            .bind(owner)
+            .bind(last.map_or(i64::MAX, i64::from))
+            .fetch_all(self.0)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut history = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(Json(message)) = row.try_get::<Option<Json<Value>>, _>("message")? {
+                history.push(message);
+            }
+        }
+        Ok(history)
+    }
+
+    /// A page of the owner's conversations, newest first, with the total before paging.
+    pub(crate) async fn list(
+        &self,
+        owner: &str,
+        limit: u32,
+        offset: u64,
+    ) -> Result<ConversationList, StoreError> {
+        let rows = sqlx::query(LIST)
+            .bind(owner)
+            .bind(i64::from(limit))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(self.0)
+            .await?;
+        let total: i64 = sqlx::query_scalar(COUNT)
+            .bind(owner)
+            .fetch_one(self.0)
+            .await?;
+        Self::listing(&rows, total)
+    }
+
+    /// One conversation with all its messages.
+    pub(crate) async fn detail(
+        &self,
+        owner: &str,
+        id: Uuid,
+    ) -> Result<ConversationDetail, StoreError> {
+        let rows = sqlx::query(DETAIL)
+            .bind(id)
+            .bind(owner)
+            .fetch_all(self.0)
+            .await?;
+        let first = rows.first().ok_or(StoreError::NotFound)?;
+        Ok(ConversationDetail {
+            conversation: Self::conversation(first)?,
+            messages: Self::stored_messages(&rows)?,
+        })
+    }
+
+    /// A page of messages by sequence-number cursor.
+    pub(crate) async fn page(
+        &self,
+        owner: &str,
+        id: Uuid,
+        query: &MessageQuery,
+    ) -> Result<MessagePage, StoreError> {
+        let (sql, start) = match query.order {
+            Order::Asc => (PAGE_ASC, query.after.unwrap_or(-1)),
+            Order::Desc => (PAGE_DESC, query.after.unwrap_or(i64::MAX)),
+        };
+        // One more than asked tells whether another page follows.
+        let rows = sqlx::query(sql)
+            .bind(id)
+            .bind(owner)
+            .bind(start)
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(self.0)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut messages = Self::stored_messages(&rows)?;
+        let has_more = messages.len() > query.limit as usize;
+        messages.truncate(query.limit as usize);
+        Ok(MessagePage { messages, has_more })
+    }
+
+    /// A listing page from its rows and the total before paging.
+    pub(crate) fn listing(rows: &[DB::Row], total: i64) -> Result<ConversationList, StoreError> {
+        Ok(ConversationList {
+            conversations: rows
+                .iter()
+                .map(Self::conversation)
+                .collect::<Result<_, _>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    /// A summary from the columns `id, title, created_at, updated_at, message_count,
+    /// metadata`.
+    pub(crate) fn conversation(row: &DB::Row) -> Result<Conversation, StoreError> {
+        Ok(Conversation {
+            id: row.try_get("id")?,
+            title: row.try_get("title")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            message_count: row.try_get("message_count")?,
+            metadata: row.try_get::<Json<Metadata>, _>("metadata")?.0,
+        })
+    }
+
+    /// The messages of page or detail rows, in row order (the one row an empty
+    /// conversation yields has no message).
+    fn stored_messages(rows: &[DB::Row]) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(sequence_number) = row.try_get::<Option<i64>, _>("sequence_number")? else {
+                continue;
+            };
+            let events: Option<Json<Vec<Value>>> = row.try_get("reasoning_events")?;
+            messages.push(StoredMessage {
+                sequence_number,
+                message: row.try_get::<Json<Value>, _>("message")?.0,
+                reasoning: row.try_get("reasoning")?,
+                reasoning_events: events.map(|Json(events)| events).unwrap_or_default(),
+                metadata: row
+                    .try_get::<Json<Map<String, Value>>, _>("message_metadata")?
+                    .0,
+                created_at: row.try_get("message_created_at")?,
+            });
+        }
+        Ok(messages)
+    }
+}
