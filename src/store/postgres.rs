@@ -203,22 +203,13 @@ impl ConversationStore for PgPool {
     }
 
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
-        let Some(words) = &query.search else {
-            return Reader(self).list(owner, query.limit, query.offset).await;
-        };
-        let rows = sqlx::query(SEARCH)
-            .bind(owner)
-            .bind(i64::from(query.limit))
-            .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-            .bind(words)
-            .fetch_all(self)
-            .await?;
-        let total: i64 = sqlx::query_scalar(SEARCH_COUNT)
-            .bind(owner)
-            .bind(words)
-            .fetch_one(self)
-            .await?;
-        Reader::<Postgres>::listing(&rows, total)
+        match &query.search {
+            None => Reader(self).list(owner, query).await,
+            Some(words) => {
+                let statements = (SEARCH, SEARCH_COUNT);
+                Reader(self).search(statements, owner, query, words).await
+            }
+        }
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {

@@ -14,8 +14,8 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use uuid::Uuid;
 
 use super::{
-    Conversation, ConversationDetail, ConversationList, MessagePage, MessageQuery, Metadata, Order,
-    StoreError, StoredMessage,
+    Conversation, ConversationDetail, ConversationList, ListQuery, MessagePage, MessageQuery,
+    Metadata, Order, StoreError, StoredMessage,
 };
 
 /// The history, or its last `$3` messages. One row with a NULL message when the
@@ -126,17 +126,40 @@ where
     pub(crate) async fn list(
         &self,
         owner: &str,
-        limit: u32,
-        offset: u64,
+        query: &ListQuery,
     ) -> Result<ConversationList, StoreError> {
         let rows = sqlx::query(LIST)
             .bind(owner)
-            .bind(i64::from(limit))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .bind(i64::from(query.limit))
+            .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
             .fetch_all(self.0)
             .await?;
         let total: i64 = sqlx::query_scalar(COUNT)
             .bind(owner)
+            .fetch_one(self.0)
+            .await?;
+        Self::listing(&rows, total)
+    }
+
+    /// A page of the conversations that `search` (the backend's own full-text statement,
+    /// `$4` the search term) finds, with their total from `count` (`$2` the term).
+    pub(crate) async fn search(
+        &self,
+        (search, count): (&'static str, &'static str),
+        owner: &str,
+        query: &ListQuery,
+        term: &str,
+    ) -> Result<ConversationList, StoreError> {
+        let rows = sqlx::query(search)
+            .bind(owner)
+            .bind(i64::from(query.limit))
+            .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+            .bind(term)
+            .fetch_all(self.0)
+            .await?;
+        let total: i64 = sqlx::query_scalar(count)
+            .bind(owner)
+            .bind(term)
             .fetch_one(self.0)
             .await?;
         Self::listing(&rows, total)
@@ -189,7 +212,7 @@ where
     }
 
     /// A listing page from its rows and the total before paging.
-    pub(crate) fn listing(rows: &[DB::Row], total: i64) -> Result<ConversationList, StoreError> {
+    fn listing(rows: &[DB::Row], total: i64) -> Result<ConversationList, StoreError> {
         Ok(ConversationList {
             conversations: rows
                 .iter()

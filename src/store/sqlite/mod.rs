@@ -188,25 +188,19 @@ impl ConversationStore for SqlitePool {
 
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
         let Some(text) = &query.search else {
-            return Reader(self).list(owner, query.limit, query.offset).await;
+            return Reader(self).list(owner, query).await;
         };
         // Nothing to look for finds nothing, as on PostgreSQL.
         let Some(expression) = match_expression(text) else {
-            return Reader::<Sqlite>::listing(&[], 0);
+            return Ok(ConversationList {
+                conversations: Vec::new(),
+                total: 0,
+            });
         };
-        let rows = sqlx::query(SEARCH)
-            .bind(owner)
-            .bind(i64::from(query.limit))
-            .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-            .bind(&expression)
-            .fetch_all(self)
-            .await?;
-        let total: i64 = sqlx::query_scalar(SEARCH_COUNT)
-            .bind(owner)
-            .bind(&expression)
-            .fetch_one(self)
-            .await?;
-        Reader::<Sqlite>::listing(&rows, total)
+        let statements = (SEARCH, SEARCH_COUNT);
+        Reader(self)
+            .search(statements, owner, query, &expression)
+            .await
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
