@@ -9,16 +9,70 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let pool = sqlx::SqlitePool::connect("sqlite://conversations.db?mode=rwc").await?;
 //! tower_conversations::migrate(&pool).await?;
+//! let layer = ConversationLayer::new(pool);
 //! let app: Router = Router::new()
 //!     .route("/v1/chat/completions", post(chat))
-//!     .layer(ConversationLayer::new(pool));
+//!     .nest_service("/v1/conversations", layer.api())
+//!     .layer(layer);
 //! # Ok(()) }
 //! ```
 //!
 //! Clients then send only their new messages; the layer keeps the history in a
 //! database, splices it into each request, captures the streamed reply and stores the
 //! turn. The response to every stateful request carries `X-Conversation-ID`; send it
-//! back to continue the conversation.
+//! back to continue the conversation. [`ConversationLayer::api`] serves the conversations
+//! over REST.
+//!
+//! # What the layer does with a request
+//!
+//! It intercepts `POST` requests to the chat paths (default `/v1/chat/completions`) and
+//! reads their JSON body. Every other request reaches the inner service untouched: same
+//! method, URI, headers and body, not read, not buffered.
+//!
+//! | request | what happens |
+//! |---|---|
+//! | a `system` or `developer` message, no `X-Conversation-ID` | stateless: forwarded with its original bytes, response untouched, nothing stored, no header |
+//! | a system/developer message **and** `X-Conversation-ID` | `400 conversation_id_with_system_message` |
+//! | no system message, no header (or an empty one, or `new`) | new conversation: a fresh UUIDv7; body forwarded with its original bytes; response carries `X-Conversation-ID` |
+//! | no system message, header is the id of a conversation this caller owns | continue: stored history spliced in front of the request's messages; response carries the header |
+//! | header is not a UUID, or sent more than once | `400 invalid_conversation_id` |
+//! | header is a UUID that does not exist, or belongs to another owner | `404 conversation_not_found` |
+//! | body is not JSON or has no `messages` array of messages | forwarded untouched; with the header: `400 invalid_request` |
+//! | body over the limit (default 32 MiB) | `413 request_too_large` |
+//! | history cannot be loaded (database down or slow) | `503 conversation_store_unavailable`; the cause goes to the log only |
+//!
+//! With [`ModePolicy::Header`] the header alone decides. Errors the layer answers itself
+//! use the OpenAI envelope ([`ApiError`]).
+//!
+//! # What it does with the reply
+//!
+//! Only `2xx` replies to stateful requests are captured; anything else passes through
+//! untouched and nothing is stored. A streamed reply (`text/event-stream`) reaches the
+//! client frame by frame as the same bytes, while a copy is assembled into the assistant
+//! message; `data: [DONE]` is held back until the turn is stored, and when storing fails
+//! or times out one last chunk with `"metadata": {"storage_failed": true}` comes first. So
+//! a client that sees `[DONE]` without `storage_failed` knows its next request sees the
+//! turn. A JSON reply is read whole, stored, and marked `storage_failed` the same way when
+//! storing fails.
+//!
+//! # Where to place it
+//!
+//! - *Inside* any compression layer, so that it sees identity-encoded replies: a
+//!   compressed reply passes through and is not stored. A proxy in front of a real
+//!   upstream should ask for `Accept-Encoding: identity` on chat calls.
+//! - *Inside* your authentication layer, so that the [`OwnerResolver`] can read what
+//!   authentication put in the request's extensions; give the same resolver to the
+//!   management API (or build it with [`ConversationLayer::api`]).
+//! - At shutdown, after the server stopped accepting, await
+//!   [`ConversationLayer::wait_for_pending_writes`] so that turns still being stored are
+//!   not cut off.
+//!
+//! # Storage
+//!
+//! [`sqlx::PgPool`] (feature `postgres`) and [`sqlx::SqlitePool`] (feature `sqlite`)
+//! implement the store traits; run [`migrate`] once at start-up. On the request path the
+//! layer calls only the two methods of [`TurnStore`]; [`ConversationStore`] adds what the
+//! management API needs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
