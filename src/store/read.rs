@@ -1,5 +1,5 @@
 //! The read half of the two SQL stores, the same on both: one set of statements and
-//! one way of turning rows into records, written once over sqlx's generic pool.
+//! one way of turning rows into records, written once over sqlx's generic connection.
 //!
 //! Both schemas name their columns alike, both drivers decode them into the same Rust
 //! types (JSON through [`Json`], timestamps through chrono), and sqlx binds `$N`
@@ -9,8 +9,9 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use sqlx::database::HasStatementCache;
 use sqlx::types::Json;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 use uuid::Uuid;
 
 use super::{
@@ -75,13 +76,24 @@ pub(crate) trait Param<DB: Database>: for<'q> Encode<'q, DB> + Type<DB> {}
 
 impl<DB: Database, T> Param<DB> for T where T: for<'q> Encode<'q, DB> + Type<DB> {}
 
-/// Runs the shared reads on a pool of either backend.
-pub(crate) struct Reader<'p, DB: Database>(pub(crate) &'p Pool<DB>);
+/// Runs the shared reads on a connection of either backend.
+pub(crate) struct Reader<'c, DB: Database> {
+    connection: &'c mut DB::Connection,
+    /// Whether statements are prepared under a name and cached on the connection (not
+    /// behind a transaction pooler: see the PostgreSQL store's `session`).
+    named: bool,
+}
+
+impl<'c, DB: Database> Reader<'c, DB> {
+    pub(crate) fn new(connection: &'c mut DB::Connection, named: bool) -> Self {
+        Self { connection, named }
+    }
+}
 
 impl<DB> Reader<'_, DB>
 where
-    DB: Database,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB: Database + HasStatementCache,
+    for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
     (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
@@ -99,16 +111,17 @@ where
 {
     /// The messages to splice, as stored, in order; the last `last` when given.
     pub(crate) async fn history(
-        &self,
+        &mut self,
         owner: &str,
         id: Uuid,
         last: Option<u32>,
     ) -> Result<Vec<Value>, StoreError> {
         let rows = sqlx::query(HISTORY)
+            .persistent(self.named)
             .bind(id)
             .bind(owner)
             .bind(last.map_or(i64::MAX, i64::from))
-            .fetch_all(self.0)
+            .fetch_all(&mut *self.connection)
             .await?;
         if rows.is_empty() {
             return Err(StoreError::NotFound);
@@ -124,19 +137,21 @@ where
 
     /// A page of the owner's conversations, newest first, with the total before paging.
     pub(crate) async fn list(
-        &self,
+        &mut self,
         owner: &str,
         query: &ListQuery,
     ) -> Result<ConversationList, StoreError> {
         let rows = sqlx::query(LIST)
+            .persistent(self.named)
             .bind(owner)
             .bind(i64::from(query.limit))
             .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-            .fetch_all(self.0)
+            .fetch_all(&mut *self.connection)
             .await?;
         let total: i64 = sqlx::query_scalar(COUNT)
+            .persistent(self.named)
             .bind(owner)
-            .fetch_one(self.0)
+            .fetch_one(&mut *self.connection)
             .await?;
         Self::listing(&rows, total)
     }
@@ -144,37 +159,40 @@ where
     /// A page of the conversations that `search` (the backend's own full-text statement,
     /// `$4` the search term) finds, with their total from `count` (`$2` the term).
     pub(crate) async fn search(
-        &self,
+        &mut self,
         (search, count): (&'static str, &'static str),
         owner: &str,
         query: &ListQuery,
         term: &str,
     ) -> Result<ConversationList, StoreError> {
         let rows = sqlx::query(search)
+            .persistent(self.named)
             .bind(owner)
             .bind(i64::from(query.limit))
             .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
             .bind(term)
-            .fetch_all(self.0)
+            .fetch_all(&mut *self.connection)
             .await?;
         let total: i64 = sqlx::query_scalar(count)
+            .persistent(self.named)
             .bind(owner)
             .bind(term)
-            .fetch_one(self.0)
+            .fetch_one(&mut *self.connection)
             .await?;
         Self::listing(&rows, total)
     }
 
     /// One conversation with all its messages.
     pub(crate) async fn detail(
-        &self,
+        &mut self,
         owner: &str,
         id: Uuid,
     ) -> Result<ConversationDetail, StoreError> {
         let rows = sqlx::query(DETAIL)
+            .persistent(self.named)
             .bind(id)
             .bind(owner)
-            .fetch_all(self.0)
+            .fetch_all(&mut *self.connection)
             .await?;
         let first = rows.first().ok_or(StoreError::NotFound)?;
         Ok(ConversationDetail {
@@ -185,7 +203,7 @@ where
 
     /// A page of messages by sequence-number cursor.
     pub(crate) async fn page(
-        &self,
+        &mut self,
         owner: &str,
         id: Uuid,
         query: &MessageQuery,
@@ -196,11 +214,12 @@ where
         };
         // One more than asked tells whether another page follows.
         let rows = sqlx::query(sql)
+            .persistent(self.named)
             .bind(id)
             .bind(owner)
             .bind(start)
             .bind(i64::from(query.limit) + 1)
-            .fetch_all(self.0)
+            .fetch_all(&mut *self.connection)
             .await?;
         if rows.is_empty() {
             return Err(StoreError::NotFound);

@@ -130,7 +130,10 @@ impl TurnStore for SqlitePool {
         id: Uuid,
         last: Option<u32>,
     ) -> Result<Vec<Value>, StoreError> {
-        Reader(self).history(owner, id, last).await
+        let mut connection = self.acquire().await?;
+        Reader::<Sqlite>::new(&mut connection, true)
+            .history(owner, id, last)
+            .await
     }
 
     async fn append_turn(
@@ -187,8 +190,10 @@ impl ConversationStore for SqlitePool {
     }
 
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
+        let mut connection = self.acquire().await?;
+        let mut reader = Reader::<Sqlite>::new(&mut connection, true);
         let Some(text) = &query.search else {
-            return Reader(self).list(owner, query).await;
+            return reader.list(owner, query).await;
         };
         // Nothing to look for finds nothing, as on PostgreSQL.
         let Some(expression) = match_expression(text) else {
@@ -198,13 +203,14 @@ impl ConversationStore for SqlitePool {
             });
         };
         let statements = (SEARCH, SEARCH_COUNT);
-        Reader(self)
-            .search(statements, owner, query, &expression)
-            .await
+        reader.search(statements, owner, query, &expression).await
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
-        Reader(self).detail(owner, id).await
+        let mut connection = self.acquire().await?;
+        Reader::<Sqlite>::new(&mut connection, true)
+            .detail(owner, id)
+            .await
     }
 
     async fn messages(
@@ -213,7 +219,10 @@ impl ConversationStore for SqlitePool {
         id: Uuid,
         query: &MessageQuery,
     ) -> Result<MessagePage, StoreError> {
-        Reader(self).page(owner, id, query).await
+        let mut connection = self.acquire().await?;
+        Reader::<Sqlite>::new(&mut connection, true)
+            .page(owner, id, query)
+            .await
     }
 
     async fn update(

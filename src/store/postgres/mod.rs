@@ -1,8 +1,9 @@
 //! [`ConversationStore`] for [`sqlx::PgPool`].
 //!
 //! Writes that touch one conversation are single statements where that is safe, so the
-//! hot path (appending a turn) costs one round trip. Timestamps come from the server's
-//! clock (`now()`), which every instance of the layer shares.
+//! hot path (appending a turn) costs one round trip on a direct connection. Timestamps
+//! come from the server's clock (`now()`), which every instance of the layer shares.
+//! Every call goes through a [`Session`], which also serves transaction poolers.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -12,6 +13,9 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
+mod session;
+
+use self::session::Session;
 use super::batch::{MessageColumns, message_count};
 use super::read::Reader;
 use super::{
@@ -136,7 +140,13 @@ impl TurnStore for PgPool {
         id: Uuid,
         last: Option<u32>,
     ) -> Result<Vec<Value>, StoreError> {
-        Reader(self).history(owner, id, last).await
+        let mut session = Session::statement(self).await?;
+        let named = session.named();
+        let history = Reader::<Postgres>::new(session.connection(), named)
+            .history(owner, id, last)
+            .await?;
+        session.commit().await?;
+        Ok(history)
     }
 
     async fn append_turn(
@@ -159,16 +169,19 @@ impl TurnStore for PgPool {
             .await?;
             return Ok(0);
         }
+        let mut session = Session::statement(self).await?;
         let row = bind_columns(
-            sqlx::query(APPEND)
+            session
+                .query(APPEND)
                 .bind(id)
                 .bind(owner)
                 .bind(message_count(messages)),
             MessageColumns::new(messages)?,
         )
-        .fetch_optional(self)
+        .fetch_optional(session.connection())
         .await?
         .ok_or(StoreError::NotFound)?;
+        session.commit().await?;
         Ok(row.try_get("first_sequence")?)
     }
 }
@@ -203,17 +216,28 @@ impl ConversationStore for PgPool {
     }
 
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
-        match &query.search {
-            None => Reader(self).list(owner, query).await,
+        let mut session = Session::statement(self).await?;
+        let named = session.named();
+        let mut reader = Reader::<Postgres>::new(session.connection(), named);
+        let list = match &query.search {
+            None => reader.list(owner, query).await?,
             Some(words) => {
                 let statements = (SEARCH, SEARCH_COUNT);
-                Reader(self).search(statements, owner, query, words).await
+                reader.search(statements, owner, query, words).await?
             }
-        }
+        };
+        session.commit().await?;
+        Ok(list)
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
-        Reader(self).detail(owner, id).await
+        let mut session = Session::statement(self).await?;
+        let named = session.named();
+        let detail = Reader::<Postgres>::new(session.connection(), named)
+            .detail(owner, id)
+            .await?;
+        session.commit().await?;
+        Ok(detail)
     }
 
     async fn messages(
@@ -222,7 +246,13 @@ impl ConversationStore for PgPool {
         id: Uuid,
         query: &MessageQuery,
     ) -> Result<MessagePage, StoreError> {
-        Reader(self).page(owner, id, query).await
+        let mut session = Session::statement(self).await?;
+        let named = session.named();
+        let page = Reader::<Postgres>::new(session.connection(), named)
+            .page(owner, id, query)
+            .await?;
+        session.commit().await?;
+        Ok(page)
     }
 
     async fn update(
@@ -231,23 +261,29 @@ impl ConversationStore for PgPool {
         id: Uuid,
         update: &ConversationUpdate,
     ) -> Result<Conversation, StoreError> {
-        let row = sqlx::query(UPDATE)
+        let mut session = Session::statement(self).await?;
+        let row = session
+            .query(UPDATE)
             .bind(id)
             .bind(owner)
             .bind(update.title.as_deref())
             .bind(update.metadata.as_ref().map(Json))
-            .fetch_optional(self)
+            .fetch_optional(session.connection())
             .await?
             .ok_or(StoreError::NotFound)?;
+        session.commit().await?;
         Reader::<Postgres>::conversation(&row)
     }
 
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
-        let deleted = sqlx::query(DELETE)
+        let mut session = Session::statement(self).await?;
+        let deleted = session
+            .query(DELETE)
             .bind(id)
             .bind(owner)
-            .execute(self)
+            .execute(session.connection())
             .await?;
+        session.commit().await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -260,11 +296,12 @@ impl ConversationStore for PgPool {
         id: Uuid,
         at_sequence: i64,
     ) -> Result<Conversation, StoreError> {
-        let mut tx = self.begin().await?;
-        let source = sqlx::query(FORK_SOURCE)
+        let mut tx = Session::transaction(self).await?;
+        let source = tx
+            .query(FORK_SOURCE)
             .bind(id)
             .bind(owner)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(tx.connection())
             .await?
             .ok_or(StoreError::NotFound)?;
         let count: i64 = source.try_get("message_count")?;
@@ -272,19 +309,20 @@ impl ConversationStore for PgPool {
             return Err(StoreError::OutOfRange);
         }
         let fork_id = Uuid::now_v7();
-        let row = sqlx::query(FORK_CONVERSATION)
+        let row = tx
+            .query(FORK_CONVERSATION)
             .bind(fork_id)
             .bind(owner)
             .bind(source.try_get::<Option<String>, _>("title")?)
             .bind(at_sequence + 1)
             .bind(source.try_get::<Json<Metadata>, _>("metadata")?)
-            .fetch_one(&mut *tx)
+            .fetch_one(tx.connection())
             .await?;
-        sqlx::query(FORK_MESSAGES)
+        tx.query(FORK_MESSAGES)
             .bind(id)
             .bind(fork_id)
             .bind(at_sequence)
-            .execute(&mut *tx)
+            .execute(tx.connection())
             .await?;
         tx.commit().await?;
         Reader::<Postgres>::conversation(&row)
@@ -294,20 +332,21 @@ impl ConversationStore for PgPool {
         if from_sequence < 0 {
             return Err(StoreError::OutOfRange);
         }
-        let mut tx = self.begin().await?;
-        sqlx::query(TRUNCATE_CONVERSATION)
+        let mut tx = Session::transaction(self).await?;
+        tx.query(TRUNCATE_CONVERSATION)
             .bind(id)
             .bind(owner)
             .bind(from_sequence)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(tx.connection())
             .await?
             .ok_or(StoreError::NotFound)?;
         // A statement of its own, after the lock above: it sees every turn that
         // committed while this one waited, so none of them survives past the new count.
-        let deleted = sqlx::query(TRUNCATE_MESSAGES)
+        let deleted = tx
+            .query(TRUNCATE_MESSAGES)
             .bind(id)
             .bind(from_sequence)
-            .execute(&mut *tx)
+            .execute(tx.connection())
             .await?;
         tx.commit().await?;
         Ok(deleted.rows_affected())
@@ -323,8 +362,10 @@ async fn insert_conversation(
     metadata: &Metadata,
     messages: &[NewMessage],
 ) -> Result<Conversation, StoreError> {
+    let mut session = Session::statement(pool).await?;
     let row = bind_columns(
-        sqlx::query(CREATE)
+        session
+            .query(CREATE)
             .bind(id)
             .bind(owner)
             .bind(title)
@@ -332,8 +373,9 @@ async fn insert_conversation(
             .bind(Json(metadata)),
         MessageColumns::new(messages)?,
     )
-    .fetch_one(pool)
+    .fetch_one(session.connection())
     .await?;
+    session.commit().await?;
     Reader::<Postgres>::conversation(&row)
 }
 

@@ -1,0 +1,112 @@
+//! [`Session`]: how the statements of one store call reach PostgreSQL, directly or
+//! through a transaction-mode pooler such as PgBouncer.
+//!
+//! On a direct connection (or a session-mode pooler) every statement is prepared once
+//! per connection under a name and cached, so a call costs one round trip. A
+//! transaction-mode pooler hands each transaction to whichever server connection is
+//! free, so a name prepared on one may not exist on the next, and even an unnamed
+//! statement's parse and its execution (two round trips with a `Sync` between them) may
+//! land on different servers. Behind such a pooler the store therefore sends unnamed
+//! statements inside a transaction, which keeps one server connection from `BEGIN` to
+//! `COMMIT`: four round trips for a one-statement call instead of one.
+//!
+//! The switch is sqlx's own: a pool whose statement cache is off
+//! (`statement-cache-capacity=0` in the URL, or
+//! [`PgConnectOptions::statement_cache_capacity(0)`](sqlx::postgres::PgConnectOptions::statement_cache_capacity))
+//! is taken to sit behind a transaction pooler. That is the setting every guide to sqlx
+//! behind PgBouncer already names; on its own it does not help, since sqlx then still
+//! names its statements (and never closes them).
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgConnectOptions};
+use sqlx::query::Query;
+use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
+
+use crate::store::StoreError;
+
+/// The connection of one store call, and whether its statements may be named.
+pub(super) struct Session {
+    connection: Connection,
+    named: bool,
+}
+
+enum Connection {
+    Pooled(PoolConnection<Postgres>),
+    Transaction(Transaction<'static, Postgres>),
+}
+
+impl Session {
+    /// For a call of one statement: the pool's connection as it is on a direct
+    /// connection, a transaction behind a transaction pooler.
+    pub(super) async fn statement(pool: &PgPool) -> Result<Self, StoreError> {
+        if behind_transaction_pooler(pool) {
+            return Self::transaction(pool).await;
+        }
+        Ok(Self {
+            connection: Connection::Pooled(pool.acquire().await?),
+            named: true,
+        })
+    }
+
+    /// For a call of several statements that commit together: a transaction.
+    pub(super) async fn transaction(pool: &PgPool) -> Result<Self, StoreError> {
+        Ok(Self {
+            connection: Connection::Transaction(pool.begin().await?),
+            named: !behind_transaction_pooler(pool),
+        })
+    }
+
+    /// Whether statements are prepared under a name and cached.
+    pub(super) fn named(&self) -> bool {
+        self.named
+    }
+
+    /// A statement to run on [`connection`](Self::connection).
+    pub(super) fn query(&self, sql: &'static str) -> Query<'static, Postgres, PgArguments> {
+        sqlx::query(sql).persistent(self.named)
+    }
+
+    pub(super) fn connection(&mut self) -> &mut PgConnection {
+        match &mut self.connection {
+            Connection::Pooled(connection) => connection,
+            Connection::Transaction(transaction) => transaction,
+        }
+    }
+
+    /// Ends the call: commits its transaction, if it has one. Dropping a session
+    /// instead rolls the transaction back.
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
+        if let Connection::Transaction(transaction) = self.connection {
+            transaction.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `pool` has sqlx's statement cache off, remembered per pool: reading its
+/// options back costs more than the rest of a call's bookkeeping.
+fn behind_transaction_pooler(pool: &PgPool) -> bool {
+    type Seen = Mutex<Vec<(Weak<PgConnectOptions>, bool)>>;
+    static SEEN: Seen = Mutex::new(Vec::new());
+    let options = pool.connect_options();
+    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, pooled)) = seen
+        .iter()
+        // A weak pointer no longer alive may share the address of a newer pool's options.
+        .find(|(known, _)| {
+            known.strong_count() > 0 && std::ptr::eq(known.as_ptr(), Arc::as_ptr(&options))
+        })
+    {
+        return *pooled;
+    }
+    let pooled = options
+        .to_url_lossy()
+        .query_pairs()
+        .any(|(key, value)| key == "statement-cache-capacity" && value == "0");
+    // Pools closed since no longer need remembering; their address may come again.
+    seen.retain(|(known, _)| known.strong_count() > 0);
+    seen.push((Arc::downgrade(&options), pooled));
+    pooled
+}
