@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! cargo build --release --example proxy
-//! cargo bench --bench load                 # every configuration
-//! cargo bench --bench load -- sqlite       # passthrough and the configurations naming sqlite
+//! cargo run --release -p load               # every configuration
+//! cargo run --release -p load -- sqlite     # passthrough and the configurations naming sqlite
 //! ```
 //!
 //! Configurations: passthrough; stateless through the layer (a system message); new
@@ -35,7 +35,7 @@ mod proxy;
 mod report;
 mod upstream;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +75,7 @@ impl Settings {
             .filter_map(|k| k.trim().parse().ok())
             .filter(|&k| k > 0)
             .collect();
-        // `cargo bench` passes `--bench`; the first other argument filters.
+        // The first argument that is not an option filters.
         let filter = std::env::args().skip(1).find(|arg| !arg.starts_with("--"));
         Self {
             warmup: Duration::from_secs(number("LOAD_WARMUP", 1)),
@@ -283,7 +283,7 @@ async fn run(settings: &Settings) -> Result<(), String> {
 
     let svg_path = std::env::var_os("LOAD_SVG")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/latency.svg"));
+        .unwrap_or_else(|| proxy::workspace_root().join("docs/latency.svg"));
     let title = format!(
         "Time to [DONE] through the proxy, {} × {}-byte chunks",
         settings.chunks,
