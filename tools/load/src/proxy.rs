@@ -30,7 +30,7 @@ pub fn binary() -> PathBuf {
 }
 
 /// The repository's root, where the workspace's manifest is.
-pub fn workspace_root() -> &'static Path {
+fn workspace_root() -> &'static Path {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.ancestors().nth(2).unwrap_or(manifest)
 }

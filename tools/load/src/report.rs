@@ -1,4 +1,4 @@
-//! The run's figures as one markdown table, and the latency plot as a hand-written SVG.
+//! The run's figures: the markdown tables, and the load table's rows as CSV.
 
 use std::fmt::Write;
 
@@ -6,6 +6,16 @@ use crate::client::{RunFigures, quantile_ms};
 
 /// The configuration every other row is compared with.
 pub const PASSTHROUGH: &str = "passthrough";
+
+/// The memory figures of one proxy process, in bytes of RSS.
+pub struct Memory {
+    /// `passthrough`, `sqlite` or `postgres`.
+    pub proxy: String,
+    /// After a few requests, nothing in flight.
+    pub idle: u64,
+    /// With the held streams open.
+    pub during: u64,
+}
 
 /// One configuration at one concurrency.
 pub struct Row {
@@ -42,205 +52,212 @@ impl Row {
     }
 }
 
+/// The load table's columns, for the markdown header and the CSV header alike.
+const COLUMNS: [&str; 16] = [
+    "configuration",
+    "K",
+    "req/s",
+    "× passthrough",
+    "TTFB p50 ms",
+    "TTFB p99 ms",
+    "added TTFB p50 µs",
+    "[DONE] p50 ms",
+    "[DONE] p99 ms",
+    "added [DONE] p50 µs",
+    "[DONE] held p50 µs",
+    "CPU µs/req: proxy",
+    "database",
+    "load generator",
+    "peak RSS MiB",
+    "failed",
+];
+
+/// The whole report: what was run, the load table, and the memory table.
+pub fn markdown(
+    setup: &str,
+    rows: &[Row],
+    memory: &[Memory],
+    held: usize,
+    reply_bytes: usize,
+) -> String {
+    format!(
+        "{setup}\n\n{}\n{}",
+        table(rows),
+        memory_table(memory, held, reply_bytes)
+    )
+}
+
 /// The table: absolute figures, then each row against passthrough at the same K.
-pub fn table(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| configuration | K | req/s | × passthrough | TTFB p50 ms | TTFB p99 ms | added TTFB p50 µs | [DONE] p50 ms | [DONE] p99 ms | added [DONE] p50 µs | [DONE] held p50 µs | CPU µs/req: proxy | database | load generator | peak RSS MiB | failed |\n\
-         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
-    );
+fn table(rows: &[Row]) -> String {
+    let mut out = format!("| {} |\n|---|", COLUMNS.join(" | "));
+    out.push_str(&"--:|".repeat(COLUMNS.len() - 1));
+    out.push('\n');
     for row in rows {
-        let base = rows
-            .iter()
-            .find(|r| r.configuration == PASSTHROUGH && r.concurrency == row.concurrency);
-        let (ratio, added_first, added_done) = match base {
-            Some(base) => (
-                format!("{:.3}", row.requests_per_second / base.requests_per_second),
-                format!(
-                    "{:+.0}",
-                    (row.first_byte_p50 - base.first_byte_p50) * 1000.0
-                ),
-                format!("{:+.0}", (row.done_p50 - base.done_p50) * 1000.0),
-            ),
-            None => ("–".into(), "–".into(), "–".into()),
-        };
+        let cells = cells(row, rows).map(|cell| cell.unwrap_or_else(|| "–".to_owned()));
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out
+}
+
+/// The load table's rows as CSV, the same columns and figures as the markdown; the
+/// columns against passthrough are empty where it was not measured.
+pub fn csv(rows: &[Row]) -> String {
+    let mut out = COLUMNS.map(csv_field).join(",");
+    out.push('\n');
+    for row in rows {
+        let cells =
+            cells(row, rows).map(|cell| cell.as_deref().map_or_else(String::new, csv_field));
+        let _ = writeln!(out, "{}", cells.join(","));
+    }
+    out
+}
+
+/// One row's figures, formatted; `None` for those against passthrough when there is
+/// no passthrough row at the same K.
+fn cells(row: &Row, rows: &[Row]) -> [Option<String>; 16] {
+    let base = rows
+        .iter()
+        .find(|r| r.configuration == PASSTHROUGH && r.concurrency == row.concurrency);
+    let against = |figure: fn(&Row, &Row) -> String| base.map(|base| figure(row, base));
+    [
+        Some(row.configuration.clone()),
+        Some(row.concurrency.to_string()),
+        Some(format!("{:.0}", row.requests_per_second)),
+        against(|row, base| format!("{:.3}", row.requests_per_second / base.requests_per_second)),
+        Some(format!("{:.3}", row.first_byte_p50)),
+        Some(format!("{:.3}", row.first_byte_p99)),
+        against(|row, base| {
+            format!(
+                "{:+.0}",
+                (row.first_byte_p50 - base.first_byte_p50) * 1000.0
+            )
+        }),
+        Some(format!("{:.3}", row.done_p50)),
+        Some(format!("{:.3}", row.done_p99)),
+        against(|row, base| format!("{:+.0}", (row.done_p50 - base.done_p50) * 1000.0)),
+        Some(format!("{:.0}", row.held_p50 * 1000.0)),
+        Some(format!("{:.0}", row.cpu[0])),
+        Some(format!("{:.0}", row.cpu[1])),
+        Some(format!("{:.0}", row.cpu[2])),
+        Some(format!("{:.1}", row.peak_rss as f64 / (1024.0 * 1024.0))),
+        Some(row.failures.to_string()),
+    ]
+}
+
+/// A field quoted when it holds a comma, a quote or a line break.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}
+
+/// Memory per in-flight stream: (RSS during − RSS idle) / the held streams, against
+/// passthrough and against the target of twice the reply and 16 KiB.
+fn memory_table(memory: &[Memory], held: usize, reply_bytes: usize) -> String {
+    let mut out = format!(
+        "Memory per in-flight stream: {held} slow streams of {reply_bytes} bytes open at once, (RSS during − RSS idle) / K\n\n\
+         | proxy | RSS idle MiB | RSS during MiB | per stream KiB | over passthrough KiB | target KiB (2 × reply + 16) |\n\
+         |---|--:|--:|--:|--:|--:|\n"
+    );
+    let per_stream = |m: &Memory| m.during.saturating_sub(m.idle) as f64 / held as f64 / 1024.0;
+    let baseline = memory
+        .iter()
+        .find(|m| m.proxy == PASSTHROUGH)
+        .map(per_stream);
+    for m in memory {
+        let stream = per_stream(m);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {:.3} | {:.3} | {} | {:.3} | {:.3} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
-            row.configuration,
-            row.concurrency,
-            row.requests_per_second,
-            ratio,
-            row.first_byte_p50,
-            row.first_byte_p99,
-            added_first,
-            row.done_p50,
-            row.done_p99,
-            added_done,
-            row.held_p50 * 1000.0,
-            row.cpu[0],
-            row.cpu[1],
-            row.cpu[2],
-            row.peak_rss as f64 / (1024.0 * 1024.0),
-            row.failures,
+            "| {} | {:.1} | {:.1} | {stream:.1} | {} | {:.1} |",
+            m.proxy,
+            m.idle as f64 / 1048576.0,
+            m.during as f64 / 1048576.0,
+            baseline.map_or("–".to_owned(), |base| format!("{:+.1}", stream - base)),
+            (2 * reply_bytes) as f64 / 1024.0 + 16.0
         );
     }
     out
 }
 
-const WIDTH: f64 = 760.0;
-const HEIGHT: f64 = 460.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 250.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 60.0;
-const COLORS: [&str; 10] = [
-    "#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-    "#7f7f7f", "#17becf",
-];
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Time to `[DONE]` p50 against concurrency, one line per configuration; both axes
-/// logarithmic, since the figures span orders of magnitude.
-pub fn latency_svg(rows: &[Row], title: &str) -> String {
-    let mut configurations: Vec<&str> = Vec::new();
-    for row in rows {
-        if !configurations.contains(&row.configuration.as_str()) {
-            configurations.push(&row.configuration);
+    fn row(configuration: &str, concurrency: usize, requests_per_second: f64) -> Row {
+        Row {
+            configuration: configuration.to_owned(),
+            concurrency,
+            requests_per_second,
+            first_byte_p50: 0.5,
+            first_byte_p99: 1.0,
+            done_p50: 2.0,
+            done_p99: 4.0,
+            held_p50: 0.8,
+            cpu: [3000.0, 0.0, 1500.0],
+            peak_rss: 20 * 1024 * 1024,
+            failures: 0,
         }
     }
-    let mut levels: Vec<usize> = rows.iter().map(|r| r.concurrency).collect();
-    levels.sort_unstable();
-    levels.dedup();
-    let values = rows
-        .iter()
-        .map(|r| r.done_p50)
-        .filter(|v| v.is_finite() && *v > 0.0);
-    let low = values.clone().fold(f64::INFINITY, f64::min);
-    let high = values.fold(0.0, f64::max);
-    let (low, high) = if low.is_finite() {
-        (low, high)
-    } else {
-        (0.1, 1.0)
-    };
-    let y_min = 10f64.powf(low.log10().floor());
-    let y_max = 10f64.powf(high.log10().ceil()).max(y_min * 10.0);
-    let k_min = *levels.first().unwrap_or(&1) as f64;
-    let k_max = (*levels.last().unwrap_or(&2) as f64).max(k_min * 2.0);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |k: f64| LEFT + (k.log2() - k_min.log2()) / (k_max.log2() - k_min.log2()) * plot_w;
-    let y = |ms: f64| TOP + (y_max.log10() - ms.log10()) / (y_max.log10() - y_min.log10()) * plot_h;
 
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
-        LEFT + plot_w / 2.0,
-        escape(title)
-    );
-    // Horizontal grid at 1, 2 and 5 of each decade.
-    let mut decade = y_min;
-    while decade < y_max * 1.001 {
-        for step in [1.0, 2.0, 5.0] {
-            let value = decade * step;
-            if value > y_max * 1.001 {
-                break;
-            }
-            let py = y(value);
-            let stroke = if step == 1.0 { "#bbbbbb" } else { "#e5e5e5" };
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="{stroke}"/>"#,
-                LEFT + plot_w
-            );
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-                LEFT - 6.0,
-                py + 4.0,
-                trim_number(value)
-            );
+    #[test]
+    fn rows_are_read_against_passthrough_at_the_same_k() {
+        let rows = [
+            row(PASSTHROUGH, 1, 400.0),
+            row("new · sqlite", 1, 200.0),
+            row("new · sqlite", 8, 300.0),
+        ];
+        let table = table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + rows.len());
+        for line in &lines {
+            assert_eq!(line.matches('|').count(), COLUMNS.len() + 1, "{line}");
         }
-        decade *= 10.0;
-    }
-    for &k in &levels {
-        let px = x(k as f64);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#e5e5e5"/>"##,
-            TOP + plot_h
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{px:.1}" y="{:.1}" text-anchor="middle">{k}</text>"#,
-            TOP + plot_h + 18.0
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#444444"/>"##
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">concurrent streams (K)</text>"#,
-        LEFT + plot_w / 2.0,
-        HEIGHT - 18.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">time to [DONE], p50 (ms)</text>"#,
-        TOP + plot_h / 2.0
-    );
-    for (index, configuration) in configurations.iter().enumerate() {
-        let color = COLORS[index % COLORS.len()];
-        let points: Vec<String> = rows
-            .iter()
-            .filter(|r| r.configuration == *configuration && r.done_p50 > 0.0)
-            .map(|r| format!("{:.1},{:.1}", x(r.concurrency as f64), y(r.done_p50)))
-            .collect();
-        let _ = writeln!(
-            svg,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-            points.join(" ")
-        );
-        for point in &points {
-            let (px, py) = point.split_once(',').unwrap_or(("0", "0"));
-            let _ = writeln!(svg, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
-        }
-        let ly = TOP + 10.0 + index as f64 * 20.0;
-        let lx = LEFT + plot_w + 16.0;
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/>"#,
-            lx + 22.0
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}">{}</text>"#,
-            lx + 28.0,
-            ly + 4.0,
-            escape(configuration)
-        );
-    }
-    svg.push_str("</svg>\n");
-    svg
-}
+        assert!(lines[3].starts_with("| new · sqlite | 1 | 200 | 0.500 | "));
+        // No passthrough at K = 8: nothing to compare with.
+        assert!(lines[4].starts_with("| new · sqlite | 8 | 300 | – | "));
 
-fn trim_number(value: f64) -> String {
-    if value >= 1.0 {
-        format!("{value:.0}")
-    } else {
-        let text = format!("{value:.3}");
-        text.trim_end_matches('0').to_owned()
+        let csv = csv(&rows);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 1 + rows.len());
+        assert!(lines[0].starts_with("configuration,K,req/s,× passthrough,"));
+        assert_eq!(
+            lines[2],
+            "new · sqlite,1,200,0.500,0.500,1.000,+0,2.000,4.000,+0,800,3000,0,1500,20.0,0"
+        );
+        assert!(lines[3].starts_with("new · sqlite,8,300,,0.500,1.000,,"));
     }
-}
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    #[test]
+    fn csv_fields_are_quoted_only_when_they_must_be() {
+        assert_eq!(csv_field("new · sqlite"), "new · sqlite");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn memory_is_per_held_stream_and_against_passthrough() {
+        let memory = [
+            Memory {
+                proxy: PASSTHROUGH.to_owned(),
+                idle: 8 << 20,
+                during: (8 << 20) + 256 * 40 * 1024,
+            },
+            Memory {
+                proxy: "sqlite".to_owned(),
+                idle: 12 << 20,
+                during: (12 << 20) + 256 * 44 * 1024,
+            },
+        ];
+        let table = memory_table(&memory, 256, 34_816);
+        assert!(
+            table.contains("| passthrough | 8.0 | 18.0 | 40.0 | +0.0 | 84.0 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| sqlite | 12.0 | 23.0 | 44.0 | +4.0 | 84.0 |"),
+            "{table}"
+        );
+    }
 }
