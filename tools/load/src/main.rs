@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! cargo build --release --example proxy
-//! cargo bench --bench load                 # every configuration
-//! cargo bench --bench load -- sqlite       # passthrough and the configurations naming sqlite
+//! cargo run --release -p load                      # every configuration
+//! cargo run --release -p load -- sqlite            # passthrough and the configurations naming sqlite
+//! cargo run --release -p load -- --out load.md --csv load.csv
 //! ```
 //!
 //! Configurations: passthrough; stateless through the layer (a system message); new
@@ -15,19 +16,18 @@
 //! server, in a database created for the run and dropped after it; skipped when no server
 //! answers). Each runs at every concurrency for a fixed time.
 //!
-//! Printed: one markdown table (requests/s, time to first byte and to `data: [DONE]` p50
-//! and p99, how long `[DONE]` was held back while the turn was stored, the CPU each
-//! request cost the proxy, the database server and the load generator, the proxy's peak
-//! RSS, and each row against passthrough at the same K), and
-//! the memory each in-flight stream costs: K slow streams of a known size (deltas 1 ms
-//! apart, the end held back) open at once, (RSS during − RSS idle) / K, on a freshly
-//! started proxy. Written: `docs/latency.svg`,
-//! time to `[DONE]` p50 against K.
+//! The results, in markdown on stdout (or in the file `--out` names): one table
+//! (requests/s, time to first byte and to `data: [DONE]` p50 and p99, how long `[DONE]`
+//! was held back while the turn was stored, the CPU each request cost the proxy, the
+//! database server and the load generator, the proxy's peak RSS, and each row against
+//! passthrough at the same K), and the memory each in-flight stream costs: K slow
+//! streams of a known size (deltas 1 ms apart, the end held back) open at once, (RSS
+//! during − RSS idle) / K, on a freshly started proxy. `--csv FILE` writes the first
+//! table's rows as CSV as well. Progress goes to stderr.
 //!
 //! Settings (environment): `LOAD_SECONDS` measured per run (6), `LOAD_WARMUP` seconds
 //! (1), `LOAD_CONCURRENCY` (`1,8,32,64`), `LOAD_CHUNKS` deltas per reply (256),
-//! `LOAD_HELD` streams held open for the memory figure (256), `PROXY_BIN`,
-//! `LOAD_SVG` (where the plot goes).
+//! `LOAD_HELD` streams held open for the memory figure (256), `PROXY_BIN`.
 
 mod client;
 mod cpu;
@@ -35,7 +35,9 @@ mod proxy;
 mod report;
 mod upstream;
 
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +47,7 @@ use uuid::Uuid;
 
 use crate::client::{Clients, Requests, chat_body};
 use crate::proxy::Proxy;
-use crate::report::{PASSTHROUGH, Row};
+use crate::report::{Memory, PASSTHROUGH, Row};
 use crate::upstream::{DELTA, Upstream};
 
 /// Everything a run is told.
@@ -61,8 +63,66 @@ struct Settings {
     binary: PathBuf,
 }
 
+/// What the command line says: the filter, and where the results go.
+struct Arguments {
+    filter: Option<String>,
+    /// The markdown's file; stdout when `None`.
+    out: Option<PathBuf>,
+    csv: Option<PathBuf>,
+}
+
+const USAGE: &str = "\
+usage: load [FILTER] [--out FILE] [--csv FILE]
+
+  FILTER      measure only the configurations whose name contains it
+              (passthrough always runs: the other rows are read against it)
+  --out FILE  write the markdown tables to FILE instead of stdout
+  --csv FILE  write the load table's rows to FILE as CSV as well
+
+Build the proxy first: cargo build --release --example proxy
+Environment: LOAD_SECONDS (6), LOAD_WARMUP (1), LOAD_CONCURRENCY (1,8,32,64),
+LOAD_CHUNKS (256), LOAD_HELD (256), DATABASE_URL, PROXY_BIN.";
+
+impl Arguments {
+    /// `Err` carries what to print: the usage alone when asked for, else after the
+    /// mistake.
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
+        let mut parsed = Self {
+            filter: None,
+            out: None,
+            csv: None,
+        };
+        while let Some(arg) = args.next() {
+            let (option, inline) = match arg.split_once('=') {
+                Some((option, value)) if option.starts_with("--") => (option, Some(value)),
+                _ => (arg.as_str(), None),
+            };
+            let slot = match option {
+                "-h" | "--help" => return Err(USAGE.to_owned()),
+                "--out" => &mut parsed.out,
+                "--csv" => &mut parsed.csv,
+                _ if option.starts_with('-') => {
+                    return Err(format!("unknown option {option}\n\n{USAGE}"));
+                }
+                _ if parsed.filter.is_none() => {
+                    parsed.filter = Some(arg);
+                    continue;
+                }
+                _ => return Err(format!("one filter at most, not also {arg}\n\n{USAGE}")),
+            };
+            let value = inline
+                .map(str::to_owned)
+                .or_else(|| args.next())
+                .filter(|value| !value.is_empty())
+                .ok_or_else(|| format!("{option} needs a file\n\n{USAGE}"))?;
+            *slot = Some(PathBuf::from(value));
+        }
+        Ok(parsed)
+    }
+}
+
 impl Settings {
-    fn from_env() -> Self {
+    fn from_env(filter: Option<String>) -> Self {
         let number = |name: &str, default: u64| {
             std::env::var(name)
                 .ok()
@@ -75,8 +135,6 @@ impl Settings {
             .filter_map(|k| k.trim().parse().ok())
             .filter(|&k| k > 0)
             .collect();
-        // `cargo bench` passes `--bench`; the first other argument filters.
-        let filter = std::env::args().skip(1).find(|arg| !arg.starts_with("--"));
         Self {
             warmup: Duration::from_secs(number("LOAD_WARMUP", 1)),
             measure: Duration::from_secs(number("LOAD_SECONDS", 6)),
@@ -113,7 +171,21 @@ struct Stack<'a> {
 }
 
 fn main() -> ExitCode {
-    let settings = Settings::from_env();
+    let arguments = match Arguments::parse(std::env::args().skip(1)) {
+        Ok(arguments) => arguments,
+        Err(usage) if usage == USAGE => {
+            println!("{usage}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("a debug build: the load generator costs more than it should (use --release)");
+    }
+    let settings = Settings::from_env(arguments.filter);
     if !settings.binary.exists() {
         eprintln!(
             "{} is missing: run `cargo build --release --example proxy` first (or set PROXY_BIN)",
@@ -128,30 +200,79 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+    // The files are made before the run, so that a path that cannot be written fails
+    // now and not after minutes of load.
+    let create = |path: &Option<PathBuf>| {
+        path.as_ref()
+            .map(|path| {
+                File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+            })
+            .transpose()
+    };
+    let (out, csv) = match (create(&arguments.out), create(&arguments.csv)) {
+        (Ok(out), Ok(csv)) => (out, csv),
+        (Err(error), _) | (_, Err(error)) => {
             eprintln!("load: {error}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
-}
-
-async fn run(settings: &Settings) -> Result<(), String> {
-    let upstream = Upstream::start(settings.chunks)
-        .await
-        .map_err(|e| format!("upstream: {e}"))?;
-    let reply_bytes = settings.chunks * DELTA.len();
-    println!(
-        "proxy {}; replies of {} deltas of {} bytes ({} bytes); K = {:?}; {:?} warm-up + {:?} per run\n",
+    };
+    let setup = format!(
+        "proxy {}; replies of {} deltas of {} bytes ({} bytes); K = {:?}; {:?} warm-up + {:?} per run",
         settings.binary.display(),
         settings.chunks,
         DELTA.len(),
-        reply_bytes,
+        settings.chunks * DELTA.len(),
         settings.levels,
         settings.warmup,
         settings.measure,
     );
+    eprintln!("{setup}");
+    let results = match runtime.block_on(run(&settings)) {
+        Ok(results) => results,
+        Err(error) => {
+            eprintln!("load: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let markdown = report::markdown(
+        &setup,
+        &results.rows,
+        &results.memory,
+        settings.held,
+        settings.chunks * DELTA.len(),
+    );
+    let mut status = ExitCode::SUCCESS;
+    match out {
+        Some(mut file) => {
+            if let Err(error) = file.write_all(markdown.as_bytes()) {
+                // Minutes of load are not thrown away for a full disk.
+                eprintln!("load: cannot write the tables ({error}); here they are:");
+                print!("{markdown}");
+                status = ExitCode::FAILURE;
+            }
+        }
+        None => print!("{markdown}"),
+    }
+    if let Some(mut file) = csv
+        && let Err(error) = file.write_all(report::csv(&results.rows).as_bytes())
+    {
+        eprintln!("load: cannot write the CSV: {error}");
+        status = ExitCode::FAILURE;
+    }
+    status
+}
+
+/// What a run measured.
+struct Results {
+    rows: Vec<Row>,
+    memory: Vec<Memory>,
+}
+
+async fn run(settings: &Settings) -> Result<Results, String> {
+    let upstream = Upstream::start(settings.chunks)
+        .await
+        .map_err(|e| format!("upstream: {e}"))?;
+    let reply_bytes = settings.chunks * DELTA.len();
 
     let sqlite_file = std::env::temp_dir().join(format!("tc_load_{}.db", Uuid::now_v7().simple()));
     let postgres = postgres_database(&settings.database_url).await;
@@ -205,7 +326,11 @@ async fn run(settings: &Settings) -> Result<(), String> {
             .await;
         upstream.hold(false);
         let during = during?;
-        memory.push((stack.name, idle, during));
+        memory.push(Memory {
+            proxy: stack.name.to_owned(),
+            idle,
+            during,
+        });
 
         for (name, workload) in wanted {
             let requests = match workload {
@@ -256,46 +381,7 @@ async fn run(settings: &Settings) -> Result<(), String> {
         let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_file.display()));
     }
 
-    println!("{}", report::table(&rows));
-    println!(
-        "Memory per in-flight stream: {} slow streams of {reply_bytes} bytes open at once, (RSS during − RSS idle) / K\n",
-        settings.held
-    );
-    println!(
-        "| proxy | RSS idle MiB | RSS during MiB | per stream KiB | over passthrough KiB | target KiB (2 × reply + 16) |\n|---|--:|--:|--:|--:|--:|"
-    );
-    let per_stream =
-        |idle: u64, during: u64| during.saturating_sub(idle) as f64 / settings.held as f64 / 1024.0;
-    let baseline = memory
-        .iter()
-        .find(|(name, _, _)| *name == PASSTHROUGH)
-        .map(|(_, idle, during)| per_stream(*idle, *during));
-    for (name, idle, during) in &memory {
-        let stream = per_stream(*idle, *during);
-        println!(
-            "| {name} | {:.1} | {:.1} | {stream:.1} | {} | {:.1} |",
-            *idle as f64 / 1048576.0,
-            *during as f64 / 1048576.0,
-            baseline.map_or("–".to_owned(), |base| format!("{:+.1}", stream - base)),
-            (2 * reply_bytes) as f64 / 1024.0 + 16.0
-        );
-    }
-
-    let svg_path = std::env::var_os("LOAD_SVG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/latency.svg"));
-    let title = format!(
-        "Time to [DONE] through the proxy, {} × {}-byte chunks",
-        settings.chunks,
-        DELTA.len()
-    );
-    if let Some(parent) = svg_path.parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    std::fs::write(&svg_path, report::latency_svg(&rows, &title))
-        .map_err(|e| format!("cannot write {}: {e}", svg_path.display()))?;
-    println!("\nplot: {}", svg_path.display());
-    Ok(())
+    Ok(Results { rows, memory })
 }
 
 /// The proxy with the layer on `database_url`, and the configurations measured on it;
@@ -346,4 +432,39 @@ async fn postgres_database(url: &str) -> Result<(sqlx::PgPool, String, String), 
         format!("{base}/{database}{separator}{query}"),
         database,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Arguments, String> {
+        Arguments::parse(args.iter().map(|arg| (*arg).to_owned()))
+    }
+
+    #[test]
+    fn a_filter_and_the_files_in_either_form() {
+        let parsed = parse(&["--out", "load.md", "sqlite", "--csv=load.csv"]).unwrap();
+        assert_eq!(parsed.filter.as_deref(), Some("sqlite"));
+        assert_eq!(parsed.out, Some(PathBuf::from("load.md")));
+        assert_eq!(parsed.csv, Some(PathBuf::from("load.csv")));
+
+        let none = parse(&[]).unwrap();
+        assert!(none.filter.is_none() && none.out.is_none() && none.csv.is_none());
+    }
+
+    #[test]
+    fn a_mistake_is_named_before_the_usage() {
+        for (args, named) in [
+            (&["--svg", "x"][..], "unknown option --svg"),
+            (&["--out"][..], "--out needs a file"),
+            (&["--csv="][..], "--csv needs a file"),
+            (&["sqlite", "postgres"][..], "one filter at most"),
+        ] {
+            let message = parse(args).err().unwrap();
+            assert!(message.starts_with(named), "{args:?}: {message}");
+            assert!(message.ends_with(USAGE));
+        }
+        assert_eq!(parse(&["--help"]).err().as_deref(), Some(USAGE));
+    }
 }

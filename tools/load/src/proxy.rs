@@ -18,15 +18,21 @@ pub struct Proxy {
 }
 
 /// The release build of the example, where `cargo build --release --example proxy` puts
-/// it (or `PROXY_BIN`).
+/// it: the workspace's target directory, two levels above this crate (or `PROXY_BIN`).
 pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("PROXY_BIN") {
         return PathBuf::from(path);
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| workspace_root().join("target"));
     target.join("release").join("examples").join("proxy")
+}
+
+/// The repository's root, where the workspace's manifest is.
+fn workspace_root() -> &'static Path {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.ancestors().nth(2).unwrap_or(manifest)
 }
 
 impl Proxy {

@@ -1,0 +1,263 @@
+//! The run's figures: the markdown tables, and the load table's rows as CSV.
+
+use std::fmt::Write;
+
+use crate::client::{RunFigures, quantile_ms};
+
+/// The configuration every other row is compared with.
+pub const PASSTHROUGH: &str = "passthrough";
+
+/// The memory figures of one proxy process, in bytes of RSS.
+pub struct Memory {
+    /// `passthrough`, `sqlite` or `postgres`.
+    pub proxy: String,
+    /// After a few requests, nothing in flight.
+    pub idle: u64,
+    /// With the held streams open.
+    pub during: u64,
+}
+
+/// One configuration at one concurrency.
+pub struct Row {
+    pub configuration: String,
+    pub concurrency: usize,
+    pub requests_per_second: f64,
+    pub first_byte_p50: f64,
+    pub first_byte_p99: f64,
+    pub done_p50: f64,
+    pub done_p99: f64,
+    /// How long `[DONE]` was held back, p50, in milliseconds.
+    pub held_p50: f64,
+    /// CPU microseconds per request: proxy, database server, load generator.
+    pub cpu: [f64; 3],
+    pub peak_rss: u64,
+    pub failures: usize,
+}
+
+impl Row {
+    pub fn new(configuration: &str, concurrency: usize, run: &RunFigures, peak_rss: u64) -> Self {
+        Self {
+            configuration: configuration.to_owned(),
+            concurrency,
+            requests_per_second: run.requests_per_second,
+            first_byte_p50: quantile_ms(&run.first_byte, 0.50),
+            first_byte_p99: quantile_ms(&run.first_byte, 0.99),
+            done_p50: quantile_ms(&run.done, 0.50),
+            done_p99: quantile_ms(&run.done, 0.99),
+            held_p50: quantile_ms(&run.held, 0.50),
+            cpu: run.cpu,
+            peak_rss,
+            failures: run.failures,
+        }
+    }
+}
+
+/// The load table's columns, for the markdown header and the CSV header alike.
+const COLUMNS: [&str; 16] = [
+    "configuration",
+    "K",
+    "req/s",
+    "× passthrough",
+    "TTFB p50 ms",
+    "TTFB p99 ms",
+    "added TTFB p50 µs",
+    "[DONE] p50 ms",
+    "[DONE] p99 ms",
+    "added [DONE] p50 µs",
+    "[DONE] held p50 µs",
+    "CPU µs/req: proxy",
+    "database",
+    "load generator",
+    "peak RSS MiB",
+    "failed",
+];
+
+/// The whole report: what was run, the load table, and the memory table.
+pub fn markdown(
+    setup: &str,
+    rows: &[Row],
+    memory: &[Memory],
+    held: usize,
+    reply_bytes: usize,
+) -> String {
+    format!(
+        "{setup}\n\n{}\n{}",
+        table(rows),
+        memory_table(memory, held, reply_bytes)
+    )
+}
+
+/// The table: absolute figures, then each row against passthrough at the same K.
+fn table(rows: &[Row]) -> String {
+    let mut out = format!("| {} |\n|---|", COLUMNS.join(" | "));
+    out.push_str(&"--:|".repeat(COLUMNS.len() - 1));
+    out.push('\n');
+    for row in rows {
+        let cells = cells(row, rows).map(|cell| cell.unwrap_or_else(|| "–".to_owned()));
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out
+}
+
+/// The load table's rows as CSV, the same columns and figures as the markdown; the
+/// columns against passthrough are empty where it was not measured.
+pub fn csv(rows: &[Row]) -> String {
+    let mut out = COLUMNS.map(csv_field).join(",");
+    out.push('\n');
+    for row in rows {
+        let cells =
+            cells(row, rows).map(|cell| cell.as_deref().map_or_else(String::new, csv_field));
+        let _ = writeln!(out, "{}", cells.join(","));
+    }
+    out
+}
+
+/// One row's figures, formatted; `None` for those against passthrough when there is
+/// no passthrough row at the same K.
+fn cells(row: &Row, rows: &[Row]) -> [Option<String>; 16] {
+    let base = rows
+        .iter()
+        .find(|r| r.configuration == PASSTHROUGH && r.concurrency == row.concurrency);
+    let against = |figure: fn(&Row, &Row) -> String| base.map(|base| figure(row, base));
+    [
+        Some(row.configuration.clone()),
+        Some(row.concurrency.to_string()),
+        Some(format!("{:.0}", row.requests_per_second)),
+        against(|row, base| format!("{:.3}", row.requests_per_second / base.requests_per_second)),
+        Some(format!("{:.3}", row.first_byte_p50)),
+        Some(format!("{:.3}", row.first_byte_p99)),
+        against(|row, base| {
+            format!(
+                "{:+.0}",
+                (row.first_byte_p50 - base.first_byte_p50) * 1000.0
+            )
+        }),
+        Some(format!("{:.3}", row.done_p50)),
+        Some(format!("{:.3}", row.done_p99)),
+        against(|row, base| format!("{:+.0}", (row.done_p50 - base.done_p50) * 1000.0)),
+        Some(format!("{:.0}", row.held_p50 * 1000.0)),
+        Some(format!("{:.0}", row.cpu[0])),
+        Some(format!("{:.0}", row.cpu[1])),
+        Some(format!("{:.0}", row.cpu[2])),
+        Some(format!("{:.1}", row.peak_rss as f64 / (1024.0 * 1024.0))),
+        Some(row.failures.to_string()),
+    ]
+}
+
+/// A field quoted when it holds a comma, a quote or a line break.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}
+
+/// Memory per in-flight stream: (RSS during − RSS idle) / the held streams, against
+/// passthrough and against the target of twice the reply and 16 KiB.
+fn memory_table(memory: &[Memory], held: usize, reply_bytes: usize) -> String {
+    let mut out = format!(
+        "Memory per in-flight stream: {held} slow streams of {reply_bytes} bytes open at once, (RSS during − RSS idle) / K\n\n\
+         | proxy | RSS idle MiB | RSS during MiB | per stream KiB | over passthrough KiB | target KiB (2 × reply + 16) |\n\
+         |---|--:|--:|--:|--:|--:|\n"
+    );
+    let per_stream = |m: &Memory| m.during.saturating_sub(m.idle) as f64 / held as f64 / 1024.0;
+    let baseline = memory
+        .iter()
+        .find(|m| m.proxy == PASSTHROUGH)
+        .map(per_stream);
+    for m in memory {
+        let stream = per_stream(m);
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {stream:.1} | {} | {:.1} |",
+            m.proxy,
+            m.idle as f64 / 1048576.0,
+            m.during as f64 / 1048576.0,
+            baseline.map_or("–".to_owned(), |base| format!("{:+.1}", stream - base)),
+            (2 * reply_bytes) as f64 / 1024.0 + 16.0
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(configuration: &str, concurrency: usize, requests_per_second: f64) -> Row {
+        Row {
+            configuration: configuration.to_owned(),
+            concurrency,
+            requests_per_second,
+            first_byte_p50: 0.5,
+            first_byte_p99: 1.0,
+            done_p50: 2.0,
+            done_p99: 4.0,
+            held_p50: 0.8,
+            cpu: [3000.0, 0.0, 1500.0],
+            peak_rss: 20 * 1024 * 1024,
+            failures: 0,
+        }
+    }
+
+    #[test]
+    fn rows_are_read_against_passthrough_at_the_same_k() {
+        let rows = [
+            row(PASSTHROUGH, 1, 400.0),
+            row("new · sqlite", 1, 200.0),
+            row("new · sqlite", 8, 300.0),
+        ];
+        let table = table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + rows.len());
+        for line in &lines {
+            assert_eq!(line.matches('|').count(), COLUMNS.len() + 1, "{line}");
+        }
+        assert!(lines[3].starts_with("| new · sqlite | 1 | 200 | 0.500 | "));
+        // No passthrough at K = 8: nothing to compare with.
+        assert!(lines[4].starts_with("| new · sqlite | 8 | 300 | – | "));
+
+        let csv = csv(&rows);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 1 + rows.len());
+        assert!(lines[0].starts_with("configuration,K,req/s,× passthrough,"));
+        assert_eq!(
+            lines[2],
+            "new · sqlite,1,200,0.500,0.500,1.000,+0,2.000,4.000,+0,800,3000,0,1500,20.0,0"
+        );
+        assert!(lines[3].starts_with("new · sqlite,8,300,,0.500,1.000,,"));
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_they_must_be() {
+        assert_eq!(csv_field("new · sqlite"), "new · sqlite");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn memory_is_per_held_stream_and_against_passthrough() {
+        let memory = [
+            Memory {
+                proxy: PASSTHROUGH.to_owned(),
+                idle: 8 << 20,
+                during: (8 << 20) + 256 * 40 * 1024,
+            },
+            Memory {
+                proxy: "sqlite".to_owned(),
+                idle: 12 << 20,
+                during: (12 << 20) + 256 * 44 * 1024,
+            },
+        ];
+        let table = memory_table(&memory, 256, 34_816);
+        assert!(
+            table.contains("| passthrough | 8.0 | 18.0 | 40.0 | +0.0 | 84.0 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| sqlite | 12.0 | 23.0 | 44.0 | +4.0 | 84.0 |"),
+            "{table}"
+        );
+    }
+}
