@@ -11,7 +11,7 @@ use common::server::{TestServer, chat_body, send};
 use common::upstream::TestModel;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Map, Value, json};
-use tower_conversations::store::NewMessage;
+use tower_conversations::store::{NewMessage, TurnTarget};
 use tower_conversations::{
     CONVERSATION_ID_HEADER, ConversationApi, ConversationLayer, OwnerResolver,
 };
@@ -216,10 +216,10 @@ fn assistant(text: &str) -> Value {
 }
 
 /// Appends one turn through the store, as the layer does.
-async fn append(db: &TestDb, owner: &str, id: &str, create: bool, messages: &[Value]) -> i64 {
+async fn append(db: &TestDb, owner: &str, id: &str, target: TurnTarget, messages: &[Value]) -> i64 {
     let turn: Vec<NewMessage> = messages.iter().cloned().map(NewMessage::new).collect();
     db.store()
-        .append_turn(owner, Uuid::parse_str(id).unwrap(), create, &turn)
+        .append_turn(owner, Uuid::parse_str(id).unwrap(), target, &turn)
         .await
         .unwrap()
 }
@@ -360,7 +360,7 @@ backend_tests! {
         tick().await;
         client.create(json!({"title": "new"})).await;
         tick().await;
-        append(&db, "alice", &oldest, false, &[user("again"), assistant("yes")]).await;
+        append(&db, "alice", &oldest, TurnTarget::Existing, &[user("again"), assistant("yes")]).await;
         let list = client.list("").await;
         assert_eq!(titles(&list), ["old", "new"]);
         assert_eq!(list["conversations"][0]["message_count"], 2);
@@ -485,8 +485,8 @@ backend_tests! {
             metadata: metadata.clone(),
         };
         let store = db.store();
-        store.append_turn("alice", id, true, &[NewMessage::new(user("2+2?")), answer]).await.unwrap();
-        store.append_turn("alice", id, false, &[NewMessage::new(user("thanks")), NewMessage::new(assistant("welcome"))]).await.unwrap();
+        store.append_turn("alice", id, TurnTarget::NewConversation, &[NewMessage::new(user("2+2?")), answer]).await.unwrap();
+        store.append_turn("alice", id, TurnTarget::Existing, &[NewMessage::new(user("thanks")), NewMessage::new(assistant("welcome"))]).await.unwrap();
 
         let detail = client.detail(&id.to_string()).await;
         assert_eq!(detail["id"], id.to_string());
@@ -519,7 +519,7 @@ backend_tests! {
             reasoning_events: vec![json!({"type": "done"})],
             metadata: [("model".to_owned(), json!("m"))].into_iter().collect(),
         };
-        db.store().append_turn("alice", id, true, &[NewMessage::new(user("2+2?")), answer]).await.unwrap();
+        db.store().append_turn("alice", id, TurnTarget::NewConversation, &[NewMessage::new(user("2+2?")), answer]).await.unwrap();
         let exported = client.detail(&id.to_string()).await;
         let imported = client.create(json!({"title": exported["title"], "messages": exported["messages"]})).await;
         let copy = client.detail(&imported).await;
@@ -587,7 +587,7 @@ backend_tests! {
         assert_eq!(reply.json["metadata"], json!({"k": "v"}), "metadata stays");
         assert_eq!(client.list("").await["conversations"][0]["title"], "Renamed");
         assert_eq!(client.detail(&id).await["title"], "Renamed");
-        append(&db, "alice", &id, false, &[user("more words"), assistant("ok")]).await;
+        append(&db, "alice", &id, TurnTarget::Existing, &[user("more words"), assistant("ok")]).await;
         assert_eq!(client.detail(&id).await["title"], "Renamed", "later turns keep the new title");
     }
 
@@ -621,7 +621,7 @@ backend_tests! {
         assert_eq!(contents(&copy["messages"]), ["m0", "m1", "m2"]);
         assert_eq!(sequence_numbers(&copy["messages"]), [0, 1, 2]);
 
-        append(&db, "alice", &fork, false, &[user("fork only"), assistant("yes")]).await;
+        append(&db, "alice", &fork, TurnTarget::Existing, &[user("fork only"), assistant("yes")]).await;
         client.patch(&format!("/{fork}"), json!({"title": "the fork", "metadata": {"k": "fork"}})).await;
         let reply = client.delete(&format!("/{fork}/messages?from_sequence=1")).await;
         assert_eq!(reply.status, StatusCode::OK);
@@ -663,7 +663,7 @@ backend_tests! {
         let past = client.delete(&format!("/{id}/messages?from_sequence=3")).await;
         assert_eq!(past.json["deleted_messages"], 0, "cutting at or past the end deletes nothing");
         assert_eq!(client.detail(&id).await["message_count"], 3);
-        let first = append(&db, "alice", &id, false, &[user("again"), assistant("sure")]).await;
+        let first = append(&db, "alice", &id, TurnTarget::Existing, &[user("again"), assistant("sure")]).await;
         assert_eq!(first, 3, "the next turn continues at the cut");
         let detail = client.detail(&id).await;
         assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 3, 4]);

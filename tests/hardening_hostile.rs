@@ -13,7 +13,7 @@ use common::upstream::*;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tower_conversations::store::{ConversationDetail, ListQuery, NewMessage};
+use tower_conversations::store::{ConversationDetail, ListQuery, NewMessage, TurnTarget};
 use tower_conversations::{
     CONVERSATION_ID_HEADER, ConversationLayer, ConversationStore, OwnerResolver,
 };
@@ -545,14 +545,14 @@ async fn run_table(db: TestDb) {
     let store = db.store();
     let seed = Uuid::now_v7();
     store
-        .append_turn(ALICE, seed, true, &[NewMessage::new(user("seed"))])
+        .append_turn(ALICE, seed, TurnTarget::NewConversation, &[NewMessage::new(user("seed"))])
         .await
         .expect("the seed");
     store
         .append_turn(
             SEARCHER,
             Uuid::now_v7(),
-            true,
+            TurnTarget::NewConversation,
             &[NewMessage::new(user("needle in a haystack"))],
         )
         .await

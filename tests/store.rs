@@ -10,7 +10,7 @@ use common::db::{Backend, TestDb};
 use serde_json::{Value, json};
 use tower_conversations::store::{
     ConversationStore, ConversationUpdate, ListQuery, MessageQuery, Metadata, NewConversation,
-    NewMessage, Order, StoreError,
+    NewMessage, Order, StoreError, TurnTarget,
 };
 use uuid::Uuid;
 
@@ -58,7 +58,7 @@ async fn conversation_with(
     let id = Uuid::now_v7();
     for (index, messages) in turns.iter().enumerate() {
         store
-            .append_turn(owner, id, index == 0, messages)
+            .append_turn(owner, id, if index == 0 { TurnTarget::NewConversation } else { TurnTarget::Existing }, messages)
             .await
             .unwrap();
     }
@@ -131,7 +131,7 @@ backend_tests! {
         let id = Uuid::now_v7();
         let before = chrono::Utc::now() - chrono::Duration::seconds(5);
         let first = store
-            .append_turn("", id, true, &turn("  Plan a trip to Lisbon  ", "Sure."))
+            .append_turn("", id, TurnTarget::NewConversation, &turn("  Plan a trip to Lisbon  ", "Sure."))
             .await
             .unwrap();
         assert_eq!(first, 0);
@@ -161,7 +161,7 @@ backend_tests! {
         let store = db.store();
         let messages = rich_messages();
         let id = Uuid::now_v7();
-        store.append_turn("", id, true, &messages).await.unwrap();
+        store.append_turn("", id, TurnTarget::NewConversation, &messages).await.unwrap();
 
         let detail = store.get("", id).await.unwrap();
         assert_eq!(detail.messages.len(), messages.len());
@@ -188,8 +188,8 @@ backend_tests! {
             NewMessage::new(json!({"role": "assistant", "content": null, "tool_calls": []})),
             NewMessage::new(json!({"role": "tool", "tool_call_id": "t", "content": "2"})),
         ];
-        assert_eq!(store.append_turn("", id, false, &tool_turn).await.unwrap(), 2);
-        assert_eq!(store.append_turn("", id, false, &turn("three", "3")).await.unwrap(), 5);
+        assert_eq!(store.append_turn("", id, TurnTarget::Existing, &tool_turn).await.unwrap(), 2);
+        assert_eq!(store.append_turn("", id, TurnTarget::Existing, &turn("three", "3")).await.unwrap(), 5);
 
         let detail = store.get("", id).await.unwrap();
         assert_eq!(detail.conversation.message_count, 7);
@@ -255,7 +255,7 @@ backend_tests! {
             .unwrap();
         assert_eq!(titled.title.as_deref(), Some("Mine"));
         assert_eq!(titled.message_count, 0);
-        assert_eq!(store.append_turn("", titled.id, false, &turn("q", "a")).await.unwrap(), 0);
+        assert_eq!(store.append_turn("", titled.id, TurnTarget::Existing, &turn("q", "a")).await.unwrap(), 0);
     }
 
     async fn list_pages_newest_first_with_the_total(db: TestDb) {
@@ -265,7 +265,7 @@ backend_tests! {
             ids.push(conversation_with(&store, "", &[turn(&format!("q{n}"), "a")]).await);
         }
         // A new turn makes the oldest conversation the newest.
-        store.append_turn("", ids[0], false, &turn("again", "a")).await.unwrap();
+        store.append_turn("", ids[0], TurnTarget::Existing, &turn("again", "a")).await.unwrap();
         let newest_first = [ids[0], ids[4], ids[3], ids[2], ids[1]];
 
         let mut seen = Vec::new();
@@ -453,7 +453,7 @@ backend_tests! {
             })
             .await
             .unwrap();
-        store.append_turn("", source.id, false, &turn("later", "later")).await.unwrap();
+        store.append_turn("", source.id, TurnTarget::Existing, &turn("later", "later")).await.unwrap();
 
         let fork = store.fork("", source.id, 2).await.unwrap();
         assert_ne!(fork.id, source.id);
@@ -476,7 +476,7 @@ backend_tests! {
         assert_eq!(original.conversation.message_count, 6);
         assert_eq!(original.messages.len(), 6);
 
-        assert_eq!(store.append_turn("", fork.id, false, &turn("branch", "b")).await.unwrap(), 3);
+        assert_eq!(store.append_turn("", fork.id, TurnTarget::Existing, &turn("branch", "b")).await.unwrap(), 3);
         assert_eq!(store.get("", source.id).await.unwrap().messages.len(), 6);
         assert_eq!(store.list("", &search("branch")).await.unwrap().conversations[0].id, fork.id);
     }
@@ -506,7 +506,7 @@ backend_tests! {
         assert!(truncated.conversation.updated_at > before.updated_at);
         assert_eq!(store.list("", &search("gone")).await.unwrap().total, 0);
 
-        assert_eq!(store.append_turn("", id, false, &turn("q1 again", "a1 again")).await.unwrap(), 2);
+        assert_eq!(store.append_turn("", id, TurnTarget::Existing, &turn("q1 again", "a1 again")).await.unwrap(), 2);
         let detail = store.get("", id).await.unwrap();
         let sequence: Vec<i64> = detail.messages.iter().map(|m| m.sequence_number).collect();
         assert_eq!(sequence, [0, 1, 2, 3]);
@@ -517,7 +517,7 @@ backend_tests! {
         assert_eq!(store.get("", id).await.unwrap().conversation.message_count, 4);
         assert!(matches!(store.truncate("", id, -1).await, Err(StoreError::OutOfRange)));
         assert_eq!(store.truncate("", id, 0).await.unwrap(), 4);
-        assert_eq!(store.append_turn("", id, false, &turn("fresh", "start")).await.unwrap(), 0);
+        assert_eq!(store.append_turn("", id, TurnTarget::Existing, &turn("fresh", "start")).await.unwrap(), 0);
         if db.backend == Backend::Sqlite {
             db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)").await;
         }
@@ -573,7 +573,7 @@ backend_tests! {
 
         for owner in ["bob", ""] {
             assert_not_found(store.load_history(owner, id, None).await, "load_history");
-            assert_not_found(store.append_turn(owner, id, false, &turn("q", "a")).await, "append_turn");
+            assert_not_found(store.append_turn(owner, id, TurnTarget::Existing, &turn("q", "a")).await, "append_turn");
             assert_not_found(store.get(owner, id).await, "get");
             assert_not_found(
                 store.messages(owner, id, &MessageQuery { after: None, limit: 10, order: Order::Asc }).await,
@@ -599,7 +599,7 @@ backend_tests! {
     async fn appending_to_an_unknown_conversation_is_not_found_and_stores_nothing(db: TestDb) {
         let store = db.store();
         assert_not_found(
-            store.append_turn("", Uuid::now_v7(), false, &turn("q", "a")).await,
+            store.append_turn("", Uuid::now_v7(), TurnTarget::Existing, &turn("q", "a")).await,
             "append to unknown id",
         );
         assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 0);
@@ -609,7 +609,7 @@ backend_tests! {
     async fn creating_an_existing_id_again_fails_and_changes_nothing(db: TestDb) {
         let store = db.store();
         let id = conversation_with(&store, "", &[turn("first", "a")]).await;
-        let result = store.append_turn("", id, true, &turn("second", "b")).await;
+        let result = store.append_turn("", id, TurnTarget::NewConversation, &turn("second", "b")).await;
         assert!(matches!(result, Err(StoreError::Query(_))), "{result:?}");
         let detail = store.get("", id).await.unwrap();
         assert_eq!(detail.conversation.message_count, 2);
@@ -629,7 +629,7 @@ backend_tests! {
                 tokio::spawn(async move {
                     start.wait().await;
                     store
-                        .append_turn("", id, false, &turn(&format!("q{n}"), &format!("a{n}")))
+                        .append_turn("", id, TurnTarget::Existing, &turn(&format!("q{n}"), &format!("a{n}")))
                         .await
                         .unwrap()
                 })
@@ -739,14 +739,14 @@ async fn hold_sqlite_write_lock(db: &TestDb) -> sqlx::SqliteConnection {
 async fn turns_sent_together(
     db: &TestDb,
     store: &Arc<dyn ConversationStore>,
-    turns: Vec<(Uuid, bool, Vec<NewMessage>)>,
+    turns: Vec<(Uuid, TurnTarget, Vec<NewMessage>)>,
 ) -> Vec<Result<i64, StoreError>> {
     let mut holder = hold_sqlite_write_lock(db).await;
     let tasks: Vec<_> = turns
         .into_iter()
-        .map(|(id, create, messages)| {
+        .map(|(id, target, messages)| {
             let store = store.clone();
-            tokio::spawn(async move { store.append_turn("", id, create, &messages).await })
+            tokio::spawn(async move { store.append_turn("", id, target, &messages).await })
         })
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -765,7 +765,7 @@ async fn sqlite_turns_that_wait_together_are_written_in_one_transaction() {
     let db = TestDb::sqlite().await;
     let store = db.store_with_connections(4).await;
     let turns = (0..16)
-        .map(|n| (Uuid::now_v7(), true, turn(&format!("q{n}"), "a")))
+        .map(|n| (Uuid::now_v7(), TurnTarget::NewConversation, turn(&format!("q{n}"), "a")))
         .collect();
     let outcomes = turns_sent_together(&db, &store, turns).await;
     assert!(
@@ -797,12 +797,12 @@ async fn sqlite_a_turn_failing_in_a_batch_leaves_nothing_and_spares_the_others()
     let existing = conversation_with(&store, "", &[turn("first", "a")]).await;
     let refused = Uuid::now_v7();
     let turns = vec![
-        (Uuid::now_v7(), true, turn("alone", "a")),
-        (existing, false, turn("second", "b")),
-        (refused, true, turn("refused", "a")),
-        (existing, true, turn("again", "a")),
-        (Uuid::now_v7(), false, turn("unknown", "a")),
-        (existing, false, turn("third", "c")),
+        (Uuid::now_v7(), TurnTarget::NewConversation, turn("alone", "a")),
+        (existing, TurnTarget::Existing, turn("second", "b")),
+        (refused, TurnTarget::NewConversation, turn("refused", "a")),
+        (existing, TurnTarget::NewConversation, turn("again", "a")),
+        (Uuid::now_v7(), TurnTarget::Existing, turn("unknown", "a")),
+        (existing, TurnTarget::Existing, turn("third", "c")),
     ];
     let outcomes = turns_sent_together(&db, &store, turns).await;
     assert!(matches!(outcomes[0], Ok(0)), "{:?}", outcomes[0]);
@@ -856,7 +856,7 @@ async fn sqlite_a_turn_given_up_while_queued_is_never_written() {
     let mut holder = hold_sqlite_write_lock(&db).await;
     let send = |id: Uuid, question: &'static str| {
         let store = store.clone();
-        tokio::spawn(async move { store.append_turn("", id, true, &turn(question, "a")).await })
+        tokio::spawn(async move { store.append_turn("", id, TurnTarget::NewConversation, &turn(question, "a")).await })
     };
     let (first, given_up) = (Uuid::now_v7(), Uuid::now_v7());
     let writing = send(first, "first");
