@@ -545,7 +545,12 @@ async fn run_table(db: TestDb) {
     let store = db.store();
     let seed = Uuid::now_v7();
     store
-        .append_turn(ALICE, seed, TurnTarget::NewConversation, &[NewMessage::new(user("seed"))])
+        .append_turn(
+            ALICE,
+            seed,
+            TurnTarget::NewConversation,
+            &[NewMessage::new(user("seed"))],
+        )
         .await
         .expect("the seed");
     store

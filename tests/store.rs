@@ -58,7 +58,16 @@ async fn conversation_with(
     let id = Uuid::now_v7();
     for (index, messages) in turns.iter().enumerate() {
         store
-            .append_turn(owner, id, if index == 0 { TurnTarget::NewConversation } else { TurnTarget::Existing }, messages)
+            .append_turn(
+                owner,
+                id,
+                if index == 0 {
+                    TurnTarget::NewConversation
+                } else {
+                    TurnTarget::Existing
+                },
+                messages,
+            )
             .await
             .unwrap();
     }
@@ -765,7 +774,13 @@ async fn sqlite_turns_that_wait_together_are_written_in_one_transaction() {
     let db = TestDb::sqlite().await;
     let store = db.store_with_connections(4).await;
     let turns = (0..16)
-        .map(|n| (Uuid::now_v7(), TurnTarget::NewConversation, turn(&format!("q{n}"), "a")))
+        .map(|n| {
+            (
+                Uuid::now_v7(),
+                TurnTarget::NewConversation,
+                turn(&format!("q{n}"), "a"),
+            )
+        })
         .collect();
     let outcomes = turns_sent_together(&db, &store, turns).await;
     assert!(
@@ -797,7 +812,11 @@ async fn sqlite_a_turn_failing_in_a_batch_leaves_nothing_and_spares_the_others()
     let existing = conversation_with(&store, "", &[turn("first", "a")]).await;
     let refused = Uuid::now_v7();
     let turns = vec![
-        (Uuid::now_v7(), TurnTarget::NewConversation, turn("alone", "a")),
+        (
+            Uuid::now_v7(),
+            TurnTarget::NewConversation,
+            turn("alone", "a"),
+        ),
         (existing, TurnTarget::Existing, turn("second", "b")),
         (refused, TurnTarget::NewConversation, turn("refused", "a")),
         (existing, TurnTarget::NewConversation, turn("again", "a")),
@@ -856,7 +875,11 @@ async fn sqlite_a_turn_given_up_while_queued_is_never_written() {
     let mut holder = hold_sqlite_write_lock(&db).await;
     let send = |id: Uuid, question: &'static str| {
         let store = store.clone();
-        tokio::spawn(async move { store.append_turn("", id, TurnTarget::NewConversation, &turn(question, "a")).await })
+        tokio::spawn(async move {
+            store
+                .append_turn("", id, TurnTarget::NewConversation, &turn(question, "a"))
+                .await
+        })
     };
     let (first, given_up) = (Uuid::now_v7(), Uuid::now_v7());
     let writing = send(first, "first");
