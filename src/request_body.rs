@@ -14,22 +14,26 @@ use pin_project_lite::pin_project;
 use crate::BoxError;
 use crate::error::ApiError;
 
+/// The length a request's `Content-Length` declares, when it is a number.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
 /// Reads a request body whole, up to `limit` bytes: `413 request_too_large` beyond it
-/// (at once when `Content-Length` says so, before a byte is read), `400` when the
+/// (at once when the `declared` length says so, before a byte is read), `400` when the
 /// client's body fails mid-way.
 pub(crate) async fn read_body<B>(
     body: B,
-    headers: &HeaderMap,
+    declared: Option<u64>,
     limit: usize,
 ) -> Result<Bytes, ApiError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(ApiError::request_too_large(limit));
     }
@@ -135,14 +139,14 @@ mod tests {
     #[tokio::test]
     async fn a_body_within_the_limit_is_read_whole() {
         let body = Full::new(Bytes::from_static(b"{}"));
-        let bytes = read_body(body, &HeaderMap::new(), 2).await.unwrap();
+        let bytes = read_body(body, None, 2).await.unwrap();
         assert_eq!(bytes, Bytes::from_static(b"{}"));
     }
 
     #[tokio::test]
     async fn a_body_past_the_limit_is_request_too_large() {
         let body = Full::new(Bytes::from(vec![b' '; 17]));
-        let error = read_body(body, &HeaderMap::new(), 16).await.unwrap_err();
+        let error = read_body(body, None, 16).await.unwrap_err();
         assert_eq!(error.status, http::StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(error.code, "request_too_large");
     }
@@ -152,7 +156,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_LENGTH, http::HeaderValue::from(17));
         let body = Full::new(Bytes::new());
-        let error = read_body(body, &headers, 16).await.unwrap_err();
+        let error = read_body(body, declared_length(&headers), 16)
+            .await
+            .unwrap_err();
         assert_eq!(error.code, "request_too_large");
     }
 }

@@ -19,7 +19,7 @@ use crate::chat::{ConversationHeader, Mode, decide, parse_chat_request, trim_to_
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::future::{ResponseFuture, respond};
-use crate::request_body::{RequestBody, read_body};
+use crate::request_body::{RequestBody, declared_length, read_body};
 use crate::store::TurnTarget;
 use crate::turn::PendingTurn;
 use crate::{BoxError, CONVERSATION_ID_HEADER};
@@ -118,7 +118,8 @@ where
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
     let (mut parts, body) = request.into_parts();
-    let bytes = match read_body(body, &parts.headers, config.request_body_limit).await {
+    let declared = declared_length(&parts.headers);
+    let bytes = match read_body(body, declared, config.request_body_limit).await {
         Ok(bytes) => bytes,
         Err(error) => return Ok(error.into_response()),
     };

@@ -3,7 +3,7 @@
 //! Input is checked whole before the store is called, so a bad request changes nothing.
 
 use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 use uuid::Uuid;
@@ -22,12 +22,13 @@ pub(crate) struct Call<'a, B> {
     pub(crate) store: &'a dyn ConversationStore,
     pub(crate) owner: &'a str,
     pub(crate) query: QueryParams,
-    pub(crate) headers: &'a HeaderMap,
     pub(crate) body: B,
 }
 
 /// Largest request body the management API reads: 8 MiB, room for a hundred seed
-/// messages with long contents, small enough that no client can exhaust memory.
+/// messages with long contents, small enough that no client can exhaust memory. A longer
+/// body is read up to the limit, whatever its declared length, so that the client gets
+/// to read its `413` instead of a connection closed mid-send.
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Answers `endpoint`.
@@ -71,7 +72,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let new = request::new_conversation(&read_body(call.body, call.headers, BODY_LIMIT).await?)?;
+    let new = request::new_conversation(&read_body(call.body, None, BODY_LIMIT).await?)?;
     let created = call.store.create(call.owner, &new).await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -103,7 +104,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let change = request::update(&read_body(call.body, call.headers, BODY_LIMIT).await?)?;
+    let change = request::update(&read_body(call.body, None, BODY_LIMIT).await?)?;
     let updated = call.store.update(call.owner, id, &change).await?;
     Ok(json_response(StatusCode::OK, &response::summary(&updated)))
 }
@@ -118,7 +119,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let at_sequence = request::fork_point(&read_body(call.body, call.headers, BODY_LIMIT).await?)?;
+    let at_sequence = request::fork_point(&read_body(call.body, None, BODY_LIMIT).await?)?;
     let forked = call
         .store
         .fork(call.owner, id, at_sequence)

@@ -148,7 +148,6 @@ where
                 store: store.as_ref(),
                 owner: &owner,
                 query: QueryParams::parse(parts.uri.query()),
-                headers: &parts.headers,
                 body,
             };
             Ok(handlers::handle(endpoint, call)
