@@ -121,13 +121,17 @@ SELECT $2, sequence_number, role, message, content_text,
 FROM messages
 WHERE conversation_id = $1 AND sequence_number <= $3";
 
-/// Locks the conversation and lowers its count; `updated_at` moves only when messages go.
+/// Lowers the count of a conversation that holds messages from `$3` on, locking its row;
+/// no row when it has none to drop (or does not exist for this owner). The condition is
+/// in the `WHERE`, not in a `CASE` around `now()`: Citus refuses functions that are not
+/// immutable inside `CASE` and `COALESCE` of a distributed modification.
 const TRUNCATE_CONVERSATION: &str = "
 UPDATE conversations
-SET message_count = least(message_count, $3),
-    updated_at = CASE WHEN message_count > $3 THEN now() ELSE updated_at END
-WHERE id = $1 AND owner = $2
+SET message_count = $3, updated_at = now()
+WHERE id = $1 AND owner = $2 AND message_count > $3
 RETURNING id";
+
+const CONVERSATION_EXISTS: &str = "SELECT id FROM conversations WHERE id = $1 AND owner = $2";
 
 const TRUNCATE_MESSAGES: &str =
     "DELETE FROM messages WHERE conversation_id = $1 AND sequence_number >= $2";
@@ -333,13 +337,24 @@ impl ConversationStore for PgPool {
             return Err(StoreError::OutOfRange);
         }
         let mut tx = Session::transaction(self).await?;
-        tx.query(TRUNCATE_CONVERSATION)
+        let lowered = tx
+            .query(TRUNCATE_CONVERSATION)
             .bind(id)
             .bind(owner)
             .bind(from_sequence)
             .fetch_optional(tx.connection())
-            .await?
-            .ok_or(StoreError::NotFound)?;
+            .await?;
+        if lowered.is_none() {
+            // Nothing to drop: say whether the conversation is there at all.
+            tx.query(CONVERSATION_EXISTS)
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(tx.connection())
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            tx.commit().await?;
+            return Ok(0);
+        }
         // A statement of its own, after the lock above: it sees every turn that
         // committed while this one waited, so none of them survives past the new count.
         let deleted = tx
