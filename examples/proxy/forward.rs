@@ -1,12 +1,14 @@
-//! The upstream client: forwards each request to the real service, streaming both ways.
+//! The upstream client: forwards each request to the real service, streaming both ways,
+//! and keeps the headers that belong to one connection from crossing to the next.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
 use hyper_util::client::legacy::Client;
@@ -15,7 +17,6 @@ use hyper_util::rt::TokioExecutor;
 use tower::Service;
 use tower_conversations::{DEFAULT_CHAT_PATH, RequestBody};
 
-use crate::hop_by_hop;
 use crate::response::{self, BoxError, ProxyBody};
 
 /// The base URL of the upstream service: scheme, authority and an optional path prefix
@@ -131,7 +132,7 @@ impl Forward {
         // The client picks HTTP/1.1 or HTTP/2 for the upstream connection by itself.
         *request.version_mut() = Version::HTTP_11;
         let headers = request.headers_mut();
-        hop_by_hop::remove(headers);
+        remove_hop_by_hop(headers);
         // The client's Host names this proxy; the upstream client sets the upstream's
         // (as Host on HTTP/1.1, as :authority on HTTP/2).
         headers.remove(header::HOST);
@@ -176,7 +177,7 @@ impl Service<Request<RequestBody<Incoming>>> for Forward {
             let path = request.uri().path().to_owned();
             match client.request(request).await {
                 Ok(mut answer) => {
-                    hop_by_hop::remove(answer.headers_mut());
+                    remove_hop_by_hop(answer.headers_mut());
                     // The client's connection to this proxy decides the version it sees.
                     *answer.version_mut() = Version::HTTP_11;
                     Ok(answer.map(response::boxed))
@@ -214,5 +215,40 @@ fn tls_config(base: &UpstreamBase) -> Result<rustls::ClientConfig, BoxError> {
         Err(_) => Ok(builder
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth()),
+    }
+}
+
+/// The headers that describe one connection and must not cross a proxy (RFC 9110, 7.6.1),
+/// besides those a `Connection` header names and every `Proxy-*` header.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the headers that belong to the connection they arrived on, so that the next
+/// hop frames the message itself (chunked or not, HTTP/1 or HTTP/2).
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // The headers `Connection` names are hop-by-hop too: read them before it goes.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
     }
 }

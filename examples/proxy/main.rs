@@ -15,7 +15,6 @@ mod config;
 mod database;
 mod demo;
 mod forward;
-mod hop_by_hop;
 mod owner;
 mod response;
 mod routes;
