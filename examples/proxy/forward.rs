@@ -54,7 +54,7 @@ impl UpstreamBase {
     }
 
     /// Whether the connection to the upstream is encrypted.
-    pub fn is_https(&self) -> bool {
+    fn is_https(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }
 
