@@ -4,12 +4,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::BoxError;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use tower_conversations::ConversationStore;
-
-use crate::response::BoxError;
 
 /// How long a Postgres connection may sit idle in the pool before it is pinged on its
 /// way out.

@@ -3,20 +3,18 @@
 //! how a user sees that the history was spliced in.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Json;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body::Frame;
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use tower::Service;
+use tower_conversations::{ApiError, DEFAULT_CHAT_PATH, RequestBody};
 
-use crate::response::{self, BoxError, ProxyBody};
+use crate::ModelRequest;
 
 /// The model name the demo answers as, unless the request names one.
 pub const MODEL: &str = "demo";
@@ -27,82 +25,40 @@ const REQUEST_LIMIT: usize = 32 * 1024 * 1024;
 /// Longest quote of the last message the reply repeats.
 const QUOTE_CHARS: usize = 200;
 
-/// The demo model as a tower service: `POST /v1/chat/completions` (streaming when the
-/// request says `"stream": true`, a `chat.completion` object otherwise) and
-/// `GET /v1/models`. The reply is deterministic.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DemoModel;
-
-impl<B> Service<Request<B>> for DemoModel
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        Box::pin(async move {
-            let answer = match (request.method(), request.uri().path()) {
-                (&Method::POST, "/v1/chat/completions") => chat(request.into_body()).await,
-                (&Method::GET, "/v1/models") => models(),
-                _ => response::error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "The demo model answers only POST /v1/chat/completions and GET /v1/models.",
-                ),
-            };
-            Ok(answer)
-        })
-    }
-}
-
-fn models() -> Response<ProxyBody> {
-    response::json(
-        StatusCode::OK,
-        &json!({"object": "list", "data": [
+/// Answers as the demo model: `POST /v1/chat/completions` (streaming when the request
+/// says `"stream": true`, a `chat.completion` object otherwise) and `GET /v1/models`.
+/// The reply is deterministic. Never fails, so that it can stand where the upstream
+/// client stands.
+pub async fn answer(request: ModelRequest) -> Result<Response, Infallible> {
+    Ok(match (request.method(), request.uri().path()) {
+        (&Method::POST, DEFAULT_CHAT_PATH) => {
+            chat(request.into_body()).await.unwrap_or_else(|message| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message).into_response()
+            })
+        }
+        (&Method::GET, "/v1/models") => Json(json!({"object": "list", "data": [
             {"id": MODEL, "object": "model", "created": 0, "owned_by": "tower-conversations"}
-        ]}),
-    )
+        ]}))
+        .into_response(),
+        _ => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The demo model answers only POST /v1/chat/completions and GET /v1/models.",
+        )
+        .into_response(),
+    })
 }
 
-async fn chat<B>(body: B) -> Response<ProxyBody>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let bytes = match Limited::new(body, REQUEST_LIMIT).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return response::error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "The request body could not be read.",
-            );
-        }
-    };
-    let request: Value = match serde_json::from_slice(&bytes) {
-        Ok(value) => value,
-        Err(_) => {
-            return response::error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "The request body is not JSON.",
-            );
-        }
-    };
-    let Some(messages) = request["messages"].as_array() else {
-        return response::error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The request has no messages array.",
-        );
-    };
+/// The reply to a chat request, or why the request cannot be answered.
+async fn chat(body: RequestBody<Body>) -> Result<Response, &'static str> {
+    let bytes = axum::body::to_bytes(Body::new(body), REQUEST_LIMIT)
+        .await
+        .map_err(|_| "The request body could not be read.")?;
+    let request: Value =
+        serde_json::from_slice(&bytes).map_err(|_| "The request body is not JSON.")?;
+    let messages = request["messages"]
+        .as_array()
+        .ok_or("The request has no messages array.")?;
     let reply = Reply {
         id: format!("chatcmpl-demo-{}", messages.len()),
         created: unix_time(),
@@ -110,12 +66,12 @@ where
         text: reply_text(messages),
         prompt_tokens: messages.iter().map(|m| word_count(&message_text(m))).sum(),
     };
-    if request["stream"] == Value::Bool(true) {
+    Ok(if request["stream"] == Value::Bool(true) {
         let include_usage = request["stream_options"]["include_usage"] == Value::Bool(true);
         reply.streamed(include_usage)
     } else {
-        response::json(StatusCode::OK, &reply.completion())
-    }
+        Json(reply.completion()).into_response()
+    })
 }
 
 /// What the demo says: how many messages it saw, and what the last one said.
@@ -202,7 +158,7 @@ impl Reply {
 
     /// The reply as server-sent events: the role, the text a few words at a time, the
     /// finish reason, the usage when asked for, then `[DONE]`.
-    fn streamed(&self, include_usage: bool) -> Response<ProxyBody> {
+    fn streamed(&self, include_usage: bool) -> Response {
         let mut events = vec![self.chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
         let words: Vec<&str> = self.text.split_inclusive(' ').collect();
         for piece in words.chunks(3) {
@@ -226,16 +182,13 @@ impl Reply {
                 if index > 0 {
                     tokio::time::sleep(CHUNK_INTERVAL).await;
                 }
-                Ok::<_, Infallible>(Frame::data(frame))
+                Ok::<_, Infallible>(frame)
             },
         );
-        let mut answer = Response::new(response::boxed(StreamBody::new(stream)));
-        let headers = answer.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        answer
+        let headers = [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ];
+        (headers, Body::from_stream(stream)).into_response()
     }
 }

@@ -1,22 +1,22 @@
-//! The upstream client: forwards each request to the real service, streaming both ways.
+//! The upstream client: forwards each request to the real service, streaming both ways,
+//! and keeps the headers that belong to one connection from crossing to the next.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
+use axum::BoxError;
+use axum::body::Body;
+use axum::response::Response;
+use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tower::Service;
-use tower_conversations::{DEFAULT_CHAT_PATH, RequestBody};
+use tower_conversations::{ApiError, DEFAULT_CHAT_PATH, RequestBody};
 
-use crate::hop_by_hop;
-use crate::response::{self, BoxError, ProxyBody};
+use crate::ModelRequest;
 
 /// The base URL of the upstream service: scheme, authority and an optional path prefix
 /// (for services mounted under a path, such as `https://host/openai`).
@@ -54,7 +54,7 @@ impl UpstreamBase {
     }
 
     /// Whether the connection to the upstream is encrypted.
-    pub fn is_https(&self) -> bool {
+    fn is_https(&self) -> bool {
         self.scheme == Scheme::HTTPS
     }
 
@@ -75,15 +75,11 @@ impl std::fmt::Display for UpstreamBase {
     }
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, RequestBody<Incoming>>;
-
-/// A tower service that sends each request to the upstream and streams its answer back.
+/// A client that sends each request on to the upstream and streams its answer back.
 ///
 /// Bodies are never collected: each frame is handed on as it arrives, in both directions.
-/// An upstream that cannot be reached answers `502` in the OpenAI error envelope.
-#[derive(Clone)]
 pub struct Forward {
-    client: HttpsClient,
+    client: Client<HttpsConnector<HttpConnector>, RequestBody<Body>>,
     base: UpstreamBase,
     api_key: Option<HeaderValue>,
 }
@@ -119,19 +115,54 @@ impl Forward {
         })
     }
 
+    /// Sends `request` upstream and answers with the upstream's answer. It never fails: an
+    /// upstream that cannot be reached is answered `502` in the OpenAI error envelope, so
+    /// that clients read it like any other API error.
+    pub async fn send(self: Arc<Self>, request: ModelRequest) -> Result<Response, Infallible> {
+        let Ok(request) = self.upstream_request(request) else {
+            return Ok(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The request path cannot be forwarded.",
+            )
+            .into_response());
+        };
+        // The path only: a query string may carry a credential.
+        let path = request.uri().path().to_owned();
+        Ok(match self.client.request(request).await {
+            Ok(mut answer) => {
+                remove_hop_by_hop(answer.headers_mut());
+                // The client's connection to this proxy decides the version it sees.
+                *answer.version_mut() = Version::HTTP_11;
+                answer.map(Body::new)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %path,
+                    %error,
+                    cause = ?std::error::Error::source(&error),
+                    "upstream request failed"
+                );
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    "The upstream service could not be reached.",
+                )
+                .into_response()
+            }
+        })
+    }
+
     /// Turns the client's request into the upstream's; fails only on a path that makes
     /// no URL with the base.
-    fn upstream_request(
-        &self,
-        mut request: Request<RequestBody<Incoming>>,
-    ) -> Result<Request<RequestBody<Incoming>>, http::Error> {
+    fn upstream_request(&self, mut request: ModelRequest) -> Result<ModelRequest, http::Error> {
         let is_chat = request.method() == Method::POST && request.uri().path() == DEFAULT_CHAT_PATH;
         let uri = self.base.join(request.uri().path_and_query())?;
         *request.uri_mut() = uri;
         // The client picks HTTP/1.1 or HTTP/2 for the upstream connection by itself.
         *request.version_mut() = Version::HTTP_11;
         let headers = request.headers_mut();
-        hop_by_hop::remove(headers);
+        remove_hop_by_hop(headers);
         // The client's Host names this proxy; the upstream client sets the upstream's
         // (as Host on HTTP/1.1, as :authority on HTTP/2).
         headers.remove(header::HOST);
@@ -149,61 +180,11 @@ impl Forward {
     }
 }
 
-impl Service<Request<RequestBody<Incoming>>> for Forward {
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<RequestBody<Incoming>>) -> Self::Future {
-        let upstream_request = self.upstream_request(request);
-        let client = self.client.clone();
-        Box::pin(async move {
-            let request = match upstream_request {
-                Ok(request) => request,
-                Err(_) => {
-                    return Ok(response::error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "The request path cannot be forwarded.",
-                    ));
-                }
-            };
-            // The path only: a query string may carry a credential.
-            let path = request.uri().path().to_owned();
-            match client.request(request).await {
-                Ok(mut answer) => {
-                    hop_by_hop::remove(answer.headers_mut());
-                    // The client's connection to this proxy decides the version it sees.
-                    *answer.version_mut() = Version::HTTP_11;
-                    Ok(answer.map(response::boxed))
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        %path,
-                        %error,
-                        cause = ?std::error::Error::source(&error),
-                        "upstream request failed"
-                    );
-                    Ok(response::error(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unreachable",
-                        "The upstream service could not be reached.",
-                    ))
-                }
-            }
-        })
-    }
-}
-
 /// TLS with the ring provider and the system's roots (`rustls-native-certs`, which
 /// honours `SSL_CERT_FILE` and `SSL_CERT_DIR`). A plain-HTTP upstream needs no roots, so
 /// a machine without any (a bare container) can still reach one.
 fn tls_config(base: &UpstreamBase) -> Result<rustls::ClientConfig, BoxError> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?;
     match builder.clone().with_native_roots() {
@@ -214,5 +195,40 @@ fn tls_config(base: &UpstreamBase) -> Result<rustls::ClientConfig, BoxError> {
         Err(_) => Ok(builder
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth()),
+    }
+}
+
+/// The headers that describe one connection and must not cross a proxy (RFC 9110, 7.6.1),
+/// besides those a `Connection` header names and every `Proxy-*` header.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the headers that belong to the connection they arrived on, so that the next
+/// hop frames the message itself (chunked or not, HTTP/1 or HTTP/2).
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // The headers `Connection` names are hop-by-hop too: read them before it goes.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
     }
 }

@@ -10,29 +10,45 @@
 //! `--database-url postgres://...`), splices it in, and stores each reply. The
 //! management API is under `/v1/conversations`; every other path is forwarded as it is.
 //! Each bearer token is an owner of its own. Run with `--help` for every option.
+//!
+//! This file starts the proxy and stops it: the options, the database, the routes, and
+//! serving until Ctrl-C or SIGTERM.
 
 mod config;
 mod database;
 mod demo;
 mod forward;
-mod hop_by_hop;
 mod owner;
-mod response;
-mod routes;
-mod server;
-mod shutdown;
 
+use std::convert::Infallible;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
+use axum::response::Response;
+use axum::serve::ListenerExt;
+use axum::{BoxError, Router};
+use http::Request;
 use tokio::net::TcpListener;
-use tower::util::BoxCloneService;
-use tower_conversations::ConversationLayer;
+use tokio::sync::Notify;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt, service_fn};
+use tower_conversations::{ConversationLayer, RequestBody};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Command, Config};
-use crate::response::BoxError;
-use crate::routes::{Model, Routes};
+
+/// What reaches the model: the client's request, its body read by the conversation
+/// layer or passed through untouched.
+pub type ModelRequest = Request<RequestBody<Body>>;
+
+/// The model behind the proxy, chosen at start-up: the upstream or the demo model.
+type Model = BoxCloneSyncService<ModelRequest, Response, Infallible>;
+
+/// How long in-flight requests may run on after a stop signal before they are cut.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -64,49 +80,126 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), BoxError> {
-    let model: Model = match &config.upstream {
-        Some(base) => {
-            let forward = forward::Forward::new(base.clone(), config.upstream_api_key.as_deref())?;
-            tracing::info!("forwarding to {base}");
-            if config.upstream_api_key.is_some() {
-                tracing::info!(
-                    "UPSTREAM_API_KEY is set: it replaces the client's Authorization upstream"
-                );
-            }
-            BoxCloneService::new(forward)
-        }
-        None => {
-            tracing::warn!(
-                "no upstream given: a built-in demo model answers, not a real one (it replies \
-                 with how many messages it received, history included). To talk to a real \
-                 model, start with --upstream https://api.openai.com (or UPSTREAM_URL) and \
-                 set UPSTREAM_API_KEY"
-            );
-            BoxCloneService::new(demo::DemoModel)
-        }
-    };
-
-    let (routes, layer) = if config.passthrough {
+    let model = model(&config)?;
+    let layer = if config.passthrough {
         tracing::info!("passthrough: the conversation layer is off and no database is opened");
-        (Routes::passthrough(model), None)
+        None
     } else {
         let database = database::open(&config.database_url).await?;
         tracing::info!("conversations stored in {}", database.description);
-        let layer = ConversationLayer::new(database.store).owner_resolver(owner::by_bearer_token());
-        (Routes::with_layer(&layer, model), Some(layer))
+        Some(ConversationLayer::new(database.store).owner_resolver(owner::by_bearer_token()))
     };
+    let app = router(model, layer.as_ref());
 
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
-    let address = listener.local_addr()?;
-    tracing::info!("listening on http://{address}");
-
-    server::serve(listener, routes, shutdown::signal()).await;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    serve(listener, app).await?;
     if let Some(layer) = layer {
         // Turns whose streams just ended may still be on their way to the database.
         layer.wait_for_pending_writes().await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The upstream named in `config`, or the demo model when there is none.
+fn model(config: &Config) -> Result<Model, BoxError> {
+    let Some(base) = &config.upstream else {
+        tracing::warn!(
+            "no upstream given: a built-in demo model answers, not a real one (it replies \
+             with how many messages it received, history included). To talk to a real \
+             model, start with --upstream https://api.openai.com (or UPSTREAM_URL) and \
+             set UPSTREAM_API_KEY"
+        );
+        return Ok(Model::new(service_fn(demo::answer)));
+    };
+    // One client for every request, so that they share its connection pool.
+    let forward = Arc::new(forward::Forward::new(
+        base.clone(),
+        config.upstream_api_key.as_deref(),
+    )?);
+    tracing::info!("forwarding to {base}");
+    if config.upstream_api_key.is_some() {
+        tracing::info!("UPSTREAM_API_KEY is set: it replaces the client's Authorization upstream");
+    }
+    Ok(Model::new(service_fn(move |request| {
+        forward.clone().send(request)
+    })))
+}
+
+/// The proxy's whole HTTP surface. With the layer, the management API shares its store
+/// and owners, and every other path goes through it to the model; without it, every
+/// path goes straight to the model.
+fn router(model: Model, layer: Option<&ConversationLayer>) -> Router {
+    match layer {
+        Some(layer) => Router::new()
+            .nest_service("/v1/conversations", layer.api())
+            .fallback_service(layer.layer(model)),
+        None => Router::new().fallback_service(
+            model.map_request(|request: Request<Body>| request.map(RequestBody::original)),
+        ),
+    }
+}
+
+/// Serves `app` over HTTP/1.1 and HTTP/2 until a stop signal; then stops accepting,
+/// closes idle connections and waits (up to [`SHUTDOWN_GRACE`]) for the requests in
+/// flight, streams included, to finish.
+async fn serve(listener: TcpListener, app: Router) -> std::io::Result<()> {
+    // Stream chunks are small and latency-bound: never wait to coalesce them.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
+    // The grace period starts at the signal, not at start-up.
+    let stopping = Arc::new(Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            let signal = stop_signal().await;
+            tracing::info!("{signal} received: no longer accepting; finishing requests in flight");
+            stopping.notify_one();
+        }
+    };
+    tokio::select! {
+        served = axum::serve(listener, app).with_graceful_shutdown(signal) => {
+            served?;
+            tracing::info!("all connections finished");
+        }
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}: cutting them off");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM (what `docker stop` and Kubernetes send),
+/// naming the signal for the log.
+async fn stop_signal() -> &'static str {
+    let ctrl_c = async {
+        // If the handler cannot be installed the proxy still runs; only SIGTERM stops it.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => "Ctrl-C",
+        () = terminate => "SIGTERM",
+    }
 }
