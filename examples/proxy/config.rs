@@ -17,6 +17,10 @@ Options (a flag wins over its environment variable):
                         [default: none, a built-in demo model answers]
   --database-url URL    sqlite://FILE (created if missing) or postgres://USER:PASS@HOST/DB
                         [env DATABASE_URL] [default: sqlite://conversations.db]
+  --migration-database-url URL
+                        a direct connection (not through a transaction pooler) to run the
+                        migrations on at start [env MIGRATION_DATABASE_URL]
+                        [default: the database URL]
   --passthrough         forward everything with the conversation layer off and no database:
                         the baseline for measuring the layer's overhead
   -h, --help            print this help
@@ -41,6 +45,9 @@ pub struct Config {
     pub upstream: Option<UpstreamBase>,
     /// The conversation database.
     pub database_url: String,
+    /// Where the migrations run, when not on [`database_url`](Self::database_url):
+    /// behind a transaction pooler they need a connection of their own.
+    pub migration_database_url: Option<String>,
     /// The credential sent upstream in place of the client's.
     pub upstream_api_key: Option<String>,
     /// The layer is off: forward only.
@@ -67,6 +74,7 @@ pub fn parse(
     let mut listen = None;
     let mut upstream = None;
     let mut database_url = None;
+    let mut migration_database_url = None;
     let mut passthrough = false;
 
     let mut args = args.into_iter();
@@ -89,6 +97,9 @@ pub fn parse(
             "--listen" => listen = Some(value("--listen")?),
             "--upstream" => upstream = Some(value("--upstream")?),
             "--database-url" => database_url = Some(value("--database-url")?),
+            "--migration-database-url" => {
+                migration_database_url = Some(value("--migration-database-url")?)
+            }
             "--passthrough" if inline.is_none() => passthrough = true,
             "--passthrough" => return Err("--passthrough takes no value".to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -107,6 +118,7 @@ pub fn parse(
         database_url: database_url
             .or_else(|| env("DATABASE_URL"))
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+        migration_database_url: migration_database_url.or_else(|| env("MIGRATION_DATABASE_URL")),
         upstream_api_key: env("UPSTREAM_API_KEY"),
         passthrough,
     }))

@@ -23,8 +23,14 @@ pub struct Database {
 }
 
 /// Connects to `url` (`sqlite://FILE`, created if missing, or `postgres://...`) and runs
-/// the migrations, so the proxy is ready to store turns when it starts listening.
-pub async fn open(url: &str) -> Result<Database, BoxError> {
+/// the migrations (on `migrations` when given), so the proxy is ready to store turns when
+/// it starts listening.
+///
+/// Behind a transaction-mode pooler such as PgBouncer, `url` carries
+/// `statement-cache-capacity=0` (the store then keeps each call on one server connection)
+/// and `migrations` names the server directly: sqlx's migrator holds a session-level
+/// advisory lock and prepares named statements, which such a pooler does not keep.
+pub async fn open(url: &str, migrations: Option<&str>) -> Result<Database, BoxError> {
     let (store, description): (Arc<dyn ConversationStore>, String) = if url.starts_with("sqlite:") {
         // The migrations put the file in WAL mode, where NORMAL still survives a crash of
         // the process and skips the disk flush on every commit that FULL (SQLite's default)
@@ -74,6 +80,16 @@ pub async fn open(url: &str) -> Result<Database, BoxError> {
             "the database URL must start with sqlite:// or postgres:// (see --help)".into(),
         );
     };
-    tower_conversations::migrate(&*store).await?;
+    match migrations {
+        None => tower_conversations::migrate(&*store).await?,
+        Some(direct) => {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(direct)
+                .await?;
+            tower_conversations::migrate(&pool).await?;
+            pool.close().await;
+        }
+    }
     Ok(Database { store, description })
 }

@@ -85,7 +85,8 @@ async fn run(config: Config) -> Result<(), BoxError> {
         tracing::info!("passthrough: the conversation layer is off and no database is opened");
         None
     } else {
-        let database = database::open(&config.database_url).await?;
+        let migrations = config.migration_database_url.as_deref();
+        let database = database::open(&config.database_url, migrations).await?;
         tracing::info!("conversations stored in {}", database.description);
         Some(ConversationLayer::new(database.store).owner_resolver(owner::by_bearer_token()))
     };
