@@ -105,6 +105,8 @@ pub use layer::ConversationLayer;
 pub use owner::OwnerResolver;
 pub use request_body::RequestBody;
 pub use service::ConversationService;
+#[cfg(feature = "postgres")]
+pub use store::distribute;
 pub use store::{ConversationStore, StoreError, TurnStore, TurnTarget, migrate};
 
 /// The header that names a conversation, on requests and on stateful responses.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::BoxError;
 use sqlx::Connection;
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use tower_conversations::ConversationStore;
@@ -47,6 +48,7 @@ pub async fn open(url: &str, migrations: Option<&str>) -> Result<Database, BoxEr
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
+        tower_conversations::migrate(&pool).await?;
         (Arc::new(pool), description)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let options = PgConnectOptions::from_str(url)?;
@@ -74,22 +76,32 @@ pub async fn open(url: &str, migrations: Option<&str>) -> Result<Database, BoxEr
             })
             .connect_with(options)
             .await?;
+        match migrations {
+            None => prepare_postgres(&pool).await?,
+            Some(direct) => {
+                let direct = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(direct)
+                    .await?;
+                prepare_postgres(&direct).await?;
+                direct.close().await;
+            }
+        }
         (Arc::new(pool), description)
     } else {
         return Err(
             "the database URL must start with sqlite:// or postgres:// (see --help)".into(),
         );
     };
-    match migrations {
-        None => tower_conversations::migrate(&*store).await?,
-        Some(direct) => {
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect(direct)
-                .await?;
-            tower_conversations::migrate(&pool).await?;
-            pool.close().await;
-        }
-    }
     Ok(Database { store, description })
+}
+
+/// Runs the migrations and, on a Citus coordinator, distributes the tables by
+/// conversation id (nothing to do on plain PostgreSQL).
+async fn prepare_postgres(pool: &PgPool) -> Result<(), BoxError> {
+    tower_conversations::migrate(pool).await?;
+    if tower_conversations::distribute(pool).await? {
+        tracing::info!("Citus: conversations and messages are distributed by conversation id");
+    }
+    Ok(())
 }

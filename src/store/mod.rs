@@ -27,6 +27,8 @@ mod sqlite;
 mod text;
 
 pub use error::StoreError;
+#[cfg(feature = "postgres")]
+pub use postgres::distribute;
 pub use records::{
     Conversation, ConversationDetail, ConversationList, ConversationUpdate, ListQuery, MessagePage,
     MessageQuery, Metadata, NewConversation, NewMessage, Order, StoredMessage,

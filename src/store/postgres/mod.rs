@@ -13,7 +13,10 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
+mod distribute;
 mod session;
+
+pub use self::distribute::distribute;
 
 use self::session::Session;
 use super::batch::{MessageColumns, message_count};

@@ -1,0 +1,61 @@
+//! [`distribute`]: spreading the two tables over a Citus cluster.
+
+use sqlx::PgPool;
+
+use crate::store::StoreError;
+
+const HAS_CITUS: &str = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')";
+
+const IS_DISTRIBUTED: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = $1::regclass)";
+
+/// First the table the other's foreign key references: Citus wants that one distributed
+/// before the key can point at it.
+const DISTRIBUTE_CONVERSATIONS: &str = "SELECT create_distributed_table('conversations', 'id')";
+
+/// Co-located with `conversations`: a conversation's messages live on its shard, so every
+/// statement of a turn is routed to one worker and no transaction spans two.
+const DISTRIBUTE_MESSAGES: &str = "SELECT create_distributed_table('messages', 'conversation_id', \
+     colocate_with => 'conversations')";
+
+/// Distributes `conversations` by `id` and `messages` by `conversation_id`, co-located,
+/// when the database is a Citus coordinator (the `citus` extension is installed); does
+/// nothing otherwise. Safe to call at every start, after [`migrate`](crate::migrate):
+/// a table already distributed is left as it is. Answers whether Citus is there.
+///
+/// Run it on a direct connection to the coordinator, as the migrations: not through a
+/// transaction-mode pooler.
+///
+/// Every statement the store sends runs on such a cluster: each touches one conversation
+/// and its messages, so Citus routes it to the one shard that holds them; timestamps come
+/// from `now()` outside any `CASE` or `COALESCE`, which Citus refuses for functions that
+/// are not immutable.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = sqlx::PgPool::connect("postgres://postgres@coordinator/app").await?;
+/// tower_conversations::migrate(&pool).await?;
+/// if tower_conversations::distribute(&pool).await? {
+///     println!("conversations are spread over the Citus workers");
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn distribute(pool: &PgPool) -> Result<bool, StoreError> {
+    let has_citus: bool = sqlx::query_scalar(HAS_CITUS).fetch_one(pool).await?;
+    if !has_citus {
+        return Ok(false);
+    }
+    for (table, statement) in [
+        ("conversations", DISTRIBUTE_CONVERSATIONS),
+        ("messages", DISTRIBUTE_MESSAGES),
+    ] {
+        let distributed: bool = sqlx::query_scalar(IS_DISTRIBUTED)
+            .bind(table)
+            .fetch_one(pool)
+            .await?;
+        if !distributed {
+            sqlx::query(statement).execute(pool).await?;
+        }
+    }
+    Ok(true)
+}
