@@ -1,14 +1,12 @@
 //! The management API (contract section 8), over loopback with a real HTTP client, on
 //! SQLite and PostgreSQL.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::db::{TestDb, TestPool};
+use crate::support::server::{TestServer, chat_body, send};
+use crate::support::upstream::TestModel;
 use chrono::{DateTime, SecondsFormat};
-use common::db::{TestDb, TestPool};
-use common::server::{TestServer, chat_body, send};
-use common::upstream::TestModel;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Map, Value, json};
 use tower_conversations::store::{NewMessage, TurnTarget};

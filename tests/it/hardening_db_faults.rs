@@ -2,18 +2,16 @@
 //! was never there, and a server that hangs. Every stream completes, every turn is
 //! either stored or reported `storage_failed`, and the layer recovers by itself.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::db::TestDb;
-use common::echo::echo_model;
-use common::faults::*;
-use common::server::*;
-use common::turns::{echo_turns, ends_with_done, storage_failed};
-use common::upstream::*;
+use crate::support::db::TestDb;
+use crate::support::echo::echo_model;
+use crate::support::faults::*;
+use crate::support::server::*;
+use crate::support::turns::{echo_turns, ends_with_done, storage_failed};
+use crate::support::upstream::*;
 use http::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::Barrier;
@@ -162,7 +160,7 @@ async fn an_unreachable_database_leaves_stateless_requests_working() {
     assert_eq!(answer.body, concat(&text_stream(&["You ", "said: ", "hi"])));
     let models = send(&app, Method::GET, "/v1/models", &[], "").await;
     assert_eq!(models.status, StatusCode::OK);
-    assert_eq!(models.json(), common::upstream::models());
+    assert_eq!(models.json(), crate::support::upstream::models());
     let took = started.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }

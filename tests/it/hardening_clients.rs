@@ -2,17 +2,15 @@
 //! the whole reply, with nothing panicking, every turn stored (incomplete when cut
 //! short), and no storage task outliving `wait_for_pending_writes`.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::db::TestDb;
-use common::dropped::DropCount;
-use common::echo::{echo_model, echo_of};
-use common::server::*;
-use common::turns::{ends_with_done, storage_failed};
+use crate::support::db::TestDb;
+use crate::support::dropped::DropCount;
+use crate::support::echo::{echo_model, echo_of};
+use crate::support::server::*;
+use crate::support::turns::{ends_with_done, storage_failed};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;

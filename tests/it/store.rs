@@ -1,12 +1,10 @@
 //! The storage promises (contract sections 6 and 7), each test run on SQLite and on
 //! PostgreSQL with the same body.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::db::{Backend, TestDb};
+use crate::support::db::{Backend, TestDb};
 use serde_json::{Value, json};
 use tower_conversations::store::{
     ConversationStore, ConversationUpdate, ListQuery, MessageQuery, Metadata, NewConversation,
@@ -719,7 +717,7 @@ async fn sqlite_delete_and_truncate_do_not_rely_on_foreign_keys() {
 #[tokio::test]
 async fn sqlite_databases_use_write_ahead_logging() {
     let db = TestDb::sqlite().await;
-    let common::db::TestPool::Sqlite(pool) = &db.pool else {
+    let crate::support::db::TestPool::Sqlite(pool) = &db.pool else {
         unreachable!()
     };
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")

@@ -8,14 +8,12 @@
 //! PostgreSQL cannot hold U+0000 in `text` or `jsonb`, so generated text leaves it out;
 //! `hardening_hostile.rs` checks what such a message gets.
 
-mod common;
-
 use std::sync::OnceLock;
 
+use crate::support::db::TestDb;
+use crate::support::server::*;
+use crate::support::upstream::*;
 use bytes::Bytes;
-use common::db::TestDb;
-use common::server::*;
-use common::upstream::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

@@ -3,13 +3,11 @@
 //! was stored. Every case runs against one app (the layer and the management API over
 //! the test model), on SQLite and on PostgreSQL, and the table of outcomes is printed.
 
-mod common;
-
+use crate::support::db::TestDb;
+use crate::support::server::*;
+use crate::support::turns::storage_failed;
+use crate::support::upstream::*;
 use bytes::Bytes;
-use common::db::TestDb;
-use common::server::*;
-use common::turns::storage_failed;
-use common::upstream::*;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};

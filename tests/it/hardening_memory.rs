@@ -4,25 +4,20 @@
 //!
 //! Both tests measure the whole process, so they take turns.
 
-mod common;
-#[allow(dead_code)]
-#[path = "proxy/process.rs"]
-mod process;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::support::db::TestDb;
+use crate::support::echo::terse_echo_model;
+use crate::support::memory::{PeakResident, resident_kib, resident_kib_of};
+use crate::support::process::Proxy;
+use crate::support::server::*;
 use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use common::db::TestDb;
-use common::echo::terse_echo_model;
-use common::memory::{PeakResident, resident_kib, resident_kib_of};
-use common::server::*;
 use http::{HeaderValue, header};
-use process::Proxy;
 use serde_json::json;
 use tokio::sync::Mutex;
 use tower_conversations::{CONVERSATION_ID_HEADER, ConversationLayer};

@@ -1,14 +1,12 @@
 //! Splicing history and capturing the reply (contract sections 4 and 5), driven over
 //! loopback with a real client against a real database.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::db::TestDb;
+use crate::support::server::*;
+use crate::support::upstream::*;
 use bytes::Bytes;
-use common::db::TestDb;
-use common::server::*;
-use common::upstream::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use tower_conversations::store::StoredMessage;

@@ -1,11 +1,9 @@
 //! Which requests the layer touches and in which mode (contract sections 2, 3 and 7),
 //! driven over loopback with a real client against a real database.
 
-mod common;
-
-use common::db::TestDb;
-use common::server::*;
-use common::upstream::*;
+use crate::support::db::TestDb;
+use crate::support::server::*;
+use crate::support::upstream::*;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tower_conversations::{

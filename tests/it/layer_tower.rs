@@ -1,18 +1,16 @@
 //! The layer as a plain tower component: composed with `ServiceBuilder` under a bare
 //! hyper server, and forwarding the inner body's own frames without copying them.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use crate::support::db::TestDb;
+use crate::support::server::*;
+use crate::support::upstream::*;
 use bytes::Bytes;
-use common::db::TestDb;
-use common::server::*;
-use common::upstream::*;
 use http::{Request, Response, StatusCode, header};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};

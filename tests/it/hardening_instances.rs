@@ -2,18 +2,16 @@
 //! servers with pools of their own, 64 clients and eight shared conversations, every
 //! turn going to whichever instance its client picks.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::db::TestDb;
-use common::echo::echo_model;
-use common::faults::layer_pool;
-use common::server::*;
-use common::turns::{echo_turns, ends_with_done, storage_failed};
+use crate::support::db::TestDb;
+use crate::support::echo::echo_model;
+use crate::support::faults::layer_pool;
+use crate::support::server::*;
+use crate::support::turns::{echo_turns, ends_with_done, storage_failed};
 use http::StatusCode;
 use serde_json::json;
 use tower_conversations::ConversationLayer;

@@ -1,13 +1,11 @@
 //! When storing a turn fails, hangs, or outlives its client (contract section 5),
 //! with faults injected into a real database.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::db::{Backend, TestDb, TestPool};
-use common::server::*;
-use common::upstream::*;
+use crate::support::db::{Backend, TestDb, TestPool};
+use crate::support::server::*;
+use crate::support::upstream::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use tower_conversations::{CONVERSATION_ID_HEADER, ConversationLayer, ConversationStore};

@@ -1,13 +1,11 @@
 //! Limits (contract sections 3 and 5): replies beyond the capture limit, request bodies
 //! beyond the request limit, and JSON nested deeper than any parser should follow.
 
-mod common;
-
+use crate::support::db::TestDb;
+use crate::support::server::*;
+use crate::support::turns::{ends_with_done, storage_failed};
+use crate::support::upstream::*;
 use bytes::Bytes;
-use common::db::TestDb;
-use common::server::*;
-use common::turns::{ends_with_done, storage_failed};
-use common::upstream::*;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tower_conversations::{CONVERSATION_ID_HEADER, ConversationLayer, ConversationStore};
