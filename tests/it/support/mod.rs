@@ -2,6 +2,7 @@
 //! speaks OpenAI-compatible SSE, servers on loopback, and the example proxy as a child
 //! process.
 
+pub mod api;
 #[macro_use]
 pub mod db;
 pub mod dropped;
@@ -10,6 +11,7 @@ pub mod faults;
 pub mod memory;
 pub mod process;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod turns;
 pub mod upstream;

@@ -1,0 +1,69 @@
+//! Conversations made straight through the store, as the layer makes them.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tower_conversations::store::{
+    ConversationStore, ListQuery, NewMessage, StoreError, TurnTarget,
+};
+use uuid::Uuid;
+
+pub fn user(text: &str) -> NewMessage {
+    NewMessage::new(json!({"role": "user", "content": text}))
+}
+
+pub fn assistant(text: &str) -> NewMessage {
+    NewMessage::new(json!({"role": "assistant", "content": text}))
+}
+
+pub fn turn(question: &str, answer: &str) -> Vec<NewMessage> {
+    vec![user(question), assistant(answer)]
+}
+
+pub fn page(limit: u32, offset: u64) -> ListQuery {
+    ListQuery {
+        limit,
+        offset,
+        search: None,
+    }
+}
+
+pub fn search(words: &str) -> ListQuery {
+    ListQuery {
+        limit: 100,
+        offset: 0,
+        search: Some(words.to_owned()),
+    }
+}
+
+/// A new conversation of `owner` holding `turns`, appended one after the other.
+pub async fn conversation_with(
+    store: &Arc<dyn ConversationStore>,
+    owner: &str,
+    turns: &[Vec<NewMessage>],
+) -> Uuid {
+    let id = Uuid::now_v7();
+    for (index, messages) in turns.iter().enumerate() {
+        store
+            .append_turn(
+                owner,
+                id,
+                if index == 0 {
+                    TurnTarget::NewConversation
+                } else {
+                    TurnTarget::Existing
+                },
+                messages,
+            )
+            .await
+            .unwrap();
+    }
+    id
+}
+
+pub fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    assert!(
+        matches!(result, Err(StoreError::NotFound)),
+        "{what}: expected NotFound, got {result:?}"
+    );
+}
