@@ -15,6 +15,5 @@ mod storage; // 6. Storage
 mod tower_layer; // 1. What it is // 10. Scaling out
 
 mod faults;
-mod hardening_memory;
 mod hostile_input;
 mod properties;

@@ -169,7 +169,6 @@ async fn soak_turn(http: &reqwest::Client, proxy: &Proxy, id: Option<Uuid>, text
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_turns_through_the_proxy_leave_its_memory_where_warm_up_left_it() {
-    let _measuring = crate::hardening_memory::MEASURING.lock().await;
     let (turns, warm_up_turns) = (soak_turns(), soak_turns() / 10);
     let path = std::env::temp_dir().join(format!("tc_test_soak_{}.db", Uuid::now_v7().simple()));
     let database = format!("sqlite://{}", path.display());
