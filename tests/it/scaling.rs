@@ -31,6 +31,7 @@ fn text_of(turn: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: 2,000 turns from 64 clients through 4 instances, about 30 s"]
 async fn four_instances_on_one_database_lose_no_message_and_keep_every_turn_contiguous() {
     let Some(db) = TestDb::postgres().await else {
         return;
@@ -168,6 +169,7 @@ async fn soak_turn(http: &reqwest::Client, proxy: &Proxy, id: Option<Uuid>, text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: 20,000 turns through the proxy, about a minute"]
 async fn twenty_thousand_turns_through_the_proxy_leave_its_memory_where_warm_up_left_it() {
     let (turns, warm_up_turns) = (soak_turns(), soak_turns() / 10);
     let path = std::env::temp_dir().join(format!("tc_test_soak_{}.db", Uuid::now_v7().simple()));
