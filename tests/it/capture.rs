@@ -85,7 +85,7 @@ fn long_pieces() -> Vec<String> {
 }
 
 backend_tests! {
-    async fn upstream_errors_pass_through_untouched_and_store_nothing(db: TestDb) {
+    async fn a_reply_that_is_not_2xx_passes_through_untouched_and_stores_nothing(db: TestDb) {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
         let id = start_conversation(&app, "hi").await;

@@ -41,7 +41,7 @@ async fn answer_to_head(app: &TestServer, head: &str) -> (StatusCode, Value) {
 }
 
 backend_tests! {
-    async fn other_paths_and_methods_pass_through_byte_identical(db: TestDb) {
+    async fn every_other_request_and_its_response_pass_through_byte_identical(db: TestDb) {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
         let direct_model = TestModel::new();
@@ -124,7 +124,7 @@ backend_tests! {
         assert_eq!(conversation_count(&db).await, 2);
     }
 
-    async fn a_request_with_a_system_or_developer_message_is_stateless(db: TestDb) {
+    async fn a_system_or_developer_message_without_the_header_is_stateless(db: TestDb) {
         let model = TestModel::new();
         let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
         for role in ["system", "developer"] {

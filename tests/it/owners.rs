@@ -26,7 +26,7 @@ fn owner_from_x_user() -> OwnerResolver {
 }
 
 backend_tests! {
-    async fn another_owners_conversation_is_not_found_as_if_it_did_not_exist(db: TestDb) {
+    async fn continuing_another_owners_conversation_is_404_as_if_it_did_not_exist(db: TestDb) {
         let model = TestModel::new();
         let layer = ConversationLayer::new(db.store()).owner_resolver(owner_from_x_user());
         let app = serve_layered(&model, layer).await;
@@ -77,7 +77,7 @@ backend_tests! {
         assert_eq!(stored_messages(&db, "alice", id).await.len(), 4);
     }
 
-    async fn another_owners_conversation_is_not_found_by_any_operation(db: TestDb) {
+    async fn every_store_operation_answers_not_found_for_another_owners_conversation(db: TestDb) {
         let store = db.store();
         let id = conversation_with(&store, "alice", &[turn("alice's question", "answer")]).await;
         let before = store.get("alice", id).await.unwrap();
@@ -107,7 +107,7 @@ backend_tests! {
         assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
     }
 
-    async fn search_respects_owners(db: TestDb) {
+    async fn search_never_finds_another_owners_conversation(db: TestDb) {
         let store = db.store();
         let alices = conversation_with(&store, "alice", &[turn("secret plan", "ok")]).await;
         let bobs = store.list("bob", &search("secret plan")).await.unwrap();
@@ -119,7 +119,7 @@ backend_tests! {
         assert_eq!(alice.conversations.iter().map(|c| c.id).collect::<Vec<_>>(), [alices]);
     }
 
-    async fn another_owner_can_neither_see_nor_change_nor_delete_a_conversation(db: TestDb) {
+    async fn in_the_management_api_another_owner_can_neither_see_nor_change_nor_delete_a_conversation(db: TestDb) {
         let alice = Client::axum(&db).await;
         let bob = alice.as_owner("bob");
         let id = alice.create(json!({"title": "secret plans", "metadata": {"k": "v"}, "messages": [

@@ -6,7 +6,7 @@
 //! beside them (`src/sse.rs`, `src/chat/request.rs`); these check the whole path.
 //!
 //! PostgreSQL cannot hold U+0000 in `text` or `jsonb`, so generated text leaves it out;
-//! `hardening_hostile.rs` checks what such a message gets.
+//! `hostile_input` checks what such a message gets.
 
 use std::sync::OnceLock;
 

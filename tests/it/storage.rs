@@ -310,7 +310,7 @@ backend_tests! {
         assert_eq!(store.get("", id).await.unwrap().messages.len(), 2);
     }
 
-    async fn rename_and_replace_metadata(db: TestDb) {
+    async fn update_renames_and_replaces_the_metadata(db: TestDb) {
         let store = db.store();
         let created = store
             .create("", &NewConversation {

@@ -16,7 +16,7 @@ use crate::support::server::*;
 use crate::support::upstream::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_layer_serves_plain_hyper_through_tower_service_builder() {
+async fn a_plain_tower_service_gets_conversation_memory_through_service_builder() {
     let db = TestDb::sqlite().await;
     let received: Arc<Mutex<Vec<Bytes>>> = Arc::default();
     let upstream = {
