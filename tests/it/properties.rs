@@ -16,7 +16,7 @@ use crate::support::upstream::*;
 use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 use serde_json::{Map, Number, Value, json};
 use tokio::runtime::Runtime;
 use tower_conversations::{ConversationLayer, ConversationStore};
@@ -111,7 +111,16 @@ fn check(ok: bool, what: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    // Failing cases are saved with the crate's others, in proptest-regressions/. By
+    // default proptest would put them beside tests/it (the nearest directory holding a
+    // main.rs), in tests/proptest-regressions/.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/it/properties.txt"
+        )))),
+        ..ProptestConfig::with_cases(32)
+    })]
 
     #[test]
     fn every_other_member_of_the_body_reaches_the_upstream_as_sent(
