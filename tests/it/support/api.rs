@@ -13,6 +13,7 @@ use super::upstream::TestModel;
 /// Requests name their owner in this header; the resolver below reads it.
 pub const OWNER_HEADER: &str = "x-owner";
 
+/// The owner is the value of `x-owner`, when a request has one.
 pub fn owners() -> OwnerResolver {
     OwnerResolver::new(|parts| {
         parts
@@ -23,6 +24,7 @@ pub fn owners() -> OwnerResolver {
     })
 }
 
+/// The management API on `db`, with owners from `x-owner`.
 pub fn api_for(db: &TestDb) -> ConversationApi {
     ConversationApi::new(db.store()).owner_resolver(owners())
 }
@@ -156,6 +158,7 @@ impl Client {
     }
 }
 
+/// The text content of each message of a JSON list (`""` when it has none).
 pub fn contents(messages: &Value) -> Vec<&str> {
     messages
         .as_array()

@@ -8,18 +8,22 @@ use tower_conversations::store::{
 };
 use uuid::Uuid;
 
+/// A user message, as the store takes it.
 pub fn user(text: &str) -> NewMessage {
     NewMessage::new(json!({"role": "user", "content": text}))
 }
 
+/// An assistant message, as the store takes it.
 pub fn assistant(text: &str) -> NewMessage {
     NewMessage::new(json!({"role": "assistant", "content": text}))
 }
 
+/// A turn: a user message and the assistant's answer.
 pub fn turn(question: &str, answer: &str) -> Vec<NewMessage> {
     vec![user(question), assistant(answer)]
 }
 
+/// A listing page without a search.
 pub fn page(limit: u32, offset: u64) -> ListQuery {
     ListQuery {
         limit,
@@ -28,6 +32,7 @@ pub fn page(limit: u32, offset: u64) -> ListQuery {
     }
 }
 
+/// The first 100 conversations whose messages hold these words.
 pub fn search(words: &str) -> ListQuery {
     ListQuery {
         limit: 100,
@@ -61,6 +66,7 @@ pub async fn conversation_with(
     id
 }
 
+/// Checks that the store answered `NotFound`, as it does for another owner's conversation.
 pub fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
     assert!(
         matches!(result, Err(StoreError::NotFound)),
