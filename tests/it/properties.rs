@@ -3,7 +3,7 @@
 //! they were sent, and a streamed reply cut anywhere is stored the same.
 //!
 //! The parser and splice themselves are checked far more often by the property tests
-//! beside them (`src/sse.rs`, `src/chat/request.rs`); these check the whole path.
+//! beside them (`src/sse/`, `src/chat/request.rs`); these check the whole path.
 //!
 //! PostgreSQL cannot hold U+0000 in `text` or `jsonb`, so generated text leaves it out;
 //! `hostile_input` checks what such a message gets.
