@@ -24,7 +24,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `target/<profile>/examples/proxy`, beside the directory of this test binary. Panics
 /// with the command to run when it is missing or older than the sources it is built
-/// from (`cargo test` builds examples; `cargo test --test proxy` alone does not).
+/// from (`cargo test` builds examples; `cargo test --test it` alone does not).
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
@@ -160,8 +160,7 @@ impl Proxy {
         self.addr
     }
 
-    /// The process id, to read the proxy's `/proc/<pid>/status` (hardening_memory.rs).
-    #[allow(dead_code)]
+    /// The process id, to read the proxy's `/proc/<pid>/status`.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -2,14 +2,13 @@
 //! upstream SSE streams, each with the answer it gets and a check that nothing wrong
 //! was stored. Every case runs against one app (the layer and the management API over
 //! the test model), on SQLite and on PostgreSQL, and the table of outcomes is printed.
+//! Then JSON nested deeper than any parser should follow, in requests and in replies.
 
-mod common;
-
+use crate::support::db::TestDb;
+use crate::support::server::*;
+use crate::support::turns::{storage_failed, stored_messages};
+use crate::support::upstream::*;
 use bytes::Bytes;
-use common::db::TestDb;
-use common::server::*;
-use common::turns::storage_failed;
-use common::upstream::*;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -629,15 +628,122 @@ async fn run_table(db: TestDb) {
     assert!(failures.is_empty(), "{:#?}", failures);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_input_gets_a_clean_answer_and_stores_nothing_wrong_on_sqlite() {
-    run_table(TestDb::sqlite().await).await;
+backend_tests! {
+    async fn hostile_input_gets_a_clean_answer_and_stores_nothing_wrong(db: TestDb) {
+        run_table(db).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_input_gets_a_clean_answer_and_stores_nothing_wrong_on_postgres() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
-    run_table(db).await;
+/// `[[[ ... 1 ... ]]]`, `depth` arrays deep.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+backend_tests! {
+    async fn deeply_nested_json_gets_a_clean_400_and_stores_nothing(db: TestDb) {
+        let model = TestModel::new();
+        let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
+        let id = send_chat(&app, None, &chat_body(json!([user("hi")]))).await.id();
+        let deep = nested(100_000);
+        let bodies = [
+            // Too deep to read as a chat request at all.
+            deep.clone(),
+            format!(r#"{{"messages":{deep}}}"#),
+            format!(r#"{{"messages":[{{"role":"user","content":{deep}}}]}}"#),
+            format!(r#"{{"messages":[{{"role":"user","content":{}}}]}}"#, nested(200)),
+        ];
+        for body in &bodies {
+            // Continuing a conversation needs a chat request: the layer says so.
+            let header = id.to_string();
+            let answer = send(
+                &app,
+                Method::POST,
+                "/v1/chat/completions",
+                &[("content-type", "application/json"), (CONVERSATION_ID_HEADER, &header)],
+                body.clone(),
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", &body[..40]);
+            assert_eq!(answer.error_code(), "invalid_request");
+
+            // Without a header it is not the layer's request: the upstream answers.
+            let answer = send(
+                &app,
+                Method::POST,
+                "/v1/chat/completions",
+                &[("content-type", "application/json")],
+                body.clone(),
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", &body[..40]);
+            assert_eq!(answer.conversation_id(), None);
+            assert_eq!(&model.last_request().body[..], body.as_bytes(), "untouched");
+        }
+        assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 1);
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
+    }
+
+    async fn deep_nesting_outside_messages_is_forwarded_as_it_came(db: TestDb) {
+        let model = TestModel::new();
+        let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
+        let id = send_chat(&app, None, &chat_body(json!([user("hi")]))).await.id();
+        // serde_json skips an unread field without recursing, so the layer can splice
+        // this body; the upstream then refuses it, and a refusal stores nothing.
+        let body = format!(
+            r#"{{"model":"m","stream":true,"tools":{},"messages":[{{"role":"user","content":"deep"}}]}}"#,
+            nested(100_000)
+        );
+        let header = id.to_string();
+        let answer = send(
+            &app,
+            Method::POST,
+            "/v1/chat/completions",
+            &[("content-type", "application/json"), (CONVERSATION_ID_HEADER, &header)],
+            body.clone(),
+        )
+        .await;
+
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "the upstream's answer");
+        let forwarded = model.last_request().body;
+        let tools = nested(100_000);
+        assert!(
+            forwarded.windows(tools.len()).any(|w| w == tools.as_bytes()),
+            "the deep field reaches the upstream byte for byte"
+        );
+        assert_eq!(stored_messages(&db, "", id).await.len(), 2, "nothing stored");
+    }
+
+    async fn deeply_nested_reply_fields_lose_their_chunk_not_the_turn(db: TestDb) {
+        let model = TestModel::new();
+        let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
+        let deep = nested(100_000);
+        let odd = format!(
+            r#"{{"id":"c","choices":[{{"index":0,"delta":{{"content":"lost"}}}}],"usage":{deep}}}"#
+        );
+        model.push(Reply::sse([
+            content_chunk("kept "),
+            Bytes::from(format!("data: {odd}\n\n")),
+            content_chunk("too"),
+            stop_chunk(),
+            done(),
+        ]));
+        let answer = send_chat(&app, None, &chat_body(json!([user("hi")]))).await;
+
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(!storage_failed(&answer));
+        let stored = stored_messages(&db, "", answer.id()).await;
+        assert_eq!(stored[1], json!({"role": "assistant", "content": "kept too"}));
+
+        // A JSON reply too deep to read is not stored, and says so.
+        let reply = format!(
+            r#"{{"object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":{deep}}}}}]}}"#
+        );
+        let frames = vec![Bytes::from(reply)];
+        model.push(Reply::sse(frames).header("content-type", "application/json"));
+        let body = json!({"model": MODEL, "stream": false, "messages": [user("deep")]});
+        let answer = send_chat(&app, None, &body).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.text().ends_with(r#","metadata":{"storage_failed":true}}"#));
+        assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 1);
+    }
 }

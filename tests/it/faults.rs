@@ -1,27 +1,92 @@
-//! When the database fails under the layer: connections killed mid-stream, a server that
-//! was never there, and a server that hangs. Every stream completes, every turn is
-//! either stored or reported `storage_failed`, and the layer recovers by itself.
-
-mod common;
+//! When the database fails under the layer: inserts that fail, writes that hang, history
+//! that cannot be loaded (contract sections 3 and 5), connections killed mid-stream, a
+//! server that was never there, and a server that hangs. Every stream completes, every
+//! turn is either stored or reported `storage_failed`, the cause never reaches the
+//! client, and the layer recovers by itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::db::TestDb;
-use common::echo::echo_model;
-use common::faults::*;
-use common::server::*;
-use common::turns::{echo_turns, ends_with_done, storage_failed};
-use common::upstream::*;
 use http::{Method, StatusCode};
 use serde_json::json;
 use tokio::sync::Barrier;
 use tower_conversations::{CONVERSATION_ID_HEADER, ConversationLayer, ConversationStore};
 use uuid::Uuid;
 
+use crate::support::db::{Backend, TestDb, TestPool};
+use crate::support::echo::echo_model;
+use crate::support::faults::*;
+use crate::support::server::*;
+use crate::support::turns::*;
+use crate::support::upstream::*;
+
 /// How much later than the storage timeout a client may hear of a failure.
 const SLACK: Duration = Duration::from_millis(200);
+
+/// Makes every insert into `messages` fail, as a full disk or a broken constraint would.
+async fn fail_inserts_into_messages(db: &TestDb) {
+    match db.backend {
+        Backend::Sqlite => {
+            db.execute(
+                "CREATE TRIGGER fail_messages BEFORE INSERT ON messages \
+                 BEGIN SELECT RAISE(ABORT, 'injected'); END",
+            )
+            .await
+        }
+        Backend::Postgres => {
+            db.execute(
+                "CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'injected'; END $$",
+            )
+            .await;
+            db.execute(
+                "CREATE TRIGGER fail_messages BEFORE INSERT ON messages \
+                 FOR EACH ROW EXECUTE FUNCTION fail_insert()",
+            )
+            .await;
+        }
+    }
+}
+
+/// Another connection holding `messages` locked until released.
+enum HeldLock {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+async fn lock_messages(db: &TestDb) -> HeldLock {
+    match &db.pool {
+        TestPool::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            HeldLock::Postgres(tx)
+        }
+        TestPool::Sqlite(pool) => {
+            let mut connection = pool.acquire().await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+            HeldLock::Sqlite(connection)
+        }
+    }
+}
+
+async fn release(lock: HeldLock) {
+    match lock {
+        HeldLock::Postgres(tx) => tx.rollback().await.unwrap(),
+        HeldLock::Sqlite(mut connection) => {
+            sqlx::query("ROLLBACK")
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+        }
+    }
+}
 
 /// Sends a chat request but gives up (failing the test) rather than hang it.
 async fn send_chat_within(app: &TestServer, id: Option<Uuid>, text: &str) -> (Answer, Duration) {
@@ -40,6 +105,106 @@ struct KilledTurn {
     id: Uuid,
     text: String,
     storage_failed: bool,
+}
+
+backend_tests! {
+    async fn a_store_outage_while_loading_history_is_503_without_its_cause(db: TestDb) {
+        let model = TestModel::new();
+        let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
+        let id = send_chat(&app, None, &chat_body(json!([user("hi")])))
+            .await
+            .id();
+        db.execute("ALTER TABLE messages RENAME TO messages_out_of_reach")
+            .await;
+
+        let answer = send_chat(&app, Some(id), &chat_body(json!([user("again")]))).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.error_code(), "conversation_store_unavailable");
+        assert_eq!(answer.json()["error"]["type"], "server_error");
+        for detail in ["messages", "SELECT", "sqlite", "postgres", "relation"] {
+            assert!(
+                !answer.text().contains(detail),
+                "{detail} leaked: {}",
+                answer.text()
+            );
+        }
+        assert_eq!(model.chat_requests().len(), 1, "the upstream is not called");
+    }
+
+    async fn a_storage_failure_ends_the_stream_with_a_storage_failed_chunk(db: TestDb) {
+        let model = TestModel::new();
+        let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
+        let id = send_chat(&app, None, &chat_body(json!([user("hi")])))
+            .await
+            .id();
+        fail_inserts_into_messages(&db).await;
+
+        for conversation in [Some(id), None] {
+            let frames = text_stream(&["Hel", "lo"]);
+            model.push(Reply::sse(frames.clone()));
+            let answer = send_chat(&app, conversation, &chat_body(json!([user("again")]))).await;
+            assert_eq!(answer.status, StatusCode::OK);
+            assert_ends_with_storage_failed(&answer, &frames);
+        }
+        assert_eq!(message_count(&db).await, 2, "the first turn only");
+        assert_eq!(
+            conversation_count(&db).await,
+            1,
+            "no row for the failed new conversation"
+        );
+    }
+
+    async fn a_storage_failure_after_a_json_reply_marks_it_storage_failed(db: TestDb) {
+        let model = TestModel::new();
+        let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
+        fail_inserts_into_messages(&db).await;
+        let plain = completion("Hello");
+        let mut with_metadata = completion("Hello");
+        with_metadata["metadata"] = json!({"trace": "abc"});
+
+        for reply in [plain, with_metadata] {
+            model.push(Reply::json(reply.clone()));
+            let body = json!({"model": MODEL, "stream": false, "messages": [user("hi")]});
+            let answer = send_chat(&app, None, &body).await;
+
+            let mut expected = reply.clone();
+            let metadata = expected
+                .as_object_mut()
+                .unwrap()
+                .entry("metadata")
+                .or_insert(json!({}));
+            metadata["storage_failed"] = json!(true);
+            assert_eq!(answer.status, StatusCode::OK);
+            assert_eq!(answer.json(), expected);
+            let length: usize = answer.headers["content-length"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(length, answer.body.len(), "Content-Length is corrected");
+        }
+        assert_eq!(message_count(&db).await, 0);
+    }
+
+    async fn storage_that_hangs_gives_storage_failed_within_the_timeout(db: TestDb) {
+        let model = TestModel::new();
+        let layer = ConversationLayer::new(db.store()).storage_timeout(Duration::from_millis(300));
+        let app = serve_layered(&model, layer).await;
+        let lock = lock_messages(&db).await;
+
+        let frames = text_stream(&["Hel", "lo"]);
+        model.push(Reply::sse(frames.clone()));
+        let started = Instant::now();
+        let answer = send_chat(&app, None, &chat_body(json!([user("hi")]))).await;
+        let took = started.elapsed();
+        release(lock).await;
+
+        assert_ends_with_storage_failed(&answer, &frames);
+        assert!(
+            took < Duration::from_secs(2),
+            "took {took:?} with a 300 ms timeout"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +327,7 @@ async fn an_unreachable_database_leaves_stateless_requests_working() {
     assert_eq!(answer.body, concat(&text_stream(&["You ", "said: ", "hi"])));
     let models = send(&app, Method::GET, "/v1/models", &[], "").await;
     assert_eq!(models.status, StatusCode::OK);
-    assert_eq!(models.json(), common::upstream::models());
+    assert_eq!(models.json(), crate::support::upstream::models());
     let took = started.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }

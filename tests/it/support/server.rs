@@ -102,6 +102,16 @@ impl Drop for TestServer {
     }
 }
 
+/// A `text/event-stream` response with this body, for inner services written by hand.
+pub fn sse_response<B>(body: B) -> Response<B> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
 /// The app under test: the test model behind the layer, as an axum app would mount it.
 pub async fn serve_layered(model: &TestModel, layer: ConversationLayer) -> TestServer {
     TestServer::start(model.router().layer(layer)).await
@@ -175,6 +185,11 @@ pub fn user(text: &str) -> Value {
     json!({"role": "user", "content": text})
 }
 
+/// An assistant message with this text.
+pub fn assistant(content: &str) -> Value {
+    json!({"role": "assistant", "content": content})
+}
+
 /// Sends `body` to the app's chat path, with `X-Conversation-ID: id` when given, and
 /// reads the whole answer.
 pub async fn send_chat(app: &TestServer, id: Option<Uuid>, body: &Value) -> Answer {
@@ -191,6 +206,28 @@ pub async fn send_chat(app: &TestServer, id: Option<Uuid>, body: &Value) -> Answ
         body.to_string(),
     )
     .await
+}
+
+/// Sends a chat body to the app's chat path with these headers (an `X-Conversation-ID` of
+/// any value among them) and reads the whole answer.
+pub async fn send_chat_with(app: &TestServer, headers: &[(&str, &str)], body: &Value) -> Answer {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    send(
+        app,
+        Method::POST,
+        "/v1/chat/completions",
+        &all,
+        body.to_string(),
+    )
+    .await
+}
+
+/// Starts a conversation with one user message and returns its id.
+pub async fn start_conversation(app: &TestServer, text: &str) -> Uuid {
+    let answer = send_chat(app, None, &chat_body(json!([user(text)]))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    answer.id()
 }
 
 /// Sends any request to the app and reads the whole answer.

@@ -183,7 +183,6 @@ impl TestDb {
 /// }
 /// ```
 /// gives the tests `delete_removes_messages_too::sqlite` and `..::postgres`.
-#[macro_export]
 macro_rules! backend_tests {
     ($(
         $(#[$meta:meta])*
@@ -196,13 +195,13 @@ macro_rules! backend_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let $db = $crate::common::db::TestDb::sqlite().await;
+                let $db = $crate::support::db::TestDb::sqlite().await;
                 $body
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some($db) = $crate::common::db::TestDb::postgres().await else { return };
+                let Some($db) = $crate::support::db::TestDb::postgres().await else { return };
                 $body
             }
         }

@@ -1,10 +1,5 @@
 //! The example proxy end to end (contract section 9): the built binary as a child
 //! process, the test model as its upstream, real HTTP on loopback, SQLite and PostgreSQL.
-mod common;
-#[path = "proxy/process.rs"]
-mod process;
-#[path = "proxy/tls.rs"]
-mod tls;
 
 use std::time::Duration;
 
@@ -13,11 +8,11 @@ use serde_json::{Value, json};
 use tower_conversations::CONVERSATION_ID_HEADER;
 use uuid::Uuid;
 
-use common::db::TestDb;
-use common::server::{Answer, TestServer, chat_body, send_to, serve_model, user};
-use common::upstream::{Reply, TestModel, models};
-use process::Proxy;
-use tls::TlsServer;
+use crate::support::db::TestDb;
+use crate::support::process::{self, Proxy};
+use crate::support::server::{Answer, TestServer, chat_body, send_to, serve_model, user};
+use crate::support::tls::TlsServer;
+use crate::support::upstream::{Reply, TestModel, models};
 
 /// Sends a request to the proxy and reads the whole answer.
 async fn send(
@@ -218,7 +213,7 @@ backend_tests! {
 
         proxy.terminate();
         let addr = proxy.addr();
-        common::server::eventually(Duration::from_secs(5), "the proxy to stop accepting", || async move {
+        crate::support::server::eventually(Duration::from_secs(5), "the proxy to stop accepting", || async move {
             tokio::net::TcpStream::connect(addr).await.is_err().then_some(())
         })
         .await;
@@ -560,8 +555,8 @@ async fn postgres_connections_closed_while_idle_are_replaced_before_a_turn() {
     let first = chat(&proxy, None, None, &chat_body(json!([user("Hello")]))).await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text());
 
-    let admin = common::faults::admin_pool().await;
-    assert!(common::faults::terminate_backends(&admin, &db.name).await > 0);
+    let admin = crate::support::faults::admin_pool().await;
+    assert!(crate::support::faults::terminate_backends(&admin, &db.name).await > 0);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let second = chat(

@@ -1,47 +1,20 @@
-//! The management API (contract section 8), over loopback with a real HTTP client, on
-//! SQLite and PostgreSQL.
-
-mod common;
+//! The management endpoints (contract section 8), over loopback with a real HTTP client,
+//! on SQLite and PostgreSQL.
 
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat};
-use common::db::{TestDb, TestPool};
-use common::server::{TestServer, chat_body, send};
-use common::upstream::TestModel;
-use reqwest::{Method, StatusCode, header::HeaderMap};
+use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
+use tower_conversations::CONVERSATION_ID_HEADER;
 use tower_conversations::store::{NewMessage, TurnTarget};
-use tower_conversations::{
-    CONVERSATION_ID_HEADER, ConversationApi, ConversationLayer, OwnerResolver,
-};
 use uuid::Uuid;
 
-/// Requests name their owner in this header; the resolver below reads it.
-const OWNER_HEADER: &str = "x-owner";
-
-fn owners() -> OwnerResolver {
-    OwnerResolver::new(|parts| {
-        parts
-            .headers
-            .get(OWNER_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    })
-}
-
-fn api_for(db: &TestDb) -> ConversationApi {
-    ConversationApi::new(db.store()).owner_resolver(owners())
-}
-
-/// The API nested in an axum router, as an application mounts it; its base URL.
-async fn serve_in_axum(db: &TestDb) -> String {
-    let app = axum::Router::new().nest_service("/v1/conversations", api_for(db));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{address}/v1/conversations")
-}
+use crate::support::api::*;
+use crate::support::db::{TestDb, TestPool};
+use crate::support::server::{TestServer, assistant, chat_body, send, user};
+use crate::support::turns::{conversation_count, message_count};
+use crate::support::upstream::TestModel;
 
 /// The API served by hyper alone, with no router: it sees full paths.
 async fn serve_by_hyper(db: &TestDb) -> String {
@@ -66,23 +39,6 @@ async fn serve_by_hyper(db: &TestDb) -> String {
     format!("http://{address}/v1/conversations")
 }
 
-/// The test model behind the layer, with the management API from the same layer beside
-/// it, as an application mounts both; the server and a client of its API.
-async fn serve_with_layer(db: &TestDb, model: &TestModel) -> (TestServer, Client) {
-    let layer = ConversationLayer::new(db.store()).owner_resolver(owners());
-    let app = model
-        .router()
-        .layer(layer.clone())
-        .nest_service("/v1/conversations", layer.api());
-    let server = TestServer::start(app).await;
-    let client = Client {
-        base: server.url("/v1/conversations"),
-        http: reqwest::Client::new(),
-        owner: "alice",
-    };
-    (server, client)
-}
-
 /// One chat turn through the layer, continuing conversation `id` for `owner`.
 async fn chat_turn(app: &TestServer, owner: &str, id: &str, text: &str) {
     let headers = [
@@ -99,120 +55,9 @@ async fn chat_turn(app: &TestServer, owner: &str, id: &str, text: &str) {
     );
 }
 
-/// A client acting for one owner against one server.
-#[derive(Clone)]
-struct Client {
-    base: String,
-    http: reqwest::Client,
-    owner: &'static str,
-}
-
-/// One answer: status, headers and the JSON body (`null` when the body is not JSON).
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    json: Value,
-}
-
-impl Reply {
-    fn error_code(&self) -> &str {
-        self.json["error"]["code"].as_str().unwrap_or("")
-    }
-
-    fn error_param(&self) -> Option<&str> {
-        self.json["error"]["param"].as_str()
-    }
-}
-
-impl Client {
-    async fn axum(db: &TestDb) -> Client {
-        Client {
-            base: serve_in_axum(db).await,
-            http: reqwest::Client::new(),
-            owner: "alice",
-        }
-    }
-
-    fn as_owner(&self, owner: &'static str) -> Client {
-        Client {
-            owner,
-            ..self.clone()
-        }
-    }
-
-    /// `path` is appended to the base URL: `""`, `"?limit=2"`, `"/{id}/messages"`.
-    async fn send(&self, method: Method, path: &str, body: Option<reqwest::Body>) -> Reply {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(OWNER_HEADER, self.owner);
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            json,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(Method::GET, path, None).await
-    }
-
-    async fn delete(&self, path: &str) -> Reply {
-        self.send(Method::DELETE, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Reply {
-        self.send(Method::POST, path, Some(body.to_string().into()))
-            .await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> Reply {
-        self.send(Method::PATCH, path, Some(body.to_string().into()))
-            .await
-    }
-
-    /// Creates a conversation and returns its id.
-    async fn create(&self, body: Value) -> String {
-        let reply = self.post("", body).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.json);
-        reply.json["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn list(&self, query: &str) -> Value {
-        let reply = self.get(query).await;
-        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
-        reply.json
-    }
-
-    async fn detail(&self, id: &str) -> Value {
-        let reply = self.get(&format!("/{id}")).await;
-        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
-        reply.json
-    }
-}
-
 /// Lets the clock move on, so that `updated_at` orders the conversations made around it.
 async fn tick() {
     tokio::time::sleep(Duration::from_millis(15)).await;
-}
-
-fn user(text: &str) -> Value {
-    json!({"role": "user", "content": text})
-}
-
-fn assistant(text: &str) -> Value {
-    json!({"role": "assistant", "content": text})
 }
 
 /// Appends one turn through the store, as the layer does.
@@ -241,15 +86,6 @@ fn titles(list: &Value) -> Vec<&str> {
         .unwrap()
         .iter()
         .map(|c| c["title"].as_str().unwrap_or(""))
-        .collect()
-}
-
-fn contents(messages: &Value) -> Vec<&str> {
-    messages
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap_or(""))
         .collect()
 }
 
@@ -298,14 +134,6 @@ async fn walk_pages(client: &Client, id: &str, order: &str, limit: u32) -> (Vec<
         after = page.last().copied();
     }
     panic!("paging never ended");
-}
-
-async fn message_rows(db: &TestDb) -> i64 {
-    db.scalar("SELECT COUNT(*) FROM messages").await
-}
-
-async fn conversation_rows(db: &TestDb) -> i64 {
-    db.scalar("SELECT COUNT(*) FROM conversations").await
 }
 
 backend_tests! {
@@ -427,7 +255,7 @@ backend_tests! {
             let list = client.list(&format!("?q={q}")).await;
             assert_eq!(list["total"], 0, "q={q} is text, not a pattern");
         }
-        assert_eq!(message_rows(&db).await, 1, "the table is still there");
+        assert_eq!(message_count(&db).await, 1, "the table is still there");
     }
 
     async fn a_blank_search_lists_everything(db: TestDb) {
@@ -459,7 +287,7 @@ backend_tests! {
                 assert_eq!(&shown[key], value, "{key} is stored exactly");
             }
         }
-        assert_eq!(message_rows(&db).await, 5);
+        assert_eq!(message_count(&db).await, 5);
     }
 
     async fn create_without_a_title_takes_the_first_user_message(db: TestDb) {
@@ -600,8 +428,8 @@ backend_tests! {
         assert_eq!(reply.json, json!({"id": doomed, "deleted": true}));
         let gone = client.get(&format!("/{doomed}")).await;
         assert_eq!((gone.status, gone.error_code()), (StatusCode::NOT_FOUND, "conversation_not_found"));
-        assert_eq!(message_rows(&db).await, 3, "only the other conversation's messages remain");
-        assert_eq!(conversation_rows(&db).await, 1);
+        assert_eq!(message_count(&db).await, 3, "only the other conversation's messages remain");
+        assert_eq!(conversation_count(&db).await, 1);
         assert_eq!(client.detail(&kept).await["message_count"], 3);
         let again = client.delete(&format!("/{doomed}")).await;
         assert_eq!(again.status, StatusCode::NOT_FOUND);
@@ -646,8 +474,8 @@ backend_tests! {
         let empty = client.create(json!({})).await;
         let reply = client.post(&format!("/{empty}/fork"), json!({"at_sequence": 0})).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "an empty conversation has no message 0");
-        assert_eq!(conversation_rows(&db).await, 2);
-        assert_eq!(message_rows(&db).await, 3);
+        assert_eq!(conversation_count(&db).await, 2);
+        assert_eq!(message_count(&db).await, 3);
     }
 
     async fn truncate_drops_messages_from_n_and_the_next_turn_follows_the_cut(db: TestDb) {
@@ -659,7 +487,7 @@ backend_tests! {
         let detail = client.detail(&id).await;
         assert_eq!(contents(&detail["messages"]), ["m0", "m1", "m2"]);
         assert_eq!(detail["message_count"], 3);
-        assert_eq!(message_rows(&db).await, 3);
+        assert_eq!(message_count(&db).await, 3);
         let past = client.delete(&format!("/{id}/messages?from_sequence=3")).await;
         assert_eq!(past.json["deleted_messages"], 0, "cutting at or past the end deletes nothing");
         assert_eq!(client.detail(&id).await["message_count"], 3);
@@ -670,41 +498,6 @@ backend_tests! {
         let all = client.delete(&format!("/{id}/messages?from_sequence=0")).await;
         assert_eq!(all.json["deleted_messages"], 5);
         assert_eq!(client.detail(&id).await["message_count"], 0);
-    }
-
-    async fn another_owner_can_neither_see_nor_change_nor_delete_a_conversation(db: TestDb) {
-        let alice = Client::axum(&db).await;
-        let bob = alice.as_owner("bob");
-        let id = alice.create(json!({"title": "secret plans", "metadata": {"k": "v"}, "messages": [
-            user("the password is swordfish"), assistant("noted")
-        ]})).await;
-        let unknown = Uuid::now_v7();
-        let not_found = alice.get(&format!("/{unknown}")).await.json;
-
-        let listed = bob.list("").await;
-        assert_eq!((listed["conversations"].clone(), listed["total"].clone()), (json!([]), json!(0)));
-        let searched = bob.list("?q=swordfish").await;
-        assert_eq!(searched["total"], 0);
-        let attempts = [
-            bob.get(&format!("/{id}")).await,
-            bob.get(&format!("/{id}/messages")).await,
-            bob.patch(&format!("/{id}"), json!({"title": "mine now", "metadata": {}})).await,
-            bob.post(&format!("/{id}/fork"), json!({"at_sequence": 0})).await,
-            bob.delete(&format!("/{id}/messages?from_sequence=0")).await,
-            bob.delete(&format!("/{id}")).await,
-        ];
-        for reply in &attempts {
-            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{:?}", reply.json);
-            assert_eq!(reply.json, not_found, "the same answer as for an id that never existed");
-        }
-
-        let detail = alice.detail(&id).await;
-        assert_eq!((detail["title"].clone(), detail["metadata"].clone()), (json!("secret plans"), json!({"k": "v"})));
-        assert_eq!(contents(&detail["messages"]), ["the password is swordfish", "noted"]);
-        assert_eq!(alice.list("?q=swordfish").await["total"], 1);
-        assert_eq!(conversation_rows(&db).await, 1, "no fork was made for bob");
-        let shared = alice.as_owner("");
-        assert_eq!(shared.list("").await["total"], 0, "the shared space is an owner too");
     }
 
     async fn bad_list_queries_are_400_naming_the_parameter(db: TestDb) {
@@ -758,8 +551,8 @@ backend_tests! {
             assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{case}");
             assert_eq!((reply.error_code(), reply.error_param()), ("invalid_request", param), "{case}");
         }
-        assert_eq!(conversation_rows(&db).await, 0);
-        assert_eq!(message_rows(&db).await, 0);
+        assert_eq!(conversation_count(&db).await, 0);
+        assert_eq!(message_count(&db).await, 0);
         let edges = json!({
             "title": "é".repeat(200),
             "metadata": (0..16).map(|i| (format!("{i:0>64}"), json!("v".repeat(512)))).collect::<Map<String, Value>>(),
@@ -797,7 +590,7 @@ backend_tests! {
             assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "conversation_not_found"));
             assert_eq!(reply.json["error"]["type"], "invalid_request_error");
         }
-        assert_eq!(conversation_rows(&db).await, 0);
+        assert_eq!(conversation_count(&db).await, 0);
     }
 
     async fn bad_message_page_queries_are_400_naming_the_parameter(db: TestDb) {
@@ -864,7 +657,7 @@ backend_tests! {
         }
         let reply = client.send(Method::POST, &format!("/{id}/fork"), Some("[1]".into())).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "a body that is not an object");
-        assert_eq!(conversation_rows(&db).await, 1);
+        assert_eq!(conversation_count(&db).await, 1);
     }
 
     async fn bad_truncation_points_are_400_and_delete_nothing(db: TestDb) {
@@ -882,7 +675,7 @@ backend_tests! {
             assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{case}");
             assert_eq!((reply.error_code(), reply.error_param()), ("invalid_request", Some("from_sequence")), "{case}");
         }
-        assert_eq!(message_rows(&db).await, 3);
+        assert_eq!(message_count(&db).await, 3);
     }
 
     async fn unknown_paths_are_404_not_found(db: TestDb) {
@@ -916,7 +709,7 @@ backend_tests! {
         let big = format!("{{\"title\": \"{}\"}}", "x".repeat(8 * 1024 * 1024));
         let reply = client.send(Method::POST, "", Some(big.into())).await;
         assert_eq!((reply.status, reply.error_code()), (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"));
-        assert_eq!(conversation_rows(&db).await, 0);
+        assert_eq!(conversation_count(&db).await, 0);
     }
 
     async fn a_store_outage_is_503_without_its_cause(db: TestDb) {
@@ -1016,21 +809,5 @@ backend_tests! {
         assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 3]);
         assert_eq!(contents(&detail["messages"]), ["m0", "m1", "instead", "You said: instead"]);
         assert_eq!(detail["message_count"], 4);
-    }
-
-    async fn the_layer_and_the_api_it_builds_share_owners(db: TestDb) {
-        let model = TestModel::new();
-        let (app, client) = serve_with_layer(&db, &model).await;
-        let id = client.create(json!({"messages": [user("mine")]})).await;
-        let headers = [
-            ("content-type", "application/json"),
-            (CONVERSATION_ID_HEADER, id.as_str()),
-            (OWNER_HEADER, "bob"),
-        ];
-        let body = chat_body(json!([user("let me in")])).to_string();
-        let answer = send(&app, Method::POST, "/v1/chat/completions", &headers, body).await;
-        assert_eq!(answer.status, StatusCode::NOT_FOUND);
-        assert_eq!(answer.error_code(), "conversation_not_found");
-        assert_eq!(client.detail(&id).await["message_count"], 1);
     }
 }

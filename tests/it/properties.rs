@@ -3,22 +3,20 @@
 //! they were sent, and a streamed reply cut anywhere is stored the same.
 //!
 //! The parser and splice themselves are checked far more often by the property tests
-//! beside them (`src/sse.rs`, `src/chat/request.rs`); these check the whole path.
+//! beside them (`src/sse/`, `src/chat/request.rs`); these check the whole path.
 //!
 //! PostgreSQL cannot hold U+0000 in `text` or `jsonb`, so generated text leaves it out;
-//! `hardening_hostile.rs` checks what such a message gets.
-
-mod common;
+//! `hostile_input` checks what such a message gets.
 
 use std::sync::OnceLock;
 
+use crate::support::db::TestDb;
+use crate::support::server::*;
+use crate::support::upstream::*;
 use bytes::Bytes;
-use common::db::TestDb;
-use common::server::*;
-use common::upstream::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 use serde_json::{Map, Number, Value, json};
 use tokio::runtime::Runtime;
 use tower_conversations::{ConversationLayer, ConversationStore};
@@ -113,7 +111,16 @@ fn check(ok: bool, what: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    // Failing cases are saved with the crate's others, in proptest-regressions/. By
+    // default proptest would put them beside tests/it (the nearest directory holding a
+    // main.rs), in tests/proptest-regressions/.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/it/properties.txt"
+        )))),
+        ..ProptestConfig::with_cases(32)
+    })]
 
     #[test]
     fn every_other_member_of_the_body_reaches_the_upstream_as_sent(

@@ -1,12 +1,9 @@
-//! The storage promises (contract sections 6 and 7), each test run on SQLite and on
-//! PostgreSQL with the same body.
-
-mod common;
+//! Storage (contract section 6), through the store itself: each test runs on SQLite and
+//! on PostgreSQL with the same body, then what only SQLite needs.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::db::{Backend, TestDb};
 use serde_json::{Value, json};
 use tower_conversations::store::{
     ConversationStore, ConversationUpdate, ListQuery, MessageQuery, Metadata, NewConversation,
@@ -14,71 +11,14 @@ use tower_conversations::store::{
 };
 use uuid::Uuid;
 
-fn user(text: &str) -> NewMessage {
-    NewMessage::new(json!({"role": "user", "content": text}))
-}
-
-fn assistant(text: &str) -> NewMessage {
-    NewMessage::new(json!({"role": "assistant", "content": text}))
-}
-
-fn turn(question: &str, answer: &str) -> Vec<NewMessage> {
-    vec![user(question), assistant(answer)]
-}
+use crate::support::db::{Backend, TestDb, TestPool};
+use crate::support::store::*;
 
 fn metadata(pairs: &[(&str, &str)]) -> Metadata {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-fn page(limit: u32, offset: u64) -> ListQuery {
-    ListQuery {
-        limit,
-        offset,
-        search: None,
-    }
-}
-
-fn search(words: &str) -> ListQuery {
-    ListQuery {
-        limit: 100,
-        offset: 0,
-        search: Some(words.to_owned()),
-    }
-}
-
-/// A new conversation of `owner` holding `turns`, appended one after the other.
-async fn conversation_with(
-    store: &Arc<dyn ConversationStore>,
-    owner: &str,
-    turns: &[Vec<NewMessage>],
-) -> Uuid {
-    let id = Uuid::now_v7();
-    for (index, messages) in turns.iter().enumerate() {
-        store
-            .append_turn(
-                owner,
-                id,
-                if index == 0 {
-                    TurnTarget::NewConversation
-                } else {
-                    TurnTarget::Existing
-                },
-                messages,
-            )
-            .await
-            .unwrap();
-    }
-    id
-}
-
-fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
-    assert!(
-        matches!(result, Err(StoreError::NotFound)),
-        "{what}: expected NotFound, got {result:?}"
-    );
 }
 
 /// Messages of every shape the layer stores: content parts, tool calls, tool results,
@@ -370,19 +310,7 @@ backend_tests! {
         assert_eq!(store.get("", id).await.unwrap().messages.len(), 2);
     }
 
-    async fn search_respects_owners(db: TestDb) {
-        let store = db.store();
-        let alices = conversation_with(&store, "alice", &[turn("secret plan", "ok")]).await;
-        let bobs = store.list("bob", &search("secret plan")).await.unwrap();
-        assert!(bobs.conversations.is_empty());
-        assert_eq!(bobs.total, 0);
-        let shared = store.list("", &search("secret")).await.unwrap();
-        assert_eq!(shared.total, 0);
-        let alice = store.list("alice", &search("secret")).await.unwrap();
-        assert_eq!(alice.conversations.iter().map(|c| c.id).collect::<Vec<_>>(), [alices]);
-    }
-
-    async fn rename_and_replace_metadata(db: TestDb) {
+    async fn update_renames_and_replaces_the_metadata(db: TestDb) {
         let store = db.store();
         let created = store
             .create("", &NewConversation {
@@ -575,36 +503,6 @@ backend_tests! {
         );
     }
 
-    async fn another_owners_conversation_is_not_found_by_any_operation(db: TestDb) {
-        let store = db.store();
-        let id = conversation_with(&store, "alice", &[turn("alice's question", "answer")]).await;
-        let before = store.get("alice", id).await.unwrap();
-
-        for owner in ["bob", ""] {
-            assert_not_found(store.load_history(owner, id, None).await, "load_history");
-            assert_not_found(store.append_turn(owner, id, TurnTarget::Existing, &turn("q", "a")).await, "append_turn");
-            assert_not_found(store.get(owner, id).await, "get");
-            assert_not_found(
-                store.messages(owner, id, &MessageQuery { after: None, limit: 10, order: Order::Asc }).await,
-                "messages",
-            );
-            assert_not_found(
-                store.update(owner, id, &ConversationUpdate { title: Some("x".into()), metadata: Some(Metadata::new()) }).await,
-                "update",
-            );
-            assert_not_found(store.fork(owner, id, 0).await, "fork");
-            assert_not_found(store.truncate(owner, id, 0).await, "truncate");
-            assert_not_found(store.delete(owner, id).await, "delete");
-            let listed = store.list(owner, &page(100, 0)).await.unwrap();
-            assert!(listed.conversations.is_empty());
-            assert_eq!(listed.total, 0);
-        }
-
-        assert_eq!(store.get("alice", id).await.unwrap(), before);
-        assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 1);
-        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
-    }
-
     async fn appending_to_an_unknown_conversation_is_not_found_and_stores_nothing(db: TestDb) {
         let store = db.store();
         assert_not_found(
@@ -719,7 +617,7 @@ async fn sqlite_delete_and_truncate_do_not_rely_on_foreign_keys() {
 #[tokio::test]
 async fn sqlite_databases_use_write_ahead_logging() {
     let db = TestDb::sqlite().await;
-    let common::db::TestPool::Sqlite(pool) = &db.pool else {
+    let TestPool::Sqlite(pool) = &db.pool else {
         unreachable!()
     };
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")

@@ -1,0 +1,36 @@
+//! The behaviour contract, tested: a module per section of the contract, then what holds
+//! across sections.
+//!
+//! | section | module |
+//! |---|---|
+//! | 1. What it is | `tower_layer` |
+//! | 2. Which requests it touches, 3. Modes | `modes` |
+//! | 4. Splicing history | `splicing` |
+//! | 5. Capturing the reply | `capture` |
+//! | 6. Storage | `storage` |
+//! | 7. Owners | `owners` |
+//! | 8. Management endpoints | `management_api` |
+//! | 9. The example proxy | `proxy` |
+//! | 10. Scaling out | `scaling` |
+//! | when the database fails (3, 5) | `faults` |
+//! | hostile input, deep JSON | `hostile_input` |
+//! | properties over HTTP (4, 5) | `properties` |
+//!
+//! One resident-memory test has a binary of its own: `tests/resident_memory.rs`.
+//! The soaks are `#[ignore = "soak: ..."]`; `cargo test -- --include-ignored` runs them.
+
+#[macro_use]
+mod support;
+
+mod capture;
+mod faults;
+mod hostile_input;
+mod management_api;
+mod modes;
+mod owners;
+mod properties;
+mod proxy;
+mod scaling;
+mod splicing;
+mod storage;
+mod tower_layer;
