@@ -12,6 +12,7 @@
 //! | 8. Management endpoints | `management_api` |
 //! | 9. The example proxy | `proxy` |
 //! | 10. Scaling out | `scaling` |
+//! | 13. PostgreSQL in production | `production_postgres` |
 //! | when the database fails (3, 5) | `faults` |
 //! | hostile input, deep JSON | `hostile_input` |
 //! | properties over HTTP (4, 5) | `properties` |
@@ -28,6 +29,7 @@ mod hostile_input;
 mod management_api;
 mod modes;
 mod owners;
+mod production_postgres;
 mod properties;
 mod proxy;
 mod scaling;

@@ -3,12 +3,14 @@
 //! process.
 
 pub mod api;
+pub mod cluster;
 #[macro_use]
 pub mod db;
 pub mod dropped;
 pub mod echo;
 pub mod faults;
 pub mod memory;
+pub mod pgbouncer;
 pub mod process;
 pub mod server;
 pub mod store;

@@ -1,0 +1,278 @@
+//! PostgreSQL as it runs in production (contract section 13): behind a transaction-mode
+//! pooler, and through a server restart.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use http::{Method, StatusCode};
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use tower_conversations::ConversationLayer;
+use uuid::Uuid;
+
+use crate::support::cluster::OwnCluster;
+use crate::support::db::TestDb;
+use crate::support::echo::echo_model;
+use crate::support::pgbouncer::PgBouncer;
+use crate::support::server::*;
+use crate::support::turns::{echo_turns, ends_with_done, storage_failed};
+use crate::support::upstream::TestModel;
+
+const CLIENTS: usize = 16;
+
+/// `model` behind the layer, with the management API beside it.
+async fn serve(model: Router, layer: ConversationLayer) -> TestServer {
+    let api = layer.api();
+    TestServer::start(
+        model
+            .layer(layer)
+            .merge(Router::new().nest_service("/v1/conversations", api)),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_in_transaction_mode_every_turn_is_stored_and_every_continued_turn_sees_its_history()
+ {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    // Four server connections for sixteen clients: one client's transactions move
+    // between server connections all the time.
+    let Some(bouncer) = PgBouncer::start(4).await else {
+        return;
+    };
+    // Migrations ran over the direct connection (TestDb); the layer's pool goes through
+    // PgBouncer with sqlx's statement cache off, the documented switch.
+    let pool = PgPoolOptions::new()
+        .max_connections(CLIENTS as u32)
+        .connect(&bouncer.url(&db.name, "statement-cache-capacity=0"))
+        .await
+        .expect("connect through pgbouncer");
+    let model = TestModel::new();
+    let app = Arc::new(serve(model.router(), ConversationLayer::new(pool)).await);
+
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let app = app.clone();
+        clients.push(tokio::spawn(async move {
+            let first = format!("client {client} starts");
+            let answer = send_chat(&app, None, &chat_body(json!([user(&first)]))).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+            assert!(
+                ends_with_done(&answer) && !storage_failed(&answer),
+                "{}",
+                answer.text()
+            );
+            let id = answer.id();
+            // A JSON reply, which carries `metadata.storage_failed` when storing failed.
+            let mut body = chat_body(json!([user(&format!("client {client} goes on"))]));
+            body["stream"] = json!(false);
+            let answer = send_chat(&app, Some(id), &body).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+            assert!(answer.json().get("metadata").is_none(), "{}", answer.text());
+            id
+        }));
+    }
+    let mut ids = Vec::new();
+    for client in clients {
+        ids.push(client.await.expect("a client"));
+    }
+
+    let store = db.store();
+    for (client, &id) in ids.iter().enumerate() {
+        let turns = echo_turns(&store, id).await.expect("the conversation");
+        assert_eq!(
+            turns,
+            [
+                format!("client {client} starts"),
+                format!("client {client} goes on")
+            ],
+            "both turns stored, in order"
+        );
+    }
+
+    // The management API through the same pool: every endpoint answers.
+    let id = ids[0].to_string();
+    let owner: &[(&str, &str)] = &[("content-type", "application/json")];
+    let list = send(
+        &app,
+        Method::GET,
+        "/v1/conversations?limit=100",
+        owner,
+        String::new(),
+    )
+    .await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text());
+    assert_eq!(list.json()["total"], CLIENTS);
+    let search = send(
+        &app,
+        Method::GET,
+        "/v1/conversations?q=starts",
+        owner,
+        String::new(),
+    )
+    .await;
+    assert_eq!(search.json()["total"], CLIENTS, "{}", search.text());
+    for (method, path, body, status) in [
+        (
+            Method::GET,
+            format!("/v1/conversations/{id}"),
+            "",
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            format!("/v1/conversations/{id}/messages?limit=2"),
+            "",
+            StatusCode::OK,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/conversations/{id}"),
+            r#"{"title": "renamed"}"#,
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            format!("/v1/conversations/{id}/fork"),
+            r#"{"at_sequence": 1}"#,
+            StatusCode::CREATED,
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/conversations/{id}/messages?from_sequence=2"),
+            "",
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            "/v1/conversations".to_owned(),
+            r#"{"messages": [{"role": "user", "content": "seed"}]}"#,
+            StatusCode::CREATED,
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/conversations/{id}"),
+            "",
+            StatusCode::OK,
+        ),
+    ] {
+        let answer = send(&app, method.clone(), &path, owner, body.to_owned()).await;
+        assert_eq!(answer.status, status, "{method} {path}: {}", answer.text());
+    }
+    let log = bouncer.log();
+    assert!(!log.contains("prepared statement"), "{log}");
+}
+
+/// The turns each client ended without `storage_failed`, and those it was told failed.
+#[derive(Default)]
+struct Outcomes {
+    stored: BTreeSet<String>,
+    flagged: BTreeSet<String>,
+    refused: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_run_loses_and_doubles_no_turn_and_storing_resumes_at_once() {
+    let Some(cluster) = OwnCluster::create() else {
+        return;
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(CLIENTS as u32)
+        .connect(&cluster.url())
+        .await
+        .expect("connect to the test's cluster");
+    tower_conversations::migrate(&pool).await.expect("migrate");
+    let app = Arc::new(
+        serve(
+            echo_model(Duration::ZERO),
+            ConversationLayer::new(pool.clone()),
+        )
+        .await,
+    );
+
+    let restarted = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let (app, restarted) = (app.clone(), restarted.clone());
+        clients.push(tokio::spawn(async move {
+            let mut outcomes = Outcomes::default();
+            let mut id: Option<Uuid> = None;
+            let mut turn = 0;
+            // Turns until two seconds after the restart.
+            let mut after: Option<Instant> = None;
+            while after.is_none_or(|after| after.elapsed() < Duration::from_secs(2)) {
+                if after.is_none() && restarted.load(Ordering::SeqCst) {
+                    after = Some(Instant::now());
+                }
+                let text = format!("client {client} turn {turn}");
+                turn += 1;
+                let answer = send_chat(&app, id, &chat_body(json!([user(&text)]))).await;
+                match answer.status {
+                    StatusCode::OK if storage_failed(&answer) => {
+                        outcomes.flagged.insert(text);
+                    }
+                    StatusCode::OK => {
+                        assert!(ends_with_done(&answer), "{}", answer.text());
+                        id = Some(answer.id());
+                        outcomes.stored.insert(text);
+                    }
+                    StatusCode::SERVICE_UNAVAILABLE | StatusCode::NOT_FOUND => {
+                        // History could not be read while the server was down; a new
+                        // conversation whose first turn failed does not exist yet.
+                        outcomes.refused += 1;
+                        if answer.status == StatusCode::NOT_FOUND {
+                            id = None;
+                        }
+                    }
+                    other => panic!("{other}: {}", answer.text()),
+                }
+            }
+            (id, outcomes)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.restart();
+    restarted.store(true, Ordering::SeqCst);
+    let mut results = Vec::new();
+    for client in clients {
+        results.push(client.await.expect("a client"));
+    }
+
+    // After the restart every client stored turns again.
+    let store: Arc<dyn tower_conversations::ConversationStore> = Arc::new(pool.clone());
+    for (id, outcomes) in &results {
+        let id = id.expect("every client stored a turn after the restart");
+        let stored: Vec<String> = echo_turns(&store, id).await.expect("its conversation");
+        let unique: BTreeSet<&String> = stored.iter().collect();
+        assert_eq!(unique.len(), stored.len(), "no turn doubled: {stored:?}");
+        for text in &stored {
+            assert!(
+                outcomes.stored.contains(text) || outcomes.flagged.contains(text),
+                "{text} stored but never sent"
+            );
+        }
+    }
+    // Every turn a client saw end without storage_failed is stored (in the client's
+    // last conversation or an earlier one the restart cut off).
+    let every: BTreeSet<String> = sqlx::query_scalar::<_, String>(
+        "SELECT message->>'content' FROM messages WHERE role = 'user'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("read every user message")
+    .into_iter()
+    .collect();
+    for (_, outcomes) in &results {
+        for text in &outcomes.stored {
+            assert!(
+                every.contains(text),
+                "{text} was confirmed but is not stored"
+            );
+        }
+    }
+}
