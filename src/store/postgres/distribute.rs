@@ -26,10 +26,18 @@ const DISTRIBUTE_MESSAGES: &str = "SELECT create_distributed_table('messages', '
 /// Run it on a direct connection to the coordinator, as the migrations: not through a
 /// transaction-mode pooler.
 ///
-/// Every statement the store sends runs on such a cluster: each touches one conversation
-/// and its messages, so Citus routes it to the one shard that holds them; timestamps come
-/// from `now()` outside any `CASE` or `COALESCE`, which Citus refuses for functions that
-/// are not immutable.
+/// Every statement the store sends runs on such a cluster (Citus 12.1, a coordinator and
+/// two workers: `scripts/citus/run.sh`). The rules the SQL follows there:
+/// - Everything a turn does touches one conversation and its messages, which live on one
+///   worker (co-located shards), so no turn needs a transaction across workers. Reads by
+///   id are single-shard statements; the statements that append (a CTE that moves the
+///   conversation's counter, then inserts the messages) are planned by Citus in steps
+///   through the coordinator, still on that one worker.
+/// - Listings and search filter by owner, not by conversation, so they ask every shard.
+/// - `now()` (the database clock, shared by every instance of the layer) is never inside
+///   a `CASE` or `COALESCE`, where Citus refuses functions that are not immutable.
+/// - `plan_cache_mode = force_generic_plan` breaks Citus's planning of most statements;
+///   leave it at its default.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
