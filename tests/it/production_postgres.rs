@@ -14,7 +14,7 @@ use tower_conversations::ConversationLayer;
 use uuid::Uuid;
 
 use crate::support::cluster::OwnCluster;
-use crate::support::db::TestDb;
+use crate::support::db::{TestDb, TestPool};
 use crate::support::echo::echo_model;
 use crate::support::pgbouncer::PgBouncer;
 use crate::support::server::*;
@@ -275,4 +275,31 @@ async fn a_server_restart_mid_run_loses_and_doubles_no_turn_and_storing_resumes_
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributing_the_tables_does_nothing_where_citus_is_not_installed() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let TestPool::Postgres(pool) = &db.pool else {
+        unreachable!("a Postgres test database");
+    };
+    let distributed = tower_conversations::distribute(pool)
+        .await
+        .expect("distribute answers");
+    assert!(!distributed, "no Citus here");
+    // Called again at the next start, it still does nothing and the store still works.
+    assert!(!tower_conversations::distribute(pool).await.expect("again"));
+    let app = serve(
+        echo_model(Duration::ZERO),
+        ConversationLayer::new(pool.clone()),
+    )
+    .await;
+    let answer = send_chat(&app, None, &chat_body(json!([user("hello")]))).await;
+    assert!(
+        ends_with_done(&answer) && !storage_failed(&answer),
+        "{}",
+        answer.text()
+    );
 }
