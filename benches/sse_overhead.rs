@@ -34,12 +34,12 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use tower::{Layer, Service, ServiceExt};
 use tower_conversations::store::{
-    Conversation, ConversationDetail, ConversationList, ConversationUpdate, ListQuery, MessagePage,
-    MessageQuery, NewConversation, NewMessage,
+    Conversation, ConversationDetail, ConversationList, ConversationUpdate, HistoryMessage,
+    ListQuery, MessagePage, MessageQuery, NewConversation, NewMessage,
 };
 use tower_conversations::{
     ConversationLayer, ConversationStore, StoreError, TurnStore, TurnTarget,
@@ -162,14 +162,14 @@ async fn seed_conversation(store: &dyn ConversationStore) -> String {
 /// holds the same 100 messages. With it the figures are the layer's own work.
 #[derive(Clone)]
 struct NoDatabase {
-    history: Arc<Vec<Value>>,
+    history: Arc<Vec<HistoryMessage>>,
 }
 
 impl NoDatabase {
     fn new() -> Self {
         let history = (0..HISTORY_LEN / 2)
             .flat_map(history_turn)
-            .map(|m| m.message)
+            .filter_map(|m| HistoryMessage::from_value(&m.message))
             .collect();
         Self {
             history: Arc::new(history),
@@ -184,7 +184,7 @@ impl TurnStore for NoDatabase {
         _owner: &str,
         _id: Uuid,
         last: Option<u32>,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<HistoryMessage>, StoreError> {
         let keep = last.map_or(self.history.len(), |n| n as usize);
         let skip = self.history.len().saturating_sub(keep);
         Ok(self.history[skip..].to_vec())

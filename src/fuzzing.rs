@@ -14,6 +14,7 @@ use crate::chat::{
     decide, mark_storage_failed, parse_chat_request,
 };
 use crate::sse::{StreamEnd, run_stream};
+use crate::store::HistoryMessage;
 
 /// Splits the fuzzer's input into cut points (up to 8, from the first byte's count and
 /// two bytes each) and the payload they cut.
@@ -118,7 +119,11 @@ pub fn chat_request(data: &[u8]) {
             json!({"role": "user", "content": "earlier"}),
             json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c"}]}),
         ];
-        let spliced = chat.splice(&history);
+        let stored: Vec<HistoryMessage> = history
+            .iter()
+            .filter_map(HistoryMessage::from_value)
+            .collect();
+        let spliced = chat.splice(&stored);
         let spliced: Value = serde_json::from_slice(&spliced).expect("spliced is JSON");
         if let Ok(Value::Object(mut original)) = serde_json::from_slice::<Value>(body) {
             let Value::Object(mut spliced) = spliced else {

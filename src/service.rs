@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response};
-use serde_json::Value;
 use tokio::runtime::Handle;
 use tower_service::Service;
 use tracing::Instrument;
@@ -20,7 +19,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::future::{ResponseFuture, respond};
 use crate::request_body::{RequestBody, declared_length, read_body};
-use crate::store::TurnTarget;
+use crate::store::{HistoryMessage, TurnTarget};
 use crate::turn::PendingTurn;
 use crate::{BoxError, CONVERSATION_ID_HEADER};
 
@@ -193,7 +192,11 @@ where
 /// its database retries until its own acquire timeout (30 s by default in sqlx), and a
 /// locked table makes a read wait for as long as the lock is held. The client hears
 /// `503` as soon as the layer has waited as long as it would for a write.
-async fn load_history(config: &Config, owner: &str, id: Uuid) -> Result<Vec<Value>, ApiError> {
+async fn load_history(
+    config: &Config,
+    owner: &str,
+    id: Uuid,
+) -> Result<Vec<HistoryMessage>, ApiError> {
     let load = config.store.load_history(owner, id, config.history_window);
     match tokio::time::timeout(config.storage_timeout, load).await {
         Ok(loaded) => Ok(loaded?),

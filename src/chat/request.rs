@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::store::NewMessage;
+use crate::store::{HistoryMessage, NewMessage};
 
 /// A chat-completions body, read far enough to decide and splice, borrowing the bytes.
 #[derive(Debug, PartialEq)]
@@ -77,12 +77,13 @@ impl<'a> ChatRequest<'a> {
 
     /// The body with `messages` replaced by: the request's system/developer messages,
     /// then `history`, then the request's other messages. Every other byte of the body
-    /// is kept as it was.
-    pub(crate) fn splice(&self, history: &[Value]) -> Vec<u8> {
+    /// is kept as it was, and each stored message goes in as the text it was stored as.
+    pub(crate) fn splice(&self, history: &[HistoryMessage]) -> Vec<u8> {
         // The spans were checked to lie within `body` when it was parsed.
         let before = &self.body[..self.messages_span.start];
         let after = &self.body[self.messages_span.end..];
-        let mut out = Vec::with_capacity(self.body.len() + history.len() * 128);
+        let stored: usize = history.iter().map(|message| message.json().len() + 1).sum();
+        let mut out = Vec::with_capacity(self.body.len() + stored);
         out.extend_from_slice(before);
 
         let mut array = ArrayWriter::open(&mut out);
@@ -91,7 +92,7 @@ impl<'a> ChatRequest<'a> {
             array.raw(&self.body[span.clone()]);
         }
         for message in history {
-            array.value(message);
+            array.raw(message.json().as_bytes());
         }
         for (_, span) in request_messages.filter(|(m, _)| !is_system(m)) {
             array.raw(&self.body[span.clone()]);
@@ -148,17 +149,6 @@ impl<'o> ArrayWriter<'o> {
         self.out.extend_from_slice(json);
     }
 
-    fn value(&mut self, value: &Value) {
-        self.separate();
-        let mark = self.out.len();
-        // Writing a `Value` into memory cannot fail (its keys are strings). Should it
-        // ever, the body must stay valid JSON, so the element becomes `null`.
-        if serde_json::to_writer(&mut *self.out, value).is_err() {
-            self.out.truncate(mark);
-            self.out.extend_from_slice(b"null");
-        }
-    }
-
     fn close(self) {
         self.out.push(b']');
     }
@@ -182,6 +172,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// History as a store hands it back.
+    fn stored(messages: &[Value]) -> Vec<HistoryMessage> {
+        messages
+            .iter()
+            .map(|message| HistoryMessage::from_value(message).expect("an object"))
+            .collect()
+    }
 
     fn roles(body: &[u8]) -> Vec<String> {
         let value: Value = serde_json::from_slice(body).expect("spliced body is JSON");
@@ -268,7 +266,9 @@ mod tests {
         let body = format!("{before} [ {{\"role\" : \"user\", \"content\":\"hi\"}} ]{after}");
         let request = parse_chat_request(body.as_bytes()).unwrap();
 
-        let spliced = request.splice(&[json!({"role": "assistant", "content": "earlier"})]);
+        let spliced = request.splice(&stored(&[
+            json!({"role": "assistant", "content": "earlier"}),
+        ]));
 
         let spliced = String::from_utf8(spliced).unwrap();
         assert!(spliced.starts_with(before), "{spliced}");
@@ -284,7 +284,7 @@ mod tests {
             json!({"role": "assistant", "content": "old reply"}),
         ];
 
-        let spliced: Value = serde_json::from_slice(&request.splice(&history)).unwrap();
+        let spliced: Value = serde_json::from_slice(&request.splice(&stored(&history))).unwrap();
 
         assert_eq!(
             spliced["messages"],
@@ -305,7 +305,8 @@ mod tests {
         let body = format!(r#"{{"messages":[{message}]}}"#);
         let request = parse_chat_request(body.as_bytes()).unwrap();
 
-        let spliced = String::from_utf8(request.splice(&[json!({"role": "user"})])).unwrap();
+        let spliced =
+            String::from_utf8(request.splice(&stored(&[json!({"role": "user"})]))).unwrap();
 
         assert_eq!(
             spliced,
@@ -317,7 +318,10 @@ mod tests {
     fn splice_with_empty_history_or_no_messages_gives_valid_json() {
         let empty = parse_chat_request(br#"{"messages":[ ]}"#).unwrap();
         assert_eq!(empty.splice(&[]), br#"{"messages":[]}"#);
-        assert_eq!(roles(&empty.splice(&[json!({"role": "user"})])), ["user"]);
+        assert_eq!(
+            roles(&empty.splice(&stored(&[json!({"role": "user"})]))),
+            ["user"]
+        );
 
         let one = parse_chat_request(br#"{"messages":[{"role":"user"}]}"#).unwrap();
         assert_eq!(roles(&one.splice(&[])), ["user"]);
@@ -362,6 +366,7 @@ mod tests {
         use serde_json::{Map, Number, Value, json};
 
         use super::super::*;
+        use super::stored;
 
         /// Any JSON value, a few levels deep.
         fn value() -> impl Strategy<Value = Value> {
@@ -457,7 +462,7 @@ mod tests {
             ) {
                 let request = parse_chat_request(text.as_bytes()).expect("a chat request");
                 let spliced: Value =
-                    serde_json::from_slice(&request.splice(&history)).expect("spliced is JSON");
+                    serde_json::from_slice(&request.splice(&stored(&history))).expect("spliced is JSON");
                 let mut spliced = match spliced {
                     Value::Object(members) => members,
                     other => panic!("not an object: {other}"),
@@ -477,7 +482,7 @@ mod tests {
                 history in vec(message(), 0..3),
             ) {
                 let request = parse_chat_request(text.as_bytes()).expect("a chat request");
-                let spliced = request.splice(&history);
+                let spliced = request.splice(&stored(&history));
                 let span = request.messages_span.clone();
                 let tail = text.len() - span.end;
                 prop_assert_eq!(&spliced[..span.start], &text.as_bytes()[..span.start]);
@@ -487,7 +492,7 @@ mod tests {
             #[test]
             fn any_bytes_parse_without_panicking(bytes in vec(any::<u8>(), 0..256)) {
                 if let Some(request) = parse_chat_request(&bytes) {
-                    let spliced = request.splice(&[json!({"role": "user"})]);
+                    let spliced = request.splice(&stored(&[json!({"role": "user"})]));
                     prop_assert!(serde_json::from_slice::<Value>(&spliced).is_ok());
                 }
             }

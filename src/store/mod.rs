@@ -30,13 +30,13 @@ pub use error::StoreError;
 #[cfg(feature = "postgres")]
 pub use postgres::distribute;
 pub use records::{
-    Conversation, ConversationDetail, ConversationList, ConversationUpdate, ListQuery, MessagePage,
-    MessageQuery, Metadata, NewConversation, NewMessage, Order, StoredMessage,
+    Conversation, ConversationDetail, ConversationList, ConversationUpdate, HistoryMessage,
+    ListQuery, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage, Order,
+    StoredMessage,
 };
 pub(crate) use text::{message_text, title_from};
 
 use async_trait::async_trait;
-use serde_json::Value;
 use uuid::Uuid;
 
 /// Where the store records which of its migrations ran. A table of its own rather than
@@ -82,7 +82,8 @@ pub enum TurnTarget {
 /// ```
 #[async_trait]
 pub trait TurnStore: Send + Sync + 'static {
-    /// The stored messages of a conversation in sequence order, each exactly as stored.
+    /// The stored messages of a conversation in sequence order, each exactly as stored
+    /// (its JSON text untouched, beside its role).
     ///
     /// With `last = Some(n)` only the last `n` messages are returned (still in order);
     /// the caller cuts them at a turn boundary.
@@ -91,7 +92,7 @@ pub trait TurnStore: Send + Sync + 'static {
         owner: &str,
         id: Uuid,
         last: Option<u32>,
-    ) -> Result<Vec<Value>, StoreError>;
+    ) -> Result<Vec<HistoryMessage>, StoreError>;
 
     /// Appends one turn atomically, with consecutive sequence numbers, to a new or an
     /// existing conversation (`target`). Concurrent calls on one conversation never
@@ -201,7 +202,7 @@ impl<T: TurnStore + ?Sized> TurnStore for std::sync::Arc<T> {
         owner: &str,
         id: Uuid,
         last: Option<u32>,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<HistoryMessage>, StoreError> {
         (**self).load_history(owner, id, last).await
     }
     async fn append_turn(

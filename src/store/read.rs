@@ -15,14 +15,15 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, 
 use uuid::Uuid;
 
 use super::{
-    Conversation, ConversationDetail, ConversationList, ListQuery, MessagePage, MessageQuery,
-    Metadata, Order, StoreError, StoredMessage,
+    Conversation, ConversationDetail, ConversationList, HistoryMessage, ListQuery, MessagePage,
+    MessageQuery, Metadata, Order, StoreError, StoredMessage,
 };
 
-/// The history, or its last `$3` messages. One row with a NULL message when the
-/// conversation is empty, no row when it does not exist for this owner.
+/// The history, or its last `$3` messages: each message's role and its JSON as text,
+/// which the layer splices as it is. One row with a NULL message when the conversation
+/// is empty, no row when it does not exist for this owner.
 const HISTORY: &str = "
-SELECT m.message
+SELECT m.role, CAST(m.message AS TEXT) AS message
 FROM conversations c
 LEFT JOIN messages m
     ON m.conversation_id = c.id AND m.sequence_number >= c.message_count - $3
@@ -66,6 +67,11 @@ WHERE c.id = $1 AND c.owner = $2
 ORDER BY m.sequence_number DESC
 LIMIT $4";
 
+/// A stored message whose text is not one JSON object.
+#[derive(Debug, thiserror::Error)]
+#[error("a stored message is not a JSON object")]
+struct NotAMessage;
+
 /// A Rust type a column of `DB` decodes into.
 pub(crate) trait Column<DB: Database>: for<'r> Decode<'r, DB> + Type<DB> {}
 
@@ -105,7 +111,7 @@ where
     DateTime<Utc>: Column<DB>,
     Json<Metadata>: Column<DB>,
     Json<Value>: Column<DB>,
-    Option<Json<Value>>: Column<DB>,
+    String: Column<DB>,
     Option<Json<Vec<Value>>>: Column<DB>,
     Json<Map<String, Value>>: Column<DB>,
 {
@@ -115,7 +121,7 @@ where
         owner: &str,
         id: Uuid,
         last: Option<u32>,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<HistoryMessage>, StoreError> {
         let rows = sqlx::query(HISTORY)
             .persistent(self.named)
             .bind(id)
@@ -128,9 +134,13 @@ where
         }
         let mut history = Vec::with_capacity(rows.len());
         for row in &rows {
-            if let Some(Json(message)) = row.try_get::<Option<Json<Value>>, _>("message")? {
-                history.push(message);
-            }
+            let Some(message) = row.try_get::<Option<String>, _>("message")? else {
+                continue;
+            };
+            let role: String = row.try_get("role")?;
+            let message = HistoryMessage::new(role, message)
+                .ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
+            history.push(message);
         }
         Ok(history)
     }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -70,6 +71,71 @@ impl NewMessage {
             .get("role")
             .and_then(Value::as_str)
             .unwrap_or("")
+    }
+}
+
+/// A message of the history the layer splices in front of a request: its role, and its
+/// JSON exactly as stored, never parsed into a [`Value`] and written out again.
+///
+/// ```
+/// use tower_conversations::store::HistoryMessage;
+/// let message = HistoryMessage::new("user", r#"{"role":"user","content":"hi"}"#.to_owned()).unwrap();
+/// assert_eq!(message.role(), "user");
+/// assert_eq!(message.json(), r#"{"role":"user","content":"hi"}"#);
+/// ```
+#[derive(Clone, Debug)]
+pub struct HistoryMessage {
+    role: String,
+    json: Box<RawValue>,
+}
+
+/// Two messages are equal when their role and stored text are.
+impl PartialEq for HistoryMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.role == other.role && self.json.get() == other.json.get()
+    }
+}
+
+impl Eq for HistoryMessage {}
+
+impl HistoryMessage {
+    /// A message with this role and JSON text; `None` when the text is not one JSON
+    /// object (the store answers [`StoreError::Corrupt`](super::StoreError::Corrupt)).
+    pub fn new(role: impl Into<String>, json: String) -> Option<Self> {
+        let json = RawValue::from_string(json).ok()?;
+        json.get().starts_with('{').then(|| Self {
+            role: role.into(),
+            json,
+        })
+    }
+
+    /// A message from its parsed form, for stores that keep messages as values; `None`
+    /// when it is not a JSON object.
+    ///
+    /// ```
+    /// use tower_conversations::store::HistoryMessage;
+    /// let message = HistoryMessage::from_value(&serde_json::json!({"role": "tool"})).unwrap();
+    /// assert_eq!(message.role(), "tool");
+    /// ```
+    pub fn from_value(message: &Value) -> Option<Self> {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("");
+        Self::new(role, message.to_string())
+    }
+
+    /// The message's `role`, as stored beside it.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// The message's JSON text, exactly as stored.
+    pub fn json(&self) -> &str {
+        self.json.get()
+    }
+
+    /// The message parsed, for callers that need to look inside it.
+    pub fn to_value(&self) -> Value {
+        // The text was checked to be JSON when the message was made.
+        serde_json::from_str(self.json.get()).unwrap_or(Value::Null)
     }
 }
 

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::support::api::*;
 use crate::support::db::{TestDb, TestPool};
 use crate::support::server::{TestServer, assistant, chat_body, send, user};
+use crate::support::store::values;
 use crate::support::turns::{conversation_count, message_count};
 use crate::support::upstream::TestModel;
 
@@ -359,7 +360,7 @@ backend_tests! {
             }).collect()
         };
         assert_eq!(without_times(&copy["messages"]), without_times(&exported["messages"]));
-        let history = db.store().load_history("alice", Uuid::parse_str(&imported).unwrap(), None).await.unwrap();
+        let history = values(db.store().load_history("alice", Uuid::parse_str(&imported).unwrap(), None).await.unwrap());
         assert_eq!(history, [user("2+2?"), assistant("Four.")], "what goes upstream is the message alone");
     }
 

@@ -122,7 +122,7 @@ backend_tests! {
             assert_eq!(stored.metadata, sent.metadata, "metadata {index}");
             assert_eq!(stored.created_at, detail.conversation.updated_at);
         }
-        let history = store.load_history("", id, None).await.unwrap();
+        let history = values(store.load_history("", id, None).await.unwrap());
         let sent: Vec<Value> = messages.iter().map(|m| m.message.clone()).collect();
         assert_eq!(history, sent);
     }
@@ -159,12 +159,12 @@ backend_tests! {
         let contents = |history: Vec<Value>| -> Vec<String> {
             history.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
         };
-        assert_eq!(contents(store.load_history("", id, Some(3)).await.unwrap()), ["a1", "q2", "a2"]);
-        assert_eq!(contents(store.load_history("", id, Some(1)).await.unwrap()), ["a2"]);
-        assert!(store.load_history("", id, Some(0)).await.unwrap().is_empty());
-        assert_eq!(store.load_history("", id, Some(100)).await.unwrap().len(), 6);
+        assert_eq!(contents(values(store.load_history("", id, Some(3)).await.unwrap())), ["a1", "q2", "a2"]);
+        assert_eq!(contents(values(store.load_history("", id, Some(1)).await.unwrap())), ["a2"]);
+        assert!(values(store.load_history("", id, Some(0)).await.unwrap()).is_empty());
+        assert_eq!(values(store.load_history("", id, Some(100)).await.unwrap()).len(), 6);
         assert_eq!(
-            contents(store.load_history("", id, None).await.unwrap()),
+            contents(values(store.load_history("", id, None).await.unwrap())),
             ["q0", "a0", "q1", "a1", "q2", "a2"]
         );
     }
@@ -172,7 +172,7 @@ backend_tests! {
     async fn load_history_of_an_empty_conversation_is_empty_and_of_an_unknown_one_not_found(db: TestDb) {
         let store = db.store();
         let empty = store.create("", &NewConversation::default()).await.unwrap();
-        assert!(store.load_history("", empty.id, None).await.unwrap().is_empty());
+        assert!(values(store.load_history("", empty.id, None).await.unwrap()).is_empty());
         assert_not_found(store.load_history("", Uuid::now_v7(), None).await, "unknown id");
     }
 
@@ -571,7 +571,7 @@ backend_tests! {
         let result = store.get("", id).await;
         assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
         assert!(matches!(store.list("", &page(10, 0)).await, Err(StoreError::Corrupt(_))));
-        assert_eq!(store.load_history("", id, None).await.unwrap().len(), 2);
+        assert_eq!(values(store.load_history("", id, None).await.unwrap()).len(), 2);
     }
 
     async fn migrating_again_is_harmless(db: TestDb) {
@@ -579,7 +579,7 @@ backend_tests! {
         let id = conversation_with(&store, "", &[turn("q", "a")]).await;
         store.migrate().await.unwrap();
         tower_conversations::migrate(&store).await.unwrap();
-        assert_eq!(store.load_history("", id, None).await.unwrap().len(), 2);
+        assert_eq!(values(store.load_history("", id, None).await.unwrap()).len(), 2);
     }
 }
 

@@ -6,7 +6,7 @@
 //! Every call goes through a [`Session`], which also serves transaction poolers.
 
 use async_trait::async_trait;
-use serde_json::Value;
+
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::types::Json;
@@ -23,8 +23,8 @@ use super::batch::{MessageColumns, message_count};
 use super::read::Reader;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
-    ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
-    StoreError, TurnStore, TurnTarget, title_from,
+    HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
+    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from,
 };
 
 /// Creates a conversation and stores its first messages, in one statement.
@@ -146,7 +146,7 @@ impl TurnStore for PgPool {
         owner: &str,
         id: Uuid,
         last: Option<u32>,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<HistoryMessage>, StoreError> {
         let mut session = Session::statement(self).await?;
         let named = session.named();
         let history = Reader::<Postgres>::new(session.connection(), named)

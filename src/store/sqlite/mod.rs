@@ -10,7 +10,7 @@
 //! [`write_queue`].
 
 use async_trait::async_trait;
-use serde_json::Value;
+
 use sqlx::types::Json;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
@@ -19,8 +19,8 @@ use super::batch::{message_count, message_rows_json};
 use super::read::Reader;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
-    ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage,
-    StoreError, TurnStore, TurnTarget, title_from,
+    HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
+    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from,
 };
 
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata.
@@ -129,7 +129,7 @@ impl TurnStore for SqlitePool {
         owner: &str,
         id: Uuid,
         last: Option<u32>,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<HistoryMessage>, StoreError> {
         let mut connection = self.acquire().await?;
         Reader::<Sqlite>::new(&mut connection, true)
             .history(owner, id, last)

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tower_conversations::store::{
-    ConversationStore, ListQuery, NewMessage, StoreError, TurnTarget,
+    ConversationStore, HistoryMessage, ListQuery, NewMessage, StoreError, TurnTarget,
 };
 use uuid::Uuid;
 
@@ -72,4 +72,9 @@ pub fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what:
         matches!(result, Err(StoreError::NotFound)),
         "{what}: expected NotFound, got {result:?}"
     );
+}
+
+/// A loaded history as values, to compare with what was sent.
+pub fn values(history: Vec<HistoryMessage>) -> Vec<Value> {
+    history.iter().map(HistoryMessage::to_value).collect()
 }
