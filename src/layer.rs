@@ -163,9 +163,13 @@ impl ConversationLayer {
         self.with(|c| c.history_window = Some(messages))
     }
 
-    /// Waits until every turn this layer (and its clones) started storing is stored or
-    /// abandoned: call it at shutdown, after the server stopped accepting and its
-    /// connections finished, so that no turn is cut off by the process exiting.
+    /// Waits until every turn this layer (and its clones) took on is stored or given up:
+    /// call it at shutdown, after the server stopped accepting and its connections
+    /// finished, so that no turn is cut off by the process exiting.
+    ///
+    /// A turn counts from the moment its request is forwarded, not only while its write
+    /// runs: a server may report a connection closed a moment before it drops that
+    /// connection's response body, and that drop is what stores a partial turn.
     ///
     /// ```no_run
     /// # async fn demo(layer: tower_conversations::ConversationLayer) {

@@ -176,7 +176,7 @@ where
             target,
             messages: chat.turn_messages(),
             timeout: config.storage_timeout,
-            writes: config.writes.clone(),
+            pending: config.writes.start(),
             // A service is always called inside the runtime that the store's driver needs.
             runtime: Handle::current(),
         };

@@ -23,7 +23,10 @@ pub(crate) struct PendingTurn {
     /// The request's messages that belong in the turn.
     pub(crate) messages: Vec<NewMessage>,
     pub(crate) timeout: Duration,
-    pub(crate) writes: Arc<PendingWrites>,
+    /// Counts this turn as pending from the moment it is built until its write ends, so
+    /// that shutdown also waits for a reply whose body is dropped only after the server
+    /// reported its connections closed (the drop is what starts storing a partial turn).
+    pub(crate) pending: WriteGuard,
     /// Taken when the request came in, so that a body dropped outside the runtime's
     /// context (a client gone) can still start its write.
     pub(crate) runtime: Handle,
@@ -43,11 +46,10 @@ impl PendingTurn {
             target,
             mut messages,
             timeout,
-            writes,
+            pending,
             runtime,
         } = self;
         messages.push(reply);
-        let guard = writes.start();
         let span = tracing::Span::current();
         runtime.spawn(
             async move {
@@ -69,7 +71,7 @@ impl PendingTurn {
                 };
                 // The client may be gone; the turn is stored (or not) all the same.
                 let _ = sender.send(stored);
-                drop(guard);
+                drop(pending);
             }
             .instrument(span),
         );
@@ -77,14 +79,15 @@ impl PendingTurn {
     }
 }
 
-/// The number of storage tasks still running, shared by a layer and all its clones.
+/// The number of turns not yet stored or given up (their replies still arriving, or
+/// their writes running), shared by a layer and all its clones.
 #[derive(Debug, Default)]
 pub(crate) struct PendingWrites {
     running: AtomicUsize,
     idle: Notify,
 }
 
-/// Held by one storage task; the count drops when it does.
+/// Held by one pending turn, then by its storage task; the count drops when it does.
 #[derive(Debug)]
 pub(crate) struct WriteGuard(Arc<PendingWrites>);
 
@@ -94,7 +97,7 @@ impl PendingWrites {
         WriteGuard(self.clone())
     }
 
-    /// Resolves once no storage task is running.
+    /// Resolves once no turn is pending.
     pub(crate) async fn idle(&self) {
         loop {
             // Registered before the check, so a task finishing in between still wakes us.

@@ -1,14 +1,17 @@
 //! The layer as a plain tower component (contract section 1): composed with
 //! `ServiceBuilder` under a bare hyper server.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::{StreamExt, stream};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
-use tower::{ServiceBuilder, service_fn};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_conversations::{ConversationLayer, ConversationStore, RequestBody};
 
 use crate::support::db::TestDb;
@@ -47,4 +50,50 @@ async fn a_plain_tower_service_gets_conversation_memory_through_service_builder(
     assert_eq!(last["messages"], json!([user("hello"), hi, user("again")]));
     let stored = db.store().get("", id).await.unwrap().messages;
     assert_eq!(stored.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_pending_writes_covers_a_reply_whose_body_is_not_dropped_yet() {
+    let db = TestDb::sqlite().await;
+    // A stream that sends its first chunk, then nothing until the client goes away.
+    let upstream = service_fn(|_request: Request<RequestBody<Full<Bytes>>>| async {
+        let first = Bytes::from(concat(&text_stream(&["Hi"])[..1]));
+        let frames = stream::iter([Ok::<_, Infallible>(Frame::data(first))]);
+        let body = StreamBody::new(frames.chain(stream::pending()));
+        Ok::<_, Infallible>(sse_response(body))
+    });
+    let layer = ConversationLayer::new(db.store());
+    let mut service = ServiceBuilder::new().layer(layer.clone()).service(upstream);
+    let request = Request::post(tower_conversations::DEFAULT_CHAT_PATH)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            chat_body(json!([user("hello")])).to_string(),
+        )))
+        .unwrap();
+    let response = service.ready().await.unwrap().call(request).await.unwrap();
+    let mut body = response.into_body();
+    body.frame().await.expect("the first frame").expect("data");
+
+    // The reply is still arriving: its turn is pending, though no write has started.
+    let waiting = tokio::spawn({
+        let layer = layer.clone();
+        async move { layer.wait_for_pending_writes().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "shutdown would not wait for the reply in flight"
+    );
+
+    // The client goes away: the partial turn is stored, then the wait ends.
+    drop(body);
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("the wait ends once the turn is stored")
+        .expect("the waiter");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM messages").await,
+        2,
+        "the partial turn"
+    );
 }
