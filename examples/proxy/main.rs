@@ -73,10 +73,26 @@ async fn main() -> ExitCode {
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error}");
+            tracing::error!("{}", error_chain(&*error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its sources, `: `-separated, each said once: a database's own message
+/// is often both an error's text and its source's.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 async fn run(config: Config) -> Result<(), BoxError> {
