@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::BoxError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, PgPool};
+use sqlx::{Connection, PgPool, SqlitePool};
 use tower_conversations::ConversationStore;
 
 /// How long a Postgres connection may sit idle in the pool before it is pinged on its
@@ -32,6 +32,25 @@ pub struct Database {
     pub store: Arc<dyn ConversationStore>,
     /// Which kind of database and where, never with its password.
     pub description: String,
+    /// The same pool, for `/readyz` to ask.
+    pub pool: Pool,
+}
+
+/// The pool behind the store, whichever kind of database it is.
+#[derive(Clone)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Pool {
+    /// Runs a trivial query: whether the database answers now.
+    pub async fn answer(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+    }
 }
 
 /// A start-up step that failed: what and where, with the database's error as its source.
@@ -105,8 +124,9 @@ async fn open_sqlite(url: &str) -> Result<Database, BoxError> {
         )
     })?;
     Ok(Database {
-        store: Arc::new(pool),
+        store: Arc::new(pool.clone()),
         description,
+        pool: Pool::Sqlite(pool),
     })
 }
 
@@ -155,8 +175,9 @@ async fn open_postgres(url: &str, migrations: Option<&str>) -> Result<Database, 
         }
     }
     Ok(Database {
-        store: Arc::new(pool),
+        store: Arc::new(pool.clone()),
         description,
+        pool: Pool::Postgres(pool),
     })
 }
 
