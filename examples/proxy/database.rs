@@ -7,14 +7,13 @@
 use std::error::Error;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::BoxError;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgPool, SqlitePool};
-use tower_conversations::ConversationStore;
+use tower_conversations::ConversationLayer;
 
 /// How long a Postgres connection may sit idle in the pool before it is pinged on its
 /// way out.
@@ -28,15 +27,13 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// An open, migrated database, and a description of it that is safe to log.
 pub struct Database {
-    /// The store the layer and the management API share.
-    pub store: Arc<dyn ConversationStore>,
+    /// The store the layer and the management API share, which `/readyz` asks too.
+    pub pool: Pool,
     /// Which kind of database and where, never with its password.
     pub description: String,
-    /// The same pool, for `/readyz` to ask.
-    pub pool: Pool,
 }
 
-/// The pool behind the store, whichever kind of database it is.
+/// The pool of the database, whichever kind it is.
 #[derive(Clone)]
 pub enum Pool {
     Sqlite(SqlitePool),
@@ -44,6 +41,15 @@ pub enum Pool {
 }
 
 impl Pool {
+    /// A conversation layer storing in this pool. The layer is given the pool itself,
+    /// not a trait object, so that it can tell which kind of database it stores in.
+    pub fn layer(&self) -> ConversationLayer {
+        match self {
+            Self::Sqlite(pool) => ConversationLayer::new(pool.clone()),
+            Self::Postgres(pool) => ConversationLayer::new(pool.clone()),
+        }
+    }
+
     /// Runs a trivial query: whether the database answers now.
     pub async fn answer(&self) -> Result<(), sqlx::Error> {
         match self {
@@ -124,9 +130,8 @@ async fn open_sqlite(url: &str) -> Result<Database, BoxError> {
         )
     })?;
     Ok(Database {
-        store: Arc::new(pool.clone()),
-        description,
         pool: Pool::Sqlite(pool),
+        description,
     })
 }
 
@@ -175,9 +180,8 @@ async fn open_postgres(url: &str, migrations: Option<&str>) -> Result<Database, 
         }
     }
     Ok(Database {
-        store: Arc::new(pool.clone()),
-        description,
         pool: Pool::Postgres(pool),
+        description,
     })
 }
 

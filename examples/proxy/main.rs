@@ -114,7 +114,10 @@ async fn run(config: Config) -> Result<(), BoxError> {
         let migrations = config.migration_database_url.as_deref();
         let database = database::open(&config.database_url, migrations).await?;
         tracing::info!("conversations stored in {}", database.description);
-        let layer = ConversationLayer::new(database.store).owner_resolver(owner::by_bearer_token());
+        let layer = database
+            .pool
+            .layer()
+            .owner_resolver(owner::by_bearer_token());
         (Some(layer), Some(database.pool))
     };
     let metrics_on_main = match &config.metrics_listen {
