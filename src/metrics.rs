@@ -18,8 +18,9 @@
 //! | `tower_conversations_stream_end_held_seconds` | histogram | | how long the end of each streamed reply (`data: [DONE]`) was held back while its turn was stored: the latency the layer adds to a stream |
 //! | `tower_conversations_replies_over_capture_limit_total` | counter | `format` | replies longer than the capture limit (`format`: `stream` or `json`), forwarded whole and not stored |
 //!
-//! `backend` is `postgres`, `sqlite` or `other` (any other store). Requests to other
-//! paths, and other methods, pass through the layer uncounted.
+//! `backend` is `postgres`, `sqlite` or `other` (any other store); for now every series
+//! says `other` (see [`Backend::of`]). Requests to other paths, and other methods, pass
+//! through the layer uncounted.
 //!
 //! Two alerts are worth setting: the share of turns that fail,
 //! `rate(tower_conversations_turns_failed_total[5m]) /
