@@ -27,6 +27,10 @@ VOLUME /data
 ENV LISTEN_ADDR=0.0.0.0:8080 \
     DATABASE_URL=sqlite:///data/conversations.db
 EXPOSE 8080
+# The image has no curl: the proxy checks itself. /healthz answers while it serves;
+# /readyz (which the compose file uses) also needs the database to answer.
+HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/proxy", "--healthcheck", "/healthz"]
 # Exec form: the proxy is PID 1 and gets SIGTERM itself, so `docker stop` lets the
 # streams in flight finish and their turns be stored.
 ENTRYPOINT ["/usr/local/bin/proxy"]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chat::ModePolicy;
+use crate::metrics::Backend;
 use crate::owner::OwnerResolver;
 use crate::store::ConversationStore;
 use crate::turn::PendingWrites;
@@ -22,6 +23,8 @@ pub const DEFAULT_STORAGE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) store: Arc<dyn ConversationStore>,
+    /// The store's kind, for the metrics' `backend` label.
+    pub(crate) backend: Backend,
     pub(crate) chat_paths: Vec<String>,
     pub(crate) policy: ModePolicy,
     pub(crate) owners: OwnerResolver,
@@ -35,9 +38,10 @@ pub(crate) struct Config {
 
 impl Config {
     /// The defaults, over `store`.
-    pub(crate) fn new(store: Arc<dyn ConversationStore>) -> Self {
+    pub(crate) fn new(store: Arc<dyn ConversationStore>, backend: Backend) -> Self {
         Self {
             store,
+            backend,
             chat_paths: vec![DEFAULT_CHAT_PATH.to_owned()],
             policy: ModePolicy::default(),
             owners: OwnerResolver::default(),

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use crate::api::ConversationApi;
 use crate::chat::ModePolicy;
 use crate::config::Config;
+use crate::metrics::Backend;
 use crate::owner::OwnerResolver;
 use crate::service::ConversationService;
 use crate::store::ConversationStore;
@@ -46,8 +47,9 @@ impl ConversationLayer {
     /// A layer storing conversations in `store`: a [`sqlx::PgPool`], a
     /// [`sqlx::SqlitePool`], or any [`ConversationStore`].
     pub fn new(store: impl ConversationStore) -> Self {
+        let backend = Backend::of(&store);
         Self {
-            config: Arc::new(Config::new(Arc::new(store))),
+            config: Arc::new(Config::new(Arc::new(store), backend)),
         }
     }
 

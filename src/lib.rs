@@ -86,6 +86,7 @@ mod future;
 #[doc(hidden)]
 pub mod fuzzing;
 mod layer;
+mod metrics;
 mod owner;
 mod request_body;
 mod service;

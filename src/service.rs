@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -18,6 +19,7 @@ use crate::chat::{ConversationHeader, Mode, decide, parse_chat_request, trim_to_
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::future::{ResponseFuture, respond};
+use crate::metrics::{self, Backend, LoadOutcome, RequestMode};
 use crate::request_body::{RequestBody, declared_length, read_body};
 use crate::store::{HistoryMessage, TurnTarget};
 use crate::turn::PendingTurn;
@@ -120,7 +122,10 @@ where
     let declared = declared_length(&parts.headers);
     let bytes = match read_body(body, declared, config.request_body_limit).await {
         Ok(bytes) => bytes,
-        Err(error) => return Ok(error.into_response()),
+        Err(error) => {
+            metrics::request(RequestMode::Error);
+            return Ok(error.into_response());
+        }
     };
     let header = ConversationHeader::from_values(
         parts
@@ -130,11 +135,18 @@ where
             .map(HeaderValue::as_bytes),
     );
     let (id, target, chat) = match decide(config.policy, header, parse_chat_request(&bytes)) {
-        Err(error) => return Ok(ApiError::from(error).into_response()),
+        Err(error) => {
+            metrics::request(RequestMode::Error);
+            return Ok(ApiError::from(error).into_response());
+        }
         Ok(Mode::New(id, chat)) => (id, TurnTarget::NewConversation, chat),
         Ok(Mode::Continue(id, chat)) => (id, TurnTarget::Existing, chat),
         // Stateless and unreadable requests go on with their original bytes.
-        Ok(Mode::Stateless | Mode::Passthrough) => {
+        Ok(mode @ (Mode::Stateless | Mode::Passthrough)) => {
+            metrics::request(match mode {
+                Mode::Stateless => RequestMode::Stateless,
+                _ => RequestMode::Passthrough,
+            });
             let request = Request::from_parts(parts, RequestBody::from_bytes(bytes.clone()));
             let response = inner.call(request).await?;
             return Ok(response.map(ResponseBody::forwarded));
@@ -150,14 +162,22 @@ where
     );
     async {
         let owner = config.owners.resolve(&parts);
+        let backend = config.backend;
         let forwarded = match target {
             // A new conversation costs no database round trip before the first byte.
-            TurnTarget::NewConversation => bytes.clone(),
+            TurnTarget::NewConversation => {
+                metrics::request(RequestMode::New);
+                bytes.clone()
+            }
             TurnTarget::Existing => {
-                let mut history = match load_history(&config, &owner, id).await {
+                let mut history = match load_history(&config, backend, &owner, id).await {
                     Ok(history) => history,
-                    Err(error) => return Ok(error.into_response()),
+                    Err(error) => {
+                        metrics::request(RequestMode::Error);
+                        return Ok(error.into_response());
+                    }
                 };
+                metrics::request(RequestMode::Continue);
                 if config.history_window.is_some() {
                     trim_to_turn_boundary(&mut history);
                 }
@@ -171,6 +191,7 @@ where
         };
         let turn = PendingTurn {
             store: config.store.clone(),
+            backend,
             owner,
             id,
             target,
@@ -194,11 +215,20 @@ where
 /// `503` as soon as the layer has waited as long as it would for a write.
 async fn load_history(
     config: &Config,
+    backend: Backend,
     owner: &str,
     id: Uuid,
 ) -> Result<Vec<HistoryMessage>, ApiError> {
+    let started = Instant::now();
     let load = config.store.load_history(owner, id, config.history_window);
-    match tokio::time::timeout(config.storage_timeout, load).await {
+    let loaded = tokio::time::timeout(config.storage_timeout, load).await;
+    let outcome = match &loaded {
+        Ok(Ok(_)) => LoadOutcome::Loaded,
+        Ok(Err(error)) => LoadOutcome::of(error),
+        Err(_) => LoadOutcome::Timeout,
+    };
+    metrics::history_loaded(backend, outcome, started.elapsed());
+    match loaded {
         Ok(loaded) => Ok(loaded?),
         Err(_) => {
             tracing::error!(timeout = ?config.storage_timeout, "loading the history timed out");

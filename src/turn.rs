@@ -3,19 +3,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::metrics::{self, Backend, FailureCause};
 use crate::store::{NewMessage, TurnStore, TurnTarget};
 
 /// Everything needed to store a turn once its assistant message is assembled. Built once
 /// per stateful request, by the service, before the inner service is called.
 pub(crate) struct PendingTurn {
     pub(crate) store: Arc<dyn TurnStore>,
+    /// The store's kind, for the metrics.
+    pub(crate) backend: Backend,
     pub(crate) owner: String,
     pub(crate) id: Uuid,
     /// Whether this turn creates the conversation or continues it.
@@ -41,6 +44,7 @@ impl PendingTurn {
         let (sender, receiver) = oneshot::channel();
         let PendingTurn {
             store,
+            backend,
             owner,
             id,
             target,
@@ -53,10 +57,17 @@ impl PendingTurn {
         let span = tracing::Span::current();
         runtime.spawn(
             async move {
+                let started = Instant::now();
                 let write = store.append_turn(&owner, id, target, &messages);
-                let stored = match tokio::time::timeout(timeout, write).await {
-                    Ok(Ok(_)) => true,
+                let outcome = tokio::time::timeout(timeout, write).await;
+                let elapsed = started.elapsed();
+                let stored = match outcome {
+                    Ok(Ok(_)) => {
+                        metrics::turn_stored(backend, target, elapsed);
+                        true
+                    }
                     Ok(Err(error)) => {
+                        metrics::turn_failed(backend, target, FailureCause::of(&error), elapsed);
                         tracing::error!(
                             error = %error,
                             cause = ?std::error::Error::source(&error),
@@ -65,6 +76,7 @@ impl PendingTurn {
                         false
                     }
                     Err(_) => {
+                        metrics::turn_failed(backend, target, FailureCause::Timeout, elapsed);
                         tracing::error!(?timeout, "storing the turn timed out");
                         false
                     }
@@ -94,6 +106,7 @@ pub(crate) struct WriteGuard(Arc<PendingWrites>);
 impl PendingWrites {
     pub(crate) fn start(self: &Arc<Self>) -> WriteGuard {
         self.running.fetch_add(1, Ordering::SeqCst);
+        metrics::write_started();
         WriteGuard(self.clone())
     }
 
@@ -112,6 +125,7 @@ impl PendingWrites {
 
 impl Drop for WriteGuard {
     fn drop(&mut self) {
+        metrics::write_finished();
         if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }

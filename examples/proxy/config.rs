@@ -2,6 +2,8 @@
 //!
 //! Parsed by hand so that the example needs nothing beyond the crate's own dependencies.
 
+use std::path::PathBuf;
+
 use crate::forward::UpstreamBase;
 
 /// What `--help` prints.
@@ -23,12 +25,33 @@ Options (a flag wins over its environment variable):
                         [default: the database URL]
   --passthrough         forward everything with the conversation layer off and no database:
                         the baseline for measuring the layer's overhead
+  --api-keys FILE       the keys clients may use, one a line: the key itself, or the SHA-256
+                        of it in hex (64 hex digits) so that the file holds no secret; blank
+                        lines and # comments are ignored; reread on SIGHUP. Any other bearer
+                        token, or none, gets 401 [env API_KEYS_FILE]
+                        [default: none, every bearer token is an owner of its own]
+  --allow-anonymous     without --api-keys, let requests without a bearer token in, all in
+                        one shared space [env ALLOW_ANONYMOUS=1] [default: refused with 401,
+                        unless the built-in demo model answers]
+  --metrics-listen ADDR serve Prometheus metrics at http://ADDR/metrics, with no key
+                        [env METRICS_LISTEN] [default: /metrics on --listen, behind the same
+                        key rules as every other path]
+  --healthcheck URL     request URL (or a path such as /readyz on the --listen address) and
+                        exit 0 if it answers 2xx, 1 otherwise: a health check for images
+                        without curl
   -h, --help            print this help
+
+Answered by the proxy itself, never forwarded, with no key:
+  GET /healthz          200 while the proxy serves
+  GET /readyz           200 when the database answers, 503 when it does not
 
 Environment only:
   UPSTREAM_API_KEY      replaces the client's Authorization header upstream (Bearer KEY);
                         owners are still told apart by the client's own token
   RUST_LOG              log filter [default: info]
+
+Signals: SIGTERM or Ctrl-C stops the proxy once the requests in flight finish (up to 30 s);
+SIGHUP rereads the --api-keys file.
 ";
 
 /// Where conversations go when no database is named.
@@ -52,6 +75,13 @@ pub struct Config {
     pub upstream_api_key: Option<String>,
     /// The layer is off: forward only.
     pub passthrough: bool,
+    /// The file listing the keys clients may use; `None` lets every bearer token in.
+    pub api_keys: Option<PathBuf>,
+    /// Without a key file, requests without a bearer token are let in.
+    pub allow_anonymous: bool,
+    /// Where to serve `/metrics` with no key; `None` serves it on [`listen`](Self::listen)
+    /// behind the key rules.
+    pub metrics_listen: Option<String>,
 }
 
 /// What the command line asks for.
@@ -59,6 +89,8 @@ pub struct Config {
 pub enum Command {
     /// Run the proxy.
     Run(Config),
+    /// Request this URL and exit by its answer.
+    Healthcheck(String),
     /// Print [`USAGE`] and exit.
     Help,
 }
@@ -76,6 +108,10 @@ pub fn parse(
     let mut database_url = None;
     let mut migration_database_url = None;
     let mut passthrough = false;
+    let mut api_keys = None;
+    let mut allow_anonymous = false;
+    let mut metrics_listen = None;
+    let mut healthcheck = None;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -102,18 +138,37 @@ pub fn parse(
             }
             "--passthrough" if inline.is_none() => passthrough = true,
             "--passthrough" => return Err("--passthrough takes no value".to_owned()),
+            "--api-keys" => api_keys = Some(value("--api-keys")?),
+            "--allow-anonymous" if inline.is_none() => allow_anonymous = true,
+            "--allow-anonymous" => return Err("--allow-anonymous takes no value".to_owned()),
+            "--metrics-listen" => metrics_listen = Some(value("--metrics-listen")?),
+            "--healthcheck" => healthcheck = Some(value("--healthcheck")?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
 
+    let listen = listen
+        .or_else(|| env("LISTEN_ADDR"))
+        .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
+    if let Some(target) = healthcheck {
+        return Ok(Command::Healthcheck(healthcheck_url(&target, &listen)));
+    }
     let upstream = match upstream.or_else(|| env("UPSTREAM_URL")) {
         Some(url) => Some(UpstreamBase::parse(&url)?),
         None => None,
     };
+    let api_keys = api_keys.or_else(|| env("API_KEYS_FILE")).map(PathBuf::from);
+    let allow_anonymous =
+        allow_anonymous || flag_variable("ALLOW_ANONYMOUS", env("ALLOW_ANONYMOUS"))?;
+    if allow_anonymous && let Some(file) = &api_keys {
+        return Err(format!(
+            "--allow-anonymous (ALLOW_ANONYMOUS) and --api-keys {} (API_KEYS_FILE) contradict \
+             each other: with a key file, every request needs one of its keys",
+            file.display()
+        ));
+    }
     Ok(Command::Run(Config {
-        listen: listen
-            .or_else(|| env("LISTEN_ADDR"))
-            .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned()),
+        listen,
         upstream,
         database_url: database_url
             .or_else(|| env("DATABASE_URL"))
@@ -121,5 +176,31 @@ pub fn parse(
         migration_database_url: migration_database_url.or_else(|| env("MIGRATION_DATABASE_URL")),
         upstream_api_key: env("UPSTREAM_API_KEY"),
         passthrough,
+        api_keys,
+        allow_anonymous,
+        metrics_listen: metrics_listen.or_else(|| env("METRICS_LISTEN")),
     }))
+}
+
+/// A yes-or-no environment variable: `1`/`true`/`yes` or `0`/`false`/`no`.
+fn flag_variable(name: &str, value: Option<String>) -> Result<bool, String> {
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("0" | "false" | "no") => Ok(false),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some(other) => Err(format!("{name}={other:?}: expected 1 or 0")),
+    }
+}
+
+/// The URL a health check requests: `target` itself, or a path on the address the
+/// proxy listens on, reached over loopback when it listens on every interface.
+fn healthcheck_url(target: &str, listen: &str) -> String {
+    if !target.starts_with('/') {
+        return target.to_owned();
+    }
+    let host = match listen.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_owned(),
+    };
+    format!("http://{host}{target}")
 }

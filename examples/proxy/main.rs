@@ -9,7 +9,9 @@
 //! answer; the proxy keeps the history (SQLite by default, PostgreSQL with
 //! `--database-url postgres://...`), splices it in, and stores each reply. The
 //! management API is under `/v1/conversations`; every other path is forwarded as it is.
-//! Each bearer token is an owner of its own. Run with `--help` for every option.
+//! Each bearer token is an owner of its own; `--api-keys FILE` names the only keys let
+//! in. `/healthz`, `/readyz` and `/metrics` tell how it is doing. Run with `--help` for
+//! every option.
 //!
 //! This file starts the proxy and stops it: the options, the database, the routes, and
 //! serving until Ctrl-C or SIGTERM.
@@ -18,6 +20,7 @@ mod config;
 mod database;
 mod demo;
 mod forward;
+mod ops;
 mod owner;
 
 use std::convert::Infallible;
@@ -27,10 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use axum::serve::ListenerExt;
 use axum::{BoxError, Router};
 use http::Request;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower::util::BoxCloneSyncService;
@@ -39,6 +44,8 @@ use tower_conversations::{ConversationLayer, RequestBody};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Command, Config};
+use crate::database::Pool;
+use crate::ops::{Access, KeyFile};
 
 /// What reaches the model: the client's request, its body read by the conversation
 /// layer or passed through untouched.
@@ -54,6 +61,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 async fn main() -> ExitCode {
     let config = match config::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
         Ok(Command::Run(config)) => config,
+        Ok(Command::Healthcheck(url)) => return ops::healthcheck(&url).await,
         Ok(Command::Help) => {
             print!("{}", config::USAGE);
             return ExitCode::SUCCESS;
@@ -73,24 +81,54 @@ async fn main() -> ExitCode {
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error}");
+            tracing::error!("{}", error_chain(&*error));
             ExitCode::FAILURE
         }
     }
 }
 
+/// An error and its sources, `: `-separated, each said once: a database's own message
+/// is often both an error's text and its source's.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 async fn run(config: Config) -> Result<(), BoxError> {
+    let access = Arc::new(access(&config)?);
+    let metrics = ops::install_metrics()?;
     let model = model(&config)?;
-    let layer = if config.passthrough {
+    let (layer, pool) = if config.passthrough {
         tracing::info!("passthrough: the conversation layer is off and no database is opened");
-        None
+        (None, None)
     } else {
         let migrations = config.migration_database_url.as_deref();
         let database = database::open(&config.database_url, migrations).await?;
         tracing::info!("conversations stored in {}", database.description);
-        Some(ConversationLayer::new(database.store).owner_resolver(owner::by_bearer_token()))
+        let layer = database
+            .pool
+            .layer()
+            .owner_resolver(owner::by_bearer_token());
+        (Some(layer), Some(database.pool))
     };
-    let app = router(model, layer.as_ref());
+    let metrics_on_main = match &config.metrics_listen {
+        Some(addr) => {
+            ops::serve_metrics(addr, metrics).await?;
+            None
+        }
+        None => Some(metrics),
+    };
+    ops::reload_on_hangup(access.clone());
+    let app = router(model, layer.as_ref(), access, pool, metrics_on_main);
 
     let listener = TcpListener::bind(&config.listen)
         .await
@@ -103,6 +141,23 @@ async fn run(config: Config) -> Result<(), BoxError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Who may use the proxy, said in the log.
+fn access(config: &Config) -> Result<Access, BoxError> {
+    let demo = config.upstream.is_none();
+    let access = match &config.api_keys {
+        Some(path) => Access::Keys(KeyFile::load(path)?),
+        None => Access::AnyToken {
+            anonymous: config.allow_anonymous || demo,
+        },
+    };
+    access.announce(
+        demo,
+        config.allow_anonymous,
+        config.upstream_api_key.is_some(),
+    );
+    Ok(access)
 }
 
 /// The upstream named in `config`, or the demo model when there is none.
@@ -132,16 +187,30 @@ fn model(config: &Config) -> Result<Model, BoxError> {
 
 /// The proxy's whole HTTP surface. With the layer, the management API shares its store
 /// and owners, and every other path goes through it to the model; without it, every
-/// path goes straight to the model.
-fn router(model: Model, layer: Option<&ConversationLayer>) -> Router {
-    match layer {
+/// path goes straight to the model. `/metrics` (when not served on an address of its
+/// own) is among them; all of them are behind the key check. The health checks are not,
+/// and `/readyz` asks `pool`.
+fn router(
+    model: Model,
+    layer: Option<&ConversationLayer>,
+    access: Arc<Access>,
+    pool: Option<Pool>,
+    metrics: Option<PrometheusHandle>,
+) -> Router {
+    let app = match layer {
         Some(layer) => Router::new()
             .nest_service("/v1/conversations", layer.api())
             .fallback_service(layer.layer(model)),
         None => Router::new().fallback_service(
             model.map_request(|request: Request<Body>| request.map(RequestBody::original)),
         ),
-    }
+    };
+    let app = match metrics {
+        Some(handle) => app.merge(ops::metrics(handle)),
+        None => app,
+    };
+    app.layer(from_fn_with_state(access, ops::require_key))
+        .merge(ops::health(pool))
 }
 
 /// Serves `app` over HTTP/1.1 and HTTP/2 until a stop signal; then stops accepting,

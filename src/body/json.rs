@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 
 use super::ResponseBody;
 use crate::chat::{StorageFailedMarker, assemble_json_reply, mark_storage_failed};
+use crate::metrics::{self, ReplyFormat};
 use crate::turn::PendingTurn;
 
 /// These frames, then `rest`.
@@ -65,6 +66,7 @@ where
                         limit,
                         "JSON reply exceeds the capture limit; it is not stored"
                     );
+                    metrics::reply_over_capture_limit(turn.backend, turn.target, ReplyFormat::Json);
                     return pass_marked(parts, frames, body);
                 }
             }

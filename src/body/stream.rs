@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -13,6 +14,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 
 use crate::chat::ReplyAssembler;
+use crate::metrics::{self, ReplyFormat};
 use crate::sse::StreamEnd;
 use crate::turn::PendingTurn;
 
@@ -34,10 +36,12 @@ enum Phase {
     /// Forwarding the inner body.
     Streaming,
     /// The turn is being stored (`None`: there was nothing to store); the inner body is
-    /// drained meanwhile if it is still open, so its connection can be reused.
+    /// drained meanwhile if it is still open, so its connection can be reused. The end
+    /// of the stream is held back since `held_since`.
     Storing {
         stored: Option<oneshot::Receiver<bool>>,
         inner_open: bool,
+        held_since: Instant,
     },
     /// Only trailers, if any, remain.
     Trailers,
@@ -77,6 +81,7 @@ impl<B: Body<Data = Bytes>> Body for CapturedStream<B> {
                                 *this.phase = Phase::Storing {
                                     stored: this.capture.finish(this.out),
                                     inner_open: true,
+                                    held_since: Instant::now(),
                                 };
                             }
                         }
@@ -91,10 +96,15 @@ impl<B: Body<Data = Bytes>> Body for CapturedStream<B> {
                         *this.phase = Phase::Storing {
                             stored: this.capture.finish(this.out),
                             inner_open: false,
+                            held_since: Instant::now(),
                         };
                     }
                 },
-                Phase::Storing { stored, inner_open } => {
+                Phase::Storing {
+                    stored,
+                    inner_open,
+                    held_since,
+                } => {
                     // After `[DONE]` the rest of the inner body is read and dropped.
                     while *inner_open {
                         match this.inner.as_mut().poll_frame(cx) {
@@ -111,6 +121,7 @@ impl<B: Body<Data = Bytes>> Body for CapturedStream<B> {
                         Some(receiver) => ready!(Pin::new(receiver).poll(cx)).unwrap_or(false),
                         None => false,
                     };
+                    metrics::stream_end_held(held_since.elapsed());
                     this.capture.close(durable, this.out);
                     *this.phase = Phase::Trailers;
                 }
@@ -158,12 +169,14 @@ impl StreamCapture {
     /// reply's `[DONE]` has arrived (and is being held back).
     fn on_data(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> bool {
         self.captured = self.captured.saturating_add(chunk.len());
-        if self.captured > self.limit && self.turn.is_some() {
+        if self.captured > self.limit
+            && let Some(turn) = self.turn.take()
+        {
             tracing::warn!(
                 limit = self.limit,
                 "reply exceeds the capture limit; it will not be stored"
             );
-            self.turn = None;
+            metrics::reply_over_capture_limit(turn.backend, turn.target, ReplyFormat::Stream);
             self.end.stop_capturing();
         }
         let reply = &mut self.reply;

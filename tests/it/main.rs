@@ -11,6 +11,7 @@
 //! | 7. Owners | `owners` |
 //! | 8. Management endpoints | `management_api` |
 //! | 9. The example proxy | `proxy` |
+//! | running the proxy: keys, health, metrics, start-up errors | `operations` |
 //! | 10. Scaling out | `scaling` |
 //! | 13. PostgreSQL in production | `production_postgres` |
 //! | when the database fails (3, 5) | `faults` |
@@ -28,6 +29,7 @@ mod faults;
 mod hostile_input;
 mod management_api;
 mod modes;
+mod operations;
 mod owners;
 mod production_postgres;
 mod properties;

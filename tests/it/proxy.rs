@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
+use sha2::Digest;
 use tower_conversations::CONVERSATION_ID_HEADER;
 use uuid::Uuid;
 
@@ -13,6 +14,10 @@ use crate::support::process::{self, Proxy};
 use crate::support::server::{Answer, TestServer, chat_body, send_to, serve_model, user};
 use crate::support::tls::TlsServer;
 use crate::support::upstream::{Reply, TestModel, models};
+
+/// The bearer token the tests send: with an upstream, the proxy refuses requests without
+/// one.
+const AUTHORIZATION: (&str, &str) = ("authorization", "Bearer token-a");
 
 /// Sends a request to the proxy and reads the whole answer.
 async fn send(
@@ -84,6 +89,7 @@ async fn slow_stream_under_way(
     let (upstream, proxy) = proxy_for(db, &model, &[]).await;
     let mut response = reqwest::Client::new()
         .post(proxy.url("/v1/chat/completions"))
+        .bearer_auth("token-a")
         .json(&chat_body(json!([user("Count")])))
         .send()
         .await
@@ -103,13 +109,13 @@ backend_tests! {
         let model = TestModel::new();
         let (_upstream, proxy) = proxy_for(&db, &model, &[]).await;
 
-        let first = chat(&proxy, None, None, &chat_body(json!([user("Hello")]))).await;
+        let first = chat(&proxy, Some("token-a"), None, &chat_body(json!([user("Hello")]))).await;
         assert_eq!(first.status, StatusCode::OK, "{}", first.text());
         assert_eq!(streamed_text(&first), "You said: Hello");
         assert_eq!(first.events().last().map(String::as_str), Some("[DONE]"));
         let id = first.id();
 
-        let second = chat(&proxy, None, Some(id), &chat_body(json!([user("Again")]))).await;
+        let second = chat(&proxy, Some("token-a"), Some(id), &chat_body(json!([user("Again")]))).await;
         assert_eq!(second.status, StatusCode::OK, "{}", second.text());
         assert_eq!(second.id(), id);
         assert_eq!(streamed_text(&second), "You said: Again");
@@ -132,7 +138,7 @@ backend_tests! {
         let direct_type = direct.headers()["content-type"].clone();
         let direct_body = direct.bytes().await.expect("direct body");
 
-        let proxied = send(&proxy, Method::GET, "/v1/models?limit=5", &[], "").await;
+        let proxied = send(&proxy, Method::GET, "/v1/models?limit=5", &[AUTHORIZATION], "").await;
 
         assert_eq!(proxied.status, StatusCode::OK);
         assert_eq!(proxied.body, direct_body);
@@ -160,7 +166,7 @@ backend_tests! {
         assert_eq!(intruder.status, StatusCode::NOT_FOUND);
         assert_eq!(intruder.error_code(), "conversation_not_found");
         let anonymous = chat(&proxy, None, Some(id), &chat_body(json!([user("Anyone?")]))).await;
-        assert_eq!(anonymous.status, StatusCode::NOT_FOUND);
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "a token is needed with an upstream");
         assert_eq!(model.chat_requests().len(), 1, "refused turns never reach the upstream");
 
         let owner = chat(&proxy, Some("token-a"), Some(id), &chat_body(json!([user("Still mine")]))).await;
@@ -292,7 +298,7 @@ async fn flags_win_over_environment_variables() {
     )
     .await;
     assert_eq!(proxy.addr().port(), port);
-    let answer = send(&proxy, Method::GET, "/v1/models", &[], "").await;
+    let answer = send(&proxy, Method::GET, "/v1/models", &[AUTHORIZATION], "").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
 }
 
@@ -307,7 +313,7 @@ async fn passthrough_adds_no_conversation_id_and_forwards_the_body_as_sent() {
         &proxy,
         Method::POST,
         "/v1/chat/completions",
-        &[("content-type", "application/json")],
+        &[("content-type", "application/json"), AUTHORIZATION],
         body,
     )
     .await;
@@ -329,6 +335,7 @@ async fn a_streamed_reply_reaches_the_client_frame_by_frame() {
 
     let mut response = reqwest::Client::new()
         .post(proxy.url("/v1/chat/completions"))
+        .bearer_auth("token-a")
         .json(&chat_body(json!([user("Go")])))
         .send()
         .await
@@ -360,7 +367,14 @@ async fn the_path_and_query_are_appended_to_the_upstream_base_url() {
     )
     .await;
 
-    let answer = send(&proxy, Method::GET, "/v1/models?after=a%20b", &[], "").await;
+    let answer = send(
+        &proxy,
+        Method::GET,
+        "/v1/models?after=a%20b",
+        &[AUTHORIZATION],
+        "",
+    )
+    .await;
 
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(model.last_request().path, "/openai/v1/models?after=a%20b");
@@ -413,6 +427,7 @@ async fn chat_requests_ask_the_upstream_for_an_uncompressed_reply() {
     let gzip = [
         ("accept-encoding", "gzip, br"),
         ("content-type", "application/json"),
+        AUTHORIZATION,
     ];
 
     send(
@@ -444,7 +459,7 @@ async fn an_unreachable_upstream_answers_502_in_the_openai_envelope() {
     )
     .await;
 
-    let answer = send(&proxy, Method::GET, "/v1/models", &[], "").await;
+    let answer = send(&proxy, Method::GET, "/v1/models", &[AUTHORIZATION], "").await;
 
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert_eq!(answer.error_code(), "upstream_unreachable");
@@ -463,7 +478,13 @@ async fn an_https_upstream_is_reached_with_the_trusted_roots() {
     )
     .await;
 
-    let first = chat(&proxy, None, None, &chat_body(json!([user("Secure")]))).await;
+    let first = chat(
+        &proxy,
+        Some("token-a"),
+        None,
+        &chat_body(json!([user("Secure")])),
+    )
+    .await;
     assert_eq!(
         first.status,
         StatusCode::OK,
@@ -474,7 +495,7 @@ async fn an_https_upstream_is_reached_with_the_trusted_roots() {
     assert_eq!(streamed_text(&first), "You said: Secure");
     let second = chat(
         &proxy,
-        None,
+        Some("token-a"),
         Some(first.id()),
         &chat_body(json!([user("Again")])),
     )
@@ -494,7 +515,7 @@ async fn an_https_upstream_signed_by_an_unknown_ca_is_refused_with_502() {
     )
     .await;
 
-    let answer = send(&proxy, Method::GET, "/v1/models", &[], "").await;
+    let answer = send(&proxy, Method::GET, "/v1/models", &[AUTHORIZATION], "").await;
 
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert!(model.requests().is_empty());
@@ -552,7 +573,13 @@ async fn postgres_connections_closed_while_idle_are_replaced_before_a_turn() {
     };
     let model = TestModel::new();
     let (_upstream, proxy) = proxy_for(&db, &model, &[]).await;
-    let first = chat(&proxy, None, None, &chat_body(json!([user("Hello")]))).await;
+    let first = chat(
+        &proxy,
+        Some("token-a"),
+        None,
+        &chat_body(json!([user("Hello")])),
+    )
+    .await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.text());
 
     let admin = crate::support::faults::admin_pool().await;
@@ -561,7 +588,7 @@ async fn postgres_connections_closed_while_idle_are_replaced_before_a_turn() {
 
     let second = chat(
         &proxy,
-        None,
+        Some("token-a"),
         Some(first.id()),
         &chat_body(json!([user("Again")])),
     )
@@ -572,9 +599,11 @@ async fn postgres_connections_closed_while_idle_are_replaced_before_a_turn() {
         "{}",
         second.text()
     );
+    // The owner of "token-a": its SHA-256 in hex.
+    let owner = format!("{:x}", sha2::Sha256::digest("token-a"));
     let stored = db
         .store()
-        .load_history("", first.id(), None)
+        .load_history(&owner, first.id(), None)
         .await
         .expect("stored");
     assert_eq!(stored.len(), 4, "both turns are stored: {stored:?}");

@@ -151,6 +151,7 @@ async fn soak_turn(http: &reqwest::Client, proxy: &Proxy, id: Option<Uuid>, text
     let mut request = http
         .post(proxy.url("/v1/chat/completions"))
         .header("content-type", "application/json")
+        .bearer_auth("soak")
         .body(chat_body(json!([user(text)])).to_string());
     if let Some(id) = id {
         request = request.header(CONVERSATION_ID_HEADER, id.to_string());
@@ -217,7 +218,10 @@ async fn twenty_thousand_turns_through_the_proxy_leave_its_memory_where_warm_up_
         growth * 100.0
     );
 
-    let listed = reqwest::get(proxy.url("/v1/conversations?limit=1"))
+    let listed = reqwest::Client::new()
+        .get(proxy.url("/v1/conversations?limit=1"))
+        .bearer_auth("soak")
+        .send()
         .await
         .expect("answered")
         .json::<serde_json::Value>()

@@ -10,11 +10,15 @@ use std::time::{Duration, SystemTime};
 
 /// The variables the proxy reads: cleared for every child, so that the environment the
 /// tests run in (`DATABASE_URL` above all) never leaks into a proxy under test.
-const PROXY_VARIABLES: [&str; 6] = [
+const PROXY_VARIABLES: [&str; 10] = [
     "LISTEN_ADDR",
     "UPSTREAM_URL",
     "DATABASE_URL",
+    "MIGRATION_DATABASE_URL",
     "UPSTREAM_API_KEY",
+    "API_KEYS_FILE",
+    "ALLOW_ANONYMOUS",
+    "METRICS_LISTEN",
     "RUST_LOG",
     "SSL_CERT_FILE",
 ];

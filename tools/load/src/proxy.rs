@@ -40,7 +40,8 @@ impl Proxy {
     /// `--database-url URL`) on a free loopback port.
     pub fn start(binary: &Path, upstream: SocketAddr, args: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(binary)
-            .args(["--listen", "127.0.0.1:0", "--upstream"])
+            // The load clients send no key: let them in as the anonymous owner.
+            .args(["--allow-anonymous", "--listen", "127.0.0.1:0", "--upstream"])
             .arg(format!("http://{upstream}"))
             .args(args)
             .env("RUST_LOG", "info")
