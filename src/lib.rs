@@ -86,7 +86,7 @@ mod future;
 #[doc(hidden)]
 pub mod fuzzing;
 mod layer;
-mod metrics;
+pub mod metrics;
 mod owner;
 mod request_body;
 mod service;

@@ -1,4 +1,4 @@
-//! What the layer reports through the [`metrics`](::metrics) facade, recorded here and
+//! What the layer reports through the `metrics` crate's facade, recorded here and
 //! nowhere else.
 //!
 //! Install any `metrics` recorder (a Prometheus exporter, for one) and these appear;
