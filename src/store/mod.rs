@@ -34,7 +34,7 @@ pub use records::{
     ListQuery, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage, Order,
     StoredMessage,
 };
-pub(crate) use text::{message_text, title_from};
+pub(crate) use text::{message_text, title_from, title_of};
 
 use async_trait::async_trait;
 use uuid::Uuid;

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::NewMessage;
+use super::{NewConversation, NewMessage};
 
 /// Longest title taken from a first user message, in characters.
 const TITLE_CHARS: usize = 80;
@@ -24,6 +24,15 @@ pub(crate) fn message_text(message: &Value) -> String {
         pieces.push(refusal);
     }
     pieces.join("\n")
+}
+
+/// The title a new conversation starts with: the one given, else the first user
+/// message's text.
+pub(crate) fn title_of(conversation: &NewConversation) -> Option<String> {
+    match &conversation.title {
+        Some(title) => Some(title.clone()),
+        None => title_from(&conversation.messages),
+    }
 }
 
 /// The title of a new conversation: the first user message's text, trimmed, cut to 80

@@ -24,7 +24,7 @@ use super::read::Reader;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
-    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from,
+    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from, title_of,
 };
 
 /// Creates a conversation and stores its first messages, in one statement.
@@ -207,10 +207,7 @@ impl ConversationStore for PgPool {
         owner: &str,
         conversation: &NewConversation,
     ) -> Result<Conversation, StoreError> {
-        let title = match &conversation.title {
-            Some(title) => Some(title.clone()),
-            None => title_from(&conversation.messages),
-        };
+        let title = title_of(conversation);
         insert_conversation(
             self,
             owner,

@@ -20,7 +20,7 @@ use super::read::Reader;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
-    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from,
+    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from, title_of,
 };
 
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata.
@@ -170,10 +170,7 @@ impl ConversationStore for SqlitePool {
         owner: &str,
         conversation: &NewConversation,
     ) -> Result<Conversation, StoreError> {
-        let title = match &conversation.title {
-            Some(title) => Some(title.clone()),
-            None => title_from(&conversation.messages),
-        };
+        let title = title_of(conversation);
         let mut tx = begin_write(self).await?;
         let created = insert_conversation(
             &mut tx,
