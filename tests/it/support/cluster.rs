@@ -67,14 +67,16 @@ fn run(command: &mut Command) {
     );
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on at the moment.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("a free loopback port")
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root, as CI does.
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 
+use super::cluster::{free_port, is_root};
 use super::db::postgres_server_url;
 
 /// A running PgBouncer, stopped when dropped.
@@ -130,20 +131,6 @@ fn find_pgbouncer() -> Option<PathBuf> {
     .into_iter()
     .map(PathBuf::from)
     .find(|path| path.exists())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }
 
 fn make_readable_by_all(dir: &std::path::Path) {
