@@ -14,7 +14,7 @@
 //! | `tower_conversations_turns_stored_total` | counter | `backend`, `mode` | turns the store confirmed, `mode` being `new` or `continue` |
 //! | `tower_conversations_turns_failed_total` | counter | `backend`, `mode`, `cause` | turns that were not stored, by `cause`: `timeout` (the storage timeout passed), `unavailable`, `query`, `capture_limit` (the reply was longer than the capture limit) |
 //! | `tower_conversations_storage_seconds` | histogram | `backend`, `mode` | how long storing each turn took, failures included (a write that timed out counts the timeout) |
-//! | `tower_conversations_writes_pending` | gauge | | turns being stored right now: what shutdown waits for |
+//! | `tower_conversations_turns_pending` | gauge | | turns taken on and not yet stored or given up (replies still arriving, writes running): what shutdown waits for |
 //! | `tower_conversations_stream_end_held_seconds` | histogram | | how long the end of each streamed reply (`data: [DONE]`) was held back while its turn was stored: the latency the layer adds to a stream |
 //! | `tower_conversations_replies_over_capture_limit_total` | counter | `format` | replies longer than the capture limit (`format`: `stream` or `json`), forwarded whole and not stored |
 //!
@@ -41,7 +41,7 @@ const HISTORY_LOAD_SECONDS: &str = "tower_conversations_history_load_seconds";
 const TURNS_STORED: &str = "tower_conversations_turns_stored_total";
 const TURNS_FAILED: &str = "tower_conversations_turns_failed_total";
 const STORAGE_SECONDS: &str = "tower_conversations_storage_seconds";
-const WRITES_PENDING: &str = "tower_conversations_writes_pending";
+const TURNS_PENDING: &str = "tower_conversations_turns_pending";
 const STREAM_END_HELD_SECONDS: &str = "tower_conversations_stream_end_held_seconds";
 const REPLIES_OVER_CAPTURE_LIMIT: &str = "tower_conversations_replies_over_capture_limit_total";
 
@@ -271,14 +271,14 @@ pub(crate) fn stream_end_held(elapsed: Duration) {
     histogram(&keys().stream_end_held_seconds, elapsed);
 }
 
-/// A turn started being stored.
-pub(crate) fn write_started() {
-    gauge(&keys().writes_pending, 1.0);
+/// A turn was taken on: its request is being forwarded.
+pub(crate) fn turn_pending() {
+    gauge(&keys().turns_pending, 1.0);
 }
 
-/// A turn finished being stored (or was abandoned).
-pub(crate) fn write_finished() {
-    gauge(&keys().writes_pending, -1.0);
+/// A turn was stored, or given up.
+pub(crate) fn turn_settled() {
+    gauge(&keys().turns_pending, -1.0);
 }
 
 /// Where the reports say they come from.
@@ -309,7 +309,7 @@ struct Keys {
     turns_stored: [[Key; TARGETS.len()]; Backend::ALL.len()],
     turns_failed: [[[Key; FailureCause::ALL.len()]; TARGETS.len()]; Backend::ALL.len()],
     storage_seconds: [[Key; TARGETS.len()]; Backend::ALL.len()],
-    writes_pending: Key,
+    turns_pending: Key,
     stream_end_held_seconds: Key,
     replies_over_capture_limit: [Key; ReplyFormat::ALL.len()],
 }
@@ -355,7 +355,7 @@ impl Keys {
             storage_seconds: from_fn(|b| {
                 from_fn(|t| key(STORAGE_SECONDS, vec![backend(b), mode(t)]))
             }),
-            writes_pending: key(WRITES_PENDING, Vec::new()),
+            turns_pending: key(TURNS_PENDING, Vec::new()),
             stream_end_held_seconds: key(STREAM_END_HELD_SECONDS, Vec::new()),
             replies_over_capture_limit: from_fn(|f| {
                 let format = ReplyFormat::ALL[f].label();
@@ -404,7 +404,7 @@ fn describe() {
             recorder.describe_histogram(name.into(), Some(Unit::Seconds), help.into());
         }
         recorder.describe_gauge(
-            KeyName::from(WRITES_PENDING),
+            KeyName::from(TURNS_PENDING),
             Some(Unit::Count),
             SharedString::from("Turns being stored now."),
         );

@@ -106,7 +106,7 @@ pub(crate) struct WriteGuard(Arc<PendingWrites>);
 impl PendingWrites {
     pub(crate) fn start(self: &Arc<Self>) -> WriteGuard {
         self.running.fetch_add(1, Ordering::SeqCst);
-        metrics::write_started();
+        metrics::turn_pending();
         WriteGuard(self.clone())
     }
 
@@ -125,7 +125,7 @@ impl PendingWrites {
 
 impl Drop for WriteGuard {
     fn drop(&mut self) {
-        metrics::write_finished();
+        metrics::turn_settled();
         if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }

@@ -592,7 +592,7 @@ async fn metrics_after_known_traffic_count_turns_stored_and_failed_and_the_held_
         3.0
     );
     assert!(value("tower_conversations_stream_end_held_seconds_sum", &[]) > 0.0);
-    assert_eq!(value("tower_conversations_writes_pending", &[]), 0.0);
+    assert_eq!(value("tower_conversations_turns_pending", &[]), 0.0);
     assert!(text.contains("# TYPE tower_conversations_stream_end_held_seconds histogram"));
 }
 
