@@ -19,12 +19,14 @@ use super::{NewMessage, StoreError, message_text};
 /// `message` is the message's own JSON text, carried as a string: the database stores
 /// that text untouched, and never has to unescape what is inside it (PostgreSQL refuses
 /// to unescape `\u0000` into text, which a client's message may well contain).
-/// Absent `reasoning` and empty `events` are left out, so the SQL reads them as NULL.
+/// `text` is the plain text search indexes, where the backend wants it sent (see
+/// [`search_text_beside`]). Absent `reasoning` and empty `events` are left out, so the SQL
+/// reads them as NULL.
 #[derive(Debug, Serialize)]
 struct MessageRow<'a> {
     role: &'a str,
     message: String,
-    text: String,
+    text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "<[Value]>::is_empty")]
@@ -36,7 +38,8 @@ struct MessageRow<'a> {
 /// position): the one parameter a batch insert binds.
 #[cfg(feature = "sqlite")]
 pub(crate) fn message_rows_json(messages: &[NewMessage]) -> Result<String, StoreError> {
-    let rows = message_rows(messages)?;
+    // SQLite's FTS5 table is fed the text of every message.
+    let rows = message_rows(messages, |m| Some(searchable_text(m)))?;
     serde_json::to_string(&rows).map_err(|e| StoreError::Query(Box::new(e)))
 }
 
@@ -46,7 +49,7 @@ pub(crate) fn message_rows_json(messages: &[NewMessage]) -> Result<String, Store
 pub(crate) struct MessageColumns<'a> {
     pub(crate) roles: Vec<&'a str>,
     pub(crate) messages: Vec<String>,
-    pub(crate) texts: Vec<String>,
+    pub(crate) texts: Vec<Option<String>>,
     pub(crate) reasoning: Vec<Option<Cow<'a, str>>>,
     pub(crate) events: Vec<Option<sqlx::types::Json<Cow<'a, [Value]>>>>,
     pub(crate) metadata: Vec<sqlx::types::Json<Cow<'a, Map<String, Value>>>>,
@@ -55,7 +58,7 @@ pub(crate) struct MessageColumns<'a> {
 #[cfg(feature = "postgres")]
 impl<'a> MessageColumns<'a> {
     pub(crate) fn new(messages: &'a [NewMessage]) -> Result<Self, StoreError> {
-        let rows = message_rows(messages)?;
+        let rows = message_rows(messages, search_text_beside)?;
         let mut columns = Self {
             roles: Vec::with_capacity(rows.len()),
             messages: Vec::with_capacity(rows.len()),
@@ -78,16 +81,38 @@ impl<'a> MessageColumns<'a> {
     }
 }
 
-/// Each message as the columns of its row.
-fn message_rows(messages: &[NewMessage]) -> Result<Vec<MessageRow<'_>>, StoreError> {
+/// The text PostgreSQL must be sent beside a message for its search vector, or `None`
+/// when the statement reads it from the message itself (`message ->> 'content'`): then a
+/// turn's text crosses the wire once, which keeps the statement of a turn with a reply of
+/// up to about 16 KiB inside one TLS record (see `docs/performance.md`). The text goes
+/// beside the message when its words sit elsewhere (content parts, a refusal) or when the
+/// content holds NUL, which PostgreSQL refuses to unescape into text.
+#[cfg(feature = "postgres")]
+fn search_text_beside(message: &Value) -> Option<String> {
+    match (message.get("content"), message.get("refusal")) {
+        (Some(Value::String(content)), None | Some(Value::Null)) if !content.contains('\0') => None,
+        _ => Some(searchable_text(message)),
+    }
+}
+
+/// The words search indexes: the message's plain text, NUL replaced (PostgreSQL text
+/// cannot hold it, and search has no use for it).
+fn searchable_text(message: &Value) -> String {
+    text_without_nul(&message_text(message)).into_owned()
+}
+
+/// Each message as the columns of its row, with the search text `text` gives.
+fn message_rows(
+    messages: &[NewMessage],
+    text: impl Fn(&Value) -> Option<String>,
+) -> Result<Vec<MessageRow<'_>>, StoreError> {
     messages
         .iter()
         .map(|m| {
             Ok(MessageRow {
                 role: m.role(),
                 message: serde_json::to_string(&m.message)?,
-                // PostgreSQL text cannot hold NUL, and search has no use for it.
-                text: text_without_nul(&message_text(&m.message)).into_owned(),
+                text: text(&m.message),
                 // What is kept beside the message goes into text and jsonb columns,
                 // which cannot hold NUL either; it is never sent upstream, so a space
                 // stands in for it. (The message itself is stored as its JSON text.)
@@ -204,5 +229,35 @@ mod tests {
                     "text": "a b", "reasoning": "r ", "events": [{"t ": ["e ", 1]}],
                     "metadata": {"model": "m "}}])
         );
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod search_text_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_plain_string_content_is_read_by_the_database_and_not_sent_twice() {
+        let message = json!({"role": "assistant", "content": "hello", "refusal": null});
+        assert_eq!(search_text_beside(&message), None);
+    }
+
+    #[test]
+    fn text_kept_outside_a_plain_content_string_is_sent_beside_the_message() {
+        let parts = json!({"role": "user", "content": [{"type": "text", "text": "a"}]});
+        assert_eq!(search_text_beside(&parts).as_deref(), Some("a"));
+        let refusal = json!({"role": "assistant", "content": null, "refusal": "no"});
+        assert_eq!(search_text_beside(&refusal).as_deref(), Some("no"));
+        let both = json!({"role": "assistant", "content": "a", "refusal": "no"});
+        assert_eq!(search_text_beside(&both).as_deref(), Some("a\nno"));
+        let tool_call = json!({"role": "assistant", "tool_calls": []});
+        assert_eq!(search_text_beside(&tool_call).as_deref(), Some(""));
+    }
+
+    #[test]
+    fn content_holding_nul_is_sent_beside_with_a_space_for_it() {
+        let message = json!({"role": "user", "content": "a\u{0}b"});
+        assert_eq!(search_text_beside(&message).as_deref(), Some("a b"));
     }
 }

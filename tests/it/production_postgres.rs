@@ -303,3 +303,75 @@ async fn distributing_the_tables_does_nothing_where_citus_is_not_installed() {
         answer.text()
     );
 }
+
+/// The migration that stores a message's text once (0002) carries a database written by
+/// the first schema over: every row kept, every history read back, the old rows still
+/// found by search beside the new ones.
+#[tokio::test]
+async fn the_text_stored_once_migration_keeps_every_row_and_search_still_finds_old_messages() {
+    let Some(db) = TestDb::postgres_without_schema().await else {
+        return;
+    };
+    let TestPool::Postgres(pool) = &db.pool else {
+        unreachable!("a PostgreSQL test database")
+    };
+    let mut first = sqlx::migrate::Migrator::new(std::path::Path::new("migrations/postgres"))
+        .await
+        .expect("read the migrations");
+    first.migrations = first.migrations.iter().take(1).cloned().collect();
+    first.dangerous_set_table_name("_tower_conversations_migrations");
+    first.run(pool).await.expect("the first schema");
+    let old = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
+         VALUES ($1, '', 'old', now(), now(), 2, '{}')",
+    )
+    .bind(old)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO messages (conversation_id, sequence_number, role, message, content_text, metadata, created_at)
+         VALUES ($1, 0, 'user', '{\"role\":\"user\",\"content\":\"ancient words\"}', 'ancient words', '{}', now()),
+                ($1, 1, 'assistant', '{\"role\":\"assistant\",\"content\":\"reply\"}', 'reply', '{}', now())",
+    )
+    .bind(old)
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let store = db.store();
+    tower_conversations::migrate(&*store).await.expect("the later migrations");
+    assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
+    let history = store.load_history("", old, None).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].json(), r#"{"role":"user","content":"ancient words"}"#);
+
+    let new = store
+        .create(
+            "",
+            &tower_conversations::store::NewConversation {
+                messages: vec![tower_conversations::store::NewMessage::new(
+                    json!({"role": "user", "content": "modern words"}),
+                )],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let found = |words: &'static str| {
+        let store = store.clone();
+        async move {
+            let query = tower_conversations::store::ListQuery {
+                search: Some(words.into()),
+                ..Default::default()
+            };
+            let listed = store.list("", &query).await.unwrap();
+            listed.conversations.iter().map(|c| c.id).collect::<BTreeSet<_>>()
+        }
+    };
+    assert_eq!(found("ancient").await, BTreeSet::from([old]));
+    assert_eq!(found("modern").await, BTreeSet::from([new]));
+    assert_eq!(found("words").await, BTreeSet::from([old, new]));
+}

@@ -245,6 +245,12 @@ backend_tests! {
         }))]])
         .await;
         let umlaut = conversation_with(&store, "", &[turn("Grüße aus 東京", "ok")]).await;
+        let refused = conversation_with(&store, "", &[vec![
+            NewMessage::new(json!({"role": "user", "content": "tell me"})),
+            NewMessage::new(json!({"role": "assistant", "content": null, "refusal": "declined politely"})),
+        ]])
+        .await;
+        let nul = conversation_with(&store, "", &[turn("zero\u{0}byte", "ok")]).await;
 
         let found = |words: &'static str| {
             let store = store.clone();
@@ -259,6 +265,9 @@ backend_tests! {
         assert_eq!(found("brown").await, BTreeSet::from([fox, parts]));
         assert_eq!(found("mercury").await, BTreeSet::from([silver]));
         assert_eq!(found("grüße").await, BTreeSet::from([umlaut]));
+        assert_eq!(found("declined").await, BTreeSet::from([refused]));
+        assert_eq!(found("zero").await, BTreeSet::from([nul]));
+        assert_eq!(found("byte").await, BTreeSet::from([nul]));
         assert_eq!(found("quick missing").await, BTreeSet::new());
         assert_eq!(found("image_url").await, BTreeSet::new());
         assert_eq!(found("   ").await, BTreeSet::new());

@@ -31,16 +31,19 @@ use super::{
 ///
 /// `$1` id, `$2` owner, `$3` title, `$4` message count, `$5` metadata, `$6`..`$11` the
 /// messages' columns from [`MessageColumns`]; each message is stored as the very text
-/// its element carries.
+/// its element carries. The search vector is computed here, from the text sent beside a
+/// message or else from its `content` string, so a message's text is stored once (in the
+/// message) and usually sent once.
 const CREATE: &str = "
 WITH conversation AS (
     INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
     VALUES ($1, $2, $3, now(), now(), $4, $5)
     RETURNING id, title, created_at, updated_at, message_count, metadata
 ), turn AS (
-    INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+    INSERT INTO messages (conversation_id, sequence_number, role, message, content_search,
                           reasoning, reasoning_events, metadata, created_at)
-    SELECT conversation.id, batch.position - 1, batch.role, batch.message::json, batch.text,
+    SELECT conversation.id, batch.position - 1, batch.role, batch.message::json,
+           to_tsvector('simple', coalesce(batch.text, batch.message::json ->> 'content')),
            batch.reasoning, batch.events, batch.metadata, conversation.created_at
     FROM conversation,
          unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[])
@@ -64,11 +67,12 @@ WITH conversation AS (
     WHERE id = $1 AND owner = $2
     RETURNING id, message_count - $3 AS first_sequence, updated_at
 ), turn AS (
-    INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+    INSERT INTO messages (conversation_id, sequence_number, role, message, content_search,
                           reasoning, reasoning_events, metadata, created_at)
     SELECT conversation.id, conversation.first_sequence + batch.position - 1, batch.role,
-           batch.message::json, batch.text, batch.reasoning, batch.events, batch.metadata,
-           conversation.updated_at
+           batch.message::json,
+           to_tsvector('simple', coalesce(batch.text, batch.message::json ->> 'content')),
+           batch.reasoning, batch.events, batch.metadata, conversation.updated_at
     FROM conversation,
          unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::jsonb[])
              WITH ORDINALITY AS batch (role, message, text, reasoning, events, metadata, position)
@@ -117,9 +121,9 @@ VALUES ($1, $2, $3, now(), now(), $4, $5)
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
 const FORK_MESSAGES: &str = "
-INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+INSERT INTO messages (conversation_id, sequence_number, role, message, content_search,
                       reasoning, reasoning_events, metadata, created_at)
-SELECT $2, sequence_number, role, message, content_text,
+SELECT $2, sequence_number, role, message, content_search,
        reasoning, reasoning_events, metadata, created_at
 FROM messages
 WHERE conversation_id = $1 AND sequence_number <= $3";

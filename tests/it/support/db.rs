@@ -88,6 +88,15 @@ impl TestDb {
     /// A new Postgres database on the server at `DATABASE_URL`. `None` (with one line
     /// saying so) when no server answers, unless `REQUIRE_POSTGRES=1`: then it panics.
     pub async fn postgres() -> Option<TestDb> {
+        let db = Self::postgres_without_schema().await?;
+        tower_conversations::migrate(&*db.store())
+            .await
+            .expect("migrate postgres");
+        Some(db)
+    }
+
+    /// [`TestDb::postgres`] before any migration ran: for tests of the migrations.
+    pub async fn postgres_without_schema() -> Option<TestDb> {
         let server = postgres_server_url();
         let admin = match PgPoolOptions::new()
             .max_connections(1)
@@ -116,9 +125,6 @@ impl TestDb {
             .connect(&url)
             .await
             .expect("connect to test database");
-        tower_conversations::migrate(&pool)
-            .await
-            .expect("migrate postgres");
         Some(TestDb {
             backend: Backend::Postgres,
             pool: TestPool::Postgres(pool),
