@@ -17,6 +17,9 @@
 //!   reply, through the bare service and the layer's three modes over the same store: the
 //!   time to first byte the layer adds, without the network and the machine's scheduling
 //!   around it. The rest of each stream is read outside the timed part.
+//!   `sse_overhead/first_frame_postgres` is the same over PostgreSQL (with `DATABASE_URL`;
+//!   over TLS when the server offers it): `continued_100` minus `bare` is what loading and
+//!   splicing 100 stored messages adds to the first byte.
 //! - `sse_overhead/sqlite` and `sse_overhead/postgres` (with `DATABASE_URL`, in a database
 //!   of its own, dropped at the end): the same with a real store, whose write the stream
 //!   waits for before `[DONE]`.
@@ -309,16 +312,18 @@ fn bench_store<S: ConversationStore + Clone>(
 }
 
 /// Time to the first frame of a 16-chunk reply: the bare service, then the layer's three
-/// modes over `store`. Only the wait for the first frame is timed; the rest of the stream
-/// is read after, so each turn is stored (and its task done) before the next request.
+/// modes over `store` (named `name` in the group, after `first_frame`). Only the wait for
+/// the first frame is timed; the rest of the stream is read after, so each turn is stored
+/// (and its task done) before the next request.
 fn bench_first_frame<S: ConversationStore + Clone>(
     c: &mut Criterion,
     rt: &tokio::runtime::Runtime,
+    name: &str,
     store: S,
 ) {
     let continued = rt.block_on(seed_conversation(&store));
     let layer = ConversationLayer::new(store).history_window(HISTORY_LEN as u32);
-    let mut group = c.benchmark_group("sse_overhead/first_frame");
+    let mut group = c.benchmark_group(format!("sse_overhead/first_frame{name}"));
     group.bench_function("bare", |b| {
         b.to_async(rt)
             .iter_custom(|iterations| first_frame_wait(Model(16), false, None, iterations));
@@ -411,7 +416,7 @@ async fn postgres_pool(url: &str) -> Option<(sqlx::PgPool, sqlx::PgPool, String)
 fn sse_overhead(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     bench_store(c, &rt, "no_database", NoDatabase::new(), Rows::All);
-    bench_first_frame(c, &rt, NoDatabase::new());
+    bench_first_frame(c, &rt, "", NoDatabase::new());
 
     let path = std::env::temp_dir().join(format!("sse_overhead_{}.db", Uuid::now_v7().simple()));
     let sqlite = rt.block_on(sqlite_pool(&path));
@@ -425,6 +430,9 @@ fn sse_overhead(c: &mut Criterion) {
         && let Some((pool, admin, database)) = rt.block_on(postgres_pool(&url))
     {
         bench_store(c, &rt, "postgres", pool.clone(), Rows::Stateful);
+        // DATABASE_URL's own sslmode: sqlx's default, `prefer`, is TLS on a server that
+        // offers it, as a hosted one does.
+        bench_first_frame(c, &rt, "_postgres", pool.clone());
         rt.block_on(async {
             pool.close().await;
             let drop = format!("DROP DATABASE IF EXISTS {database}");

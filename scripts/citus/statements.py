@@ -30,12 +30,12 @@ SETUP = f"""
 INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
 VALUES ({SAMPLE}, {OWNER}, 'sample', now(), now(), 4, '{{}}'),
        ({TARGET}, {OWNER}, 'target', now(), now(), 0, '{{}}');
-INSERT INTO messages (conversation_id, sequence_number, role, message, content_text, metadata,
-                      created_at)
-VALUES ({SAMPLE}, 0, 'user', '{{"role":"user","content":"hello sample"}}', 'hello sample', '{{}}', now()),
-       ({SAMPLE}, 1, 'assistant', '{{"role":"assistant","content":"hi"}}', 'hi', '{{}}', now()),
-       ({SAMPLE}, 2, 'user', '{{"role":"user","content":"more"}}', 'more', '{{}}', now()),
-       ({SAMPLE}, 3, 'assistant', '{{"role":"assistant","content":"ok"}}', 'ok', '{{}}', now());
+INSERT INTO messages (conversation_id, sequence_number, role, message, content_search,
+                      metadata, created_at)
+VALUES ({SAMPLE}, 0, 'user', '{{"role":"user","content":"hello sample"}}', to_tsvector('simple', 'hello sample'), '{{}}', now()),
+       ({SAMPLE}, 1, 'assistant', '{{"role":"assistant","content":"hi"}}', to_tsvector('simple', 'hi'), '{{}}', now()),
+       ({SAMPLE}, 2, 'user', '{{"role":"user","content":"more"}}', to_tsvector('simple', 'more'), '{{}}', now()),
+       ({SAMPLE}, 3, 'assistant', '{{"role":"assistant","content":"ok"}}', to_tsvector('simple', 'ok'), '{{}}', now());
 """
 
 # The six message columns a turn binds, as MessageColumns does: two messages.
@@ -43,7 +43,7 @@ TURN_TYPES = ["text[]", "text[]", "text[]", "text[]", "jsonb[]", "jsonb[]"]
 TURN_VALUES = [
     "ARRAY['user', 'assistant']",
     """ARRAY['{"role":"user","content":"q"}', '{"role":"assistant","content":"a"}']""",
-    "ARRAY['q', 'a']",
+    "ARRAY[NULL, NULL]::text[]",
     "ARRAY[NULL, NULL]::text[]",
     "ARRAY[NULL, NULL]::jsonb[]",
     "ARRAY['{}', '{}']::jsonb[]",

@@ -1,0 +1,339 @@
+//! What a turn costs PostgreSQL, beside what PostgreSQL itself needs for the same rows.
+//!
+//! ```text
+//! cargo bench --bench postgres_turn
+//! DATABASE_URL=postgres://user@host:5432/postgres cargo bench --bench postgres_turn
+//! ```
+//!
+//! Two tables, printed in markdown (the server must run on this machine: its CPU is read
+//! from `/proc`):
+//!
+//! - **Server CPU per new turn**: the CPU time of every `postgres` process (backends,
+//!   WAL writer, checkpointer) over sequential new turns of two messages, each committed,
+//!   divided by the turns. Rows: the store as it is (`append_turn` of a new
+//!   conversation); the statement of the first schema (text stored twice, the search
+//!   vector a generated column), kept here only to show the change; and the floor, the
+//!   same rows inserted by one prepared statement into tables with no key, index or
+//!   search column, on a connection already held. Rows run in turns, `ROUNDS` times, and
+//!   the median is printed: the machine's other work moves single runs.
+//! - **A long turn over TLS**: the wall time to append a turn whose reply has N
+//!   characters, over TLS (`sslmode=require`) and over plain TCP (`sslmode=disable`),
+//!   median of `TIMES` appends each.
+//!
+//! Each run works in databases of its own (`tc_test_bench_pg_*`), dropped at the end.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::{Executor, PgPool};
+use tokio::runtime::Runtime;
+use tower_conversations::store::{NewMessage, TurnStore, TurnTarget};
+use uuid::Uuid;
+
+/// Sequential turns per measurement: enough that the clock's 10 ms ticks are a small
+/// share of the total.
+const TURNS: usize = 1500;
+/// Measurements of each row; the median is printed.
+const ROUNDS: usize = 3;
+/// Appends per size and transport in the TLS table.
+const TIMES: usize = 15;
+/// Reply sizes of the TLS table, in characters.
+const REPLY_CHARS: [usize; 5] = [2_000, 6_000, 10_000, 14_000, 22_000];
+
+/// `/proc/<pid>/stat` counts in ticks of `USER_HZ`, 100 a second on Linux.
+const TICK: Duration = Duration::from_millis(10);
+
+/// The first schema's statement for a new conversation, as it was before the text was
+/// stored once: the row's plain text sent and stored beside the message, and the
+/// vector generated from it.
+const FIRST_SCHEMA_CREATE: &str = "
+WITH conversation AS (
+    INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
+    VALUES ($1, '', 'title', now(), now(), 2, '{}')
+    RETURNING id, created_at
+)
+INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+                      metadata, created_at)
+SELECT conversation.id, batch.position - 1, batch.role, batch.message::json, batch.text,
+       '{}', conversation.created_at
+FROM conversation,
+     unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS batch (role, message, text, position)";
+
+const FLOOR_SCHEMA: [&str; 2] = [
+    "CREATE TABLE conversations (id uuid, owner text, title text, created_at timestamptz,
+        updated_at timestamptz, message_count bigint, metadata jsonb)",
+    "CREATE TABLE messages (conversation_id uuid, sequence_number bigint, role text,
+        message json, metadata jsonb, created_at timestamptz)",
+];
+
+/// The same rows as the store writes, into tables with nothing to maintain.
+const FLOOR_CREATE: &str = "
+WITH conversation AS (
+    INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
+    VALUES ($1, '', 'title', now(), now(), 2, '{}')
+    RETURNING id, created_at
+)
+INSERT INTO messages (conversation_id, sequence_number, role, message, metadata, created_at)
+SELECT conversation.id, batch.position - 1, batch.role, batch.message::json, '{}',
+       conversation.created_at
+FROM conversation,
+     unnest($2::text[], $3::text[]) WITH ORDINALITY AS batch (role, message, position)";
+
+/// A turn as the proxy's demo model makes one (a short question and answer), or with a
+/// reply of `reply_chars` characters of varied words.
+fn turn(reply_chars: Option<usize>) -> Vec<Value> {
+    let question = "Please explain how the borrow checker works in Rust, with a short example.";
+    let reply = match reply_chars {
+        None => format!("You sent 1 message; the last one said: \"{question}\". (I am the demo model.)"),
+        Some(chars) => prose(chars),
+    };
+    vec![
+        json!({"role": "user", "content": question}),
+        json!({"role": "assistant", "content": reply}),
+    ]
+}
+
+/// `chars` characters of words that differ, as a model's reply does (a repeated phrase
+/// would compress to nothing and index a handful of words).
+fn prose(chars: usize) -> String {
+    const WORDS: [&str; 12] = [
+        "borrow", "checker", "reference", "lifetime", "value", "mutable", "shared", "owner",
+        "scope", "move", "slice", "thread",
+    ];
+    let mut text = String::with_capacity(chars + 16);
+    let mut n = 0usize;
+    while text.len() < chars {
+        text.push_str(WORDS[n % WORDS.len()]);
+        text.push_str(&(n * 7919 % 1000).to_string());
+        text.push(' ');
+        n += 1;
+    }
+    text.truncate(chars);
+    text
+}
+
+fn messages(turn: &[Value]) -> Vec<NewMessage> {
+    turn.iter().cloned().map(NewMessage::new).collect()
+}
+
+/// CPU time of every process named `postgres` so far, in ticks.
+fn postgres_ticks() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(postgres)"))
+        .filter_map(|stat| {
+            // utime and stime: the 14th and 15th fields, after the name in parentheses.
+            let (_, after_name) = stat.rsplit_once(')')?;
+            let mut fields = after_name.split_whitespace().skip(11);
+            let user: u64 = fields.next()?.parse().ok()?;
+            let system: u64 = fields.next()?.parse().ok()?;
+            Some(user + system)
+        })
+        .sum()
+}
+
+/// Server CPU per turn of `turns` sequential runs of `one`.
+async fn server_cpu_per_turn<F, Fut>(pool: &PgPool, turns: usize, mut one: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    pool.execute("CHECKPOINT").await.expect("checkpoint");
+    let before = postgres_ticks();
+    for _ in 0..turns {
+        one().await;
+    }
+    let ticks = postgres_ticks() - before;
+    TICK * ticks as u32 / turns as u32
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+/// A database of its own, migrated (or left empty), as a pool on `options`.
+async fn database(
+    admin: &PgPool,
+    options: &PgConnectOptions,
+    migrate: bool,
+) -> (PgPool, String) {
+    let name = format!("tc_test_bench_pg_{}", Uuid::now_v7().simple());
+    // The name is made from a uuid, never from input.
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create bench database");
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.clone().database(&name))
+        .await
+        .expect("connect bench database");
+    if migrate {
+        tower_conversations::migrate(&pool).await.expect("migrate");
+    }
+    (pool, name)
+}
+
+/// The first migration alone: the schema before the text was stored once.
+async fn first_schema(pool: &PgPool) {
+    let mut migrator = sqlx::migrate::Migrator::new(std::path::Path::new("migrations/postgres"))
+        .await
+        .expect("read the migrations");
+    migrator.migrations = migrator.migrations.iter().take(1).cloned().collect();
+    migrator.run(pool).await.expect("the first schema");
+}
+
+fn columns(turn: &[Value]) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let roles = turn.iter().map(|m| m["role"].as_str().unwrap_or("").to_owned()).collect();
+    let messages = turn.iter().map(Value::to_string).collect();
+    let texts = turn.iter().map(|m| m["content"].as_str().unwrap_or("").to_owned()).collect();
+    (roles, messages, texts)
+}
+
+async fn server_cpu_table(admin: &PgPool, options: &PgConnectOptions) {
+    let (store, store_db) = database(admin, options, true).await;
+    let (first, first_db) = database(admin, options, false).await;
+    first_schema(&first).await;
+    let (floor, floor_db) = database(admin, options, false).await;
+    for statement in FLOOR_SCHEMA {
+        floor.execute(statement).await.expect("floor schema");
+    }
+
+    println!("| turn | store now | first schema | floor: same rows, bare tables | now / floor |");
+    println!("|---|--:|--:|--:|--:|");
+    for (label, size) in [("demo model (2 short messages)", None), ("reply of 2,700 characters", Some(2_700))] {
+        let turn = turn(size);
+        let (roles, texts_json, texts) = columns(&turn);
+        let new_messages = messages(&turn);
+        let (mut now, mut before, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            now.push(
+                server_cpu_per_turn(&store, TURNS, || async {
+                    store
+                        .append_turn("", Uuid::now_v7(), TurnTarget::NewConversation, &new_messages)
+                        .await
+                        .expect("append");
+                })
+                .await,
+            );
+            before.push(
+                server_cpu_per_turn(&first, TURNS, || async {
+                    sqlx::query(FIRST_SCHEMA_CREATE)
+                        .bind(Uuid::now_v7())
+                        .bind(&roles)
+                        .bind(&texts_json)
+                        .bind(&texts)
+                        .execute(&first)
+                        .await
+                        .expect("first schema insert");
+                })
+                .await,
+            );
+            bare.push(
+                server_cpu_per_turn(&floor, TURNS, || async {
+                    sqlx::query(FLOOR_CREATE)
+                        .bind(Uuid::now_v7())
+                        .bind(&roles)
+                        .bind(&texts_json)
+                        .execute(&floor)
+                        .await
+                        .expect("floor insert");
+                })
+                .await,
+            );
+        }
+        let (now, before, bare) = (median(now), median(before), median(bare));
+        println!(
+            "| {label} | {} µs | {} µs | {} µs | {:.2} |",
+            now.as_micros(),
+            before.as_micros(),
+            bare.as_micros(),
+            now.as_secs_f64() / bare.as_secs_f64()
+        );
+    }
+    println!();
+    for (pool, name) in [(store, store_db), (first, first_db), (floor, floor_db)] {
+        drop_database(admin, pool, &name).await;
+    }
+}
+
+async fn tls_table(admin: &PgPool, options: &PgConnectOptions) {
+    let (plain, name) = database(admin, &options.clone().ssl_mode(PgSslMode::Disable), true).await;
+    let tls = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone().ssl_mode(PgSslMode::Require).database(&name))
+        .await;
+    let tls = match tls {
+        Ok(tls) => tls,
+        Err(error) => {
+            println!("(no TLS table: the server refused TLS: {error})\n");
+            drop_database(admin, plain, &name).await;
+            return;
+        }
+    };
+    let id = Uuid::now_v7();
+    tls.append_turn("", id, TurnTarget::NewConversation, &messages(&turn(None)))
+        .await
+        .expect("first turn");
+
+    println!("| reply | over TLS | plain TCP | TLS − plain |");
+    println!("|--:|--:|--:|--:|");
+    for chars in REPLY_CHARS {
+        let turn = messages(&turn(Some(chars)));
+        let mut times = [Vec::new(), Vec::new()];
+        for _ in 0..TIMES {
+            for (pool, times) in [(&tls, &mut times[0]), (&plain, &mut times[1])] {
+                let start = Instant::now();
+                pool.append_turn("", id, TurnTarget::Existing, &turn)
+                    .await
+                    .expect("append");
+                times.push(start.elapsed());
+            }
+        }
+        let [tls_time, plain_time] = times.map(median);
+        println!(
+            "| {chars} chars | {:.2} ms | {:.2} ms | {:+.2} ms |",
+            tls_time.as_secs_f64() * 1e3,
+            plain_time.as_secs_f64() * 1e3,
+            (tls_time.as_secs_f64() - plain_time.as_secs_f64()) * 1e3
+        );
+    }
+    println!();
+    tls.close().await;
+    drop_database(admin, plain, &name).await;
+}
+
+async fn drop_database(admin: &PgPool, pool: PgPool, name: &str) {
+    pool.close().await;
+    let drop = format!("DROP DATABASE IF EXISTS {name}");
+    if let Err(error) = admin.execute(sqlx::AssertSqlSafe(drop)).await {
+        eprintln!("could not drop {name}: {error}");
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter is not supported: both tables always run.
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let runtime = Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let options: PgConnectOptions = match url.parse() {
+            Ok(options) => options,
+            Err(error) => return eprintln!("DATABASE_URL: {error}"),
+        };
+        let admin = match PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await {
+            Ok(admin) => admin,
+            Err(error) => return eprintln!("postgres_turn skipped: {error}"),
+        };
+        println!("Server CPU per new turn ({TURNS} sequential turns, median of {ROUNDS}):\n");
+        server_cpu_table(&admin, &options).await;
+        println!("A long turn appended over TLS and over plain TCP (median of {TIMES}):\n");
+        tls_table(&admin, &options).await;
+    });
+}
