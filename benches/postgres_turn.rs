@@ -10,15 +10,16 @@
 //!
 //! - **Server CPU per new turn**: the CPU time of every `postgres` process (backends,
 //!   WAL writer, checkpointer) over sequential new turns of two messages, each committed,
-//!   divided by the turns. Rows: the store as it is (`append_turn` of a new
+//!   divided by the turns (autovacuum off on the tables measured). Rows: the store as it is (`append_turn` of a new
 //!   conversation); the statement of the first schema (text stored twice, the search
 //!   vector a generated column), kept here only to show the change; and the floor, the
 //!   same rows inserted by one prepared statement into tables with no key, index or
 //!   search column, on a connection already held. Rows run in turns, `ROUNDS` times, and
 //!   the median is printed: the machine's other work moves single runs.
-//! - **A long turn over TLS**: the wall time to append a turn whose reply has N
-//!   characters, over TLS (`sslmode=require`) and over plain TCP (`sslmode=disable`),
-//!   median of `TIMES` appends each.
+//! - **A long turn over TLS**: the wall time to store a new conversation's first turn
+//!   whose reply has N characters, over TLS (`sslmode=require`) and over plain TCP
+//!   (`sslmode=disable`), median of `TIMES` each; and the same difference for the first
+//!   schema's statement, which sent the text twice.
 //!
 //! Each run works in databases of its own (`tc_test_bench_pg_*`), dropped at the end.
 
@@ -31,18 +32,14 @@ use tokio::runtime::Runtime;
 use tower_conversations::store::{NewMessage, TurnStore, TurnTarget};
 use uuid::Uuid;
 
-/// Sequential turns per measurement: enough that the clock's 10 ms ticks are a small
-/// share of the total.
-const TURNS: usize = 1500;
+/// Sequential turns per measurement.
+const TURNS: usize = 2000;
 /// Measurements of each row; the median is printed.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Appends per size and transport in the TLS table.
 const TIMES: usize = 15;
 /// Reply sizes of the TLS table, in characters.
 const REPLY_CHARS: [usize; 5] = [2_000, 6_000, 10_000, 14_000, 22_000];
-
-/// `/proc/<pid>/stat` counts in ticks of `USER_HZ`, 100 a second on Linux.
-const TICK: Duration = Duration::from_millis(10);
 
 /// The first schema's statement for a new conversation, as it was before the text was
 /// stored once: the row's plain text sent and stored beside the message, and the
@@ -117,24 +114,21 @@ fn messages(turn: &[Value]) -> Vec<NewMessage> {
     turn.iter().cloned().map(NewMessage::new).collect()
 }
 
-/// CPU time of every process named `postgres` so far, in ticks.
-fn postgres_ticks() -> u64 {
+/// Time on CPU of every process named `postgres` so far, in nanoseconds (the first
+/// field of `/proc/<pid>/schedstat`, which counts finer than `stat`'s 10 ms ticks).
+fn postgres_cpu() -> Duration {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Duration::ZERO;
     };
-    entries
+    let nanos: u64 = entries
         .filter_map(Result::ok)
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
-        .filter(|stat| stat.contains("(postgres)"))
-        .filter_map(|stat| {
-            // utime and stime: the 14th and 15th fields, after the name in parentheses.
-            let (_, after_name) = stat.rsplit_once(')')?;
-            let mut fields = after_name.split_whitespace().skip(11);
-            let user: u64 = fields.next()?.parse().ok()?;
-            let system: u64 = fields.next()?.parse().ok()?;
-            Some(user + system)
+        .filter(|entry| {
+            std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| comm.trim() == "postgres")
         })
-        .sum()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("schedstat")).ok())
+        .filter_map(|schedstat| schedstat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// Server CPU per turn of `turns` sequential runs of `one`.
@@ -144,12 +138,11 @@ where
     Fut: Future<Output = ()>,
 {
     pool.execute("CHECKPOINT").await.expect("checkpoint");
-    let before = postgres_ticks();
+    let before = postgres_cpu();
     for _ in 0..turns {
         one().await;
     }
-    let ticks = postgres_ticks() - before;
-    TICK * ticks as u32 / turns as u32
+    (postgres_cpu() - before) / turns as u32
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -180,6 +173,15 @@ async fn database(
     (pool, name)
 }
 
+/// No autovacuum on the tables measured: a worker that starts, works and exits between
+/// two readings would take its CPU with it, and one still running would not.
+async fn without_autovacuum(pool: &PgPool) {
+    for table in ["ALTER TABLE conversations SET (autovacuum_enabled = false)",
+                  "ALTER TABLE messages SET (autovacuum_enabled = false)"] {
+        pool.execute(table).await.expect("autovacuum off");
+    }
+}
+
 /// The first migration alone: the schema before the text was stored once.
 async fn first_schema(pool: &PgPool) {
     let mut migrator = sqlx::migrate::Migrator::new(std::path::Path::new("migrations/postgres"))
@@ -203,6 +205,9 @@ async fn server_cpu_table(admin: &PgPool, options: &PgConnectOptions) {
     let (floor, floor_db) = database(admin, options, false).await;
     for statement in FLOOR_SCHEMA {
         floor.execute(statement).await.expect("floor schema");
+    }
+    for pool in [&store, &first, &floor] {
+        without_autovacuum(pool).await;
     }
 
     println!("| turn | store now | first schema | floor: same rows, bare tables | now / floor |");
@@ -264,49 +269,67 @@ async fn server_cpu_table(admin: &PgPool, options: &PgConnectOptions) {
 }
 
 async fn tls_table(admin: &PgPool, options: &PgConnectOptions) {
-    let (plain, name) = database(admin, &options.clone().ssl_mode(PgSslMode::Disable), true).await;
-    let tls = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options.clone().ssl_mode(PgSslMode::Require).database(&name))
-        .await;
-    let tls = match tls {
-        Ok(tls) => tls,
-        Err(error) => {
+    let plain_options = options.clone().ssl_mode(PgSslMode::Disable);
+    let (plain, name) = database(admin, &plain_options, true).await;
+    let (first_plain, first_name) = database(admin, &plain_options, false).await;
+    first_schema(&first_plain).await;
+    let tls_to = |database: &str| {
+        PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().ssl_mode(PgSslMode::Require).database(database))
+    };
+    let (tls, first_tls) = match (tls_to(&name).await, tls_to(&first_name).await) {
+        (Ok(tls), Ok(first_tls)) => (tls, first_tls),
+        (Err(error), _) | (_, Err(error)) => {
             println!("(no TLS table: the server refused TLS: {error})\n");
             drop_database(admin, plain, &name).await;
+            drop_database(admin, first_plain, &first_name).await;
             return;
         }
     };
-    let id = Uuid::now_v7();
-    tls.append_turn("", id, TurnTarget::NewConversation, &messages(&turn(None)))
-        .await
-        .expect("first turn");
 
-    println!("| reply | over TLS | plain TCP | TLS − plain |");
-    println!("|--:|--:|--:|--:|");
+    println!("| reply | now, TLS | now, plain TCP | now, TLS − plain | first schema, TLS − plain |");
+    println!("|--:|--:|--:|--:|--:|");
     for chars in REPLY_CHARS {
-        let turn = messages(&turn(Some(chars)));
-        let mut times = [Vec::new(), Vec::new()];
+        let turn = turn(Some(chars));
+        let new_messages = messages(&turn);
+        let (roles, texts_json, texts) = columns(&turn);
+        let mut times: [Vec<Duration>; 4] = Default::default();
         for _ in 0..TIMES {
-            for (pool, times) in [(&tls, &mut times[0]), (&plain, &mut times[1])] {
+            for (store, slot) in [(&tls, 0), (&plain, 1)] {
                 let start = Instant::now();
-                pool.append_turn("", id, TurnTarget::Existing, &turn)
+                store
+                    .append_turn("", Uuid::now_v7(), TurnTarget::NewConversation, &new_messages)
                     .await
                     .expect("append");
-                times.push(start.elapsed());
+                times[slot].push(start.elapsed());
+            }
+            for (pool, slot) in [(&first_tls, 2), (&first_plain, 3)] {
+                let start = Instant::now();
+                sqlx::query(FIRST_SCHEMA_CREATE)
+                    .bind(Uuid::now_v7())
+                    .bind(&roles)
+                    .bind(&texts_json)
+                    .bind(&texts)
+                    .execute(pool)
+                    .await
+                    .expect("first schema insert");
+                times[slot].push(start.elapsed());
             }
         }
-        let [tls_time, plain_time] = times.map(median);
+        let [now_tls, now_plain, first_tls_time, first_plain_time] =
+            times.map(|t| median(t).as_secs_f64() * 1e3);
         println!(
-            "| {chars} chars | {:.2} ms | {:.2} ms | {:+.2} ms |",
-            tls_time.as_secs_f64() * 1e3,
-            plain_time.as_secs_f64() * 1e3,
-            (tls_time.as_secs_f64() - plain_time.as_secs_f64()) * 1e3
+            "| {chars} chars | {now_tls:.2} ms | {now_plain:.2} ms | {:+.2} ms | {:+.2} ms |",
+            now_tls - now_plain,
+            first_tls_time - first_plain_time
         );
     }
     println!();
     tls.close().await;
+    first_tls.close().await;
     drop_database(admin, plain, &name).await;
+    drop_database(admin, first_plain, &first_name).await;
 }
 
 async fn drop_database(admin: &PgPool, pool: PgPool, name: &str) {
