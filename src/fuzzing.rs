@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use crate::chat::{
     ConversationHeader, ModePolicy, ReplyAssembler, StorageFailedMarker, assemble_json_reply,
-    decide, mark_storage_failed, parse_chat_request,
+    decide, mark_storage_failed, parse_chat_request, scanner_agrees_with_serde,
 };
 use crate::sse::{StreamEnd, run_stream};
 use crate::store::HistoryMessage;
@@ -96,6 +96,15 @@ pub fn sse_stream(data: &[u8]) {
         .expect("one event");
     let chunk: Value = serde_json::from_str(chunk).expect("the storage_failed chunk is JSON");
     assert_eq!(chunk["metadata"]["storage_failed"], true);
+}
+
+/// One event's data read by the chunk scanner and by serde: the scanner either reads
+/// exactly what serde reads or hands the data to serde. Input that is not UTF-8 (which
+/// never reaches the reader) is skipped.
+pub fn chunk_read(data: &[u8]) {
+    if let Ok(data) = std::str::from_utf8(data) {
+        scanner_agrees_with_serde(data);
+    }
 }
 
 /// The request path on an arbitrary body and `X-Conversation-ID`: parse, decide under

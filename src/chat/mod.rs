@@ -9,6 +9,8 @@ mod window;
 
 pub use mode::ModePolicy;
 pub(crate) use mode::{ConversationHeader, Mode, ModeError, decide};
+#[cfg(feature = "fuzzing")]
+pub(crate) use reply::scanner_agrees_with_serde;
 pub(crate) use reply::{
     ReplyAssembler, StorageFailedMarker, assemble_json_reply, mark_storage_failed,
 };

@@ -13,6 +13,8 @@ use std::mem;
 
 use serde_json::{Map, Value, json};
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::chunk::scanner_agrees_with_serde;
 use self::chunk::{ChunkParts, DeltaParts, Text, ToolCallDelta};
 pub(crate) use self::completion::{assemble_json_reply, mark_storage_failed};
 pub(crate) use self::marker::StorageFailedMarker;

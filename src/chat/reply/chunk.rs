@@ -6,6 +6,11 @@
 //! and moved up level by level (with derived structs those moves were most of the cost).
 //! Text fields accept any JSON type and read only strings, so one provider's odd field
 //! (a number where a string was expected) loses that field, not the whole chunk.
+//!
+//! Most chunks are read by the [`scan`] module's scanner instead; serde's reading here
+//! stays the reference, and reads whatever the scanner hands back.
+
+mod scan;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,7 +21,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::Value;
 
 /// What one chunk says. Nothing in it is applied until the whole event has parsed.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) struct ChunkParts<'a> {
     pub(super) id: Text<'a>,
     pub(super) model: Text<'a>,
@@ -31,7 +36,7 @@ pub(super) struct ChunkParts<'a> {
 
 /// The choice with `index` 0 (by position when indexes are missing): only that one is
 /// stored, since a conversation continues one reply.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) struct ChoiceParts<'a> {
     index: Option<u64>,
     pub(super) finish_reason: Text<'a>,
@@ -39,7 +44,7 @@ pub(super) struct ChoiceParts<'a> {
 }
 
 /// What one chunk adds to the message.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) struct DeltaParts<'a> {
     pub(super) content: Text<'a>,
     pub(super) refusal: Text<'a>,
@@ -50,7 +55,7 @@ pub(super) struct DeltaParts<'a> {
 }
 
 /// A piece of one tool call.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 pub(super) struct ToolCallDelta<'a> {
     #[serde(default)]
     pub(super) index: Option<u64>,
@@ -63,7 +68,7 @@ pub(super) struct ToolCallDelta<'a> {
 }
 
 /// A piece of a tool call's function.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 pub(super) struct FunctionDelta<'a> {
     #[serde(default, borrow)]
     pub(super) name: Text<'a>,
@@ -72,12 +77,45 @@ pub(super) struct FunctionDelta<'a> {
 }
 
 impl<'a> ChunkParts<'a> {
-    /// Reads one event's data: a JSON object, with nothing after it.
+    /// Reads one event's data (a JSON object, with nothing after it) into an empty
+    /// chunk: by the scanner when it can, else by serde.
     pub(super) fn read(&mut self, data: &'a str) -> serde_json::Result<()> {
+        if scan::scan(data, self) {
+            return Ok(());
+        }
+        // The scanner may have filled part of the chunk before handing it over.
+        *self = ChunkParts::default();
+        self.read_with_serde(data)
+    }
+
+    /// The reference reading: serde_json, in place.
+    fn read_with_serde(&mut self, data: &'a str) -> serde_json::Result<()> {
         let mut deserializer = serde_json::Deserializer::from_str(data);
         InPlace(self).deserialize(&mut deserializer)?;
         deserializer.end()
     }
+}
+
+/// Checks the scanner against serde on one event's data: when the scanner reads it, it
+/// reads exactly what serde reads. Panics otherwise (the property test and the
+/// `chunk_read` fuzz target call it). Returns whether the scanner read the data itself.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn scanner_agrees_with_serde(data: &str) -> bool {
+    let mut scanned = ChunkParts::default();
+    if !scan::scan(data, &mut scanned) {
+        return false;
+    }
+    let mut reference = ChunkParts::default();
+    let read = reference.read_with_serde(data);
+    assert!(
+        read.is_ok(),
+        "the scanner read what serde refuses ({read:?}): {data:?}"
+    );
+    assert_eq!(
+        scanned, reference,
+        "the scanner and serde differ on {data:?}"
+    );
+    true
 }
 
 /// Fills the value it points to from the JSON at hand.
