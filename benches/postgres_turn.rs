@@ -23,6 +23,7 @@
 //!
 //! Each run works in databases of its own (`tc_test_bench_pg_*`), dropped at the end.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -114,19 +115,33 @@ fn messages(turn: &[Value]) -> Vec<NewMessage> {
     turn.iter().cloned().map(NewMessage::new).collect()
 }
 
-/// Time on CPU of every process named `postgres` so far, in nanoseconds (the first
-/// field of `/proc/<pid>/schedstat`, which counts finer than `stat`'s 10 ms ticks).
-fn postgres_cpu() -> Duration {
+/// Time on CPU so far of each process named `postgres`, by pid, in nanoseconds (the
+/// first field of `/proc/<pid>/schedstat`, which counts finer than `stat`'s 10 ms ticks).
+fn postgres_cpu() -> HashMap<u32, u64> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
+        return HashMap::new();
     };
-    let nanos: u64 = entries
+    entries
         .filter_map(Result::ok)
-        .filter(|entry| {
-            std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| comm.trim() == "postgres")
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            if comm.trim() != "postgres" {
+                return None;
+            }
+            let schedstat = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
+            Some((pid, schedstat.split_whitespace().next()?.parse().ok()?))
         })
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("schedstat")).ok())
-        .filter_map(|schedstat| schedstat.split_whitespace().next()?.parse::<u64>().ok())
+        .collect()
+}
+
+/// CPU the `postgres` processes used between two readings: what each process still
+/// alive added, and all of a process that started in between. (A process that exited
+/// in between takes its time with it; with autovacuum off, none does.)
+fn cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> Duration {
+    let nanos = after
+        .iter()
+        .map(|(pid, now)| now.saturating_sub(before.get(pid).copied().unwrap_or(0)))
         .sum();
     Duration::from_nanos(nanos)
 }
@@ -142,7 +157,7 @@ where
     for _ in 0..turns {
         one().await;
     }
-    (postgres_cpu() - before) / turns as u32
+    cpu_between(&before, &postgres_cpu()) / turns as u32
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
