@@ -12,12 +12,14 @@
 //! resolver is configured. A conversation is only ever visible to the owner it was
 //! created under: every method answers [`StoreError::NotFound`] for another owner's id.
 //!
-//! Sequence numbers start at 0 and are dense: a conversation with `message_count == n`
-//! holds exactly the sequence numbers `0..n`, so the count is also the next number to
-//! hand out (truncation and fork keep that true).
+//! Sequence numbers start at 0 and only ever increase within a conversation: each turn
+//! takes the next numbers in a row, from a counter kept beside the row count, and a
+//! number is never handed out twice, not even after a truncation dropped the message that
+//! held it. So there may be gaps; `message_count` is the number of messages stored.
 
 mod batch;
 mod error;
+mod fork;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod read;

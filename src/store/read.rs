@@ -19,14 +19,22 @@ use super::{
     MessageQuery, Metadata, Order, StoreError, StoredMessage,
 };
 
-/// The history, or its last `$3` messages: each message's role and its JSON as text,
-/// which the layer splices as it is. One row with a NULL message when the conversation
-/// is empty, no row when it does not exist for this owner.
+/// The history, or its last `$3` messages (NULL: all): each message's role and its JSON
+/// as text, which the layer splices as it is. One row with a NULL message when the
+/// conversation is empty, no row when it does not exist for this owner.
+///
+/// The window counts rows, not numbers (which have gaps after a truncation): it keeps
+/// what lies above the number of the `$3 + 1`-th newest message, found by walking the
+/// primary key backwards from the end, or everything when there are not that many.
 const HISTORY: &str = "
 SELECT m.role, CAST(m.message AS TEXT) AS message
 FROM conversations c
 LEFT JOIN messages m
-    ON m.conversation_id = c.id AND m.sequence_number >= c.message_count - $3
+    ON m.conversation_id = c.id AND ($3 IS NULL OR m.sequence_number > coalesce((
+        SELECT older.sequence_number FROM messages older
+        WHERE older.conversation_id = $1
+        ORDER BY older.sequence_number DESC
+        LIMIT 1 OFFSET $3), -1))
 WHERE c.id = $1 AND c.owner = $2
 ORDER BY m.sequence_number";
 
@@ -106,6 +114,7 @@ where
     Uuid: Param<DB> + Column<DB>,
     for<'a> &'a str: Param<DB>,
     i64: Param<DB> + Column<DB>,
+    Option<i64>: Param<DB>,
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
     DateTime<Utc>: Column<DB>,
@@ -126,7 +135,7 @@ where
             .persistent(self.named)
             .bind(id)
             .bind(owner)
-            .bind(last.map_or(i64::MAX, i64::from))
+            .bind(last.map(i64::from))
             .fetch_all(&mut *self.connection)
             .await?;
         if rows.is_empty() {

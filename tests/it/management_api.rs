@@ -479,7 +479,7 @@ backend_tests! {
         assert_eq!(message_count(&db).await, 3);
     }
 
-    async fn truncate_drops_messages_from_n_and_the_next_turn_follows_the_cut(db: TestDb) {
+    async fn truncate_drops_messages_from_n_and_the_next_turn_never_reuses_their_numbers(db: TestDb) {
         let client = Client::axum(&db).await;
         let id = conversation_of(&client, 5).await;
         let reply = client.delete(&format!("/{id}/messages?from_sequence=3")).await;
@@ -493,9 +493,10 @@ backend_tests! {
         assert_eq!(past.json["deleted_messages"], 0, "cutting at or past the end deletes nothing");
         assert_eq!(client.detail(&id).await["message_count"], 3);
         let first = append(&db, "alice", &id, TurnTarget::Existing, &[user("again"), assistant("sure")]).await;
-        assert_eq!(first, 3, "the next turn continues at the cut");
+        assert_eq!(first, 5, "the next turn starts past every number handed out");
         let detail = client.detail(&id).await;
-        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 3, 4]);
+        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 5, 6]);
+        assert_eq!(detail["message_count"], 5, "the count is the rows");
         let all = client.delete(&format!("/{id}/messages?from_sequence=0")).await;
         assert_eq!(all.json["deleted_messages"], 5);
         assert_eq!(client.detail(&id).await["message_count"], 0);
@@ -792,7 +793,7 @@ backend_tests! {
         assert_eq!(detail["title"], "prepared");
     }
 
-    async fn a_turn_through_the_layer_after_truncation_appends_after_the_cut(db: TestDb) {
+    async fn a_turn_through_the_layer_after_truncation_follows_the_cut_with_fresh_numbers(db: TestDb) {
         let model = TestModel::new();
         let (app, client) = serve_with_layer(&db, &model).await;
         let id = conversation_of(&client, 4).await;
@@ -807,7 +808,7 @@ backend_tests! {
             "the dropped messages are no longer history"
         );
         let detail = client.detail(&id).await;
-        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 3]);
+        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 4, 5]);
         assert_eq!(contents(&detail["messages"]), ["m0", "m1", "instead", "You said: instead"]);
         assert_eq!(detail["message_count"], 4);
     }
