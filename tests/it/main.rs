@@ -27,6 +27,7 @@ mod support;
 mod capture;
 mod faults;
 mod hostile_input;
+mod items;
 mod management_api;
 mod modes;
 mod operations;
