@@ -55,8 +55,8 @@ use query::QueryParams;
 /// The management endpoints as a tower [`Service`], mountable under `/v1/conversations`.
 ///
 /// It answers paths relative to where it is mounted (`/`, `/{id}`, `/{id}/messages`,
-/// `/{id}/fork`), and also the same paths under a leading `/v1/conversations`, so it
-/// works nested in an axum router and directly under hyper alike. Each request acts for
+/// `/{id}/fork`), as a router that nests it passes them; served without a router,
+/// [`served_at`](Self::served_at) names the prefix it strips itself. Each request acts for
 /// the owner its [`OwnerResolver`] names and sees only that owner's conversations. See
 /// the [module docs](self) for the endpoints and their JSON.
 ///
@@ -85,6 +85,7 @@ use query::QueryParams;
 pub struct ConversationApi {
     store: Arc<dyn ConversationStore>,
     owners: OwnerResolver,
+    served_at: Option<Arc<str>>,
 }
 
 impl ConversationApi {
@@ -100,7 +101,25 @@ impl ConversationApi {
         Self {
             store: Arc::new(store),
             owners: OwnerResolver::default(),
+            served_at: None,
         }
+    }
+
+    /// Serves the API at `path` (`"/v1/conversations"` as a rule) on a server with no
+    /// router in front, such as hyper's `serve_connection`: the API strips `path` itself
+    /// and answers `404` to anything outside it. Leave it unset when a router nests the
+    /// API (axum's `nest_service`), which strips the path before the API sees it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// // Requests reach it as `/v1/conversations/{id}`, with nothing stripped.
+    /// let api = tower_conversations::ConversationApi::new(pool).served_at("/v1/conversations");
+    /// # }
+    /// ```
+    pub fn served_at(mut self, path: &str) -> Self {
+        self.served_at = Some(Arc::from(path.trim_end_matches('/')));
+        self
     }
 
     /// Who each request acts for; use the same resolver as the layer (or build both
@@ -137,12 +156,14 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let store = self.store.clone();
         let owners = self.owners.clone();
+        let served_at = self.served_at.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let endpoint = match routes::route(&parts.method, parts.uri.path()) {
-                Ok(endpoint) => endpoint,
-                Err(unrouted) => return Ok(unrouted.into_response()),
-            };
+            let endpoint =
+                match routes::route(&parts.method, parts.uri.path(), served_at.as_deref()) {
+                    Ok(endpoint) => endpoint,
+                    Err(unrouted) => return Ok(unrouted.into_response()),
+                };
             let owner = owners.resolve(&parts);
             let call = Call {
                 store: store.as_ref(),
@@ -161,6 +182,7 @@ impl std::fmt::Debug for ConversationApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConversationApi")
             .field("owners", &self.owners)
+            .field("served_at", &self.served_at)
             .finish_non_exhaustive()
     }
 }

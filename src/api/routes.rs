@@ -7,9 +7,6 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// Where the API is usually mounted; stripped when the API is served without a router.
-const MOUNT_PATH: &str = "/v1/conversations";
-
 /// One of the management endpoints, with the conversation it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
@@ -67,14 +64,31 @@ enum Resource<'a> {
 
 /// Matches a request to its endpoint.
 ///
-/// The path is taken relative to the mount point: axum's `nest_service` has already
-/// stripped it, and a leading `/v1/conversations` is stripped here for servers without a
-/// router. The shape of the path is checked before the method, and the method before the
+/// The path is taken relative to the mount point: a router that nests the API (axum's
+/// `nest_service`) has already stripped it. `served_at` names the prefix to strip here
+/// instead, for servers without a router; only one of the two may strip, since
+/// `/v1/conversations/v1/conversations` would otherwise reach the API as a second
+/// `/v1/conversations` and be stripped again. Under `served_at`, a path outside it is
+/// `404`. The shape of the path is checked before the method, and the method before the
 /// id, so that an unknown path is `404 not_found`, a known path with the wrong method is
 /// `405` (the error names the allowed methods for the `Allow` header) and only then is a
 /// malformed id `400 invalid_conversation_id`.
-pub(crate) fn route(method: &Method, path: &str) -> Result<Endpoint, Unrouted> {
-    let resource = resource(path).ok_or_else(ApiError::not_found)?;
+pub(crate) fn route(
+    method: &Method,
+    path: &str,
+    served_at: Option<&str>,
+) -> Result<Endpoint, Unrouted> {
+    let relative = match served_at {
+        None => Some(path),
+        Some(prefix) => match path.strip_prefix(prefix) {
+            // Only a whole segment is the mount point: `/v1/conversationsX` is not.
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => Some(rest),
+            _ => None,
+        },
+    };
+    let resource = relative
+        .and_then(resource)
+        .ok_or_else(ApiError::not_found)?;
     let endpoint = match (&resource, method) {
         (Resource::Collection, &Method::GET) => Endpoint::List,
         (Resource::Collection, &Method::POST) => Endpoint::Create,
@@ -105,12 +119,7 @@ fn allowed_methods(resource: &Resource<'_>) -> &'static str {
     }
 }
 
-fn resource(path: &str) -> Option<Resource<'_>> {
-    let relative = match path.strip_prefix(MOUNT_PATH) {
-        // Only a whole segment is the mount point: `/v1/conversationsX` is not.
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-        _ => path,
-    };
+fn resource(relative: &str) -> Option<Resource<'_>> {
     if relative.is_empty() || relative == "/" {
         return Some(Resource::Collection);
     }
@@ -143,14 +152,20 @@ mod tests {
     use super::*;
 
     const ID: &str = "0190b6a4-6f1e-7cc3-9d5e-2f1f6a0b4c11";
+    const MOUNT_PATH: &str = "/v1/conversations";
 
     fn id() -> Uuid {
         Uuid::parse_str(ID).unwrap()
     }
 
+    fn route(method: &Method, path: &str) -> Result<Endpoint, Unrouted> {
+        super::route(method, path, None)
+    }
+
     #[test]
     fn paths_relative_to_the_mount_point_and_full_paths_route_alike() {
-        for prefix in ["", "/v1/conversations"] {
+        for (prefix, served_at) in [("", None), ("/v1/conversations", Some(MOUNT_PATH))] {
+            let route = |method: &Method, path: &str| super::route(method, path, served_at);
             let at = |rest: &str| format!("{prefix}{rest}");
             assert_eq!(route(&Method::GET, &at("/")), Ok(Endpoint::List));
             assert_eq!(route(&Method::POST, &at("")), Ok(Endpoint::Create));
@@ -192,12 +207,29 @@ mod tests {
             format!("/{ID}/other"),
             format!("/{ID}/messages/3"),
             "//".to_owned(),
-            "/v1/conversationsX".to_owned(),
+            "/v1/conversations".to_owned(),
         ] {
             let unrouted = route(&Method::GET, &path).unwrap_err();
             assert_eq!(unrouted.error.code, "not_found", "{path}");
             assert_eq!(unrouted.allow, None);
         }
+    }
+
+    #[test]
+    fn the_mount_path_is_stripped_once_and_only_when_served_at_it() {
+        for path in [
+            "/v1/conversationsX",
+            "/other",
+            "/v1/conversations/v1/conversations",
+        ] {
+            let unrouted = super::route(&Method::GET, path, Some(MOUNT_PATH)).unwrap_err();
+            assert_eq!(unrouted.error.code, "not_found", "{path}");
+        }
+        let nested = route(&Method::GET, "/v1/conversations").unwrap_err();
+        assert_eq!(
+            nested.error.code, "not_found",
+            "a nested API strips nothing itself"
+        );
     }
 
     #[test]

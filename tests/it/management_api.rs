@@ -20,7 +20,7 @@ use crate::support::upstream::TestModel;
 /// The API served by hyper alone, with no router: it sees full paths.
 async fn serve_by_hyper(db: &TestDb) -> String {
     use tower::Service;
-    let api = api_for(db);
+    let api = api_for(db).served_at("/v1/conversations");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -756,6 +756,14 @@ backend_tests! {
         assert_eq!(wrong.headers["allow"], "GET, PATCH, DELETE");
         let elsewhere = Client { base: client.base.replace("/v1/conversations", "/v1/conversationsX"), ..client.clone() };
         assert_eq!(elsewhere.get("").await.status, StatusCode::NOT_FOUND, "only the whole mount segment is stripped");
+    }
+
+    async fn nested_in_axum_the_mount_path_is_not_stripped_a_second_time(db: TestDb) {
+        let client = Client::axum(&db).await;
+        client.create(json!({"title": "listed"})).await;
+        let doubled = client.get("/v1/conversations").await;
+        assert_eq!(doubled.status, StatusCode::NOT_FOUND, "{:?}", doubled.json);
+        assert_eq!(doubled.error_code(), "not_found");
     }
 
     async fn nested_in_axum_it_answers_with_and_without_a_trailing_slash(db: TestDb) {
