@@ -7,13 +7,14 @@
 //! | `POST /` `{"title"?, "metadata"?, "messages"?}` | `201` summary |
 //! | `GET /{id}` | `200` summary plus `"messages"` |
 //! | `GET /{id}/messages?limit=20&after=SEQ&order=asc` | `200 {"data": [message...], "has_more"}` |
-//! | `PATCH /{id}` `{"title"?, "metadata"?}` | `200` summary |
-//! | `DELETE /{id}` | `200 {"id", "deleted": true}` |
+//! | `PATCH /{id}` or `POST /{id}` `{"title"?, "metadata"?}` | `200` summary (`"metadata": null` clears it) |
+//! | `DELETE /{id}` | `200 {"id", "object": "conversation.deleted", "deleted": true}` |
 //! | `POST /{id}/fork` `{"at_sequence": N}` | `201` summary of the copy of messages `0..=N` |
 //! | `DELETE /{id}/messages?from_sequence=N` | `200 {"id", "deleted_messages": K}` |
 //!
-//! A summary is `{"id", "title", "created_at", "updated_at", "message_count",
-//! "metadata"}` with RFC 3339 timestamps in UTC with milliseconds. A message is the
+//! A summary is OpenAI's conversation object `{"id", "object": "conversation",
+//! "created_at", "metadata"}` with `title`, `updated_at` and `message_count` beside it;
+//! every time is in unix seconds, as OpenAI writes them. A message is the
 //! stored message object plus `sequence_number`, `created_at`, `metadata`, and
 //! `reasoning` / `reasoning_events` when there are any; messages in that shape are also
 //! accepted when creating a conversation, so an exported conversation imports unchanged.

@@ -34,14 +34,19 @@ pub(crate) fn new_conversation(body: &[u8]) -> Result<NewConversation, ApiError>
     })
 }
 
-/// `PATCH /{id}` : `{"title"?, "metadata"?}`, at least one of them; metadata replaces
-/// the old whole.
+/// `PATCH /{id}` or `POST /{id}` : `{"title"?, "metadata"?}`, at least one of them;
+/// metadata replaces the old whole, and `"metadata": null` clears it (OpenAI's update
+/// sends that), where a `null` title counts as absent.
 pub(crate) fn update(body: &[u8]) -> Result<ConversationUpdate, ApiError> {
     let mut fields = object(body)?;
     reject_unknown(&fields, &["title", "metadata"])?;
+    let metadata = match fields.remove("metadata") {
+        Some(Value::Null) => Some(Metadata::new()),
+        other => metadata(other)?,
+    };
     let update = ConversationUpdate {
         title: title(fields.remove("title"))?,
-        metadata: metadata(fields.remove("metadata"))?,
+        metadata,
     };
     if update.title.is_none() && update.metadata.is_none() {
         return Err(ApiError::invalid_request(

@@ -16,7 +16,7 @@ pub(crate) enum Endpoint {
     Create,
     /// `GET /{id}`
     Get(Uuid),
-    /// `PATCH /{id}`
+    /// `PATCH /{id}`, and `POST /{id}` (OpenAI's update)
     Update(Uuid),
     /// `DELETE /{id}`
     Delete(Uuid),
@@ -93,7 +93,9 @@ pub(crate) fn route(
         (Resource::Collection, &Method::GET) => Endpoint::List,
         (Resource::Collection, &Method::POST) => Endpoint::Create,
         (Resource::Conversation(id), &Method::GET) => Endpoint::Get(parse_id(id)?),
-        (Resource::Conversation(id), &Method::PATCH) => Endpoint::Update(parse_id(id)?),
+        (Resource::Conversation(id), &Method::PATCH | &Method::POST) => {
+            Endpoint::Update(parse_id(id)?)
+        }
         (Resource::Conversation(id), &Method::DELETE) => Endpoint::Delete(parse_id(id)?),
         (Resource::Messages(id), &Method::GET) => Endpoint::Messages(parse_id(id)?),
         (Resource::Messages(id), &Method::DELETE) => Endpoint::Truncate(parse_id(id)?),
@@ -113,7 +115,7 @@ pub(crate) fn route(
 fn allowed_methods(resource: &Resource<'_>) -> &'static str {
     match resource {
         Resource::Collection => "GET, POST",
-        Resource::Conversation(_) => "GET, PATCH, DELETE",
+        Resource::Conversation(_) => "GET, POST, PATCH, DELETE",
         Resource::Messages(_) => "GET, DELETE",
         Resource::Fork(_) => "POST",
     }
@@ -236,7 +238,7 @@ mod tests {
     fn wrong_methods_name_the_allowed_ones() {
         let unrouted = route(&Method::PUT, &format!("/{ID}")).unwrap_err();
         assert_eq!(unrouted.error.code, "method_not_allowed");
-        assert_eq!(unrouted.allow, Some("GET, PATCH, DELETE"));
+        assert_eq!(unrouted.allow, Some("GET, POST, PATCH, DELETE"));
         let unrouted = route(&Method::GET, &format!("/{ID}/fork")).unwrap_err();
         assert_eq!(unrouted.error.status, http::StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(unrouted.allow, Some("POST"));
