@@ -86,6 +86,15 @@ impl ApiError {
         )
     }
 
+    /// An item id the conversation does not hold (or that this store never writes).
+    pub(crate) fn item_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "item_not_found",
+            "No item with that id was found in the conversation.",
+        )
+    }
+
     /// A path the management API does not serve.
     pub(crate) fn not_found() -> Self {
         Self::new(

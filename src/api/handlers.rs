@@ -8,6 +8,7 @@ use http_body_util::Full;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::items;
 use super::query::QueryParams;
 use super::request;
 use super::response::{self, json_response};
@@ -18,6 +19,8 @@ use crate::request_body::read_body;
 use crate::store::{ConversationStore, StoreError};
 
 /// What one request asks of the API, routed and with its owner resolved.
+///
+/// The item endpoints take it too; they live in [`items`](super::items).
 pub(crate) struct Call<'a, B> {
     pub(crate) store: &'a dyn ConversationStore,
     pub(crate) owner: &'a str,
@@ -29,7 +32,7 @@ pub(crate) struct Call<'a, B> {
 /// messages with long contents, small enough that no client can exhaust memory. A longer
 /// body is read up to the limit, whatever its declared length, so that the client gets
 /// to read its `413` instead of a connection closed mid-send.
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Answers `endpoint`.
 pub(crate) async fn handle<B>(
@@ -49,6 +52,9 @@ where
         Endpoint::Delete(id) => delete(call, id).await,
         Endpoint::Fork(id) => fork(call, id).await,
         Endpoint::Truncate(id) => truncate(call, id).await,
+        Endpoint::Items(id) => items::list(call, id).await,
+        Endpoint::AddItems(id) => items::add(call, id).await,
+        Endpoint::Item(id, item) => items::get(call, id, &item).await,
     }
 }
 

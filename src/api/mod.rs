@@ -4,13 +4,21 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /?limit=50&offset=0&q=words` | `200 {"conversations": [summary...], "total", "limit", "offset"}`, newest `updated_at` first |
-//! | `POST /` `{"title"?, "metadata"?, "messages"?}` | `201` summary |
+//! | `POST /` `{"title"?, "metadata"?, "messages"?}` or `{"metadata"?, "items"?}` | `201` summary (up to 20 Responses input items, stored as chat messages) |
 //! | `GET /{id}` | `200` summary plus `"messages"` |
 //! | `GET /{id}/messages?limit=20&after=SEQ&order=asc` | `200 {"data": [message...], "has_more"}` |
 //! | `PATCH /{id}` or `POST /{id}` `{"title"?, "metadata"?}` | `200` summary (`"metadata": null` clears it) |
 //! | `DELETE /{id}` | `200 {"id", "object": "conversation.deleted", "deleted": true}` |
 //! | `POST /{id}/fork` `{"at_sequence": N}` | `201` summary of the copy of messages `0..=N` |
 //! | `DELETE /{id}/messages?from_sequence=N` | `200 {"id", "deleted_messages": K}` |
+//! | `GET /{id}/items?after=ITEM&limit=20&order=desc` | `200 {"object": "list", "data": [item...], "first_id", "last_id", "has_more"}` |
+//! | `POST /{id}/items` `{"items": [1 to 20]}` | `200` the same list shape, the items as stored, appended in one transaction |
+//! | `GET /{id}/items/{item_id}` | `200` one item, `404 item_not_found` for any id the conversation does not hold |
+//!
+//! Items are OpenAI's view of the stored chat messages ([`crate::items`]); their ids
+//! (`msg_<seq>`, `fc_<seq>_<n>`, `fco_<seq>`) come from sequence numbers, which are
+//! never handed out twice, so an item id is never reused. `first_id` and `last_id` are
+//! `null` on an empty page.
 //!
 //! A summary is OpenAI's conversation object `{"id", "object": "conversation",
 //! "created_at", "metadata"}` with `title`, `updated_at` and `message_count` beside it;
@@ -31,6 +39,7 @@
 //! `503 conversation_store_unavailable` when the store fails (the cause goes to the log).
 
 mod handlers;
+mod items;
 mod query;
 mod request;
 mod response;

@@ -6,7 +6,16 @@
 use std::borrow::Cow;
 
 use crate::error::ApiError;
+use crate::items::ItemId;
 use crate::store::{ListQuery, MessageQuery, Order};
+
+/// `after`, `limit` and `order` of an items page (OpenAI's list parameters).
+pub(crate) struct ItemsQuery {
+    /// The id of the item the page starts after; an id this store never writes is `400`.
+    pub(crate) after: Option<ItemId>,
+    pub(crate) limit: u32,
+    pub(crate) order: Order,
+}
 
 /// Default page size of a listing.
 pub(crate) const DEFAULT_LIST_LIMIT: u32 = 50;
@@ -101,6 +110,29 @@ impl QueryParams {
             Some(_) => return Err(invalid("order", "`order` must be `asc` or `desc`.")),
         };
         Ok(MessageQuery {
+            after,
+            limit,
+            order,
+        })
+    }
+
+    /// `after`, `limit` and `order` of an items page: newest first by default, as
+    /// OpenAI's list does. `include` is accepted and changes nothing: no item here has
+    /// fields to include.
+    pub(crate) fn items(&self) -> Result<ItemsQuery, ApiError> {
+        let limit = self.limit(DEFAULT_MESSAGE_LIMIT)?;
+        let after = match self.get("after")? {
+            None => None,
+            Some(text) => Some(text.parse::<ItemId>().map_err(|_| {
+                invalid("after", "`after` must be an item id of this conversation.")
+            })?),
+        };
+        let order = match self.get("order")? {
+            None | Some("desc") => Order::Desc,
+            Some("asc") => Order::Asc,
+            Some(_) => return Err(invalid("order", "`order` must be `asc` or `desc`.")),
+        };
+        Ok(ItemsQuery {
             after,
             limit,
             order,

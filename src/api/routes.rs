@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 /// One of the management endpoints, with the conversation it names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     /// `GET /`
     List,
@@ -26,6 +26,13 @@ pub(crate) enum Endpoint {
     Truncate(Uuid),
     /// `POST /{id}/fork`
     Fork(Uuid),
+    /// `GET /{id}/items`
+    Items(Uuid),
+    /// `POST /{id}/items`
+    AddItems(Uuid),
+    /// `GET /{id}/items/{item_id}`, with the item id as given: one this store never
+    /// writes is `404`, like an item that is gone.
+    Item(Uuid, String),
 }
 
 /// Why a request matches no endpoint: the error, and for a wrong method the methods the
@@ -60,6 +67,8 @@ enum Resource<'a> {
     Conversation(&'a str),
     Messages(&'a str),
     Fork(&'a str),
+    Items(&'a str),
+    Item(&'a str, &'a str),
 }
 
 /// Matches a request to its endpoint.
@@ -100,6 +109,11 @@ pub(crate) fn route(
         (Resource::Messages(id), &Method::GET) => Endpoint::Messages(parse_id(id)?),
         (Resource::Messages(id), &Method::DELETE) => Endpoint::Truncate(parse_id(id)?),
         (Resource::Fork(id), &Method::POST) => Endpoint::Fork(parse_id(id)?),
+        (Resource::Items(id), &Method::GET) => Endpoint::Items(parse_id(id)?),
+        (Resource::Items(id), &Method::POST) => Endpoint::AddItems(parse_id(id)?),
+        (Resource::Item(id, item), &Method::GET) => {
+            Endpoint::Item(parse_id(id)?, (*item).to_owned())
+        }
         _ => {
             let allow = allowed_methods(&resource);
             return Err(Unrouted {
@@ -118,6 +132,8 @@ fn allowed_methods(resource: &Resource<'_>) -> &'static str {
         Resource::Conversation(_) => "GET, POST, PATCH, DELETE",
         Resource::Messages(_) => "GET, DELETE",
         Resource::Fork(_) => "POST",
+        Resource::Items(_) => "GET, POST",
+        Resource::Item(..) => "GET",
     }
 }
 
@@ -137,6 +153,11 @@ fn resource(relative: &str) -> Option<Resource<'_>> {
         None => Resource::Conversation(id),
         Some("messages") => Resource::Messages(id),
         Some("fork") => Resource::Fork(id),
+        Some("items") => match segments.next() {
+            None => Resource::Items(id),
+            Some(item) if !item.is_empty() => Resource::Item(id, item),
+            Some(_) => return None,
+        },
         Some(_) => return None,
     };
     match segments.next() {

@@ -25,6 +25,7 @@
 mod support;
 
 mod capture;
+mod conversation_items;
 mod faults;
 mod hostile_input;
 mod items;
