@@ -95,6 +95,16 @@ impl ApiError {
         )
     }
 
+    /// Erasure asked for in the shared space, which belongs to no one: refused, so that
+    /// no anonymous call can erase everyone's conversations.
+    pub(crate) fn owner_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "owner_required",
+            "Erasing every conversation needs an owner; this request has none.",
+        )
+    }
+
     /// A path the management API does not serve.
     pub(crate) fn not_found() -> Self {
         Self::new(

@@ -13,3 +13,7 @@ UPDATE conversations
 SET next_sequence = max(message_count, coalesce((
     SELECT max(m.sequence_number) + 1 FROM messages m WHERE m.conversation_id = conversations.id
 ), 0));
+
+-- Retention purges conversations idle since a time, across owners, in batches: each
+-- batch finds them through this index instead of reading the whole table.
+CREATE INDEX conversations_idle ON conversations (updated_at);

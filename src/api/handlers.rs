@@ -46,6 +46,7 @@ where
     match endpoint {
         Endpoint::List => list(call).await,
         Endpoint::Create => create(call).await,
+        Endpoint::Erase => erase(call).await,
         Endpoint::Get(id) => get(call, id).await,
         Endpoint::Messages(id) => messages(call, id).await,
         Endpoint::Update(id) => update(call, id).await,
@@ -83,6 +84,20 @@ where
     Ok(json_response(
         StatusCode::CREATED,
         &response::summary(&created),
+    ))
+}
+
+/// Erasure: the parameter is checked before the owner, so that a malformed call is told
+/// what is malformed whoever makes it.
+async fn erase<B>(call: Call<'_, B>) -> Result<Response<Full<Bytes>>, ApiError> {
+    call.query.erase_all()?;
+    if call.owner.is_empty() {
+        return Err(ApiError::owner_required());
+    }
+    let deleted = call.store.erase_owner(call.owner).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "conversation.erasure", "deleted": deleted}),
     ))
 }
 

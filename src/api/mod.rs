@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /?limit=50&offset=0&q=words` | `200 {"conversations": [summary...], "total", "limit", "offset"}`, newest `updated_at` first |
 //! | `POST /` `{"title"?, "metadata"?, "messages"?}` or `{"metadata"?, "items"?}` | `201` summary (up to 20 Responses input items, stored as chat messages) |
+//! | `DELETE /?all=true` | `200 {"object": "conversation.erasure", "deleted": N}`: every conversation of the caller; `403 owner_required` without an owner |
 //! | `GET /{id}` | `200` summary plus `"messages"` |
 //! | `GET /{id}/messages?limit=20&after=SEQ&order=asc` | `200 {"data": [message...], "has_more"}` |
 //! | `PATCH /{id}` or `POST /{id}` `{"title"?, "metadata"?}` | `200` summary (`"metadata": null` clears it) |

@@ -139,6 +139,18 @@ impl QueryParams {
         })
     }
 
+    /// The required `all=true` of an erasure, which says the caller means every one of
+    /// their conversations.
+    pub(crate) fn erase_all(&self) -> Result<(), ApiError> {
+        match self.get("all")? {
+            Some("true") => Ok(()),
+            _ => Err(invalid(
+                "all",
+                "Pass `all=true` to erase every one of your conversations.",
+            )),
+        }
+    }
+
     /// The required `from_sequence` of a truncation.
     pub(crate) fn truncation_point(&self) -> Result<i64, ApiError> {
         self.non_negative("from_sequence")?.ok_or_else(|| {

@@ -14,6 +14,8 @@ pub(crate) enum Endpoint {
     List,
     /// `POST /`
     Create,
+    /// `DELETE /?all=true`: every conversation of the caller
+    Erase,
     /// `GET /{id}`
     Get(Uuid),
     /// `PATCH /{id}`, and `POST /{id}` (OpenAI's update)
@@ -101,6 +103,7 @@ pub(crate) fn route(
     let endpoint = match (&resource, method) {
         (Resource::Collection, &Method::GET) => Endpoint::List,
         (Resource::Collection, &Method::POST) => Endpoint::Create,
+        (Resource::Collection, &Method::DELETE) => Endpoint::Erase,
         (Resource::Conversation(id), &Method::GET) => Endpoint::Get(parse_id(id)?),
         (Resource::Conversation(id), &Method::PATCH | &Method::POST) => {
             Endpoint::Update(parse_id(id)?)
@@ -128,7 +131,7 @@ pub(crate) fn route(
 /// The value of the `Allow` header for each resource.
 fn allowed_methods(resource: &Resource<'_>) -> &'static str {
     match resource {
-        Resource::Collection => "GET, POST",
+        Resource::Collection => "GET, POST, DELETE",
         Resource::Conversation(_) => "GET, POST, PATCH, DELETE",
         Resource::Messages(_) => "GET, DELETE",
         Resource::Fork(_) => "POST",

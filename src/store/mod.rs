@@ -24,6 +24,7 @@ mod fork;
 mod postgres;
 mod read;
 mod records;
+mod retention;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod text;
@@ -39,6 +40,7 @@ pub use records::{
 pub(crate) use text::{message_text, title_from, title_of};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// Where the store records which of its migrations ran. A table of its own rather than
@@ -179,6 +181,35 @@ pub trait ConversationStore: TurnStore {
 
     /// Deletes messages `from_sequence..` and returns how many went.
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError>;
+
+    /// Deletes every conversation of `owner` with its messages (erasure on request) and
+    /// returns how many conversations went. Works in batches of at most 500
+    /// conversations, so no lock is held for long however much the owner has.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::ConversationStore;
+    /// let erased = pool.erase_owner("user-42").await?;
+    /// println!("{erased} conversations erased");
+    /// # Ok(()) }
+    /// ```
+    async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Deletes every conversation, of any owner, not updated since `idle_since`, with its
+    /// messages (retention), and returns how many went. In batches, as
+    /// [`erase_owner`](Self::erase_owner); a conversation a turn reaches while the purge
+    /// runs is kept.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::ConversationStore;
+    /// let cutoff = chrono::Utc::now() - chrono::Duration::days(30);
+    /// let purged = pool.purge_idle(cutoff).await?;
+    /// # Ok(()) }
+    /// ```
+    async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// Runs the store's migrations: one call at start-up.
@@ -265,5 +296,11 @@ impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
     }
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
         (**self).truncate(owner, id, from_sequence).await
+    }
+    async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        (**self).erase_owner(owner).await
+    }
+    async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
+        (**self).purge_idle(idle_since).await
     }
 }

@@ -36,6 +36,7 @@ mod owners;
 mod production_postgres;
 mod properties;
 mod proxy;
+mod retention;
 mod scaling;
 mod splicing;
 mod storage;

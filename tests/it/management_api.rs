@@ -713,7 +713,7 @@ backend_tests! {
         let client = Client::axum(&db).await;
         let id = Uuid::now_v7();
         let cases = [
-            (Method::DELETE, String::new(), "GET, POST"),
+            (Method::PUT, String::new(), "GET, POST, DELETE"),
             (Method::PUT, format!("/{id}"), "GET, POST, PATCH, DELETE"),
             (Method::POST, format!("/{id}/messages"), "GET, DELETE"),
             (Method::GET, format!("/{id}/fork"), "POST"),

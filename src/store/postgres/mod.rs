@@ -6,6 +6,7 @@
 //! Every call goes through a [`Session`], which also serves transaction poolers.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -14,6 +15,7 @@ use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
 mod distribute;
+mod retention;
 mod session;
 
 pub use self::distribute::distribute;
@@ -22,6 +24,7 @@ use self::session::Session;
 use super::batch::{MessageColumns, message_count};
 use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
+use super::retention::Sweep;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
@@ -378,6 +381,14 @@ impl ConversationStore for PgPool {
         }
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        retention::sweep(self, Sweep::Owner(owner)).await
+    }
+
+    async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
+        retention::sweep(self, Sweep::IdleSince(idle_since)).await
     }
 }
 

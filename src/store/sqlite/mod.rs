@@ -10,6 +10,7 @@
 //! [`write_queue`].
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use sqlx::types::Json;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use super::batch::{message_count, message_rows_json};
 use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
+use super::retention::Sweep;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
     HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
@@ -65,6 +67,7 @@ SELECT ?1, batch.key, ?4, ",
 }
 
 // After the SQL macros above, which the turn statements there are built from too.
+mod retention;
 mod write_queue;
 
 use write_queue::{TurnRows, begin_write, timestamp};
@@ -336,6 +339,14 @@ impl ConversationStore for SqlitePool {
         }
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        retention::sweep(self, Sweep::Owner(owner)).await
+    }
+
+    async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
+        retention::sweep(self, Sweep::IdleSince(idle_since)).await
     }
 }
 
