@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::support::api::*;
 use crate::support::db::Backend;
+use crate::support::process::Proxy;
 use crate::support::store::*;
 
 backend_tests! {
@@ -50,6 +51,25 @@ backend_tests! {
         assert_eq!(store.purge_idle(cutoff).await.unwrap(), 0);
     }
 
+    async fn the_proxy_purges_conversations_idle_longer_than_its_retention_days(db: TestDb) {
+        let store = db.store();
+        conversation_with(&store, "someone", &[turn("idle", "a")]).await;
+        let recent = conversation_with(&store, "someone", &[turn("recent", "a")]).await;
+        db.execute(match db.backend {
+            Backend::Sqlite => "UPDATE conversations SET updated_at = '2020-01-01T00:00:00.000000Z' WHERE title = 'idle'",
+            Backend::Postgres => "UPDATE conversations SET updated_at = now() - interval '3 days' WHERE title = 'idle'",
+        })
+        .await;
+        let proxy = Proxy::start(&["--database-url", &db.url, "--retention-days", "2"], &[]).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while db.scalar("SELECT count(*) FROM conversations").await > 1 {
+            assert!(std::time::Instant::now() < deadline, "not purged: {}", proxy.log());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(store.get("someone", recent).await.is_ok(), "two days have not passed for this one");
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
+    }
+
     async fn erasure_over_http_deletes_every_conversation_of_the_caller(db: TestDb) {
         let client = Client::axum(&db).await;
         for n in 0..3 {
@@ -80,5 +100,17 @@ backend_tests! {
             assert_eq!((reply.status, reply.error_param()), (StatusCode::BAD_REQUEST, Some("all")), "{query}");
         }
         assert_eq!(client.list("").await["total"], 1);
+    }
+}
+
+#[test]
+fn the_proxy_refuses_a_retention_that_is_not_a_number_of_days() {
+    for days in ["0", "-1", "two", "1.5"] {
+        let output = crate::support::process::command(&["--retention-days", days], &[])
+            .output()
+            .expect("run the proxy");
+        assert_eq!(output.status.code(), Some(2), "{days}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--retention-days"), "{days}: {stderr}");
     }
 }
