@@ -31,6 +31,7 @@ mod hostile_input;
 mod items;
 mod management_api;
 mod modes;
+mod openai_sdk;
 mod operations;
 mod owners;
 mod production_postgres;
