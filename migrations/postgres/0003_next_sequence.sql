@@ -31,3 +31,6 @@ ALTER TABLE conversations
 -- Retention purges conversations idle since a time, across owners, in batches: each
 -- batch finds them through this index instead of reading the whole table.
 CREATE INDEX conversations_idle ON conversations (updated_at);
+
+-- Cursor listings: one owner's conversations by id (UUIDv7, so creation order).
+CREATE INDEX conversations_owner_id ON conversations (owner, id);

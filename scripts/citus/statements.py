@@ -76,6 +76,8 @@ SAMPLES = {
     "TRUNCATE_CONVERSATION": (["uuid", "text", "int8"], [SAMPLE, OWNER, "2"]),
     "TRUNCATE_LOCK": (["uuid", "text"], [SAMPLE, OWNER]),
     "OWNER_BATCH": (["text", "int8"], [OWNER, "500"]),
+    "BY_ID_ASC": (["text", "uuid", "int8"], [OWNER, "'00000000-0000-0000-0000-000000000000'", "21"]),
+    "BY_ID_DESC": (["text", "uuid", "int8"], [OWNER, "'ffffffff-ffff-ffff-ffff-ffffffffffff'", "21"]),
     "DELETE_OWNED": (["uuid", "text"], [SAMPLE, OWNER]),
     "IDLE_BATCH": (["timestamptz", "int8"], ["now()", "500"]),
     "DELETE_IDLE": (["uuid", "timestamptz"], [SAMPLE, "now()"]),

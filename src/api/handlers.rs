@@ -59,7 +59,24 @@ where
     }
 }
 
+/// The offset listing, or the cursor listing when `after` or `order` is given.
 async fn list<B>(call: Call<'_, B>) -> Result<Response<Full<Bytes>>, ApiError> {
+    if let Some(cursor) = call.query.cursor_list()? {
+        let page = call.store.list_by_id(call.owner, &cursor).await?;
+        let data: Vec<_> = page.conversations.iter().map(response::summary).collect();
+        let first_id = page.conversations.first().map(|c| c.id.to_string());
+        let last_id = page.conversations.last().map(|c| c.id.to_string());
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "object": "list",
+                "data": data,
+                "first_id": first_id,
+                "last_id": last_id,
+                "has_more": page.has_more,
+            }),
+        ));
+    }
     let query = call.query.list()?;
     let page = call.store.list(call.owner, &query).await?;
     let conversations: Vec<_> = page.conversations.iter().map(response::summary).collect();

@@ -4,6 +4,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /?limit=50&offset=0&q=words` | `200 {"conversations": [summary...], "total", "limit", "offset"}`, newest `updated_at` first |
+//! | `GET /?after=ID&limit=20&order=desc` | `200 {"object": "list", "data": [summary...], "first_id", "last_id", "has_more"}`: by id (creation order), no `total`; chosen when `after` or `order` is given |
 //! | `POST /` `{"title"?, "metadata"?, "messages"?}` or `{"metadata"?, "items"?}` | `201` summary (up to 20 Responses input items, stored as chat messages) |
 //! | `DELETE /?all=true` | `200 {"object": "conversation.erasure", "deleted": N}`: every conversation of the caller; `403 owner_required` without an owner |
 //! | `GET /{id}` | `200` summary plus `"messages"` |

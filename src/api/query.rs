@@ -7,7 +7,8 @@ use std::borrow::Cow;
 
 use crate::error::ApiError;
 use crate::items::ItemId;
-use crate::store::{ListQuery, MessageQuery, Order};
+use crate::store::{CursorQuery, ListQuery, MessageQuery, Order};
+use uuid::Uuid;
 
 /// `after`, `limit` and `order` of an items page (OpenAI's list parameters).
 pub(crate) struct ItemsQuery {
@@ -75,6 +76,49 @@ impl QueryParams {
                 format!("`{name}` must be a non-negative integer."),
             )),
         }
+    }
+
+    /// The cursor listing, when `after` or `order` is given: `after` a conversation id,
+    /// `limit` (default 20, as OpenAI's lists) and `order` (default `desc`, newest
+    /// first). `offset` belongs to the other listing and is refused beside them, and so
+    /// is `q`, which cursor pages do not search yet. `None` for the offset listing.
+    pub(crate) fn cursor_list(&self) -> Result<Option<CursorQuery>, ApiError> {
+        let after = self.get("after")?;
+        let order = self.get("order")?;
+        if after.is_none() && order.is_none() {
+            return Ok(None);
+        }
+        for (name, why) in [
+            (
+                "offset",
+                "`offset` pages the other listing; with `after` or `order`, page by `after`.",
+            ),
+            (
+                "q",
+                "`q` is not supported with `after` or `order` yet; search with `limit` and `offset`.",
+            ),
+        ] {
+            if self.get(name)?.is_some() {
+                return Err(invalid(name, why));
+            }
+        }
+        let after = match after {
+            None => None,
+            Some(id) => Some(
+                Uuid::try_parse(id)
+                    .map_err(|_| invalid("after", "`after` must be the id of a conversation."))?,
+            ),
+        };
+        let order = match order {
+            None | Some("desc") => Order::Desc,
+            Some("asc") => Order::Asc,
+            Some(_) => return Err(invalid("order", "`order` must be `asc` or `desc`.")),
+        };
+        Ok(Some(CursorQuery {
+            after,
+            limit: self.limit(DEFAULT_MESSAGE_LIMIT)?,
+            order,
+        }))
     }
 
     /// `limit`, `offset` and `q` of a listing. A blank `q` lists everything.

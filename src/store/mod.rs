@@ -33,9 +33,9 @@ pub use error::StoreError;
 #[cfg(feature = "postgres")]
 pub use postgres::distribute;
 pub use records::{
-    Conversation, ConversationDetail, ConversationList, ConversationUpdate, HistoryMessage,
-    ListQuery, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage, Order,
-    StoredMessage,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationUpdate,
+    CursorQuery, HistoryMessage, ListQuery, MessagePage, MessageQuery, Metadata, NewConversation,
+    NewMessage, Order, StoredMessage,
 };
 pub(crate) use text::{message_text, title_from, title_of};
 
@@ -147,6 +147,26 @@ pub trait ConversationStore: TurnStore {
     /// Lists conversations, newest `updated_at` first, with the total before paging.
     /// With `query.search` set, only conversations whose messages match every word.
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError>;
+
+    /// A page of conversations by id (creation order), after a cursor: OpenAI's list
+    /// paging, stable under concurrent turns and as cheap at any depth.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::store::{ConversationStore, CursorQuery, Order};
+    /// let first = pool.list_by_id("", &CursorQuery { after: None, limit: 20, order: Order::Desc }).await?;
+    /// if let (true, Some(last)) = (first.has_more, first.conversations.last()) {
+    ///     let query = CursorQuery { after: Some(last.id), limit: 20, order: Order::Desc };
+    ///     let next = pool.list_by_id("", &query).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn list_by_id(
+        &self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError>;
 
     /// One conversation with all its messages.
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError>;
@@ -263,6 +283,13 @@ impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
     }
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
         (**self).list(owner, query).await
+    }
+    async fn list_by_id(
+        &self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        (**self).list_by_id(owner, query).await
     }
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
         (**self).get(owner, id).await

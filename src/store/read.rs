@@ -15,8 +15,9 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, 
 use uuid::Uuid;
 
 use super::{
-    Conversation, ConversationDetail, ConversationList, HistoryMessage, ListQuery, MessagePage,
-    MessageQuery, Metadata, Order, StoreError, StoredMessage,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, CursorQuery,
+    HistoryMessage, ListQuery, MessagePage, MessageQuery, Metadata, Order, StoreError,
+    StoredMessage,
 };
 
 /// The history, or its last `$3` messages (NULL: all): each message's role and its JSON
@@ -46,6 +47,22 @@ ORDER BY updated_at DESC, id DESC
 LIMIT $2 OFFSET $3";
 
 const COUNT: &str = "SELECT count(*) FROM conversations WHERE owner = $1";
+
+/// Cursor pages by id; without a cursor, `$2` is the nil id (below every UUIDv7) or the
+/// max id (above every one).
+const BY_ID_ASC: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = $1 AND id > $2
+ORDER BY id
+LIMIT $3";
+
+const BY_ID_DESC: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = $1 AND id < $2
+ORDER BY id DESC
+LIMIT $3";
 
 /// A conversation and its messages: a row per message, or one without a message.
 const DETAIL: &str = "
@@ -199,6 +216,36 @@ where
             .fetch_one(&mut *self.connection)
             .await?;
         Self::listing(&rows, total)
+    }
+
+    /// A page of the owner's conversations by id, after the cursor.
+    pub(crate) async fn by_id(
+        &mut self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        let (sql, start) = match query.order {
+            Order::Asc => (BY_ID_ASC, query.after.unwrap_or(Uuid::nil())),
+            Order::Desc => (BY_ID_DESC, query.after.unwrap_or(Uuid::max())),
+        };
+        // One more than asked tells whether another page follows.
+        let rows = sqlx::query(sql)
+            .persistent(self.named)
+            .bind(owner)
+            .bind(start)
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(&mut *self.connection)
+            .await?;
+        let mut conversations: Vec<Conversation> = rows
+            .iter()
+            .map(Self::conversation)
+            .collect::<Result<_, _>>()?;
+        let has_more = conversations.len() > query.limit as usize;
+        conversations.truncate(query.limit as usize);
+        Ok(ConversationPage {
+            conversations,
+            has_more,
+        })
     }
 
     /// One conversation with all its messages.

@@ -211,6 +211,28 @@ pub struct ConversationList {
     pub total: u64,
 }
 
+/// A page of conversations by id (UUIDv7, so in creation order): stable however
+/// conversations are updated meanwhile, and as cheap at any depth as on the first page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CursorQuery {
+    /// Start after this conversation id (exclusive), in the page's direction.
+    pub after: Option<Uuid>,
+    /// Page size.
+    pub limit: u32,
+    /// `Desc` is newest first.
+    pub order: Order,
+}
+
+/// One page of conversations by id.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ConversationPage {
+    /// The page, in the requested order.
+    pub conversations: Vec<Conversation>,
+    /// Whether more conversations follow in this direction.
+    pub has_more: bool,
+}
+
 /// Direction of a message page.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Order {

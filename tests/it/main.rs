@@ -26,6 +26,7 @@ mod support;
 
 mod capture;
 mod conversation_items;
+mod conversation_list;
 mod faults;
 mod hostile_input;
 mod items;

@@ -26,9 +26,10 @@ use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
 use super::retention::Sweep;
 use super::{
-    Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
-    HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
-    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from, title_of,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
+    ConversationUpdate, CursorQuery, HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage,
+    MessageQuery, Metadata, NewConversation, NewMessage, StoreError, TurnStore, TurnTarget,
+    title_from, title_of,
 };
 
 /// Creates a conversation and stores its first messages, in one statement.
@@ -243,6 +244,20 @@ impl ConversationStore for PgPool {
         };
         session.commit().await?;
         Ok(list)
+    }
+
+    async fn list_by_id(
+        &self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        let mut session = Session::statement(self).await?;
+        let named = session.named();
+        let page = Reader::<Postgres>::new(session.connection(), named)
+            .by_id(owner, query)
+            .await?;
+        session.commit().await?;
+        Ok(page)
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {

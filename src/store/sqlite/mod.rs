@@ -21,9 +21,10 @@ use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
 use super::retention::Sweep;
 use super::{
-    Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
-    HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
-    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from, title_of,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
+    ConversationUpdate, CursorQuery, HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage,
+    MessageQuery, Metadata, NewConversation, NewMessage, StoreError, TurnStore, TurnTarget,
+    title_from, title_of,
 };
 
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
@@ -209,6 +210,17 @@ impl ConversationStore for SqlitePool {
         };
         let statements = (SEARCH, SEARCH_COUNT);
         reader.search(statements, owner, query, &expression).await
+    }
+
+    async fn list_by_id(
+        &self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        let mut connection = self.acquire().await?;
+        Reader::<Sqlite>::new(&mut connection, true)
+            .by_id(owner, query)
+            .await
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
