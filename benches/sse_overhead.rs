@@ -243,6 +243,19 @@ impl ConversationStore for NoDatabase {
     async fn truncate(&self, _: &str, _: Uuid, _: i64) -> Result<u64, StoreError> {
         Err(StoreError::NotFound)
     }
+    async fn list_by_id(
+        &self,
+        _: &str,
+        _: &tower_conversations::store::CursorQuery,
+    ) -> Result<tower_conversations::store::ConversationPage, StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn erase_owner(&self, _: &str) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    async fn purge_idle(&self, _: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 /// Which requests a group measures.

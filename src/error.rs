@@ -86,6 +86,25 @@ impl ApiError {
         )
     }
 
+    /// An item id the conversation does not hold (or that this store never writes).
+    pub(crate) fn item_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "item_not_found",
+            "No item with that id was found in the conversation.",
+        )
+    }
+
+    /// Erasure asked for in the shared space, which belongs to no one: refused, so that
+    /// no anonymous call can erase everyone's conversations.
+    pub(crate) fn owner_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "owner_required",
+            "Erasing every conversation needs an owner; this request has none.",
+        )
+    }
+
     /// A path the management API does not serve.
     pub(crate) fn not_found() -> Self {
         Self::new(

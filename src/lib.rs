@@ -85,6 +85,7 @@ mod future;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod items;
 mod layer;
 pub mod metrics;
 mod owner;

@@ -36,6 +36,8 @@ Options (a flag wins over its environment variable):
   --metrics-listen ADDR serve Prometheus metrics at http://ADDR/metrics, with no key
                         [env METRICS_LISTEN] [default: /metrics on --listen, behind the same
                         key rules as every other path]
+  --retention-days N    delete conversations not updated for N days, at start and then every
+                        hour [env RETENTION_DAYS] [default: none, conversations are kept]
   --healthcheck URL     request URL (or a path such as /readyz on the --listen address) and
                         exit 0 if it answers 2xx, 1 otherwise: a health check for images
                         without curl
@@ -82,13 +84,15 @@ pub struct Config {
     /// Where to serve `/metrics` with no key; `None` serves it on [`listen`](Self::listen)
     /// behind the key rules.
     pub metrics_listen: Option<String>,
+    /// Conversations idle for this many days are purged; `None` keeps them.
+    pub retention_days: Option<u32>,
 }
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
-    /// Run the proxy.
-    Run(Config),
+    /// Run the proxy (boxed: a configuration is far larger than the other commands).
+    Run(Box<Config>),
     /// Request this URL and exit by its answer.
     Healthcheck(String),
     /// Print [`USAGE`] and exit.
@@ -111,6 +115,7 @@ pub fn parse(
     let mut api_keys = None;
     let mut allow_anonymous = false;
     let mut metrics_listen = None;
+    let mut retention_days = None;
     let mut healthcheck = None;
 
     let mut args = args.into_iter();
@@ -142,6 +147,7 @@ pub fn parse(
             "--allow-anonymous" if inline.is_none() => allow_anonymous = true,
             "--allow-anonymous" => return Err("--allow-anonymous takes no value".to_owned()),
             "--metrics-listen" => metrics_listen = Some(value("--metrics-listen")?),
+            "--retention-days" => retention_days = Some(value("--retention-days")?),
             "--healthcheck" => healthcheck = Some(value("--healthcheck")?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -167,7 +173,18 @@ pub fn parse(
             file.display()
         ));
     }
-    Ok(Command::Run(Config {
+    let retention_days = match retention_days.or_else(|| env("RETENTION_DAYS")) {
+        None => None,
+        Some(days) => match days.parse::<u32>() {
+            Ok(days) if days > 0 => Some(days),
+            _ => {
+                return Err(format!(
+                    "--retention-days (RETENTION_DAYS) {days:?}: expected a whole number of days, 1 or more"
+                ));
+            }
+        },
+    };
+    Ok(Command::Run(Box::new(Config {
         listen,
         upstream,
         database_url: database_url
@@ -179,7 +196,8 @@ pub fn parse(
         api_keys,
         allow_anonymous,
         metrics_listen: metrics_listen.or_else(|| env("METRICS_LISTEN")),
-    }))
+        retention_days,
+    })))
 }
 
 /// A yes-or-no environment variable: `1`/`true`/`yes` or `0`/`false`/`no`.

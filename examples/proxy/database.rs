@@ -10,10 +10,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use axum::BoxError;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgPool, SqlitePool};
-use tower_conversations::ConversationLayer;
+use tower_conversations::{ConversationLayer, ConversationStore, StoreError};
 
 /// How long a Postgres connection may sit idle in the pool before it is pinged on its
 /// way out.
@@ -47,6 +48,14 @@ impl Pool {
         match self {
             Self::Sqlite(pool) => ConversationLayer::new(pool.clone()),
             Self::Postgres(pool) => ConversationLayer::new(pool.clone()),
+        }
+    }
+
+    /// Deletes the conversations not updated since `cutoff`; how many went.
+    pub async fn purge_idle(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(pool) => pool.purge_idle(cutoff).await,
+            Self::Postgres(pool) => pool.purge_idle(cutoff).await,
         }
     }
 

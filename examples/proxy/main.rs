@@ -22,6 +22,7 @@ mod demo;
 mod forward;
 mod ops;
 mod owner;
+mod retention;
 
 use std::convert::Infallible;
 use std::io::IsTerminal;
@@ -60,7 +61,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = match config::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
-        Ok(Command::Run(config)) => config,
+        Ok(Command::Run(config)) => *config,
         Ok(Command::Healthcheck(url)) => return ops::healthcheck(&url).await,
         Ok(Command::Help) => {
             print!("{}", config::USAGE);
@@ -118,6 +119,9 @@ async fn run(config: Config) -> Result<(), BoxError> {
             .pool
             .layer()
             .owner_resolver(owner::by_bearer_token());
+        if let Some(days) = config.retention_days {
+            retention::purge_on_a_timer(database.pool.clone(), days);
+        }
         (Some(layer), Some(database.pool))
     };
     let metrics_on_main = match &config.metrics_listen {

@@ -27,9 +27,10 @@ MAX = "9223372036854775807"
 RUNS = 7
 
 SETUP = f"""
-INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
-VALUES ({SAMPLE}, {OWNER}, 'sample', now(), now(), 4, '{{}}'),
-       ({TARGET}, {OWNER}, 'target', now(), now(), 0, '{{}}');
+INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count,
+                           next_sequence, metadata)
+VALUES ({SAMPLE}, {OWNER}, 'sample', now(), now(), 4, 4, '{{}}'),
+       ({TARGET}, {OWNER}, 'target', now(), now(), 0, 0, '{{}}');
 INSERT INTO messages (conversation_id, sequence_number, role, message, content_search,
                       metadata, created_at)
 VALUES ({SAMPLE}, 0, 'user', '{{"role":"user","content":"hello sample"}}', to_tsvector('simple', 'hello sample'), '{{}}', now()),
@@ -68,11 +69,18 @@ SAMPLES = {
     "UPDATE": (["uuid", "text", "text", "jsonb"], [SAMPLE, OWNER, "'renamed'", """'{"k":"v"}'"""]),
     "DELETE": (["uuid", "text"], [SAMPLE, OWNER]),
     "FORK_SOURCE": (["uuid", "text"], [SAMPLE, OWNER]),
-    "FORK_CONVERSATION": (["uuid", "text", "text", "int8", "jsonb"],
-                          [FRESH, OWNER, "'sample'", "2", "'{}'"]),
+    "FORK_CONVERSATION": (["uuid", "text", "text", "int8", "int8", "jsonb"],
+                          [FRESH, OWNER, "'sample'", "2", "2", "'{}'"]),
+    "FORK_SPAN": (["uuid", "int8"], [SAMPLE, "1"]),
     "FORK_MESSAGES": (["uuid", "uuid", "int8"], [SAMPLE, TARGET, "1"]),
     "TRUNCATE_CONVERSATION": (["uuid", "text", "int8"], [SAMPLE, OWNER, "2"]),
-    "CONVERSATION_EXISTS": (["uuid", "text"], [SAMPLE, OWNER]),
+    "TRUNCATE_LOCK": (["uuid", "text"], [SAMPLE, OWNER]),
+    "OWNER_BATCH": (["text", "int8"], [OWNER, "500"]),
+    "BY_ID_ASC": (["text", "uuid", "int8"], [OWNER, "'00000000-0000-0000-0000-000000000000'", "21"]),
+    "BY_ID_DESC": (["text", "uuid", "int8"], [OWNER, "'ffffffff-ffff-ffff-ffff-ffffffffffff'", "21"]),
+    "DELETE_OWNED": (["uuid", "text"], [SAMPLE, OWNER]),
+    "IDLE_BATCH": (["timestamptz", "int8"], ["now()", "500"]),
+    "DELETE_IDLE": (["uuid", "timestamptz"], [SAMPLE, "now()"]),
     "HAS_CITUS": ([], []),
     "IS_DISTRIBUTED": (["text"], ["'messages'"]),
     "TRUNCATE_MESSAGES": (["uuid", "int8"], [SAMPLE, "2"]),

@@ -8,6 +8,7 @@ use http_body_util::Full;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::items;
 use super::query::QueryParams;
 use super::request;
 use super::response::{self, json_response};
@@ -18,6 +19,8 @@ use crate::request_body::read_body;
 use crate::store::{ConversationStore, StoreError};
 
 /// What one request asks of the API, routed and with its owner resolved.
+///
+/// The item endpoints take it too; they live in [`items`](super::items).
 pub(crate) struct Call<'a, B> {
     pub(crate) store: &'a dyn ConversationStore,
     pub(crate) owner: &'a str,
@@ -29,7 +32,7 @@ pub(crate) struct Call<'a, B> {
 /// messages with long contents, small enough that no client can exhaust memory. A longer
 /// body is read up to the limit, whatever its declared length, so that the client gets
 /// to read its `413` instead of a connection closed mid-send.
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Answers `endpoint`.
 pub(crate) async fn handle<B>(
@@ -43,16 +46,37 @@ where
     match endpoint {
         Endpoint::List => list(call).await,
         Endpoint::Create => create(call).await,
+        Endpoint::Erase => erase(call).await,
         Endpoint::Get(id) => get(call, id).await,
         Endpoint::Messages(id) => messages(call, id).await,
         Endpoint::Update(id) => update(call, id).await,
         Endpoint::Delete(id) => delete(call, id).await,
         Endpoint::Fork(id) => fork(call, id).await,
         Endpoint::Truncate(id) => truncate(call, id).await,
+        Endpoint::Items(id) => items::list(call, id).await,
+        Endpoint::AddItems(id) => items::add(call, id).await,
+        Endpoint::Item(id, item) => items::get(call, id, &item).await,
     }
 }
 
+/// The offset listing, or the cursor listing when `after` or `order` is given.
 async fn list<B>(call: Call<'_, B>) -> Result<Response<Full<Bytes>>, ApiError> {
+    if let Some(cursor) = call.query.cursor_list()? {
+        let page = call.store.list_by_id(call.owner, &cursor).await?;
+        let data: Vec<_> = page.conversations.iter().map(response::summary).collect();
+        let first_id = page.conversations.first().map(|c| c.id.to_string());
+        let last_id = page.conversations.last().map(|c| c.id.to_string());
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "object": "list",
+                "data": data,
+                "first_id": first_id,
+                "last_id": last_id,
+                "has_more": page.has_more,
+            }),
+        ));
+    }
     let query = call.query.list()?;
     let page = call.store.list(call.owner, &query).await?;
     let conversations: Vec<_> = page.conversations.iter().map(response::summary).collect();
@@ -77,6 +101,20 @@ where
     Ok(json_response(
         StatusCode::CREATED,
         &response::summary(&created),
+    ))
+}
+
+/// Erasure: the parameter is checked before the owner, so that a malformed call is told
+/// what is malformed whoever makes it.
+async fn erase<B>(call: Call<'_, B>) -> Result<Response<Full<Bytes>>, ApiError> {
+    call.query.erase_all()?;
+    if call.owner.is_empty() {
+        return Err(ApiError::owner_required());
+    }
+    let deleted = call.store.erase_owner(call.owner).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "conversation.erasure", "deleted": deleted}),
     ))
 }
 

@@ -4,16 +4,27 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /?limit=50&offset=0&q=words` | `200 {"conversations": [summary...], "total", "limit", "offset"}`, newest `updated_at` first |
-//! | `POST /` `{"title"?, "metadata"?, "messages"?}` | `201` summary |
+//! | `GET /?after=ID&limit=20&order=desc` | `200 {"object": "list", "data": [summary...], "first_id", "last_id", "has_more"}`: by id (creation order), no `total`; chosen when `after` or `order` is given |
+//! | `POST /` `{"title"?, "metadata"?, "messages"?}` or `{"metadata"?, "items"?}` | `201` summary (up to 20 Responses input items, stored as chat messages) |
+//! | `DELETE /?all=true` | `200 {"object": "conversation.erasure", "deleted": N}`: every conversation of the caller; `403 owner_required` without an owner |
 //! | `GET /{id}` | `200` summary plus `"messages"` |
 //! | `GET /{id}/messages?limit=20&after=SEQ&order=asc` | `200 {"data": [message...], "has_more"}` |
-//! | `PATCH /{id}` `{"title"?, "metadata"?}` | `200` summary |
-//! | `DELETE /{id}` | `200 {"id", "deleted": true}` |
+//! | `PATCH /{id}` or `POST /{id}` `{"title"?, "metadata"?}` | `200` summary (`"metadata": null` clears it) |
+//! | `DELETE /{id}` | `200 {"id", "object": "conversation.deleted", "deleted": true}` |
 //! | `POST /{id}/fork` `{"at_sequence": N}` | `201` summary of the copy of messages `0..=N` |
 //! | `DELETE /{id}/messages?from_sequence=N` | `200 {"id", "deleted_messages": K}` |
+//! | `GET /{id}/items?after=ITEM&limit=20&order=desc` | `200 {"object": "list", "data": [item...], "first_id", "last_id", "has_more"}` |
+//! | `POST /{id}/items` `{"items": [1 to 20]}` | `200` the same list shape, the items as stored, appended in one transaction |
+//! | `GET /{id}/items/{item_id}` | `200` one item, `404 item_not_found` for any id the conversation does not hold |
 //!
-//! A summary is `{"id", "title", "created_at", "updated_at", "message_count",
-//! "metadata"}` with RFC 3339 timestamps in UTC with milliseconds. A message is the
+//! Items are OpenAI's view of the stored chat messages ([`crate::items`]); their ids
+//! (`msg_<seq>`, `fc_<seq>_<n>`, `fco_<seq>`) come from sequence numbers, which are
+//! never handed out twice, so an item id is never reused. `first_id` and `last_id` are
+//! `null` on an empty page.
+//!
+//! A summary is OpenAI's conversation object `{"id", "object": "conversation",
+//! "created_at", "metadata"}` with `title`, `updated_at` and `message_count` beside it;
+//! every time is in unix seconds, as OpenAI writes them. A message is the
 //! stored message object plus `sequence_number`, `created_at`, `metadata`, and
 //! `reasoning` / `reasoning_events` when there are any; messages in that shape are also
 //! accepted when creating a conversation, so an exported conversation imports unchanged.
@@ -30,6 +41,7 @@
 //! `503 conversation_store_unavailable` when the store fails (the cause goes to the log).
 
 mod handlers;
+mod items;
 mod query;
 mod request;
 mod response;
@@ -55,8 +67,8 @@ use query::QueryParams;
 /// The management endpoints as a tower [`Service`], mountable under `/v1/conversations`.
 ///
 /// It answers paths relative to where it is mounted (`/`, `/{id}`, `/{id}/messages`,
-/// `/{id}/fork`), and also the same paths under a leading `/v1/conversations`, so it
-/// works nested in an axum router and directly under hyper alike. Each request acts for
+/// `/{id}/fork`), as a router that nests it passes them; served without a router,
+/// [`served_at`](Self::served_at) names the prefix it strips itself. Each request acts for
 /// the owner its [`OwnerResolver`] names and sees only that owner's conversations. See
 /// the [module docs](self) for the endpoints and their JSON.
 ///
@@ -85,6 +97,7 @@ use query::QueryParams;
 pub struct ConversationApi {
     store: Arc<dyn ConversationStore>,
     owners: OwnerResolver,
+    served_at: Option<Arc<str>>,
 }
 
 impl ConversationApi {
@@ -100,7 +113,25 @@ impl ConversationApi {
         Self {
             store: Arc::new(store),
             owners: OwnerResolver::default(),
+            served_at: None,
         }
+    }
+
+    /// Serves the API at `path` (`"/v1/conversations"` as a rule) on a server with no
+    /// router in front, such as hyper's `serve_connection`: the API strips `path` itself
+    /// and answers `404` to anything outside it. Leave it unset when a router nests the
+    /// API (axum's `nest_service`), which strips the path before the API sees it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// // Requests reach it as `/v1/conversations/{id}`, with nothing stripped.
+    /// let api = tower_conversations::ConversationApi::new(pool).served_at("/v1/conversations");
+    /// # }
+    /// ```
+    pub fn served_at(mut self, path: &str) -> Self {
+        self.served_at = Some(Arc::from(path.trim_end_matches('/')));
+        self
     }
 
     /// Who each request acts for; use the same resolver as the layer (or build both
@@ -137,12 +168,14 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let store = self.store.clone();
         let owners = self.owners.clone();
+        let served_at = self.served_at.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let endpoint = match routes::route(&parts.method, parts.uri.path()) {
-                Ok(endpoint) => endpoint,
-                Err(unrouted) => return Ok(unrouted.into_response()),
-            };
+            let endpoint =
+                match routes::route(&parts.method, parts.uri.path(), served_at.as_deref()) {
+                    Ok(endpoint) => endpoint,
+                    Err(unrouted) => return Ok(unrouted.into_response()),
+                };
             let owner = owners.resolve(&parts);
             let call = Call {
                 store: store.as_ref(),
@@ -161,6 +194,7 @@ impl std::fmt::Debug for ConversationApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConversationApi")
             .field("owners", &self.owners)
+            .field("served_at", &self.served_at)
             .finish_non_exhaustive()
     }
 }

@@ -6,7 +6,17 @@
 use std::borrow::Cow;
 
 use crate::error::ApiError;
-use crate::store::{ListQuery, MessageQuery, Order};
+use crate::items::ItemId;
+use crate::store::{CursorQuery, ListQuery, MessageQuery, Order};
+use uuid::Uuid;
+
+/// `after`, `limit` and `order` of an items page (OpenAI's list parameters).
+pub(crate) struct ItemsQuery {
+    /// The id of the item the page starts after; an id this store never writes is `400`.
+    pub(crate) after: Option<ItemId>,
+    pub(crate) limit: u32,
+    pub(crate) order: Order,
+}
 
 /// Default page size of a listing.
 pub(crate) const DEFAULT_LIST_LIMIT: u32 = 50;
@@ -68,6 +78,49 @@ impl QueryParams {
         }
     }
 
+    /// The cursor listing, when `after` or `order` is given: `after` a conversation id,
+    /// `limit` (default 20, as OpenAI's lists) and `order` (default `desc`, newest
+    /// first). `offset` belongs to the other listing and is refused beside them, and so
+    /// is `q`, which cursor pages do not search yet. `None` for the offset listing.
+    pub(crate) fn cursor_list(&self) -> Result<Option<CursorQuery>, ApiError> {
+        let after = self.get("after")?;
+        let order = self.get("order")?;
+        if after.is_none() && order.is_none() {
+            return Ok(None);
+        }
+        for (name, why) in [
+            (
+                "offset",
+                "`offset` pages the other listing; with `after` or `order`, page by `after`.",
+            ),
+            (
+                "q",
+                "`q` is not supported with `after` or `order` yet; search with `limit` and `offset`.",
+            ),
+        ] {
+            if self.get(name)?.is_some() {
+                return Err(invalid(name, why));
+            }
+        }
+        let after = match after {
+            None => None,
+            Some(id) => Some(
+                Uuid::try_parse(id)
+                    .map_err(|_| invalid("after", "`after` must be the id of a conversation."))?,
+            ),
+        };
+        let order = match order {
+            None | Some("desc") => Order::Desc,
+            Some("asc") => Order::Asc,
+            Some(_) => return Err(invalid("order", "`order` must be `asc` or `desc`.")),
+        };
+        Ok(Some(CursorQuery {
+            after,
+            limit: self.limit(DEFAULT_MESSAGE_LIMIT)?,
+            order,
+        }))
+    }
+
     /// `limit`, `offset` and `q` of a listing. A blank `q` lists everything.
     pub(crate) fn list(&self) -> Result<ListQuery, ApiError> {
         let limit = self.limit(DEFAULT_LIST_LIMIT)?;
@@ -105,6 +158,41 @@ impl QueryParams {
             limit,
             order,
         })
+    }
+
+    /// `after`, `limit` and `order` of an items page: newest first by default, as
+    /// OpenAI's list does. `include` is accepted and changes nothing: no item here has
+    /// fields to include.
+    pub(crate) fn items(&self) -> Result<ItemsQuery, ApiError> {
+        let limit = self.limit(DEFAULT_MESSAGE_LIMIT)?;
+        let after = match self.get("after")? {
+            None => None,
+            Some(text) => Some(text.parse::<ItemId>().map_err(|_| {
+                invalid("after", "`after` must be an item id of this conversation.")
+            })?),
+        };
+        let order = match self.get("order")? {
+            None | Some("desc") => Order::Desc,
+            Some("asc") => Order::Asc,
+            Some(_) => return Err(invalid("order", "`order` must be `asc` or `desc`.")),
+        };
+        Ok(ItemsQuery {
+            after,
+            limit,
+            order,
+        })
+    }
+
+    /// The required `all=true` of an erasure, which says the caller means every one of
+    /// their conversations.
+    pub(crate) fn erase_all(&self) -> Result<(), ApiError> {
+        match self.get("all")? {
+            Some("true") => Ok(()),
+            _ => Err(invalid(
+                "all",
+                "Pass `all=true` to erase every one of your conversations.",
+            )),
+        }
     }
 
     /// The required `from_sequence` of a truncation.

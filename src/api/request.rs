@@ -21,27 +21,76 @@ pub(crate) const MAX_METADATA_KEY_CHARS: usize = 64;
 pub(crate) const MAX_METADATA_VALUE_CHARS: usize = 512;
 /// Most messages a conversation can be created with.
 pub(crate) const MAX_SEED_MESSAGES: usize = 100;
+/// Most items one call creates, as OpenAI allows.
+pub(crate) const MAX_ITEMS: usize = 20;
 
-/// `POST /` : `{"title"?, "metadata"?, "messages"?}`. An empty body creates an empty,
-/// untitled conversation.
+/// `POST /` : `{"title"?, "metadata"?, "messages"?}` or OpenAI's `{"items"?,
+/// "metadata"?}` (chat `messages` or Responses `items`, not both). An empty body creates
+/// an empty, untitled conversation.
 pub(crate) fn new_conversation(body: &[u8]) -> Result<NewConversation, ApiError> {
     let mut fields = object(body)?;
-    reject_unknown(&fields, &["title", "metadata", "messages"])?;
+    reject_unknown(&fields, &["title", "metadata", "messages", "items"])?;
+    let given = |value: &Option<Value>| value.as_ref().is_some_and(|value| !value.is_null());
+    let (messages_field, items_field) = (fields.remove("messages"), fields.remove("items"));
+    let messages = match (given(&messages_field), given(&items_field)) {
+        (true, true) => {
+            return Err(invalid(
+                "items",
+                "Give `messages` (chat form) or `items` (Responses form), not both.",
+            ));
+        }
+        (false, true) => items(items_field)?,
+        _ => messages(messages_field)?,
+    };
     Ok(NewConversation {
         title: title(fields.remove("title"))?,
         metadata: metadata(fields.remove("metadata"))?.unwrap_or_default(),
-        messages: messages(fields.remove("messages"))?,
+        messages,
     })
 }
 
-/// `PATCH /{id}` : `{"title"?, "metadata"?}`, at least one of them; metadata replaces
-/// the old whole.
+/// `POST /{id}/items` : `{"items": [1 to 20 input items]}`.
+pub(crate) fn new_items(body: &[u8]) -> Result<Vec<NewMessage>, ApiError> {
+    let mut fields = object(body)?;
+    reject_unknown(&fields, &["items"])?;
+    let messages = items(fields.remove("items"))?;
+    if messages.is_empty() {
+        return Err(invalid("items", "`items` must hold 1 to 20 items."));
+    }
+    Ok(messages)
+}
+
+/// Responses input items, at most [`MAX_ITEMS`], as the chat messages to store.
+fn items(value: Option<Value>) -> Result<Vec<NewMessage>, ApiError> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(invalid("items", "`items` must be an array of items.")),
+    };
+    if items.len() > MAX_ITEMS {
+        return Err(invalid(
+            "items",
+            format!("`items` holds at most {MAX_ITEMS} items."),
+        ));
+    }
+    let messages = crate::items::to_messages(&items)
+        .map_err(|error| invalid(error.param().to_owned(), error.message()))?;
+    Ok(messages.into_iter().map(NewMessage::new).collect())
+}
+
+/// `PATCH /{id}` or `POST /{id}` : `{"title"?, "metadata"?}`, at least one of them;
+/// metadata replaces the old whole, and `"metadata": null` clears it (OpenAI's update
+/// sends that), where a `null` title counts as absent.
 pub(crate) fn update(body: &[u8]) -> Result<ConversationUpdate, ApiError> {
     let mut fields = object(body)?;
     reject_unknown(&fields, &["title", "metadata"])?;
+    let metadata = match fields.remove("metadata") {
+        Some(Value::Null) => Some(Metadata::new()),
+        other => metadata(other)?,
+    };
     let update = ConversationUpdate {
         title: title(fields.remove("title"))?,
-        metadata: metadata(fields.remove("metadata"))?,
+        metadata,
     };
     if update.title.is_none() && update.metadata.is_none() {
         return Err(ApiError::invalid_request(

@@ -1,7 +1,7 @@
 //! The JSON the management API answers with, and the responses that carry it.
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -9,10 +9,12 @@ use uuid::Uuid;
 
 use crate::store::{Conversation, StoredMessage};
 
-/// `{"id", "title", "created_at", "updated_at", "message_count", "metadata"}`.
+/// OpenAI's conversation object `{"id", "object": "conversation", "created_at",
+/// "metadata"}` with ours beside it: `title`, `updated_at`, `message_count`.
 pub(crate) fn summary(conversation: &Conversation) -> Value {
     json!({
         "id": conversation.id.to_string(),
+        "object": "conversation",
         "title": conversation.title,
         "created_at": timestamp(&conversation.created_at),
         "updated_at": timestamp(&conversation.updated_at),
@@ -52,9 +54,9 @@ pub(crate) fn messages(stored: &[StoredMessage]) -> Value {
     Value::Array(stored.iter().map(message).collect())
 }
 
-/// `{"id": ..., "deleted": true}`.
+/// OpenAI's deletion object, `{"id", "object": "conversation.deleted", "deleted": true}`.
 pub(crate) fn deleted(id: Uuid) -> Value {
-    json!({"id": id.to_string(), "deleted": true})
+    json!({"id": id.to_string(), "object": "conversation.deleted", "deleted": true})
 }
 
 /// `{"id": ..., "deleted_messages": K}`.
@@ -62,9 +64,10 @@ pub(crate) fn truncated(id: Uuid, deleted_messages: u64) -> Value {
     json!({"id": id.to_string(), "deleted_messages": deleted_messages})
 }
 
-/// RFC 3339 in UTC with milliseconds, as JavaScript's `Date.toISOString` writes it.
-fn timestamp(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+/// Unix seconds, as every OpenAI object (chat completions' `created` included) writes
+/// its times.
+fn timestamp(at: &DateTime<Utc>) -> i64 {
+    at.timestamp()
 }
 
 /// A JSON response with `status`.
@@ -89,7 +92,7 @@ mod tests {
     }
 
     #[test]
-    fn summary_has_rfc3339_timestamps_and_a_null_title_when_untitled() {
+    fn summary_is_a_conversation_object_with_unix_seconds_and_a_null_title_when_untitled() {
         let conversation = Conversation {
             id: Uuid::nil(),
             title: None,
@@ -102,9 +105,10 @@ mod tests {
             summary(&conversation),
             json!({
                 "id": "00000000-0000-0000-0000-000000000000",
+                "object": "conversation",
                 "title": null,
-                "created_at": "2025-03-01T12:30:05.000Z",
-                "updated_at": "2025-03-01T12:30:05.000Z",
+                "created_at": 1740832205,
+                "updated_at": 1740832205,
                 "message_count": 2,
                 "metadata": {"k": "v"}
             })
@@ -125,7 +129,7 @@ mod tests {
             message(&stored),
             json!({
                 "role": "assistant", "content": "Hi", "sequence_number": 3,
-                "created_at": "2025-03-01T12:30:05.000Z", "metadata": {}
+                "created_at": 1740832205, "metadata": {}
             })
         );
         stored.reasoning = Some("because".into());

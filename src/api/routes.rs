@@ -7,19 +7,18 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// Where the API is usually mounted; stripped when the API is served without a router.
-const MOUNT_PATH: &str = "/v1/conversations";
-
 /// One of the management endpoints, with the conversation it names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     /// `GET /`
     List,
     /// `POST /`
     Create,
+    /// `DELETE /?all=true`: every conversation of the caller
+    Erase,
     /// `GET /{id}`
     Get(Uuid),
-    /// `PATCH /{id}`
+    /// `PATCH /{id}`, and `POST /{id}` (OpenAI's update)
     Update(Uuid),
     /// `DELETE /{id}`
     Delete(Uuid),
@@ -29,6 +28,13 @@ pub(crate) enum Endpoint {
     Truncate(Uuid),
     /// `POST /{id}/fork`
     Fork(Uuid),
+    /// `GET /{id}/items`
+    Items(Uuid),
+    /// `POST /{id}/items`
+    AddItems(Uuid),
+    /// `GET /{id}/items/{item_id}`, with the item id as given: one this store never
+    /// writes is `404`, like an item that is gone.
+    Item(Uuid, String),
 }
 
 /// Why a request matches no endpoint: the error, and for a wrong method the methods the
@@ -63,27 +69,54 @@ enum Resource<'a> {
     Conversation(&'a str),
     Messages(&'a str),
     Fork(&'a str),
+    Items(&'a str),
+    Item(&'a str, &'a str),
 }
 
 /// Matches a request to its endpoint.
 ///
-/// The path is taken relative to the mount point: axum's `nest_service` has already
-/// stripped it, and a leading `/v1/conversations` is stripped here for servers without a
-/// router. The shape of the path is checked before the method, and the method before the
+/// The path is taken relative to the mount point: a router that nests the API (axum's
+/// `nest_service`) has already stripped it. `served_at` names the prefix to strip here
+/// instead, for servers without a router; only one of the two may strip, since
+/// `/v1/conversations/v1/conversations` would otherwise reach the API as a second
+/// `/v1/conversations` and be stripped again. Under `served_at`, a path outside it is
+/// `404`. The shape of the path is checked before the method, and the method before the
 /// id, so that an unknown path is `404 not_found`, a known path with the wrong method is
 /// `405` (the error names the allowed methods for the `Allow` header) and only then is a
 /// malformed id `400 invalid_conversation_id`.
-pub(crate) fn route(method: &Method, path: &str) -> Result<Endpoint, Unrouted> {
-    let resource = resource(path).ok_or_else(ApiError::not_found)?;
+pub(crate) fn route(
+    method: &Method,
+    path: &str,
+    served_at: Option<&str>,
+) -> Result<Endpoint, Unrouted> {
+    let relative = match served_at {
+        None => Some(path),
+        Some(prefix) => match path.strip_prefix(prefix) {
+            // Only a whole segment is the mount point: `/v1/conversationsX` is not.
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => Some(rest),
+            _ => None,
+        },
+    };
+    let resource = relative
+        .and_then(resource)
+        .ok_or_else(ApiError::not_found)?;
     let endpoint = match (&resource, method) {
         (Resource::Collection, &Method::GET) => Endpoint::List,
         (Resource::Collection, &Method::POST) => Endpoint::Create,
+        (Resource::Collection, &Method::DELETE) => Endpoint::Erase,
         (Resource::Conversation(id), &Method::GET) => Endpoint::Get(parse_id(id)?),
-        (Resource::Conversation(id), &Method::PATCH) => Endpoint::Update(parse_id(id)?),
+        (Resource::Conversation(id), &Method::PATCH | &Method::POST) => {
+            Endpoint::Update(parse_id(id)?)
+        }
         (Resource::Conversation(id), &Method::DELETE) => Endpoint::Delete(parse_id(id)?),
         (Resource::Messages(id), &Method::GET) => Endpoint::Messages(parse_id(id)?),
         (Resource::Messages(id), &Method::DELETE) => Endpoint::Truncate(parse_id(id)?),
         (Resource::Fork(id), &Method::POST) => Endpoint::Fork(parse_id(id)?),
+        (Resource::Items(id), &Method::GET) => Endpoint::Items(parse_id(id)?),
+        (Resource::Items(id), &Method::POST) => Endpoint::AddItems(parse_id(id)?),
+        (Resource::Item(id, item), &Method::GET) => {
+            Endpoint::Item(parse_id(id)?, (*item).to_owned())
+        }
         _ => {
             let allow = allowed_methods(&resource);
             return Err(Unrouted {
@@ -98,19 +131,16 @@ pub(crate) fn route(method: &Method, path: &str) -> Result<Endpoint, Unrouted> {
 /// The value of the `Allow` header for each resource.
 fn allowed_methods(resource: &Resource<'_>) -> &'static str {
     match resource {
-        Resource::Collection => "GET, POST",
-        Resource::Conversation(_) => "GET, PATCH, DELETE",
+        Resource::Collection => "GET, POST, DELETE",
+        Resource::Conversation(_) => "GET, POST, PATCH, DELETE",
         Resource::Messages(_) => "GET, DELETE",
         Resource::Fork(_) => "POST",
+        Resource::Items(_) => "GET, POST",
+        Resource::Item(..) => "GET",
     }
 }
 
-fn resource(path: &str) -> Option<Resource<'_>> {
-    let relative = match path.strip_prefix(MOUNT_PATH) {
-        // Only a whole segment is the mount point: `/v1/conversationsX` is not.
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-        _ => path,
-    };
+fn resource(relative: &str) -> Option<Resource<'_>> {
     if relative.is_empty() || relative == "/" {
         return Some(Resource::Collection);
     }
@@ -126,6 +156,11 @@ fn resource(path: &str) -> Option<Resource<'_>> {
         None => Resource::Conversation(id),
         Some("messages") => Resource::Messages(id),
         Some("fork") => Resource::Fork(id),
+        Some("items") => match segments.next() {
+            None => Resource::Items(id),
+            Some(item) if !item.is_empty() => Resource::Item(id, item),
+            Some(_) => return None,
+        },
         Some(_) => return None,
     };
     match segments.next() {
@@ -143,14 +178,20 @@ mod tests {
     use super::*;
 
     const ID: &str = "0190b6a4-6f1e-7cc3-9d5e-2f1f6a0b4c11";
+    const MOUNT_PATH: &str = "/v1/conversations";
 
     fn id() -> Uuid {
         Uuid::parse_str(ID).unwrap()
     }
 
+    fn route(method: &Method, path: &str) -> Result<Endpoint, Unrouted> {
+        super::route(method, path, None)
+    }
+
     #[test]
     fn paths_relative_to_the_mount_point_and_full_paths_route_alike() {
-        for prefix in ["", "/v1/conversations"] {
+        for (prefix, served_at) in [("", None), ("/v1/conversations", Some(MOUNT_PATH))] {
+            let route = |method: &Method, path: &str| super::route(method, path, served_at);
             let at = |rest: &str| format!("{prefix}{rest}");
             assert_eq!(route(&Method::GET, &at("/")), Ok(Endpoint::List));
             assert_eq!(route(&Method::POST, &at("")), Ok(Endpoint::Create));
@@ -192,7 +233,7 @@ mod tests {
             format!("/{ID}/other"),
             format!("/{ID}/messages/3"),
             "//".to_owned(),
-            "/v1/conversationsX".to_owned(),
+            "/v1/conversations".to_owned(),
         ] {
             let unrouted = route(&Method::GET, &path).unwrap_err();
             assert_eq!(unrouted.error.code, "not_found", "{path}");
@@ -201,10 +242,27 @@ mod tests {
     }
 
     #[test]
+    fn the_mount_path_is_stripped_once_and_only_when_served_at_it() {
+        for path in [
+            "/v1/conversationsX",
+            "/other",
+            "/v1/conversations/v1/conversations",
+        ] {
+            let unrouted = super::route(&Method::GET, path, Some(MOUNT_PATH)).unwrap_err();
+            assert_eq!(unrouted.error.code, "not_found", "{path}");
+        }
+        let nested = route(&Method::GET, "/v1/conversations").unwrap_err();
+        assert_eq!(
+            nested.error.code, "not_found",
+            "a nested API strips nothing itself"
+        );
+    }
+
+    #[test]
     fn wrong_methods_name_the_allowed_ones() {
         let unrouted = route(&Method::PUT, &format!("/{ID}")).unwrap_err();
         assert_eq!(unrouted.error.code, "method_not_allowed");
-        assert_eq!(unrouted.allow, Some("GET, PATCH, DELETE"));
+        assert_eq!(unrouted.allow, Some("GET, POST, PATCH, DELETE"));
         let unrouted = route(&Method::GET, &format!("/{ID}/fork")).unwrap_err();
         assert_eq!(unrouted.error.status, http::StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(unrouted.allow, Some("POST"));

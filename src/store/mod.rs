@@ -12,16 +12,19 @@
 //! resolver is configured. A conversation is only ever visible to the owner it was
 //! created under: every method answers [`StoreError::NotFound`] for another owner's id.
 //!
-//! Sequence numbers start at 0 and are dense: a conversation with `message_count == n`
-//! holds exactly the sequence numbers `0..n`, so the count is also the next number to
-//! hand out (truncation and fork keep that true).
+//! Sequence numbers start at 0 and only ever increase within a conversation: each turn
+//! takes the next numbers in a row, from a counter kept beside the row count, and a
+//! number is never handed out twice, not even after a truncation dropped the message that
+//! held it. So there may be gaps; `message_count` is the number of messages stored.
 
 mod batch;
 mod error;
+mod fork;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod read;
 mod records;
+mod retention;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod text;
@@ -30,13 +33,14 @@ pub use error::StoreError;
 #[cfg(feature = "postgres")]
 pub use postgres::distribute;
 pub use records::{
-    Conversation, ConversationDetail, ConversationList, ConversationUpdate, HistoryMessage,
-    ListQuery, MessagePage, MessageQuery, Metadata, NewConversation, NewMessage, Order,
-    StoredMessage,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationUpdate,
+    CursorQuery, HistoryMessage, ListQuery, MessagePage, MessageQuery, Metadata, NewConversation,
+    NewMessage, Order, StoredMessage,
 };
 pub(crate) use text::{message_text, title_from, title_of};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// Where the store records which of its migrations ran. A table of its own rather than
@@ -144,6 +148,26 @@ pub trait ConversationStore: TurnStore {
     /// With `query.search` set, only conversations whose messages match every word.
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError>;
 
+    /// A page of conversations by id (creation order), after a cursor: OpenAI's list
+    /// paging, stable under concurrent turns and as cheap at any depth.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::store::{ConversationStore, CursorQuery, Order};
+    /// let first = pool.list_by_id("", &CursorQuery { after: None, limit: 20, order: Order::Desc }).await?;
+    /// if let (true, Some(last)) = (first.has_more, first.conversations.last()) {
+    ///     let query = CursorQuery { after: Some(last.id), limit: 20, order: Order::Desc };
+    ///     let next = pool.list_by_id("", &query).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn list_by_id(
+        &self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError>;
+
     /// One conversation with all its messages.
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError>;
 
@@ -177,6 +201,35 @@ pub trait ConversationStore: TurnStore {
 
     /// Deletes messages `from_sequence..` and returns how many went.
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError>;
+
+    /// Deletes every conversation of `owner` with its messages (erasure on request) and
+    /// returns how many conversations went. Works in batches of at most 500
+    /// conversations, so no lock is held for long however much the owner has.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::ConversationStore;
+    /// let erased = pool.erase_owner("user-42").await?;
+    /// println!("{erased} conversations erased");
+    /// # Ok(()) }
+    /// ```
+    async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Deletes every conversation, of any owner, not updated since `idle_since`, with its
+    /// messages (retention), and returns how many went. In batches, as
+    /// [`erase_owner`](Self::erase_owner); a conversation a turn reaches while the purge
+    /// runs is kept.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::ConversationStore;
+    /// let cutoff = chrono::Utc::now() - chrono::Duration::days(30);
+    /// let purged = pool.purge_idle(cutoff).await?;
+    /// # Ok(()) }
+    /// ```
+    async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// Runs the store's migrations: one call at start-up.
@@ -231,6 +284,13 @@ impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
         (**self).list(owner, query).await
     }
+    async fn list_by_id(
+        &self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        (**self).list_by_id(owner, query).await
+    }
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
         (**self).get(owner, id).await
     }
@@ -263,5 +323,11 @@ impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
     }
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
         (**self).truncate(owner, id, from_sequence).await
+    }
+    async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        (**self).erase_owner(owner).await
+    }
+    async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
+        (**self).purge_idle(idle_since).await
     }
 }

@@ -15,18 +15,27 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, 
 use uuid::Uuid;
 
 use super::{
-    Conversation, ConversationDetail, ConversationList, HistoryMessage, ListQuery, MessagePage,
-    MessageQuery, Metadata, Order, StoreError, StoredMessage,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, CursorQuery,
+    HistoryMessage, ListQuery, MessagePage, MessageQuery, Metadata, Order, StoreError,
+    StoredMessage,
 };
 
-/// The history, or its last `$3` messages: each message's role and its JSON as text,
-/// which the layer splices as it is. One row with a NULL message when the conversation
-/// is empty, no row when it does not exist for this owner.
+/// The history, or its last `$3` messages (NULL: all): each message's role and its JSON
+/// as text, which the layer splices as it is. One row with a NULL message when the
+/// conversation is empty, no row when it does not exist for this owner.
+///
+/// The window counts rows, not numbers (which have gaps after a truncation): it keeps
+/// what lies above the number of the `$3 + 1`-th newest message, found by walking the
+/// primary key backwards from the end, or everything when there are not that many.
 const HISTORY: &str = "
 SELECT m.role, CAST(m.message AS TEXT) AS message
 FROM conversations c
 LEFT JOIN messages m
-    ON m.conversation_id = c.id AND m.sequence_number >= c.message_count - $3
+    ON m.conversation_id = c.id AND ($3 IS NULL OR m.sequence_number > coalesce((
+        SELECT older.sequence_number FROM messages older
+        WHERE older.conversation_id = $1
+        ORDER BY older.sequence_number DESC
+        LIMIT 1 OFFSET $3), -1))
 WHERE c.id = $1 AND c.owner = $2
 ORDER BY m.sequence_number";
 
@@ -38,6 +47,22 @@ ORDER BY updated_at DESC, id DESC
 LIMIT $2 OFFSET $3";
 
 const COUNT: &str = "SELECT count(*) FROM conversations WHERE owner = $1";
+
+/// Cursor pages by id; without a cursor, `$2` is the nil id (below every UUIDv7) or the
+/// max id (above every one).
+const BY_ID_ASC: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = $1 AND id > $2
+ORDER BY id
+LIMIT $3";
+
+const BY_ID_DESC: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = $1 AND id < $2
+ORDER BY id DESC
+LIMIT $3";
 
 /// A conversation and its messages: a row per message, or one without a message.
 const DETAIL: &str = "
@@ -106,6 +131,7 @@ where
     Uuid: Param<DB> + Column<DB>,
     for<'a> &'a str: Param<DB>,
     i64: Param<DB> + Column<DB>,
+    Option<i64>: Param<DB>,
     Option<i64>: Column<DB>,
     Option<String>: Column<DB>,
     DateTime<Utc>: Column<DB>,
@@ -126,7 +152,7 @@ where
             .persistent(self.named)
             .bind(id)
             .bind(owner)
-            .bind(last.map_or(i64::MAX, i64::from))
+            .bind(last.map(i64::from))
             .fetch_all(&mut *self.connection)
             .await?;
         if rows.is_empty() {
@@ -190,6 +216,36 @@ where
             .fetch_one(&mut *self.connection)
             .await?;
         Self::listing(&rows, total)
+    }
+
+    /// A page of the owner's conversations by id, after the cursor.
+    pub(crate) async fn by_id(
+        &mut self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        let (sql, start) = match query.order {
+            Order::Asc => (BY_ID_ASC, query.after.unwrap_or(Uuid::nil())),
+            Order::Desc => (BY_ID_DESC, query.after.unwrap_or(Uuid::max())),
+        };
+        // One more than asked tells whether another page follows.
+        let rows = sqlx::query(sql)
+            .persistent(self.named)
+            .bind(owner)
+            .bind(start)
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(&mut *self.connection)
+            .await?;
+        let mut conversations: Vec<Conversation> = rows
+            .iter()
+            .map(Self::conversation)
+            .collect::<Result<_, _>>()?;
+        let has_more = conversations.len() > query.limit as usize;
+        conversations.truncate(query.limit as usize);
+        Ok(ConversationPage {
+            conversations,
+            has_more,
+        })
     }
 
     /// One conversation with all its messages.

@@ -28,7 +28,8 @@ pub struct Conversation {
     pub created_at: DateTime<Utc>,
     /// When a turn was last appended or the conversation last changed.
     pub updated_at: DateTime<Utc>,
-    /// How many messages it holds; also the next sequence number.
+    /// How many messages it holds (not the next sequence number: numbers a truncation
+    /// dropped are not handed out again).
     pub message_count: i64,
     /// Caller-defined string pairs.
     pub metadata: Metadata,
@@ -143,7 +144,8 @@ impl HistoryMessage {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct StoredMessage {
-    /// Its position, from 0, dense within the conversation.
+    /// Its position, from 0: unique and increasing within the conversation, never reused,
+    /// with gaps where messages were truncated.
     pub sequence_number: i64,
     /// The message object exactly as stored.
     pub message: Value,
@@ -207,6 +209,28 @@ pub struct ConversationList {
     pub conversations: Vec<Conversation>,
     /// How many conversations match, across all pages.
     pub total: u64,
+}
+
+/// A page of conversations by id (UUIDv7, so in creation order): stable however
+/// conversations are updated meanwhile, and as cheap at any depth as on the first page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CursorQuery {
+    /// Start after this conversation id (exclusive), in the page's direction.
+    pub after: Option<Uuid>,
+    /// Page size.
+    pub limit: u32,
+    /// `Desc` is newest first.
+    pub order: Order,
+}
+
+/// One page of conversations by id.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ConversationPage {
+    /// The page, in the requested order.
+    pub conversations: Vec<Conversation>,
+    /// Whether more conversations follow in this direction.
+    pub has_more: bool,
 }
 
 /// Direction of a message page.

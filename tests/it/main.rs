@@ -25,15 +25,20 @@
 mod support;
 
 mod capture;
+mod conversation_items;
+mod conversation_list;
 mod faults;
 mod hostile_input;
+mod items;
 mod management_api;
 mod modes;
+mod openai_sdk;
 mod operations;
 mod owners;
 mod production_postgres;
 mod properties;
 mod proxy;
+mod retention;
 mod scaling;
 mod splicing;
 mod storage;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 use tower_conversations::CONVERSATION_ID_HEADER;
@@ -20,7 +19,7 @@ use crate::support::upstream::TestModel;
 /// The API served by hyper alone, with no router: it sees full paths.
 async fn serve_by_hyper(db: &TestDb) -> String {
     use tower::Service;
-    let api = api_for(db);
+    let api = api_for(db).served_at("/v1/conversations");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -99,15 +98,15 @@ fn sequence_numbers(messages: &Value) -> Vec<i64> {
         .collect()
 }
 
-fn assert_rfc3339_millis_utc(value: &Value) {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"));
-    let parsed = DateTime::parse_from_rfc3339(text).unwrap();
-    assert_eq!(
-        parsed.to_rfc3339_opts(SecondsFormat::Millis, true),
-        text,
-        "RFC 3339 with milliseconds in UTC"
+/// A time in unix seconds, within a minute of now.
+fn assert_unix_seconds_now(value: &Value) {
+    let seconds = value
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an integer: {value}"));
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        (now - 60..=now + 60).contains(&seconds),
+        "{seconds} is not now ({now})"
     );
 }
 
@@ -195,7 +194,7 @@ backend_tests! {
         assert_eq!(list["conversations"][0]["message_count"], 2);
     }
 
-    async fn summary_has_every_field_with_rfc3339_timestamps(db: TestDb) {
+    async fn summary_is_openais_conversation_object_with_our_fields_and_unix_seconds(db: TestDb) {
         let client = Client::axum(&db).await;
         let reply = client
             .post("", json!({"title": "Trip", "metadata": {"project": "alps"}, "messages": [user("hi")]}))
@@ -204,10 +203,11 @@ backend_tests! {
         let summary = &reply.json;
         let mut keys: Vec<&str> = summary.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["created_at", "id", "message_count", "metadata", "title", "updated_at"]);
+        assert_eq!(keys, ["created_at", "id", "message_count", "metadata", "object", "title", "updated_at"]);
+        assert_eq!(summary["object"], "conversation");
         assert!(Uuid::parse_str(summary["id"].as_str().unwrap()).is_ok());
-        assert_rfc3339_millis_utc(&summary["created_at"]);
-        assert_rfc3339_millis_utc(&summary["updated_at"]);
+        assert_unix_seconds_now(&summary["created_at"]);
+        assert_unix_seconds_now(&summary["updated_at"]);
         assert_eq!(summary["message_count"], 1);
         assert_eq!(summary["metadata"], json!({"project": "alps"}));
         let listed = &client.list("").await["conversations"][0];
@@ -335,7 +335,7 @@ backend_tests! {
             assert_eq!(plain["metadata"], json!({}));
         }
         for message in messages.as_array().unwrap() {
-            assert_rfc3339_millis_utc(&message["created_at"]);
+            assert_unix_seconds_now(&message["created_at"]);
         }
     }
 
@@ -406,6 +406,26 @@ backend_tests! {
         assert_eq!(cleared.json["metadata"], json!({}));
     }
 
+    async fn post_to_a_conversation_updates_its_metadata_as_openai_does_and_null_clears_it(db: TestDb) {
+        let client = Client::axum(&db).await;
+        let id = client.create(json!({"title": "t", "metadata": {"a": "1"}})).await;
+        let reply = client.post(&format!("/{id}"), json!({"metadata": {"topic": "demo"}})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+        assert_eq!((reply.json["object"].clone(), reply.json["metadata"].clone()), (json!("conversation"), json!({"topic": "demo"})));
+        assert_eq!(client.detail(&id).await["metadata"], json!({"topic": "demo"}));
+        let cleared = client.post(&format!("/{id}"), json!({"metadata": null})).await;
+        assert_eq!((cleared.status, cleared.json["metadata"].clone()), (StatusCode::OK, json!({})));
+        assert_eq!(client.detail(&id).await["title"], "t", "the title stays");
+        let too_many: serde_json::Map<String, Value> = (0..17).map(|n| (format!("k{n}"), json!("v"))).collect();
+        for bad in [json!({"metadata": too_many}), json!({"metadata": {"k".repeat(65): "v"}}), json!({"metadata": {"k": "v".repeat(513)}})] {
+            let reply = client.post(&format!("/{id}"), bad).await;
+            assert_eq!((reply.status, reply.error_param()), (StatusCode::BAD_REQUEST, Some("metadata")));
+        }
+        assert_eq!(client.detail(&id).await["metadata"], json!({}), "nothing changed");
+        let elsewhere = Client { owner: "mallory", ..client.clone() };
+        assert_eq!(elsewhere.post(&format!("/{id}"), json!({"metadata": {}})).await.status, StatusCode::NOT_FOUND);
+    }
+
     async fn rename_then_list_shows_the_new_title(db: TestDb) {
         let client = Client::axum(&db).await;
         let id = client.create(json!({"metadata": {"k": "v"}, "messages": [user("first words")]})).await;
@@ -426,7 +446,7 @@ backend_tests! {
         let kept = conversation_of(&client, 3).await;
         let reply = client.delete(&format!("/{doomed}")).await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(reply.json, json!({"id": doomed, "deleted": true}));
+        assert_eq!(reply.json, json!({"id": doomed, "object": "conversation.deleted", "deleted": true}));
         let gone = client.get(&format!("/{doomed}")).await;
         assert_eq!((gone.status, gone.error_code()), (StatusCode::NOT_FOUND, "conversation_not_found"));
         assert_eq!(message_count(&db).await, 3, "only the other conversation's messages remain");
@@ -479,7 +499,7 @@ backend_tests! {
         assert_eq!(message_count(&db).await, 3);
     }
 
-    async fn truncate_drops_messages_from_n_and_the_next_turn_follows_the_cut(db: TestDb) {
+    async fn truncate_drops_messages_from_n_and_the_next_turn_never_reuses_their_numbers(db: TestDb) {
         let client = Client::axum(&db).await;
         let id = conversation_of(&client, 5).await;
         let reply = client.delete(&format!("/{id}/messages?from_sequence=3")).await;
@@ -493,9 +513,10 @@ backend_tests! {
         assert_eq!(past.json["deleted_messages"], 0, "cutting at or past the end deletes nothing");
         assert_eq!(client.detail(&id).await["message_count"], 3);
         let first = append(&db, "alice", &id, TurnTarget::Existing, &[user("again"), assistant("sure")]).await;
-        assert_eq!(first, 3, "the next turn continues at the cut");
+        assert_eq!(first, 5, "the next turn starts past every number handed out");
         let detail = client.detail(&id).await;
-        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 3, 4]);
+        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 5, 6]);
+        assert_eq!(detail["message_count"], 5, "the count is the rows");
         let all = client.delete(&format!("/{id}/messages?from_sequence=0")).await;
         assert_eq!(all.json["deleted_messages"], 5);
         assert_eq!(client.detail(&id).await["message_count"], 0);
@@ -692,9 +713,8 @@ backend_tests! {
         let client = Client::axum(&db).await;
         let id = Uuid::now_v7();
         let cases = [
-            (Method::DELETE, String::new(), "GET, POST"),
-            (Method::PUT, format!("/{id}"), "GET, PATCH, DELETE"),
-            (Method::POST, format!("/{id}"), "GET, PATCH, DELETE"),
+            (Method::PUT, String::new(), "GET, POST, DELETE"),
+            (Method::PUT, format!("/{id}"), "GET, POST, PATCH, DELETE"),
             (Method::POST, format!("/{id}/messages"), "GET, DELETE"),
             (Method::GET, format!("/{id}/fork"), "POST"),
         ];
@@ -752,9 +772,17 @@ backend_tests! {
         assert_eq!(client.patch(&format!("/{id}"), json!({"title": "renamed"})).await.json["title"], "renamed");
         assert_eq!(client.delete(&format!("/{id}")).await.json["deleted"], true);
         let wrong = client.send(Method::PUT, &format!("/{id}"), None).await;
-        assert_eq!(wrong.headers["allow"], "GET, PATCH, DELETE");
+        assert_eq!(wrong.headers["allow"], "GET, POST, PATCH, DELETE");
         let elsewhere = Client { base: client.base.replace("/v1/conversations", "/v1/conversationsX"), ..client.clone() };
         assert_eq!(elsewhere.get("").await.status, StatusCode::NOT_FOUND, "only the whole mount segment is stripped");
+    }
+
+    async fn nested_in_axum_the_mount_path_is_not_stripped_a_second_time(db: TestDb) {
+        let client = Client::axum(&db).await;
+        client.create(json!({"title": "listed"})).await;
+        let doubled = client.get("/v1/conversations").await;
+        assert_eq!(doubled.status, StatusCode::NOT_FOUND, "{:?}", doubled.json);
+        assert_eq!(doubled.error_code(), "not_found");
     }
 
     async fn nested_in_axum_it_answers_with_and_without_a_trailing_slash(db: TestDb) {
@@ -792,7 +820,7 @@ backend_tests! {
         assert_eq!(detail["title"], "prepared");
     }
 
-    async fn a_turn_through_the_layer_after_truncation_appends_after_the_cut(db: TestDb) {
+    async fn a_turn_through_the_layer_after_truncation_follows_the_cut_with_fresh_numbers(db: TestDb) {
         let model = TestModel::new();
         let (app, client) = serve_with_layer(&db, &model).await;
         let id = conversation_of(&client, 4).await;
@@ -807,7 +835,7 @@ backend_tests! {
             "the dropped messages are no longer history"
         );
         let detail = client.detail(&id).await;
-        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 2, 3]);
+        assert_eq!(sequence_numbers(&detail["messages"]), [0, 1, 4, 5]);
         assert_eq!(contents(&detail["messages"]), ["m0", "m1", "instead", "You said: instead"]);
         assert_eq!(detail["message_count"], 4);
     }

@@ -309,18 +309,15 @@ async fn distributing_the_tables_does_nothing_where_citus_is_not_installed() {
 /// found by search beside the new ones.
 #[tokio::test]
 async fn the_text_stored_once_migration_keeps_every_row_and_search_still_finds_old_messages() {
-    let Some(db) = TestDb::postgres_without_schema().await else {
+    let Some(db) = TestDb::postgres_unmigrated().await else {
         return;
     };
     let TestPool::Postgres(pool) = &db.pool else {
         unreachable!("a PostgreSQL test database")
     };
-    let mut first = sqlx::migrate::Migrator::new(std::path::Path::new("migrations/postgres"))
-        .await
-        .expect("read the migrations");
-    first.migrations = first.migrations.iter().take(1).cloned().collect();
-    first.dangerous_set_table_name("_tower_conversations_migrations");
-    first.run(pool).await.expect("the first schema");
+    let mut migrator = sqlx::migrate!("migrations/postgres");
+    migrator.dangerous_set_table_name("_tower_conversations_migrations");
+    migrator.run_to(1, pool).await.expect("the first schema");
     let old = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)

@@ -440,32 +440,75 @@ backend_tests! {
         assert!(matches!(store.fork("", empty.id, 0).await, Err(StoreError::OutOfRange)));
     }
 
-    async fn truncate_then_append_continues_densely(db: TestDb) {
+    async fn truncated_numbers_are_never_handed_out_again(db: TestDb) {
         let store = db.store();
         let id = conversation_with(&store, "", &[turn("q0", "a0"), turn("q1", "a1"), turn("q2 gone", "a2")]).await;
         let before = store.get("", id).await.unwrap().conversation;
 
         assert_eq!(store.truncate("", id, 2).await.unwrap(), 4);
         let truncated = store.get("", id).await.unwrap();
-        assert_eq!(truncated.conversation.message_count, 2);
+        assert_eq!(truncated.conversation.message_count, 2, "the count is the rows left");
         assert_eq!(truncated.messages.len(), 2);
         assert!(truncated.conversation.updated_at > before.updated_at);
         assert_eq!(store.list("", &search("gone")).await.unwrap().total, 0);
 
-        assert_eq!(store.append_turn("", id, TurnTarget::Existing, &turn("q1 again", "a1 again")).await.unwrap(), 2);
+        let first = store.append_turn("", id, TurnTarget::Existing, &turn("q1 again", "a1 again")).await.unwrap();
+        assert_eq!(first, 6, "the next turn starts past every number handed out");
         let detail = store.get("", id).await.unwrap();
-        let sequence: Vec<i64> = detail.messages.iter().map(|m| m.sequence_number).collect();
-        assert_eq!(sequence, [0, 1, 2, 3]);
+        assert_eq!(sequence_numbers(&detail.messages), [0, 1, 6, 7]);
         assert_eq!(detail.messages[2].message["content"], "q1 again");
+        assert_eq!(detail.conversation.message_count, 4);
 
-        assert_eq!(store.truncate("", id, 4).await.unwrap(), 0);
-        assert_eq!(store.truncate("", id, 99).await.unwrap(), 0);
-        assert_eq!(store.get("", id).await.unwrap().conversation.message_count, 4);
+        for past_the_end in [8, 99] {
+            assert_eq!(store.truncate("", id, past_the_end).await.unwrap(), 0);
+        }
+        let untouched = store.get("", id).await.unwrap().conversation;
+        assert_eq!(untouched.message_count, 4);
+        assert_eq!(untouched.updated_at, detail.conversation.updated_at, "cutting nothing changes nothing");
         assert!(matches!(store.truncate("", id, -1).await, Err(StoreError::OutOfRange)));
-        assert_eq!(store.truncate("", id, 0).await.unwrap(), 4);
-        assert_eq!(store.append_turn("", id, TurnTarget::Existing, &turn("fresh", "start")).await.unwrap(), 0);
+        assert_eq!(store.truncate("", id, 3).await.unwrap(), 2, "a cut inside a gap drops what lies above it");
+        assert_eq!(store.truncate("", id, 0).await.unwrap(), 2);
+        assert_eq!(store.get("", id).await.unwrap().conversation.message_count, 0);
+        assert_eq!(store.append_turn("", id, TurnTarget::Existing, &turn("fresh", "start")).await.unwrap(), 8);
         if db.backend == Backend::Sqlite {
             db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)").await;
+        }
+    }
+
+    async fn the_history_window_counts_messages_not_numbers(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q0", "a0"), turn("q1", "a1"), turn("q2", "a2")]).await;
+        store.truncate("", id, 2).await.unwrap();
+        store.append_turn("", id, TurnTarget::Existing, &turn("q3", "a3")).await.unwrap();
+        let contents = |history: Vec<Value>| -> Vec<String> {
+            history.iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(contents(values(store.load_history("", id, Some(3)).await.unwrap())), ["a0", "q3", "a3"]);
+        assert_eq!(contents(values(store.load_history("", id, Some(4)).await.unwrap())), ["q0", "a0", "q3", "a3"]);
+        assert_eq!(values(store.load_history("", id, Some(5)).await.unwrap()).len(), 4);
+        assert!(values(store.load_history("", id, Some(0)).await.unwrap()).is_empty());
+        assert_eq!(values(store.load_history("", id, None).await.unwrap()).len(), 4);
+    }
+
+    async fn a_fork_after_a_truncation_copies_the_messages_up_to_its_point(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q0", "a0"), turn("q1", "a1")]).await;
+        store.truncate("", id, 2).await.unwrap();
+        store.append_turn("", id, TurnTarget::Existing, &turn("q2", "a2")).await.unwrap();
+
+        let at_a_message = store.fork("", id, 4).await.unwrap();
+        assert_eq!(at_a_message.message_count, 3);
+        assert_eq!(sequence_numbers(&store.get("", at_a_message.id).await.unwrap().messages), [0, 1, 4]);
+        let next = store.append_turn("", at_a_message.id, TurnTarget::Existing, &turn("q", "a")).await.unwrap();
+        assert_eq!(next, 5, "the fork goes on after its point");
+
+        let in_the_gap = store.fork("", id, 3).await.unwrap();
+        assert_eq!(in_the_gap.message_count, 2);
+        let next = store.append_turn("", in_the_gap.id, TurnTarget::Existing, &turn("q", "a")).await.unwrap();
+        assert_eq!(next, 4);
+
+        for past_the_last in [6, 100] {
+            assert!(matches!(store.fork("", id, past_the_last).await, Err(StoreError::OutOfRange)));
         }
     }
 
@@ -590,6 +633,123 @@ backend_tests! {
         tower_conversations::migrate(&store).await.unwrap();
         assert_eq!(values(store.load_history("", id, None).await.unwrap()).len(), 2);
     }
+}
+
+/// Conversations stored before sequence numbers got a counter of their own: after the
+/// migration every row is still there, and each conversation goes on past its highest
+/// number (the old schema numbered densely, but the backfill relies on the rows alone).
+async fn the_counter_migration_continues_every_conversation_past_its_rows(
+    db: TestDb,
+    before_counter: i64,
+) {
+    // The store's own migrations table, so that `migrate` later runs only the rest.
+    let table = "_tower_conversations_migrations";
+    match &db.pool {
+        TestPool::Sqlite(pool) => {
+            let mut migrator = sqlx::migrate!("migrations/sqlite");
+            migrator.dangerous_set_table_name(table);
+            migrator.run_to(before_counter, pool).await
+        }
+        TestPool::Postgres(pool) => {
+            let mut migrator = sqlx::migrate!("migrations/postgres");
+            migrator.dangerous_set_table_name(table);
+            migrator.run_to(before_counter, pool).await
+        }
+    }
+    .expect("the migrations before the counter");
+    match db.backend {
+        Backend::Sqlite => {
+            db.execute(
+                "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata) VALUES
+                 (X'018f0000000070008000000000000001', '', NULL, '2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z', 3, '{}'),
+                 (X'018f0000000070008000000000000002', '', NULL, '2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z', 0, '{}'),
+                 (X'018f0000000070008000000000000003', '', NULL, '2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z', 2, '{}')",
+            )
+            .await;
+            db.execute(
+                "INSERT INTO messages (conversation_id, sequence_number, role, message, content_text, metadata, created_at) VALUES
+                 (X'018f0000000070008000000000000001', 0, 'user', '{\"role\":\"user\",\"content\":\"m0\"}', 'm0', '{}', '2024-01-01T00:00:00.000000Z'),
+                 (X'018f0000000070008000000000000001', 1, 'assistant', '{\"role\":\"assistant\",\"content\":\"m1\"}', 'm1', '{}', '2024-01-01T00:00:00.000000Z'),
+                 (X'018f0000000070008000000000000001', 2, 'user', '{\"role\":\"user\",\"content\":\"m2\"}', 'm2', '{}', '2024-01-01T00:00:00.000000Z'),
+                 (X'018f0000000070008000000000000003', 0, 'user', '{\"role\":\"user\",\"content\":\"g0\"}', 'g0', '{}', '2024-01-01T00:00:00.000000Z'),
+                 (X'018f0000000070008000000000000003', 4, 'user', '{\"role\":\"user\",\"content\":\"g4\"}', 'g4', '{}', '2024-01-01T00:00:00.000000Z')",
+            )
+            .await;
+        }
+        Backend::Postgres => {
+            db.execute(
+                "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata) VALUES
+                 ('018f0000-0000-7000-8000-000000000001', '', NULL, now(), now(), 3, '{}'),
+                 ('018f0000-0000-7000-8000-000000000002', '', NULL, now(), now(), 0, '{}'),
+                 ('018f0000-0000-7000-8000-000000000003', '', NULL, now(), now(), 2, '{}')",
+            )
+            .await;
+            db.execute(
+                "INSERT INTO messages (conversation_id, sequence_number, role, message, content_text, metadata, created_at) VALUES
+                 ('018f0000-0000-7000-8000-000000000001', 0, 'user', '{\"role\":\"user\",\"content\":\"m0\"}', 'm0', '{}', now()),
+                 ('018f0000-0000-7000-8000-000000000001', 1, 'assistant', '{\"role\":\"assistant\",\"content\":\"m1\"}', 'm1', '{}', now()),
+                 ('018f0000-0000-7000-8000-000000000001', 2, 'user', '{\"role\":\"user\",\"content\":\"m2\"}', 'm2', '{}', now()),
+                 ('018f0000-0000-7000-8000-000000000003', 0, 'user', '{\"role\":\"user\",\"content\":\"g0\"}', 'g0', '{}', now()),
+                 ('018f0000-0000-7000-8000-000000000003', 4, 'user', '{\"role\":\"user\",\"content\":\"g4\"}', 'g4', '{}', now())",
+            )
+            .await;
+        }
+    }
+    let ids = [
+        "018f0000-0000-7000-8000-000000000001",
+        "018f0000-0000-7000-8000-000000000002",
+        "018f0000-0000-7000-8000-000000000003",
+    ]
+    .map(|id| Uuid::parse_str(id).unwrap());
+    let store = db.store();
+    store.migrate().await.expect("the counter migration");
+
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM messages").await,
+        5,
+        "no row lost"
+    );
+    let seeded_detail = store.get("", ids[0]).await.unwrap();
+    assert_eq!(sequence_numbers(&seeded_detail.messages), [0, 1, 2]);
+    assert_eq!(seeded_detail.conversation.message_count, 3);
+    assert_eq!(
+        store
+            .get("", ids[2])
+            .await
+            .unwrap()
+            .conversation
+            .message_count,
+        2
+    );
+    let next = |id| {
+        let store = store.clone();
+        async move {
+            store
+                .append_turn("", id, TurnTarget::Existing, &turn("q", "a"))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        (next(ids[0]).await, next(ids[1]).await, next(ids[2]).await),
+        (3, 0, 5)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counter_migration_continues_every_conversation_past_its_rows_on_sqlite() {
+    let db = TestDb::sqlite_unmigrated().await;
+    // 0001 write-ahead log, 0002 the tables.
+    the_counter_migration_continues_every_conversation_past_its_rows(db, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counter_migration_continues_every_conversation_past_its_rows_on_postgres() {
+    let Some(db) = TestDb::postgres_unmigrated().await else {
+        return;
+    };
+    // 0001 the tables; later migrations run after the rows are in.
+    the_counter_migration_continues_every_conversation_past_its_rows(db, 1).await;
 }
 
 /// SQLite turns foreign keys on per connection, and the caller's pool may turn them off:

@@ -6,6 +6,7 @@
 //! Every call goes through a [`Session`], which also serves transaction poolers.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -14,30 +15,35 @@ use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
 mod distribute;
+mod retention;
 mod session;
 
 pub use self::distribute::distribute;
 
 use self::session::Session;
 use super::batch::{MessageColumns, message_count};
+use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
+use super::retention::Sweep;
 use super::{
-    Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
-    HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
-    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from, title_of,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
+    ConversationUpdate, CursorQuery, HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage,
+    MessageQuery, Metadata, NewConversation, NewMessage, StoreError, TurnStore, TurnTarget,
+    title_from, title_of,
 };
 
 /// Creates a conversation and stores its first messages, in one statement.
 ///
-/// `$1` id, `$2` owner, `$3` title, `$4` message count, `$5` metadata, `$6`..`$11` the
-/// messages' columns from [`MessageColumns`]; each message is stored as the very text
-/// its element carries. The search vector is computed here, from the text sent beside a
-/// message or else from its `content` string, so a message's text is stored once (in the
-/// message) and usually sent once.
+/// `$1` id, `$2` owner, `$3` title, `$4` message count (numbered `0..count`, so also the
+/// next number), `$5` metadata, `$6`..`$11` the messages' columns from [`MessageColumns`];
+/// each message is stored as the very text its element carries. The search vector is
+/// computed here, from the text sent beside a message or else from its `content` string,
+/// so a message's text is stored once (in the message) and usually sent once.
 const CREATE: &str = "
 WITH conversation AS (
-    INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
-    VALUES ($1, $2, $3, now(), now(), $4, $5)
+    INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count,
+                               next_sequence, metadata)
+    VALUES ($1, $2, $3, now(), now(), $4, $4, $5)
     RETURNING id, title, created_at, updated_at, message_count, metadata
 ), turn AS (
     INSERT INTO messages (conversation_id, sequence_number, role, message, content_search,
@@ -55,17 +61,20 @@ SELECT id, title, created_at, updated_at, message_count, metadata FROM conversat
 ///
 /// The UPDATE takes the same row lock `SELECT ... FOR UPDATE` would: a concurrent turn
 /// on this conversation waits for it, then re-reads the row and continues from the count
-/// this one left, so sequence numbers never collide and each turn stays contiguous. No
-/// row (unknown id, or another owner's) means nothing is inserted either.
+/// this one left, so sequence numbers never collide and each turn stays contiguous.
+/// Numbers come from `next_sequence`, never from the row count: after a truncation the
+/// count is lower, and the numbers it dropped are not handed out again. No row (unknown
+/// id, or another owner's) means nothing is inserted either.
 ///
 /// `$1` id, `$2` owner, `$3` message count, `$4`..`$9` the messages' columns from
 /// [`MessageColumns`].
 const APPEND: &str = "
 WITH conversation AS (
     UPDATE conversations
-    SET message_count = message_count + $3, updated_at = now()
+    SET message_count = message_count + $3, next_sequence = next_sequence + $3,
+        updated_at = now()
     WHERE id = $1 AND owner = $2
-    RETURNING id, message_count - $3 AS first_sequence, updated_at
+    RETURNING id, next_sequence - $3 AS first_sequence, updated_at
 ), turn AS (
     INSERT INTO messages (conversation_id, sequence_number, role, message, content_search,
                           reasoning, reasoning_events, metadata, created_at)
@@ -111,13 +120,15 @@ const DELETE: &str = "DELETE FROM conversations WHERE id = $1 AND owner = $2";
 
 /// Holds the source still (no turn, truncation or delete) while it is copied.
 const FORK_SOURCE: &str = "
-SELECT title, metadata, message_count FROM conversations
+SELECT title, metadata FROM conversations
 WHERE id = $1 AND owner = $2
 FOR SHARE";
 
+/// `$4` the messages copied, `$5` the next sequence number, `$6` metadata.
 const FORK_CONVERSATION: &str = "
-INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
-VALUES ($1, $2, $3, now(), now(), $4, $5)
+INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count,
+                           next_sequence, metadata)
+VALUES ($1, $2, $3, now(), now(), $4, $5, $6)
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
 const FORK_MESSAGES: &str = "
@@ -128,20 +139,21 @@ SELECT $2, sequence_number, role, message, content_search,
 FROM messages
 WHERE conversation_id = $1 AND sequence_number <= $3";
 
-/// Lowers the count of a conversation that holds messages from `$3` on, locking its row;
-/// no row when it has none to drop (or does not exist for this owner). The condition is
-/// in the `WHERE`, not in a `CASE` around `now()`: Citus refuses functions that are not
-/// immutable inside `CASE` and `COALESCE` of a distributed modification.
-const TRUNCATE_CONVERSATION: &str = "
-UPDATE conversations
-SET message_count = $3, updated_at = now()
-WHERE id = $1 AND owner = $2 AND message_count > $3
-RETURNING id";
-
-const CONVERSATION_EXISTS: &str = "SELECT id FROM conversations WHERE id = $1 AND owner = $2";
+/// Locks the conversation against turns (and says whether it is there for this owner)
+/// before its messages are deleted.
+const TRUNCATE_LOCK: &str = "SELECT id FROM conversations WHERE id = $1 AND owner = $2 FOR UPDATE";
 
 const TRUNCATE_MESSAGES: &str =
     "DELETE FROM messages WHERE conversation_id = $1 AND sequence_number >= $2";
+
+/// Lowers the row count by the `$3` messages deleted, run only when there were some, so
+/// `updated_at` moves only when messages go. The condition is decided in Rust, not in a
+/// `CASE` around `now()`: Citus refuses functions that are not immutable inside `CASE`
+/// and `COALESCE` of a distributed modification. `next_sequence` stays where it is.
+const TRUNCATE_CONVERSATION: &str = "
+UPDATE conversations
+SET message_count = message_count - $3, updated_at = now()
+WHERE id = $1 AND owner = $2";
 
 #[async_trait]
 impl TurnStore for PgPool {
@@ -238,6 +250,20 @@ impl ConversationStore for PgPool {
         Ok(list)
     }
 
+    async fn list_by_id(
+        &self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        let mut session = Session::statement(self).await?;
+        let named = session.named();
+        let page = Reader::<Postgres>::new(session.connection(), named)
+            .by_id(owner, query)
+            .await?;
+        session.commit().await?;
+        Ok(page)
+    }
+
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
         let mut session = Session::statement(self).await?;
         let named = session.named();
@@ -312,16 +338,24 @@ impl ConversationStore for PgPool {
             .fetch_optional(tx.connection())
             .await?
             .ok_or(StoreError::NotFound)?;
-        let count: i64 = source.try_get("message_count")?;
-        if !(0..count).contains(&at_sequence) {
-            return Err(StoreError::OutOfRange);
-        }
+        let span = tx
+            .query(FORK_SPAN)
+            .bind(id)
+            .bind(at_sequence)
+            .fetch_one(tx.connection())
+            .await?;
+        let copied = fork_copies(
+            at_sequence,
+            span.try_get("copied")?,
+            span.try_get("last_sequence")?,
+        )?;
         let fork_id = Uuid::now_v7();
         let row = tx
             .query(FORK_CONVERSATION)
             .bind(fork_id)
             .bind(owner)
             .bind(source.try_get::<Option<String>, _>("title")?)
+            .bind(copied)
             .bind(at_sequence + 1)
             .bind(source.try_get::<Json<Metadata>, _>("metadata")?)
             .fetch_one(tx.connection())
@@ -341,34 +375,39 @@ impl ConversationStore for PgPool {
             return Err(StoreError::OutOfRange);
         }
         let mut tx = Session::transaction(self).await?;
-        let lowered = tx
-            .query(TRUNCATE_CONVERSATION)
+        tx.query(TRUNCATE_LOCK)
             .bind(id)
             .bind(owner)
-            .bind(from_sequence)
             .fetch_optional(tx.connection())
-            .await?;
-        if lowered.is_none() {
-            // Nothing to drop: say whether the conversation is there at all.
-            tx.query(CONVERSATION_EXISTS)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(tx.connection())
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            tx.commit().await?;
-            return Ok(0);
-        }
+            .await?
+            .ok_or(StoreError::NotFound)?;
         // A statement of its own, after the lock above: it sees every turn that
-        // committed while this one waited, so none of them survives past the new count.
+        // committed while this one waited, so none of them survives past the cut.
         let deleted = tx
             .query(TRUNCATE_MESSAGES)
             .bind(id)
             .bind(from_sequence)
             .execute(tx.connection())
-            .await?;
+            .await?
+            .rows_affected();
+        if deleted > 0 {
+            tx.query(TRUNCATE_CONVERSATION)
+                .bind(id)
+                .bind(owner)
+                .bind(i64::try_from(deleted).map_err(|e| StoreError::Corrupt(Box::new(e)))?)
+                .execute(tx.connection())
+                .await?;
+        }
         tx.commit().await?;
-        Ok(deleted.rows_affected())
+        Ok(deleted)
+    }
+
+    async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        retention::sweep(self, Sweep::Owner(owner)).await
+    }
+
+    async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
+        retention::sweep(self, Sweep::IdleSince(idle_since)).await
     }
 }
 

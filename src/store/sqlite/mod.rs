@@ -10,23 +10,29 @@
 //! [`write_queue`].
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use sqlx::types::Json;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::batch::{message_count, message_rows_json};
+use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
+use super::retention::Sweep;
 use super::{
-    Conversation, ConversationDetail, ConversationList, ConversationStore, ConversationUpdate,
-    HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery, Metadata,
-    NewConversation, NewMessage, StoreError, TurnStore, TurnTarget, title_from, title_of,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
+    ConversationUpdate, CursorQuery, HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage,
+    MessageQuery, Metadata, NewConversation, NewMessage, StoreError, TurnStore, TurnTarget,
+    title_from, title_of,
 };
 
-/// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata.
+/// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
+/// the next sequence number.
 const CREATE_CONVERSATION: &str = "
-INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
-VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
+INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count,
+                           next_sequence, metadata)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?7, ?6)
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
 /// The columns of each message of a batch, read from `?BATCH`, a JSON array of rows
@@ -49,8 +55,9 @@ macro_rules! message_columns {
 macro_rules! create_with_messages {
     () => {
         concat!(
-            "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, metadata)
-VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
+            "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count,
+                           next_sequence, metadata)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5, ?6)
 RETURNING id, title, created_at, updated_at, message_count, metadata;
 INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
@@ -61,6 +68,7 @@ SELECT ?1, batch.key, ?4, ",
 }
 
 // After the SQL macros above, which the turn statements there are built from too.
+mod retention;
 mod write_queue;
 
 use write_queue::{TurnRows, begin_write, timestamp};
@@ -101,7 +109,7 @@ const DELETE_CONVERSATION: &str = "DELETE FROM conversations WHERE id = ?1 AND o
 const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE conversation_id = ?1";
 
 const FORK_SOURCE: &str = "
-SELECT title, metadata, message_count FROM conversations WHERE id = ?1 AND owner = ?2";
+SELECT title, metadata FROM conversations WHERE id = ?1 AND owner = ?2";
 
 const FORK_MESSAGES: &str = "
 INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
@@ -111,16 +119,17 @@ SELECT ?2, sequence_number, role, message, content_text,
 FROM messages
 WHERE conversation_id = ?1 AND sequence_number <= ?3";
 
-/// Lowers the count; `updated_at` moves only when messages go.
-const TRUNCATE_CONVERSATION: &str = "
-UPDATE conversations
-SET message_count = min(message_count, ?3),
-    updated_at = CASE WHEN message_count > ?3 THEN ?4 ELSE updated_at END
-WHERE id = ?1 AND owner = ?2
-RETURNING id";
+const CONVERSATION_EXISTS: &str = "SELECT id FROM conversations WHERE id = ?1 AND owner = ?2";
 
 const TRUNCATE_MESSAGES: &str =
     "DELETE FROM messages WHERE conversation_id = ?1 AND sequence_number >= ?2";
+
+/// Lowers the row count by the `?3` messages deleted, run only when there were some, so
+/// `updated_at` moves only when messages go. `next_sequence` stays where it is.
+const TRUNCATE_CONVERSATION: &str = "
+UPDATE conversations
+SET message_count = message_count - ?3, updated_at = ?4
+WHERE id = ?1 AND owner = ?2";
 
 #[async_trait]
 impl TurnStore for SqlitePool {
@@ -203,6 +212,17 @@ impl ConversationStore for SqlitePool {
         reader.search(statements, owner, query, &expression).await
     }
 
+    async fn list_by_id(
+        &self,
+        owner: &str,
+        query: &CursorQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        let mut connection = self.acquire().await?;
+        Reader::<Sqlite>::new(&mut connection, true)
+            .by_id(owner, query)
+            .await
+    }
+
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {
         let mut connection = self.acquire().await?;
         Reader::<Sqlite>::new(&mut connection, true)
@@ -271,10 +291,16 @@ impl ConversationStore for SqlitePool {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let count: i64 = source.try_get("message_count")?;
-        if !(0..count).contains(&at_sequence) {
-            return Err(StoreError::OutOfRange);
-        }
+        let span = sqlx::query(FORK_SPAN)
+            .bind(id)
+            .bind(at_sequence)
+            .fetch_one(&mut *tx)
+            .await?;
+        let copied = fork_copies(
+            at_sequence,
+            span.try_get("copied")?,
+            span.try_get("last_sequence")?,
+        )?;
         let fork_id = Uuid::now_v7();
         let now = timestamp();
         let row = sqlx::query(CREATE_CONVERSATION)
@@ -282,8 +308,9 @@ impl ConversationStore for SqlitePool {
             .bind(owner)
             .bind(source.try_get::<Option<String>, _>("title")?)
             .bind(&now)
-            .bind(at_sequence + 1)
+            .bind(copied)
             .bind(source.try_get::<Json<Metadata>, _>("metadata")?)
+            .bind(at_sequence + 1)
             .fetch_one(&mut *tx)
             .await?;
         sqlx::query(FORK_MESSAGES)
@@ -301,11 +328,9 @@ impl ConversationStore for SqlitePool {
             return Err(StoreError::OutOfRange);
         }
         let mut tx = begin_write(self).await?;
-        sqlx::query(TRUNCATE_CONVERSATION)
+        sqlx::query(CONVERSATION_EXISTS)
             .bind(id)
             .bind(owner)
-            .bind(from_sequence)
-            .bind(timestamp())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -313,9 +338,27 @@ impl ConversationStore for SqlitePool {
             .bind(id)
             .bind(from_sequence)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+        if deleted > 0 {
+            sqlx::query(TRUNCATE_CONVERSATION)
+                .bind(id)
+                .bind(owner)
+                .bind(i64::try_from(deleted).map_err(|e| StoreError::Corrupt(Box::new(e)))?)
+                .bind(timestamp())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(deleted.rows_affected())
+        Ok(deleted)
+    }
+
+    async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        retention::sweep(self, Sweep::Owner(owner)).await
+    }
+
+    async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
+        retention::sweep(self, Sweep::IdleSince(idle_since)).await
     }
 }
 

@@ -38,8 +38,8 @@ use crate::store::{Metadata, StoreError};
 /// Takes the write lock at once rather than at the first write.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
-/// Appends a turn: its messages, numbered on from the conversation's count, then the
-/// count moved past them, inside the savepoint that keeps a failed turn of a batch from
+/// Appends a turn: its messages, numbered on from the conversation's next sequence number
+/// (never from its count, which a truncation lowers), then both moved past them, inside the savepoint that keeps a failed turn of a batch from
 /// leaving anything behind ([`ROLLBACK_TURN`] undoes it). The statements are sent as one
 /// call, since every call is a round trip to the connection's worker thread; inside the
 /// batch's `BEGIN IMMEDIATE` nothing can come between them. An unknown id (or another
@@ -50,13 +50,13 @@ const APPEND_TURN: &str = concat!(
     "SAVEPOINT turn;
 INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
-SELECT c.id, c.message_count + batch.key, ?4, ",
+SELECT c.id, c.next_sequence + batch.key, ?4, ",
     message_columns!("?5"),
     ", conversations AS c WHERE c.id = ?1 AND c.owner = ?2;
 UPDATE conversations
-SET message_count = message_count + ?3, updated_at = ?4
+SET message_count = message_count + ?3, next_sequence = next_sequence + ?3, updated_at = ?4
 WHERE id = ?1 AND owner = ?2
-RETURNING message_count - ?3 AS first_sequence;
+RETURNING next_sequence - ?3 AS first_sequence;
 RELEASE turn"
 );
 

@@ -65,6 +65,29 @@ impl TestDb {
     /// A new SQLite database in a temporary file (a file, not `:memory:`, so that every
     /// connection of the pool sees the same data).
     pub async fn sqlite() -> TestDb {
+        let db = Self::sqlite_unmigrated().await;
+        db.migrate().await;
+        db
+    }
+
+    /// A new Postgres database, migrated: see [`TestDb::postgres_unmigrated`].
+    pub async fn postgres() -> Option<TestDb> {
+        let db = Self::postgres_unmigrated().await?;
+        db.migrate().await;
+        Some(db)
+    }
+
+    /// Runs every migration of the store.
+    async fn migrate(&self) {
+        match &self.pool {
+            TestPool::Sqlite(pool) => tower_conversations::migrate(pool).await,
+            TestPool::Postgres(pool) => tower_conversations::migrate(pool).await,
+        }
+        .expect("migrate the test database");
+    }
+
+    /// A new, empty SQLite database, as [`TestDb::sqlite`] without the migrations.
+    pub async fn sqlite_unmigrated() -> TestDb {
         let name = unique_name();
         let path = std::env::temp_dir().join(format!("{name}.db"));
         let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -74,9 +97,6 @@ impl TestDb {
             .connect_with(options)
             .await
             .expect("open sqlite test database");
-        tower_conversations::migrate(&pool)
-            .await
-            .expect("migrate sqlite");
         TestDb {
             backend: Backend::Sqlite,
             pool: TestPool::Sqlite(pool),
@@ -85,18 +105,9 @@ impl TestDb {
         }
     }
 
-    /// A new Postgres database on the server at `DATABASE_URL`. `None` (with one line
-    /// saying so) when no server answers, unless `REQUIRE_POSTGRES=1`: then it panics.
-    pub async fn postgres() -> Option<TestDb> {
-        let db = Self::postgres_without_schema().await?;
-        tower_conversations::migrate(&*db.store())
-            .await
-            .expect("migrate postgres");
-        Some(db)
-    }
-
-    /// [`TestDb::postgres`] before any migration ran: for tests of the migrations.
-    pub async fn postgres_without_schema() -> Option<TestDb> {
+    /// A new, empty Postgres database on the server at `DATABASE_URL`. `None` (with one
+    /// line saying so) when no server answers, unless `REQUIRE_POSTGRES=1`: then it panics.
+    pub async fn postgres_unmigrated() -> Option<TestDb> {
         let server = postgres_server_url();
         let admin = match PgPoolOptions::new()
             .max_connections(1)

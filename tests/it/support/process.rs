@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 /// The variables the proxy reads: cleared for every child, so that the environment the
 /// tests run in (`DATABASE_URL` above all) never leaks into a proxy under test.
-const PROXY_VARIABLES: [&str; 10] = [
+const PROXY_VARIABLES: [&str; 11] = [
     "LISTEN_ADDR",
     "UPSTREAM_URL",
     "DATABASE_URL",
@@ -19,6 +19,7 @@ const PROXY_VARIABLES: [&str; 10] = [
     "API_KEYS_FILE",
     "ALLOW_ANONYMOUS",
     "METRICS_LISTEN",
+    "RETENTION_DAYS",
     "RUST_LOG",
     "SSL_CERT_FILE",
 ];

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tower_conversations::store::{
-    ConversationStore, HistoryMessage, ListQuery, NewMessage, StoreError, TurnTarget,
+    ConversationStore, HistoryMessage, ListQuery, NewMessage, StoreError, StoredMessage, TurnTarget,
 };
 use uuid::Uuid;
 
@@ -72,6 +72,11 @@ pub fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what:
         matches!(result, Err(StoreError::NotFound)),
         "{what}: expected NotFound, got {result:?}"
     );
+}
+
+/// The sequence numbers of stored messages, in their order.
+pub fn sequence_numbers(messages: &[StoredMessage]) -> Vec<i64> {
+    messages.iter().map(|m| m.sequence_number).collect()
 }
 
 /// A loaded history as values, to compare with what was sent.

@@ -1,0 +1,44 @@
+//! Items: OpenAI's Responses and Conversations shapes, as a view of stored chat messages.
+//!
+//! Conversations are stored as chat-completions messages, since that is what the next
+//! chat request sends upstream. OpenAI's Conversations API speaks of *items* instead; this
+//! module converts between the two, with no HTTP and no database in it:
+//!
+//! - a `user`, `system`, `developer` or `assistant` message is a `message` item whose
+//!   content parts are `input_text` (`output_text` with `annotations: []` for the
+//!   assistant), `input_image`, `input_file` or `refusal`;
+//! - each tool call of an assistant message is a `function_call` item;
+//! - a `tool` message is a `function_call_output` item.
+//!
+//! [`to_items`] makes the items of one stored message, [`to_messages`] turns input items
+//! back into chat messages. Item ids ([`ItemId`]) are derived from the message's sequence
+//! number, which is never handed out twice in a conversation, so an id is never reused.
+//!
+//! Round trip: chat messages in the shapes the layer stores (text, arrays of parts, tool
+//! calls, tool results, refusals) come back unchanged from [`to_messages`]`(`[`to_items`]`)`,
+//! with two normalisations that do not change what a model is sent: an array holding a
+//! single text part comes back as a string, and chat-only fields the item shapes have no
+//! place for (a message's `name`) are not carried.
+//!
+//! ```
+//! use serde_json::json;
+//! use tower_conversations::items::{to_items, to_messages};
+//!
+//! let stored = json!({"role": "user", "content": "Hi"});
+//! let items = to_items(7, &stored);
+//! assert_eq!(items, [json!({
+//!     "type": "message", "id": "msg_7", "status": "completed", "role": "user",
+//!     "content": [{"type": "input_text", "text": "Hi"}]
+//! })]);
+//! assert_eq!(to_messages(&items)?, [stored]);
+//! # Ok::<(), tower_conversations::items::ItemError>(())
+//! ```
+
+mod content;
+mod id;
+mod input;
+mod view;
+
+pub use id::{ItemId, NotAnItemId};
+pub use input::{ItemError, to_messages};
+pub use view::to_items;

@@ -1,0 +1,54 @@
+//! Erasing an owner's conversations and purging idle ones, on PostgreSQL: see
+//! [`retention`](crate::store::retention) for the shape both backends share.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::session::Session;
+use crate::store::StoreError;
+use crate::store::retention::{BATCH, Sweep};
+
+const OWNER_BATCH: &str = "SELECT id FROM conversations WHERE owner = $1 LIMIT $2";
+
+/// Messages go with their conversation through `ON DELETE CASCADE`.
+const DELETE_OWNED: &str = "DELETE FROM conversations WHERE id = $1 AND owner = $2";
+
+const IDLE_BATCH: &str = "SELECT id FROM conversations WHERE updated_at < $1 LIMIT $2";
+
+const DELETE_IDLE: &str = "DELETE FROM conversations WHERE id = $1 AND updated_at < $2";
+
+/// Deletes what `sweep` selects, batch after batch, one conversation per statement;
+/// returns how many conversations went.
+pub(super) async fn sweep(pool: &PgPool, sweep: Sweep<'_>) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    loop {
+        let ids = batch(pool, sweep).await?;
+        if ids.is_empty() {
+            return Ok(deleted);
+        }
+        for id in ids {
+            let mut session = Session::statement(pool).await?;
+            let query = match sweep {
+                Sweep::Owner(owner) => session.query(DELETE_OWNED).bind(id).bind(owner.to_owned()),
+                Sweep::IdleSince(before) => session.query(DELETE_IDLE).bind(id).bind(before),
+            };
+            let done = query.execute(session.connection()).await?;
+            session.commit().await?;
+            deleted += done.rows_affected();
+        }
+    }
+}
+
+async fn batch(pool: &PgPool, sweep: Sweep<'_>) -> Result<Vec<Uuid>, StoreError> {
+    let mut session = Session::statement(pool).await?;
+    let query = match sweep {
+        Sweep::Owner(owner) => session.query(OWNER_BATCH).bind(owner.to_owned()),
+        Sweep::IdleSince(before) => session.query(IDLE_BATCH).bind::<DateTime<Utc>>(before),
+    };
+    let rows = query.bind(BATCH).fetch_all(session.connection()).await?;
+    session.commit().await?;
+    rows.iter()
+        .map(|row| row.try_get("id").map_err(StoreError::from))
+        .collect()
+}
