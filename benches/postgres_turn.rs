@@ -83,7 +83,9 @@ FROM conversation,
 fn turn(reply_chars: Option<usize>) -> Vec<Value> {
     let question = "Please explain how the borrow checker works in Rust, with a short example.";
     let reply = match reply_chars {
-        None => format!("You sent 1 message; the last one said: \"{question}\". (I am the demo model.)"),
+        None => {
+            format!("You sent 1 message; the last one said: \"{question}\". (I am the demo model.)")
+        }
         Some(chars) => prose(chars),
     };
     vec![
@@ -96,8 +98,18 @@ fn turn(reply_chars: Option<usize>) -> Vec<Value> {
 /// would compress to nothing and index a handful of words).
 fn prose(chars: usize) -> String {
     const WORDS: [&str; 12] = [
-        "borrow", "checker", "reference", "lifetime", "value", "mutable", "shared", "owner",
-        "scope", "move", "slice", "thread",
+        "borrow",
+        "checker",
+        "reference",
+        "lifetime",
+        "value",
+        "mutable",
+        "shared",
+        "owner",
+        "scope",
+        "move",
+        "slice",
+        "thread",
     ];
     let mut text = String::with_capacity(chars + 16);
     let mut n = 0usize;
@@ -166,11 +178,7 @@ fn median(mut values: Vec<Duration>) -> Duration {
 }
 
 /// A database of its own, migrated (or left empty), as a pool on `options`.
-async fn database(
-    admin: &PgPool,
-    options: &PgConnectOptions,
-    migrate: bool,
-) -> (PgPool, String) {
+async fn database(admin: &PgPool, options: &PgConnectOptions, migrate: bool) -> (PgPool, String) {
     let name = format!("tc_test_bench_pg_{}", Uuid::now_v7().simple());
     // The name is made from a uuid, never from input.
     admin
@@ -191,8 +199,10 @@ async fn database(
 /// No autovacuum on the tables measured: a worker that starts, works and exits between
 /// two readings would take its CPU with it, and one still running would not.
 async fn without_autovacuum(pool: &PgPool) {
-    for table in ["ALTER TABLE conversations SET (autovacuum_enabled = false)",
-                  "ALTER TABLE messages SET (autovacuum_enabled = false)"] {
+    for table in [
+        "ALTER TABLE conversations SET (autovacuum_enabled = false)",
+        "ALTER TABLE messages SET (autovacuum_enabled = false)",
+    ] {
         pool.execute(table).await.expect("autovacuum off");
     }
 }
@@ -207,9 +217,15 @@ async fn first_schema(pool: &PgPool) {
 }
 
 fn columns(turn: &[Value]) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let roles = turn.iter().map(|m| m["role"].as_str().unwrap_or("").to_owned()).collect();
+    let roles = turn
+        .iter()
+        .map(|m| m["role"].as_str().unwrap_or("").to_owned())
+        .collect();
     let messages = turn.iter().map(Value::to_string).collect();
-    let texts = turn.iter().map(|m| m["content"].as_str().unwrap_or("").to_owned()).collect();
+    let texts = turn
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or("").to_owned())
+        .collect();
     (roles, messages, texts)
 }
 
@@ -227,7 +243,10 @@ async fn server_cpu_table(admin: &PgPool, options: &PgConnectOptions) {
 
     println!("| turn | store now | first schema | floor: same rows, bare tables | now / floor |");
     println!("|---|--:|--:|--:|--:|");
-    for (label, size) in [("demo model (2 short messages)", None), ("reply of 2,700 characters", Some(2_700))] {
+    for (label, size) in [
+        ("demo model (2 short messages)", None),
+        ("reply of 2,700 characters", Some(2_700)),
+    ] {
         let turn = turn(size);
         let (roles, texts_json, texts) = columns(&turn);
         let new_messages = messages(&turn);
@@ -236,7 +255,12 @@ async fn server_cpu_table(admin: &PgPool, options: &PgConnectOptions) {
             now.push(
                 server_cpu_per_turn(&store, TURNS, || async {
                     store
-                        .append_turn("", Uuid::now_v7(), TurnTarget::NewConversation, &new_messages)
+                        .append_turn(
+                            "",
+                            Uuid::now_v7(),
+                            TurnTarget::NewConversation,
+                            &new_messages,
+                        )
                         .await
                         .expect("append");
                 })
@@ -289,9 +313,12 @@ async fn tls_table(admin: &PgPool, options: &PgConnectOptions) {
     let (first_plain, first_name) = database(admin, &plain_options, false).await;
     first_schema(&first_plain).await;
     let tls_to = |database: &str| {
-        PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone().ssl_mode(PgSslMode::Require).database(database))
+        PgPoolOptions::new().max_connections(1).connect_with(
+            options
+                .clone()
+                .ssl_mode(PgSslMode::Require)
+                .database(database),
+        )
     };
     let (tls, first_tls) = match (tls_to(&name).await, tls_to(&first_name).await) {
         (Ok(tls), Ok(first_tls)) => (tls, first_tls),
@@ -303,7 +330,9 @@ async fn tls_table(admin: &PgPool, options: &PgConnectOptions) {
         }
     };
 
-    println!("| reply | now, TLS | now, plain TCP | now, TLS − plain | first schema, TLS − plain |");
+    println!(
+        "| reply | now, TLS | now, plain TCP | now, TLS − plain | first schema, TLS − plain |"
+    );
     println!("|--:|--:|--:|--:|--:|");
     for chars in REPLY_CHARS {
         let turn = turn(Some(chars));
@@ -314,7 +343,12 @@ async fn tls_table(admin: &PgPool, options: &PgConnectOptions) {
             for (store, slot) in [(&tls, 0), (&plain, 1)] {
                 let start = Instant::now();
                 store
-                    .append_turn("", Uuid::now_v7(), TurnTarget::NewConversation, &new_messages)
+                    .append_turn(
+                        "",
+                        Uuid::now_v7(),
+                        TurnTarget::NewConversation,
+                        &new_messages,
+                    )
                     .await
                     .expect("append");
                 times[slot].push(start.elapsed());
@@ -365,7 +399,11 @@ fn main() {
             Ok(options) => options,
             Err(error) => return eprintln!("DATABASE_URL: {error}"),
         };
-        let admin = match PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await {
+        let admin = match PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+        {
             Ok(admin) => admin,
             Err(error) => return eprintln!("postgres_turn skipped: {error}"),
         };

@@ -338,11 +338,16 @@ async fn the_text_stored_once_migration_keeps_every_row_and_search_still_finds_o
     .unwrap();
 
     let store = db.store();
-    tower_conversations::migrate(&*store).await.expect("the later migrations");
+    tower_conversations::migrate(&*store)
+        .await
+        .expect("the later migrations");
     assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
     let history = store.load_history("", old, None).await.unwrap();
     assert_eq!(history.len(), 2);
-    assert_eq!(history[0].json(), r#"{"role":"user","content":"ancient words"}"#);
+    assert_eq!(
+        history[0].json(),
+        r#"{"role":"user","content":"ancient words"}"#
+    );
 
     let new = store
         .create(
@@ -365,7 +370,11 @@ async fn the_text_stored_once_migration_keeps_every_row_and_search_still_finds_o
                 ..Default::default()
             };
             let listed = store.list("", &query).await.unwrap();
-            listed.conversations.iter().map(|c| c.id).collect::<BTreeSet<_>>()
+            listed
+                .conversations
+                .iter()
+                .map(|c| c.id)
+                .collect::<BTreeSet<_>>()
         }
     };
     assert_eq!(found("ancient").await, BTreeSet::from([old]));
