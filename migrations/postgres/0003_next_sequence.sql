@@ -24,8 +24,9 @@ WHERE conversations.id = numbered.conversation_id;
 -- Conversations without a message.
 UPDATE conversations SET next_sequence = message_count WHERE next_sequence IS NULL;
 
+-- Two statements: Citus refuses ADD CONSTRAINT beside other subcommands of one ALTER.
+ALTER TABLE conversations ALTER COLUMN next_sequence SET NOT NULL;
 ALTER TABLE conversations
-    ALTER COLUMN next_sequence SET NOT NULL,
     ADD CONSTRAINT conversations_next_sequence_covers_rows CHECK (next_sequence >= message_count);
 
 -- Retention purges conversations idle since a time, across owners, in batches: each
