@@ -209,14 +209,34 @@ async fn without_autovacuum(pool: &PgPool) {
 
 /// The first migration alone: the schema before the text was stored once.
 async fn first_schema(pool: &PgPool) {
-    let mut migrator = sqlx::migrate::Migrator::new(std::path::Path::new("migrations/postgres"))
-        .await
-        .expect("read the migrations");
-    migrator.migrations = migrator.migrations.iter().take(1).cloned().collect();
-    migrator.run(pool).await.expect("the first schema");
+    let migrator = sqlx::migrate!("migrations/postgres");
+    migrator.run_to(1, pool).await.expect("the first schema");
 }
 
-fn columns(turn: &[Value]) -> (Vec<String>, Vec<String>, Vec<String>) {
+/// One new conversation's first turn through the store.
+async fn store_turn(store: &PgPool, messages: &[NewMessage]) {
+    store
+        .append_turn("", Uuid::now_v7(), TurnTarget::NewConversation, messages)
+        .await
+        .expect("append");
+}
+
+/// The same turn by the first schema's statement, from the columns of [`columns`].
+async fn first_schema_turn(pool: &PgPool, (roles, messages, texts): &Columns) {
+    sqlx::query(FIRST_SCHEMA_CREATE)
+        .bind(Uuid::now_v7())
+        .bind(roles)
+        .bind(messages)
+        .bind(texts)
+        .execute(pool)
+        .await
+        .expect("first schema insert");
+}
+
+/// A turn's roles, message texts and plain texts, one array each.
+type Columns = (Vec<String>, Vec<String>, Vec<String>);
+
+fn columns(turn: &[Value]) -> Columns {
     let roles = turn
         .iter()
         .map(|m| m["role"].as_str().unwrap_or("").to_owned())
@@ -248,43 +268,23 @@ async fn server_cpu_table(admin: &PgPool, options: &PgConnectOptions) {
         ("reply of 2,700 characters", Some(2_700)),
     ] {
         let turn = turn(size);
-        let (roles, texts_json, texts) = columns(&turn);
+        let columns = columns(&turn);
         let new_messages = messages(&turn);
         let (mut now, mut before, mut bare) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             now.push(
-                server_cpu_per_turn(&store, TURNS, || async {
-                    store
-                        .append_turn(
-                            "",
-                            Uuid::now_v7(),
-                            TurnTarget::NewConversation,
-                            &new_messages,
-                        )
-                        .await
-                        .expect("append");
-                })
-                .await,
+                server_cpu_per_turn(&store, TURNS, || store_turn(&store, &new_messages)).await,
             );
             before.push(
-                server_cpu_per_turn(&first, TURNS, || async {
-                    sqlx::query(FIRST_SCHEMA_CREATE)
-                        .bind(Uuid::now_v7())
-                        .bind(&roles)
-                        .bind(&texts_json)
-                        .bind(&texts)
-                        .execute(&first)
-                        .await
-                        .expect("first schema insert");
-                })
-                .await,
+                server_cpu_per_turn(&first, TURNS, || first_schema_turn(&first, &columns)).await,
             );
+            let (roles, texts_json, _) = &columns;
             bare.push(
                 server_cpu_per_turn(&floor, TURNS, || async {
                     sqlx::query(FLOOR_CREATE)
                         .bind(Uuid::now_v7())
-                        .bind(&roles)
-                        .bind(&texts_json)
+                        .bind(roles)
+                        .bind(texts_json)
                         .execute(&floor)
                         .await
                         .expect("floor insert");
@@ -337,32 +337,17 @@ async fn tls_table(admin: &PgPool, options: &PgConnectOptions) {
     for chars in REPLY_CHARS {
         let turn = turn(Some(chars));
         let new_messages = messages(&turn);
-        let (roles, texts_json, texts) = columns(&turn);
+        let columns = columns(&turn);
         let mut times: [Vec<Duration>; 4] = Default::default();
         for _ in 0..TIMES {
             for (store, slot) in [(&tls, 0), (&plain, 1)] {
                 let start = Instant::now();
-                store
-                    .append_turn(
-                        "",
-                        Uuid::now_v7(),
-                        TurnTarget::NewConversation,
-                        &new_messages,
-                    )
-                    .await
-                    .expect("append");
+                store_turn(store, &new_messages).await;
                 times[slot].push(start.elapsed());
             }
             for (pool, slot) in [(&first_tls, 2), (&first_plain, 3)] {
                 let start = Instant::now();
-                sqlx::query(FIRST_SCHEMA_CREATE)
-                    .bind(Uuid::now_v7())
-                    .bind(&roles)
-                    .bind(&texts_json)
-                    .bind(&texts)
-                    .execute(pool)
-                    .await
-                    .expect("first schema insert");
+                first_schema_turn(pool, &columns).await;
                 times[slot].push(start.elapsed());
             }
         }
