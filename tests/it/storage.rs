@@ -376,9 +376,13 @@ backend_tests! {
     async fn deletes_cascaded_from_conversations_keep_the_search_index_right(db: TestDb) {
         let store = db.store();
         conversation_with(&store, "", &[turn("cascade words", "a")]).await;
-        // A delete that relies on ON DELETE CASCADE rather than on the store.
+        // A delete outside the store. SQLite cascades it to the messages; PostgreSQL has
+        // no foreign key to cascade it (a turn would pay its check per message), so the
+        // messages stay, out of reach: every read and search goes through the
+        // conversation row.
         db.execute("DELETE FROM conversations").await;
-        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 0);
+        let left = if db.backend == Backend::Sqlite { 0 } else { 2 };
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, left);
         assert_eq!(store.list("", &search("cascade")).await.unwrap().total, 0);
         if db.backend == Backend::Sqlite {
             db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)").await;
@@ -613,6 +617,39 @@ backend_tests! {
             turns.insert(n.to_owned());
         }
         assert_eq!(turns.len(), 32);
+    }
+
+    async fn a_conversation_deleted_while_turns_land_leaves_no_message_behind(db: TestDb) {
+        // Each round: 8 turns and a delete of the same conversation, all at once. Every
+        // turn either lands before the delete (and goes with it) or finds no
+        // conversation; none may leave messages whose conversation is gone.
+        let store = db.store_with_connections(9).await;
+        for _ in 0..30 {
+            let id = conversation_with(&store, "", &[turn("q", "a")]).await;
+            let start = Arc::new(tokio::sync::Barrier::new(9));
+            let turns: Vec<_> = (0..8)
+                .map(|n| {
+                    let store = store.clone();
+                    let start = start.clone();
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        store
+                            .append_turn("", id, TurnTarget::Existing, &turn(&format!("q{n}"), "a"))
+                            .await
+                    })
+                })
+                .collect();
+            start.wait().await;
+            store.delete("", id).await.unwrap();
+            for task in turns {
+                match task.await.unwrap() {
+                    Ok(_) | Err(StoreError::NotFound) => {}
+                    Err(other) => panic!("a turn racing a delete failed otherwise: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 0);
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 0, "messages outlived their conversation");
     }
 
     async fn a_row_that_cannot_be_decoded_is_corrupt_not_a_panic(db: TestDb) {

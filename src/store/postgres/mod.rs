@@ -114,9 +114,18 @@ SET title = coalesce($3, title), metadata = coalesce($4, metadata), updated_at =
 WHERE id = $1 AND owner = $2
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
-/// Messages go with their conversation through `ON DELETE CASCADE`, which PostgreSQL
-/// always enforces.
+/// The first half of a delete: the conversation row, which also waits for a turn still
+/// writing to it (the turn holds the row's lock). [`DELETE_MESSAGES`] follows in the
+/// same transaction.
 const DELETE: &str = "DELETE FROM conversations WHERE id = $1 AND owner = $2";
+
+/// The second half of every delete (this one, erasure, purge): the messages of a
+/// conversation whose row the same transaction has just deleted. No foreign key cascades
+/// it (migration 0005 dropped the key: its check ran once per message inserted). A
+/// statement of its own, after the row's: its snapshot sees every turn that committed
+/// while the row's delete waited, where a single statement's snapshot would miss them,
+/// and no turn can add to the conversation after it (APPEND finds no row).
+const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE conversation_id = $1";
 
 /// Holds the source still (no turn, truncation or delete) while it is copied.
 const FORK_SOURCE: &str = "
@@ -310,18 +319,18 @@ impl ConversationStore for PgPool {
     }
 
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
-        let mut session = Session::statement(self).await?;
-        let deleted = session
+        let mut tx = Session::transaction(self).await?;
+        let deleted = tx
             .query(DELETE)
             .bind(id)
             .bind(owner)
-            .execute(session.connection())
+            .execute(tx.connection())
             .await?;
-        session.commit().await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        delete_messages(&mut tx, id).await?;
+        tx.commit().await
     }
 
     async fn fork(
@@ -409,6 +418,16 @@ impl ConversationStore for PgPool {
     async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
         retention::sweep(self, Sweep::IdleSince(idle_since)).await
     }
+}
+
+/// Deletes the messages of conversation `id`, whose row `tx` has just deleted (see
+/// [`DELETE_MESSAGES`]).
+async fn delete_messages(tx: &mut Session, id: Uuid) -> Result<(), StoreError> {
+    tx.query(DELETE_MESSAGES)
+        .bind(id)
+        .execute(tx.connection())
+        .await?;
+    Ok(())
 }
 
 /// Creates a conversation with its messages (the [`CREATE`] statement).

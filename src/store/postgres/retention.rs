@@ -5,13 +5,14 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use super::delete_messages;
 use super::session::Session;
 use crate::store::StoreError;
 use crate::store::retention::{BATCH, Sweep};
 
 const OWNER_BATCH: &str = "SELECT id FROM conversations WHERE owner = $1 LIMIT $2";
 
-/// Messages go with their conversation through `ON DELETE CASCADE`.
+/// Messages follow in the same transaction ([`delete_messages`]).
 const DELETE_OWNED: &str = "DELETE FROM conversations WHERE id = $1 AND owner = $2";
 
 const IDLE_BATCH: &str = "SELECT id FROM conversations WHERE updated_at < $1 LIMIT $2";
@@ -28,13 +29,18 @@ pub(super) async fn sweep(pool: &PgPool, sweep: Sweep<'_>) -> Result<u64, StoreE
             return Ok(deleted);
         }
         for id in ids {
-            let mut session = Session::statement(pool).await?;
+            let mut tx = Session::transaction(pool).await?;
             let query = match sweep {
-                Sweep::Owner(owner) => session.query(DELETE_OWNED).bind(id).bind(owner.to_owned()),
-                Sweep::IdleSince(before) => session.query(DELETE_IDLE).bind(id).bind(before),
+                Sweep::Owner(owner) => tx.query(DELETE_OWNED).bind(id).bind(owner.to_owned()),
+                Sweep::IdleSince(before) => tx.query(DELETE_IDLE).bind(id).bind(before),
             };
-            let done = query.execute(session.connection()).await?;
-            session.commit().await?;
+            let done = query.execute(tx.connection()).await?;
+            // A turn may have revived an idle one since the batch was read: then the
+            // row stays, and so do its messages.
+            if done.rows_affected() > 0 {
+                delete_messages(&mut tx, id).await?;
+            }
+            tx.commit().await?;
             deleted += done.rows_affected();
         }
     }
