@@ -9,8 +9,7 @@ const HAS_CITUS: &str = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname
 const IS_DISTRIBUTED: &str =
     "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = $1::regclass)";
 
-/// First the table the other's foreign key references: Citus wants that one distributed
-/// before the key can point at it.
+/// First the table `messages` is co-located with.
 const DISTRIBUTE_CONVERSATIONS: &str = "SELECT create_distributed_table('conversations', 'id')";
 
 /// Co-located with `conversations`: a conversation's messages live on its shard, so every
