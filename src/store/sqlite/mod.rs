@@ -135,11 +135,13 @@ LIMIT ?3";
 
 /// Pages by id of the conversations holding a common match of `?4`: the owner's
 /// conversations in order, each message of each probed in the full-text index.
+/// `CROSS JOIN` makes SQLite keep that order of loops (the conversation's few messages,
+/// then the index by row id): the other order reads every match for every conversation.
 const SEARCH_WALK_ASC: &str = "
 SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
 FROM conversations c
 WHERE c.owner = ?1 AND c.id > ?2 AND EXISTS (
-    SELECT 1 FROM messages m JOIN messages_search s ON s.rowid = m.id
+    SELECT 1 FROM messages m CROSS JOIN messages_search s ON s.rowid = m.id
     WHERE m.conversation_id = c.id AND s.messages_search MATCH ?4)
 ORDER BY c.id
 LIMIT ?3";
@@ -148,7 +150,7 @@ const SEARCH_WALK_DESC: &str = "
 SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
 FROM conversations c
 WHERE c.owner = ?1 AND c.id < ?2 AND EXISTS (
-    SELECT 1 FROM messages m JOIN messages_search s ON s.rowid = m.id
+    SELECT 1 FROM messages m CROSS JOIN messages_search s ON s.rowid = m.id
     WHERE m.conversation_id = c.id AND s.messages_search MATCH ?4)
 ORDER BY c.id DESC
 LIMIT ?3";
