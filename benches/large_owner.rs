@@ -5,6 +5,8 @@
 //! cargo bench --bench large_owner
 //! DATABASE_URL=postgres://user@host:5432/postgres cargo bench --bench large_owner
 //! LARGE_OWNER_CONVERSATIONS=20000 cargo bench --bench large_owner   # a smaller fill
+//! LARGE_OWNER_SQLITE_ONLY=1 cargo bench --bench large_owner          # SQLite's table alone
+//! LARGE_OWNER_KEEP=1 cargo bench --bench large_owner   # keep the SQLite file, to look into
 //! ```
 //!
 //! The rows are written by SQL on the server (not through the store, which would take

@@ -165,10 +165,10 @@ backend_tests! {
 backend_tests! {
     async fn search_pages_by_id_find_the_same_whether_a_word_is_common_or_rare(db: TestDb) {
         let client = Client::axum(&db).await;
-        // Over 2,000 messages with the common word: SQLite then walks conversations
+        // Over 6,000 messages with the common word: SQLite then walks conversations
         // instead of reading every match first; both ways must find the same.
         let mut ids = Vec::new();
-        for n in 0..22 {
+        for n in 0..61 {
             let messages: Vec<Value> = (0..100)
                 .map(|m| {
                     let rare = if (n, m) == (13, 57) { " rare" } else { "" };

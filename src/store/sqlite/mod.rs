@@ -101,11 +101,13 @@ WHERE owner = ?1 AND id IN (
     WHERE messages_search MATCH ?2)";
 
 /// Search on pages by id goes one of two ways, chosen by how many messages hold the
-/// words: up to this many, the matching messages are read first (one lookup each) and
-/// their few conversations sorted; beyond it, the owner's conversations are walked by id
-/// and each probed, which stops as soon as the page is full, and soon when the words are
-/// common. Reading 2,000 matches costs about what the target of 20 ms allows.
-const SEARCH_SET_LIMIT: i64 = 2_000;
+/// words: below this many, the matching messages are read first (a lookup each, about
+/// 4 µs) and their conversations sorted; from it on, the owner's conversations are walked
+/// by id and each one's messages probed in the full-text index, which stops as soon as
+/// the page is full: soon when the words are common among the owner's conversations.
+/// Read first, 6,000 matches cost about 25 ms; a word found that often but in only a few
+/// of the owner's conversations makes the walk long (see `docs/performance.md`).
+const SEARCH_SET_LIMIT: i64 = 6_000;
 
 /// Counts the messages matching `?1`, up to `?2`: the full-text index alone, no lookup.
 const SEARCH_MATCHES: &str = "
@@ -135,8 +137,8 @@ LIMIT ?3";
 
 /// Pages by id of the conversations holding a common match of `?4`: the owner's
 /// conversations in order, each message of each probed in the full-text index.
-/// `CROSS JOIN` makes SQLite keep that order of loops (the conversation's few messages,
-/// then the index by row id): the other order reads every match for every conversation.
+/// `CROSS JOIN` pins that order of loops (the conversation's few messages, then the index
+/// by row id), so the planner cannot turn it into reading every match per conversation.
 const SEARCH_WALK_ASC: &str = "
 SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
 FROM conversations c
