@@ -243,6 +243,14 @@ impl ConversationStore for NoDatabase {
     async fn truncate(&self, _: &str, _: Uuid, _: i64) -> Result<u64, StoreError> {
         Err(StoreError::NotFound)
     }
+    async fn delete_item(
+        &self,
+        _: &str,
+        _: Uuid,
+        _: tower_conversations::items::ItemId,
+    ) -> Result<Conversation, StoreError> {
+        Err(StoreError::NotFound)
+    }
     async fn list_by_id(
         &self,
         _: &str,

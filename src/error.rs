@@ -200,6 +200,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound => Self::conversation_not_found(),
+            StoreError::ItemNotFound => Self::item_not_found(),
             StoreError::OutOfRange => {
                 Self::invalid_request("That sequence number is not in the conversation.")
             }

@@ -84,6 +84,16 @@ SAMPLES = {
     "HAS_CITUS": ([], []),
     "IS_DISTRIBUTED": (["text"], ["'messages'"]),
     "TRUNCATE_MESSAGES": (["uuid", "int8"], [SAMPLE, "2"]),
+    "ITEM_SPAN": (["uuid", "int8"], [SAMPLE, "2"]),
+    "DELETE_ITEM_MESSAGES": (["uuid", "int8[]"], [SAMPLE, "ARRAY[1, 2]::int8[]"]),
+    "REWRITE_ITEM_MESSAGE": (["uuid", "int8", "text", "jsonb", "text"],
+                             [SAMPLE, "1", """'{"role":"assistant","content":null}'""", "'[1]'",
+                              "''"]),
+    "ITEM_DELETED": (["uuid", "text", "int8"], [SAMPLE, OWNER, "1"]),
+    "SEARCH_BY_ID_ASC": (["text", "uuid", "int8", "text"],
+                         [OWNER, "'00000000-0000-0000-0000-000000000000'", "21", "'hello'"]),
+    "SEARCH_BY_ID_DESC": (["text", "uuid", "int8", "text"],
+                          [OWNER, "'ffffffff-ffff-ffff-ffff-ffffffffffff'", "21", "'hello'"]),
 }
 SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.I)
 

@@ -56,6 +56,7 @@ where
         Endpoint::Items(id) => items::list(call, id).await,
         Endpoint::AddItems(id) => items::add(call, id).await,
         Endpoint::Item(id, item) => items::get(call, id, &item).await,
+        Endpoint::DeleteItem(id, item) => items::delete(call, id, &item).await,
     }
 }
 

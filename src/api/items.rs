@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use super::handlers::{BODY_LIMIT, Call};
 use super::request;
-use super::response::json_response;
+use super::response::{json_response, summary};
 use crate::BoxError;
 use crate::error::ApiError;
-use crate::items::{ItemId, to_items};
+use crate::items::{ItemId, to_items_numbered};
 use crate::request_body::read_body;
 use crate::store::{MessageQuery, Order, StoredMessage, TurnTarget};
 
@@ -119,6 +119,27 @@ pub(super) async fn get<B>(
     Ok(json_response(StatusCode::OK, &found))
 }
 
+/// `DELETE /{id}/items/{item_id}`: deletes the item, with what must go along (see
+/// [`crate::items`]), and answers the conversation object, as OpenAI does.
+pub(super) async fn delete<B>(
+    call: Call<'_, B>,
+    id: Uuid,
+    item: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let Ok(item) = item.parse::<ItemId>() else {
+        // An id this store never writes names no item; the conversation is looked up
+        // all the same, so that an unknown or another owner's one says so.
+        let page = MessageQuery {
+            limit: 1,
+            ..MessageQuery::default()
+        };
+        call.store.messages(call.owner, id, &page).await?;
+        return Err(ApiError::item_not_found());
+    };
+    let conversation = call.store.delete_item(call.owner, id, item).await?;
+    Ok(json_response(StatusCode::OK, &summary(&conversation)))
+}
+
 /// `POST /{id}/items` `{"items": [...]}`: up to 20 input items, stored as one turn (one
 /// transaction, consecutive sequence numbers); answers the items as stored.
 pub(super) async fn add<B>(call: Call<'_, B>, id: Uuid) -> Result<Response<Full<Bytes>>, ApiError>
@@ -134,13 +155,17 @@ where
     let items: Vec<Value> = messages
         .iter()
         .zip(first..)
-        .flat_map(|(message, sequence)| to_items(sequence, &message.message))
+        .flat_map(|(message, sequence)| to_items_numbered(sequence, &message.message, None))
         .collect();
     Ok(json_response(StatusCode::OK, &item_list(items, false)))
 }
 
 fn items_of(message: &StoredMessage) -> Vec<Value> {
-    to_items(message.sequence_number, &message.message)
+    to_items_numbered(
+        message.sequence_number,
+        &message.message,
+        message.call_numbers.as_deref(),
+    )
 }
 
 /// `{"object": "list", "data", "first_id", "last_id", "has_more"}`; the ids are `null`

@@ -4,7 +4,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /?limit=50&offset=0&q=words` | `200 {"conversations": [summary...], "total", "limit", "offset"}`, newest `updated_at` first |
-//! | `GET /?after=ID&limit=20&order=desc` | `200 {"object": "list", "data": [summary...], "first_id", "last_id", "has_more"}`: by id (creation order), no `total`; chosen when `after` or `order` is given |
+//! | `GET /?after=ID&limit=20&order=desc&q=words` | `200 {"object": "list", "data": [summary...], "first_id", "last_id", "has_more"}`: by id (creation order), no `total`; chosen when `after` or `order` is given |
 //! | `POST /` `{"title"?, "metadata"?, "messages"?}` or `{"metadata"?, "items"?}` | `201` summary (up to 20 Responses input items, stored as chat messages) |
 //! | `DELETE /?all=true` | `200 {"object": "conversation.erasure", "deleted": N}`: every conversation of the caller; `403 owner_required` without an owner |
 //! | `GET /{id}` | `200` summary plus `"messages"` |
@@ -16,6 +16,7 @@
 //! | `GET /{id}/items?after=ITEM&limit=20&order=desc` | `200 {"object": "list", "data": [item...], "first_id", "last_id", "has_more"}` |
 //! | `POST /{id}/items` `{"items": [1 to 20]}` | `200` the same list shape, the items as stored, appended in one transaction |
 //! | `GET /{id}/items/{item_id}` | `200` one item, `404 item_not_found` for any id the conversation does not hold |
+//! | `DELETE /{id}/items/{item_id}` | `200` summary after the delete; a function call and its output go together ([`crate::items`] says what else) |
 //!
 //! Items are OpenAI's view of the stored chat messages ([`crate::items`]); their ids
 //! (`msg_<seq>`, `fc_<seq>_<n>`, `fco_<seq>`) come from sequence numbers, which are

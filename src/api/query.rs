@@ -79,28 +79,20 @@ impl QueryParams {
     }
 
     /// The cursor listing, when `after` or `order` is given: `after` a conversation id,
-    /// `limit` (default 20, as OpenAI's lists) and `order` (default `desc`, newest
-    /// first). `offset` belongs to the other listing and is refused beside them, and so
-    /// is `q`, which cursor pages do not search yet. `None` for the offset listing.
+    /// `limit` (default 20, as OpenAI's lists), `order` (default `desc`, newest first)
+    /// and `q` (search, as in the offset listing). `offset` belongs to the other listing
+    /// and is refused beside them. `None` for the offset listing.
     pub(crate) fn cursor_list(&self) -> Result<Option<CursorQuery>, ApiError> {
         let after = self.get("after")?;
         let order = self.get("order")?;
         if after.is_none() && order.is_none() {
             return Ok(None);
         }
-        for (name, why) in [
-            (
+        if self.get("offset")?.is_some() {
+            return Err(invalid(
                 "offset",
                 "`offset` pages the other listing; with `after` or `order`, page by `after`.",
-            ),
-            (
-                "q",
-                "`q` is not supported with `after` or `order` yet; search with `limit` and `offset`.",
-            ),
-        ] {
-            if self.get(name)?.is_some() {
-                return Err(invalid(name, why));
-            }
+            ));
         }
         let after = match after {
             None => None,
@@ -118,23 +110,29 @@ impl QueryParams {
             after,
             limit: self.limit(DEFAULT_MESSAGE_LIMIT)?,
             order,
+            search: self.search()?,
         }))
+    }
+
+    /// `q`, the words to search for. A blank `q` searches for nothing: every
+    /// conversation is listed.
+    fn search(&self) -> Result<Option<String>, ApiError> {
+        // NUL separates words like a space: neither backend can search for it.
+        Ok(self
+            .get("q")?
+            .map(|q| q.replace('\0', " "))
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty()))
     }
 
     /// `limit`, `offset` and `q` of a listing. A blank `q` lists everything.
     pub(crate) fn list(&self) -> Result<ListQuery, ApiError> {
         let limit = self.limit(DEFAULT_LIST_LIMIT)?;
         let offset = self.non_negative("offset")?.unwrap_or(0).unsigned_abs();
-        // NUL separates words like a space: neither backend can search for it.
-        let search = self
-            .get("q")?
-            .map(|q| q.replace('\0', " "))
-            .map(|q| q.trim().to_owned())
-            .filter(|q| !q.is_empty());
         Ok(ListQuery {
             limit,
             offset,
-            search,
+            search: self.search()?,
         })
     }
 
@@ -270,6 +268,22 @@ mod tests {
             let error = params(query).messages().unwrap_err();
             assert_eq!(error.param.as_deref(), Some(param), "{query}");
         }
+    }
+
+    #[test]
+    fn cursor_pages_take_the_same_search_text_as_the_offset_listing() {
+        let query = params("order=asc&q=+hello%00world+")
+            .cursor_list()
+            .unwrap()
+            .unwrap();
+        assert_eq!(query.search.as_deref(), Some("hello world"));
+        assert_eq!(query.order, Order::Asc);
+        let blank = params("after=0190b6a4-6f1e-7cc3-9d5e-2f1f6a0b4c11&q=+").cursor_list();
+        assert_eq!(blank.unwrap().unwrap().search, None);
+        assert!(
+            params("q=word").cursor_list().unwrap().is_none(),
+            "offset listing"
+        );
     }
 
     #[test]

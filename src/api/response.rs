@@ -124,6 +124,7 @@ mod tests {
             reasoning_events: Vec::new(),
             metadata: Map::new(),
             created_at: at(),
+            call_numbers: None,
         };
         assert_eq!(
             message(&stored),

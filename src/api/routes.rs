@@ -35,6 +35,8 @@ pub(crate) enum Endpoint {
     /// `GET /{id}/items/{item_id}`, with the item id as given: one this store never
     /// writes is `404`, like an item that is gone.
     Item(Uuid, String),
+    /// `DELETE /{id}/items/{item_id}`, the item id as given.
+    DeleteItem(Uuid, String),
 }
 
 /// Why a request matches no endpoint: the error, and for a wrong method the methods the
@@ -117,6 +119,9 @@ pub(crate) fn route(
         (Resource::Item(id, item), &Method::GET) => {
             Endpoint::Item(parse_id(id)?, (*item).to_owned())
         }
+        (Resource::Item(id, item), &Method::DELETE) => {
+            Endpoint::DeleteItem(parse_id(id)?, (*item).to_owned())
+        }
         _ => {
             let allow = allowed_methods(&resource);
             return Err(Unrouted {
@@ -136,7 +141,7 @@ fn allowed_methods(resource: &Resource<'_>) -> &'static str {
         Resource::Messages(_) => "GET, DELETE",
         Resource::Fork(_) => "POST",
         Resource::Items(_) => "GET, POST",
-        Resource::Item(..) => "GET",
+        Resource::Item(..) => "GET, DELETE",
     }
 }
 
@@ -218,6 +223,10 @@ mod tests {
             assert_eq!(
                 route(&Method::POST, &at(&format!("/{ID}/fork"))),
                 Ok(Endpoint::Fork(id()))
+            );
+            assert_eq!(
+                route(&Method::DELETE, &at(&format!("/{ID}/items/fc_3_1"))),
+                Ok(Endpoint::DeleteItem(id(), "fc_3_1".to_owned()))
             );
         }
     }

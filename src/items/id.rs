@@ -5,9 +5,15 @@ use std::str::FromStr;
 
 /// The id of an item: which stored message it comes from, and which part of it.
 ///
-/// Written `msg_<seq>` (a message), `fc_<seq>_<n>` (the `n`-th tool call of an assistant
-/// message, from 0) and `fco_<seq>` (a tool result). Sequence numbers are never handed
-/// out twice in a conversation, so neither is an id, even after deletes and truncations.
+/// Written `msg_<seq>` (a message), `fc_<seq>_<n>` (tool call `n` of an assistant
+/// message) and `fco_<seq>` (a tool result). Sequence numbers are never handed out twice
+/// in a conversation, so neither is an id, even after deletes and truncations. A call's
+/// number `n` is its place in the message's `tool_calls` when the message was stored,
+/// from 0, and stays its number when a call before it is deleted: the store keeps the
+/// numbers of the calls left beside the message (see [`to_items_numbered`]), so no call
+/// ever takes over the id of a deleted one.
+///
+/// [`to_items_numbered`]: super::to_items_numbered
 ///
 /// ```
 /// use tower_conversations::items::ItemId;
@@ -29,7 +35,8 @@ pub enum ItemId {
     FunctionCall {
         /// The stored message's sequence number.
         sequence_number: i64,
-        /// The call's place in the message's `tool_calls`, from 0.
+        /// The call's number: its place in the message's `tool_calls` when stored, from
+        /// 0, kept when calls before it are deleted.
         index: usize,
     },
     /// The `function_call_output` item of a stored `tool` message.

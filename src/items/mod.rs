@@ -14,6 +14,24 @@
 //! back into chat messages. Item ids ([`ItemId`]) are derived from the message's sequence
 //! number, which is never handed out twice in a conversation, so an id is never reused.
 //!
+//! Deleting an item (`DELETE /v1/conversations/{id}/items/{item_id}`) deletes or
+//! rewrites the messages it is a view of, so that what is left is still a history a chat
+//! request can send upstream:
+//!
+//! - a `function_call` item and its `function_call_output` are deleted together, whichever
+//!   of the two is named: the call leaves its assistant message's `tool_calls`, and the
+//!   `tool` message answering it is deleted;
+//! - the calls left in that message keep their item ids: `fc_<seq>_<n>` numbers a call by
+//!   its place in `tool_calls` when the message was stored, and the store keeps those
+//!   numbers beside a message whose calls were deleted ([`to_items_numbered`] reads them),
+//!   so a call never takes over the id of a deleted one;
+//! - an assistant message left without calls loses its `tool_calls` field, and goes whole
+//!   when it had no text (no `message` item of its own: it only called tools);
+//! - the `message` item of an assistant message that also calls functions is its text:
+//!   deleting it sets `content` to null (and drops a `refusal`), and the calls stay;
+//! - any other `message` item goes with its message, and an assistant message takes the
+//!   `tool` messages answering its calls with it.
+//!
 //! Round trip: chat messages in the shapes the layer stores (text, arrays of parts, tool
 //! calls, tool results, refusals) come back unchanged from [`to_messages`]`(`[`to_items`]`)`,
 //! with two normalisations that do not change what a model is sent: an array holding a
@@ -37,8 +55,10 @@
 mod content;
 mod id;
 mod input;
+mod removal;
 mod view;
 
 pub use id::{ItemId, NotAnItemId};
 pub use input::{ItemError, to_messages};
-pub use view::to_items;
+pub(crate) use removal::{Removal, SpanMessage, removal};
+pub use view::{to_items, to_items_numbered};

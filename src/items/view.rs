@@ -17,6 +17,9 @@ const MESSAGE_ROLES: [&str; 4] = ["user", "system", "developer", "assistant"];
 /// `user`/`system`/`developer`/`assistant`/`tool` (the legacy `function`) is shown as a
 /// message of role `unknown`.
 ///
+/// Tool calls are numbered by their place in `tool_calls`; a message some of whose calls
+/// were deleted keeps the numbers its calls had, through [`to_items_numbered`].
+///
 /// ```
 /// use serde_json::json;
 /// use tower_conversations::items::to_items;
@@ -31,9 +34,33 @@ const MESSAGE_ROLES: [&str; 4] = ["user", "system", "developer", "assistant"];
 /// })]);
 /// ```
 pub fn to_items(sequence_number: i64, message: &Value) -> Vec<Value> {
+    to_items_numbered(sequence_number, message, None)
+}
+
+/// [`to_items`] for a stored message whose tool calls carry the numbers `call_numbers`
+/// (one per call, in `tool_calls` order) rather than their places: what the store keeps
+/// beside a message once one of its calls was deleted, so that the calls left keep their
+/// item ids. `None` numbers calls by their place, as [`to_items`] does.
+///
+/// ```
+/// use serde_json::json;
+/// use tower_conversations::items::to_items_numbered;
+///
+/// // Call 0 was deleted; the call left was call 1 and stays `fc_4_1`.
+/// let stored = json!({"role": "assistant", "content": null, "tool_calls": [{
+///     "id": "call_2", "type": "function",
+///     "function": {"name": "weather", "arguments": "{}"}
+/// }]});
+/// assert_eq!(to_items_numbered(4, &stored, Some(&[1]))[0]["id"], "fc_4_1");
+/// ```
+pub fn to_items_numbered(
+    sequence_number: i64,
+    message: &Value,
+    call_numbers: Option<&[u32]>,
+) -> Vec<Value> {
     match message["role"].as_str() {
         Some("tool") => vec![function_call_output(sequence_number, message)],
-        Some("assistant") => assistant_items(sequence_number, message),
+        Some("assistant") => assistant_items(sequence_number, message, call_numbers),
         role => {
             let role = role
                 .filter(|role| MESSAGE_ROLES.contains(role))
@@ -54,18 +81,12 @@ fn message_item(sequence_number: i64, role: &str, content: Vec<Value>) -> Value 
     })
 }
 
-fn assistant_items(sequence_number: i64, message: &Value) -> Vec<Value> {
-    // Numbered by their place in `tool_calls`, before calls of other kinds are left out.
-    let calls: Vec<(usize, &Value)> = message["tool_calls"]
-        .as_array()
-        .map(|calls| {
-            calls
-                .iter()
-                .enumerate()
-                .filter(|(_, call)| call["type"] == "function")
-                .collect()
-        })
-        .unwrap_or_default();
+fn assistant_items(
+    sequence_number: i64,
+    message: &Value,
+    call_numbers: Option<&[u32]>,
+) -> Vec<Value> {
+    let calls = function_calls(message, call_numbers);
     let mut content = item_parts(&message["content"], Speaker::Output);
     if let Some(refusal) = message["refusal"].as_str() {
         content.push(json!({"type": "refusal", "refusal": refusal}));
@@ -87,6 +108,31 @@ fn assistant_items(sequence_number: i64, message: &Value) -> Vec<Value> {
         }));
     }
     items
+}
+
+/// The function calls of an assistant message with their numbers: the numbers kept
+/// beside it, else their places in `tool_calls` (taken before calls of other kinds are
+/// left out, so that a call's number never depends on its neighbours' kinds).
+pub(super) fn function_calls<'m>(
+    message: &'m Value,
+    call_numbers: Option<&[u32]>,
+) -> Vec<(usize, &'m Value)> {
+    let Some(calls) = message["tool_calls"].as_array() else {
+        return Vec::new();
+    };
+    calls
+        .iter()
+        .enumerate()
+        .map(|(place, call)| (call_number(call_numbers, place), call))
+        .filter(|(_, call)| call["type"] == "function")
+        .collect()
+}
+
+/// The number of the call at `place`: the one kept for it, else the place itself.
+pub(super) fn call_number(call_numbers: Option<&[u32]>, place: usize) -> usize {
+    call_numbers
+        .and_then(|numbers| numbers.get(place))
+        .map_or(place, |&number| number as usize)
 }
 
 fn function_call_output(sequence_number: i64, message: &Value) -> Value {

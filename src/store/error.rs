@@ -17,6 +17,9 @@ pub enum StoreError {
     /// No conversation with that id for that owner.
     #[error("conversation not found")]
     NotFound,
+    /// No item with that id in the conversation (which exists for the owner).
+    #[error("item not found")]
+    ItemNotFound,
     /// A sequence number that the conversation does not hold.
     #[error("sequence number out of range")]
     OutOfRange,

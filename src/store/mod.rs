@@ -24,6 +24,7 @@ mod fork;
 mod postgres;
 mod read;
 mod records;
+mod removal;
 mod retention;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -42,6 +43,8 @@ pub(crate) use text::{message_text, title_from, title_of};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use crate::items::ItemId;
 
 /// Where the store records which of its migrations ran. A table of its own rather than
 /// sqlx's default `_sqlx_migrations`, so that an application's own sqlx migrations in the
@@ -146,18 +149,24 @@ pub trait ConversationStore: TurnStore {
 
     /// Lists conversations, newest `updated_at` first, with the total before paging.
     /// With `query.search` set, only conversations whose messages match every word.
+    /// Paging by offset and counting the total cost time in proportion to the offset and
+    /// to the owner's conversations; [`list_by_id`](Self::list_by_id) does not.
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError>;
 
     /// A page of conversations by id (creation order), after a cursor: OpenAI's list
-    /// paging, stable under concurrent turns and as cheap at any depth.
+    /// paging, stable under concurrent turns and as cheap at any depth. With
+    /// `query.search` set, only conversations whose messages match every word, still by
+    /// id and without a total, so that a search costs about the same however many
+    /// conversations match (see `docs/performance.md`).
     ///
     /// ```no_run
     /// # #[cfg(feature = "sqlite")]
     /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
-    /// use tower_conversations::store::{ConversationStore, CursorQuery, Order};
-    /// let first = pool.list_by_id("", &CursorQuery { after: None, limit: 20, order: Order::Desc }).await?;
+    /// use tower_conversations::store::{ConversationStore, CursorQuery};
+    /// let query = CursorQuery { search: Some("invoice".into()), ..CursorQuery::default() };
+    /// let first = pool.list_by_id("", &query).await?;
     /// if let (true, Some(last)) = (first.has_more, first.conversations.last()) {
-    ///     let query = CursorQuery { after: Some(last.id), limit: 20, order: Order::Desc };
+    ///     let query = CursorQuery { after: Some(last.id), ..query };
     ///     let next = pool.list_by_id("", &query).await?;
     /// }
     /// # Ok(()) }
@@ -201,6 +210,30 @@ pub trait ConversationStore: TurnStore {
 
     /// Deletes messages `from_sequence..` and returns how many went.
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError>;
+
+    /// Deletes one item of OpenAI's conversation items (a view of the messages, see
+    /// [`crate::items`]) in one transaction, with what must go along so that the history
+    /// stays one a chat request can send: a function call and its output go together, an
+    /// assistant message that made several calls is rewritten without the one deleted
+    /// (the calls left keep their item ids), and one left with neither calls nor text goes.
+    /// Returns the conversation after. `message_count` stays the number of rows; no
+    /// sequence number is handed out again. [`StoreError::ItemNotFound`] when the
+    /// conversation holds no such item.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool, id: uuid::Uuid) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::ConversationStore;
+    /// let conversation = pool.delete_item("", id, "fc_3_0".parse()?).await?;
+    /// println!("{} messages left", conversation.message_count);
+    /// # Ok(()) }
+    /// ```
+    async fn delete_item(
+        &self,
+        owner: &str,
+        id: Uuid,
+        item: ItemId,
+    ) -> Result<Conversation, StoreError>;
 
     /// Deletes every conversation of `owner` with its messages (erasure on request) and
     /// returns how many conversations went. Works in batches of at most 500
@@ -323,6 +356,14 @@ impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
     }
     async fn truncate(&self, owner: &str, id: Uuid, from_sequence: i64) -> Result<u64, StoreError> {
         (**self).truncate(owner, id, from_sequence).await
+    }
+    async fn delete_item(
+        &self,
+        owner: &str,
+        id: Uuid,
+        item: ItemId,
+    ) -> Result<Conversation, StoreError> {
+        (**self).delete_item(owner, id, item).await
     }
     async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
         (**self).erase_owner(owner).await

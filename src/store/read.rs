@@ -68,29 +68,69 @@ LIMIT $3";
 const DETAIL: &str = "
 SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata,
        m.sequence_number, m.message, m.reasoning, m.reasoning_events,
-       m.metadata AS message_metadata, m.created_at AS message_created_at
+       m.metadata AS message_metadata, m.created_at AS message_created_at, m.call_numbers
 FROM conversations c
 LEFT JOIN messages m ON m.conversation_id = c.id
 WHERE c.id = $1 AND c.owner = $2
 ORDER BY m.sequence_number";
 
+/// A page of messages, or one row without a message when the conversation is there but
+/// the page is empty, no row when it does not exist for this owner.
+///
+/// The page is taken in a subquery of its own, ordered and limited there, so that it is
+/// read from the primary key in order and stops after `$4` rows; ordering the rows of a
+/// join instead reads and sorts every message of the conversation first (7.5 ms for a
+/// page of a 10,000-message conversation, see `docs/performance.md`). The subquery names
+/// the conversation by `$1`, not by the join, so it needs no `LATERAL` (which SQLite
+/// lacks), and Citus routes the whole statement to the conversation's shard.
 const PAGE_ASC: &str = "
 SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
-       m.metadata AS message_metadata, m.created_at AS message_created_at
+       m.message_metadata, m.message_created_at, m.call_numbers
 FROM conversations c
-LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number > $3
+LEFT JOIN (
+    SELECT sequence_number, message, reasoning, reasoning_events,
+           metadata AS message_metadata, created_at AS message_created_at, call_numbers
+    FROM messages
+    WHERE conversation_id = $1 AND sequence_number > $3
+    ORDER BY sequence_number
+    LIMIT $4) m ON 1 = 1
 WHERE c.id = $1 AND c.owner = $2
-ORDER BY m.sequence_number
-LIMIT $4";
+ORDER BY m.sequence_number";
 
 const PAGE_DESC: &str = "
 SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
-       m.metadata AS message_metadata, m.created_at AS message_created_at
+       m.message_metadata, m.message_created_at, m.call_numbers
 FROM conversations c
-LEFT JOIN messages m ON m.conversation_id = c.id AND m.sequence_number < $3
+LEFT JOIN (
+    SELECT sequence_number, message, reasoning, reasoning_events,
+           metadata AS message_metadata, created_at AS message_created_at, call_numbers
+    FROM messages
+    WHERE conversation_id = $1 AND sequence_number < $3
+    ORDER BY sequence_number DESC
+    LIMIT $4) m ON 1 = 1
 WHERE c.id = $1 AND c.owner = $2
-ORDER BY m.sequence_number DESC
-LIMIT $4";
+ORDER BY m.sequence_number DESC";
+
+/// The messages an item delete may touch (see [`crate::items`]): from the nearest
+/// message at or before `$2` that is not a `tool` message, through the `tool` messages
+/// after it, up to the next message of another role. Read under the conversation's
+/// write lock; every subquery names the conversation, so Citus keeps it on one shard.
+const ITEM_SPAN: &str = "
+SELECT m.sequence_number, m.message, m.reasoning, m.reasoning_events,
+       m.metadata AS message_metadata, m.created_at AS message_created_at, m.call_numbers
+FROM messages m
+WHERE m.conversation_id = $1
+  AND m.sequence_number >= coalesce((
+      SELECT s.sequence_number FROM messages s
+      WHERE s.conversation_id = $1 AND s.sequence_number <= $2 AND s.role <> 'tool'
+      ORDER BY s.sequence_number DESC
+      LIMIT 1), 0)
+  AND m.sequence_number < coalesce((
+      SELECT e.sequence_number FROM messages e
+      WHERE e.conversation_id = $1 AND e.sequence_number > $2 AND e.role <> 'tool'
+      ORDER BY e.sequence_number
+      LIMIT 1), 9223372036854775807)
+ORDER BY m.sequence_number";
 
 /// A stored message whose text is not one JSON object.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +179,7 @@ where
     Json<Value>: Column<DB>,
     String: Column<DB>,
     Option<Json<Vec<Value>>>: Column<DB>,
+    Option<Json<Vec<u32>>>: Column<DB>,
     Json<Map<String, Value>>: Column<DB>,
 {
     /// The messages to splice, as stored, in order; the last `last` when given.
@@ -218,30 +259,74 @@ where
         Self::listing(&rows, total)
     }
 
-    /// A page of the owner's conversations by id, after the cursor.
+    /// A page of the owner's conversations by id, after the cursor (its `search` is the
+    /// backend's to handle: see [`by_id_matching`](Self::by_id_matching)).
     pub(crate) async fn by_id(
         &mut self,
         owner: &str,
         query: &CursorQuery,
     ) -> Result<ConversationPage, StoreError> {
-        let (sql, start) = match query.order {
-            Order::Asc => (BY_ID_ASC, query.after.unwrap_or(Uuid::nil())),
-            Order::Desc => (BY_ID_DESC, query.after.unwrap_or(Uuid::max())),
+        let sql = match query.order {
+            Order::Asc => BY_ID_ASC,
+            Order::Desc => BY_ID_DESC,
         };
         // One more than asked tells whether another page follows.
         let rows = sqlx::query(sql)
             .persistent(self.named)
             .bind(owner)
-            .bind(start)
+            .bind(Self::cursor_start(query))
             .bind(i64::from(query.limit) + 1)
             .fetch_all(&mut *self.connection)
             .await?;
+        Self::cursor_page(&rows, query.limit)
+    }
+
+    /// A page by id of the conversations that `statements` (the backend's own full-text
+    /// statements for each order, `$1` owner, `$2` cursor, `$3` limit, `$4` the search
+    /// term) find. `planned_per_term` sends the statement unnamed, so that the database
+    /// plans it for the term at hand: which way is fast depends on how common the words
+    /// are, and a plan cached for one term can be a hundred times slower for another.
+    pub(crate) async fn by_id_matching(
+        &mut self,
+        (asc, desc): (&'static str, &'static str),
+        owner: &str,
+        query: &CursorQuery,
+        term: &str,
+        planned_per_term: bool,
+    ) -> Result<ConversationPage, StoreError> {
+        let sql = match query.order {
+            Order::Asc => asc,
+            Order::Desc => desc,
+        };
+        let rows = sqlx::query(sql)
+            .persistent(self.named && !planned_per_term)
+            .bind(owner)
+            .bind(Self::cursor_start(query))
+            .bind(i64::from(query.limit) + 1)
+            .bind(term)
+            .fetch_all(&mut *self.connection)
+            .await?;
+        Self::cursor_page(&rows, query.limit)
+    }
+
+    /// Where a page by id starts: after the cursor, or without one below every UUIDv7
+    /// (the nil id) going up, above every one (the max id) going down.
+    fn cursor_start(query: &CursorQuery) -> Uuid {
+        match (query.after, query.order) {
+            (Some(after), _) => after,
+            (None, Order::Asc) => Uuid::nil(),
+            (None, Order::Desc) => Uuid::max(),
+        }
+    }
+
+    /// A page by id from up to `limit + 1` rows: the extra one says more follow.
+    fn cursor_page(rows: &[DB::Row], limit: u32) -> Result<ConversationPage, StoreError> {
         let mut conversations: Vec<Conversation> = rows
             .iter()
             .map(Self::conversation)
             .collect::<Result<_, _>>()?;
-        let has_more = conversations.len() > query.limit as usize;
-        conversations.truncate(query.limit as usize);
+        let has_more = conversations.len() > limit as usize;
+        conversations.truncate(limit as usize);
         Ok(ConversationPage {
             conversations,
             has_more,
@@ -296,6 +381,22 @@ where
         Ok(MessagePage { messages, has_more })
     }
 
+    /// The messages an item delete of an item of message `sequence` may touch, in
+    /// order; the caller holds the conversation's write lock.
+    pub(crate) async fn item_span(
+        &mut self,
+        id: Uuid,
+        sequence: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query(ITEM_SPAN)
+            .persistent(self.named)
+            .bind(id)
+            .bind(sequence)
+            .fetch_all(&mut *self.connection)
+            .await?;
+        Self::stored_messages(&rows)
+    }
+
     /// A listing page from its rows and the total before paging.
     fn listing(rows: &[DB::Row], total: i64) -> Result<ConversationList, StoreError> {
         Ok(ConversationList {
@@ -338,6 +439,9 @@ where
                     .try_get::<Json<Map<String, Value>>, _>("message_metadata")?
                     .0,
                 created_at: row.try_get("message_created_at")?,
+                call_numbers: row
+                    .try_get::<Option<Json<Vec<u32>>>, _>("call_numbers")?
+                    .map(|Json(numbers)| numbers),
             });
         }
         Ok(messages)

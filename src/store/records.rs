@@ -157,6 +157,10 @@ pub struct StoredMessage {
     pub metadata: Map<String, Value>,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
+    /// The numbers its tool calls have in item ids (`fc_<seq>_<n>`), one per call in
+    /// `tool_calls` order, once a call of it was deleted; `None` while they are numbered
+    /// by their place (see [`to_items_numbered`](crate::items::to_items_numbered)).
+    pub call_numbers: Option<Vec<u32>>,
 }
 
 /// A conversation with all its messages in sequence order.
@@ -213,7 +217,14 @@ pub struct ConversationList {
 
 /// A page of conversations by id (UUIDv7, so in creation order): stable however
 /// conversations are updated meanwhile, and as cheap at any depth as on the first page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// By default the newest 20.
+///
+/// ```
+/// use tower_conversations::store::{CursorQuery, Order};
+/// let query = CursorQuery { search: Some("invoice".into()), ..CursorQuery::default() };
+/// assert_eq!((query.limit, query.order), (20, Order::Desc));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CursorQuery {
     /// Start after this conversation id (exclusive), in the page's direction.
     pub after: Option<Uuid>,
@@ -221,10 +232,24 @@ pub struct CursorQuery {
     pub limit: u32,
     /// `Desc` is newest first.
     pub order: Order,
+    /// Only conversations whose messages hold every word of this text (full-text, as
+    /// [`ListQuery::search`]); the page is still ordered by id.
+    pub search: Option<String>,
+}
+
+impl Default for CursorQuery {
+    fn default() -> Self {
+        Self {
+            after: None,
+            limit: 20,
+            order: Order::Desc,
+            search: None,
+        }
+    }
 }
 
 /// One page of conversations by id.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ConversationPage {
     /// The page, in the requested order.

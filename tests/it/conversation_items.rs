@@ -204,3 +204,94 @@ backend_tests! {
         assert_eq!(message_count(&db).await, 6, "nothing added");
     }
 }
+
+/// The ids of every item of a conversation, oldest first.
+async fn item_ids(client: &Client, id: &str) -> Vec<String> {
+    walk(client, id, "asc", 100).await
+}
+
+backend_tests! {
+    async fn deleting_a_function_call_deletes_its_output_and_the_other_call_keeps_its_id(db: TestDb) {
+        let client = Client::axum(&db).await;
+        let id = tool_conversation(&client).await;
+        let reply = client.delete(&format!("/{id}/items/fc_1_0")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+        assert_eq!((reply.json["object"].clone(), reply.json["id"].clone()), (json!("conversation"), json!(id)));
+        assert_eq!(reply.json["message_count"], 5, "the call's output went with it");
+        assert_eq!(item_ids(&client, &id).await, ["msg_0", "fc_1_1", "fco_3", "msg_4", "msg_5"]);
+        let kept = client.get(&format!("/{id}/items/fc_1_1")).await;
+        assert_eq!((kept.status, kept.json["call_id"].clone()), (StatusCode::OK, json!("c2")));
+        let gone = client.get(&format!("/{id}/items/fc_1_0")).await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND, "never the id of the call left");
+        let detail = client.detail(&id).await;
+        assert_eq!(detail["messages"][1]["tool_calls"], json!([call("c2", "weather")]));
+        assert_eq!(detail["messages"][2]["tool_call_id"], "c2");
+        assert_eq!(message_count(&db).await, 5);
+    }
+
+    async fn deleting_a_function_call_output_deletes_its_call_too(db: TestDb) {
+        let client = Client::axum(&db).await;
+        let id = tool_conversation(&client).await;
+        let reply = client.delete(&format!("/{id}/items/fco_3")).await;
+        assert_eq!((reply.status, reply.json["message_count"].clone()), (StatusCode::OK, json!(5)));
+        assert_eq!(item_ids(&client, &id).await, ["msg_0", "fc_1_0", "fco_2", "msg_4", "msg_5"]);
+        let detail = client.detail(&id).await;
+        assert_eq!(detail["messages"][1]["tool_calls"], json!([call("c1", "clock")]));
+    }
+
+    async fn deleting_the_last_call_of_a_message_without_text_deletes_the_message(db: TestDb) {
+        let client = Client::axum(&db).await;
+        let id = tool_conversation(&client).await;
+        client.delete(&format!("/{id}/items/fc_1_0")).await;
+        let reply = client.delete(&format!("/{id}/items/fc_1_1")).await;
+        assert_eq!((reply.status, reply.json["message_count"].clone()), (StatusCode::OK, json!(3)));
+        assert_eq!(item_ids(&client, &id).await, ["msg_0", "msg_4", "msg_5"]);
+        let detail = client.detail(&id).await;
+        assert_eq!(contents(&detail["messages"]), ["What time and weather?", "09:30 and sunny.", "Thanks"]);
+    }
+
+    async fn deleting_the_text_of_a_message_that_calls_tools_keeps_its_calls(db: TestDb) {
+        let client = Client::axum(&db).await;
+        let id = client.create(json!({"messages": [
+            user("Time?"),
+            {"role": "assistant", "content": "Let me look.", "tool_calls": [call("c1", "clock")]},
+            {"role": "tool", "tool_call_id": "c1", "content": "09:30"},
+        ]})).await;
+        assert_eq!(item_ids(&client, &id).await, ["msg_0", "msg_1", "fc_1_0", "fco_2"]);
+        let reply = client.delete(&format!("/{id}/items/msg_1")).await;
+        assert_eq!((reply.status, reply.json["message_count"].clone()), (StatusCode::OK, json!(3)));
+        assert_eq!(item_ids(&client, &id).await, ["msg_0", "fc_1_0", "fco_2"]);
+        // Now the message only calls a tool: its last call takes it along.
+        client.delete(&format!("/{id}/items/fco_2")).await;
+        assert_eq!(item_ids(&client, &id).await, ["msg_0"]);
+    }
+
+    async fn a_deleted_messages_id_is_never_handed_out_again(db: TestDb) {
+        let client = Client::axum(&db).await;
+        let id = tool_conversation(&client).await;
+        let reply = client.delete(&format!("/{id}/items/msg_5")).await;
+        assert_eq!((reply.status, reply.json["message_count"].clone()), (StatusCode::OK, json!(5)));
+        let added = client.post(&format!("/{id}/items"), json!({"items": [{"role": "user", "content": "again"}]})).await;
+        assert_eq!(added.json["data"][0]["id"], "msg_6", "msg_5 named the deleted message");
+        assert_eq!(client.get(&format!("/{id}/items/msg_5")).await.status, StatusCode::NOT_FOUND);
+    }
+
+    async fn deleting_an_unknown_item_is_404_and_changes_nothing(db: TestDb) {
+        let client = Client::axum(&db).await;
+        let id = tool_conversation(&client).await;
+        for missing in ["msg_1", "fc_1_2", "fc_0_0", "fco_4", "msg_6", "msg_01", "nonsense"] {
+            let reply = client.delete(&format!("/{id}/items/{missing}")).await;
+            assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "item_not_found"), "{missing}");
+            assert_eq!(reply.json["error"]["type"], "invalid_request_error");
+        }
+        let mallory = client.as_owner("mallory");
+        for item in ["msg_0", "fc_1_0", "nonsense"] {
+            let reply = mallory.delete(&format!("/{id}/items/{item}")).await;
+            assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "conversation_not_found"), "{item}");
+        }
+        let unknown = client.delete("/0190b6a4-6f1e-7cc3-9d5e-2f1f6a0b4c11/items/msg_0").await;
+        assert_eq!((unknown.status, unknown.error_code()), (StatusCode::NOT_FOUND, "conversation_not_found"));
+        assert_eq!(message_count(&db).await, 6, "nothing deleted");
+        assert_eq!(client.detail(&id).await["message_count"], 6);
+    }
+}

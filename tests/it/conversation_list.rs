@@ -10,6 +10,28 @@ use crate::support::api::*;
 use crate::support::db::TestDb;
 use crate::support::store::turn;
 
+/// The ids of every conversation a cursor listing with `query` walks through, by `limit`.
+async fn ids_walked(client: &Client, query: &str, limit: u32) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    for _ in 0..50 {
+        let reply = client.get(&format!("?{query}&limit={limit}{after}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.json);
+        assert!(
+            reply.json.get("total").is_none(),
+            "no total on cursor pages"
+        );
+        assert_eq!(reply.json["object"], "list");
+        let data = reply.json["data"].as_array().unwrap();
+        seen.extend(data.iter().map(|c| c["id"].as_str().unwrap().to_owned()));
+        if reply.json["has_more"] == false {
+            return seen;
+        }
+        after = format!("&after={}", reply.json["last_id"].as_str().unwrap());
+    }
+    panic!("the pages never ended: {seen:?}");
+}
+
 /// Follows `after = last_id` until `has_more` is false; appends a turn to the first
 /// conversation seen after the first page, which moves it to the front of the offset
 /// listing but must not move it in this one.
@@ -93,7 +115,7 @@ backend_tests! {
             ("?after=nope", "after"),
             ("?order=sideways", "order"),
             ("?order=asc&offset=2", "offset"),
-            ("?order=asc&q=word", "q"),
+            ("?order=asc&q=a&q=b", "q"),
             ("?order=asc&limit=0", "limit"),
             ("?order=asc&limit=101", "limit"),
             ("?order=asc&order=desc", "order"),
@@ -102,5 +124,64 @@ backend_tests! {
             let reply = client.get(query).await;
             assert_eq!((reply.status, reply.error_param()), (StatusCode::BAD_REQUEST, Some(param)), "{query}");
         }
+    }
+}
+
+backend_tests! {
+    async fn cursor_pages_search_every_word_and_page_by_id_like_the_list(db: TestDb) {
+        let client = Client::axum(&db).await;
+        let texts = [
+            "the invoice for March", "weather today", "an Invoice, overdue", "invoice paid",
+            "nothing here", "overdue rent", "invoice overdue again",
+        ];
+        let mut ids = Vec::new();
+        for text in texts {
+            ids.push(client.create(json!({"messages": [{"role": "user", "content": text}]})).await);
+        }
+        client.as_owner("bob").create(json!({"messages": [{"role": "user", "content": "invoice"}]})).await;
+        let with = |words: &[&str]| -> Vec<String> {
+            texts.iter().zip(&ids)
+                .filter(|(text, _)| words.iter().all(|w| text.to_lowercase().split(|c: char| !c.is_alphanumeric()).any(|t| t == *w)))
+                .map(|(_, id)| id.clone())
+                .collect()
+        };
+        let invoices = with(&["invoice"]);
+        assert_eq!(invoices.len(), 4);
+        for limit in [1, 2, 3, 20] {
+            assert_eq!(ids_walked(&client, "order=asc&q=invoice", limit).await, invoices, "asc by {limit}");
+            let newest_first: Vec<String> = invoices.iter().rev().cloned().collect();
+            assert_eq!(ids_walked(&client, "order=desc&q=invoice", limit).await, newest_first, "desc by {limit}");
+        }
+        assert_eq!(ids_walked(&client, "order=asc&q=overdue+invoice", 2).await, with(&["overdue", "invoice"]), "every word");
+        assert!(ids_walked(&client, "order=asc&q=absent", 5).await.is_empty());
+        assert_eq!(ids_walked(&client, "order=asc&q=+", 5).await, ids, "a blank q lists everything");
+        let mut by_offset: Vec<String> = client.list("?q=invoice").await["conversations"]
+            .as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+        by_offset.sort();
+        assert_eq!(by_offset, invoices, "the offset listing finds the same");
+    }
+}
+
+backend_tests! {
+    async fn search_pages_by_id_find_the_same_whether_a_word_is_common_or_rare(db: TestDb) {
+        let client = Client::axum(&db).await;
+        // Over 6,000 messages with the common word: SQLite then walks conversations
+        // instead of reading every match first; both ways must find the same.
+        let mut ids = Vec::new();
+        for n in 0..61 {
+            let messages: Vec<Value> = (0..100)
+                .map(|m| {
+                    let rare = if (n, m) == (13, 57) { " rare" } else { "" };
+                    json!({"role": "user", "content": format!("common words {n} {m}{rare}")})
+                })
+                .collect();
+            ids.push(client.create(json!({"messages": messages})).await);
+        }
+        let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+        assert_eq!(ids_walked(&client, "order=asc&q=common", 5).await, ids);
+        assert_eq!(ids_walked(&client, "order=desc&q=common", 7).await, newest_first);
+        assert_eq!(ids_walked(&client, "order=desc&q=rare+common", 7).await, [ids[13].clone()]);
+        assert_eq!(ids_walked(&client, "order=asc&q=words+57", 3).await, ids);
+        assert!(ids_walked(&client, "order=asc&q=absent+common", 3).await.is_empty());
     }
 }

@@ -72,6 +72,20 @@ def main(base_url):
     check(after_chat[6].role == "assistant" and after_chat[6].content[0].type == "output_text",
           "the chat turn's answer")
 
+    # Deleting the function call deletes its output too, and answers the conversation.
+    after_delete = client.conversations.items.delete(call.id, conversation_id=conversation.id)
+    check(after_delete.object == "conversation" and after_delete.id == conversation.id,
+          f"items delete: {after_delete!r}")
+    left = [item.id for item in client.conversations.items.list(conversation.id, order="asc")]
+    check(left == [i.id for i in after_chat if i.id not in (call.id, created.data[2].id)],
+          f"items after deleting the call: {left}")
+    try:
+        client.conversations.items.retrieve(created.data[2].id, conversation_id=conversation.id)
+    except Exception as error:  # the SDK's NotFoundError
+        check(getattr(error, "status_code", None) == 404, f"the call's output after delete: {error!r}")
+    else:
+        raise AssertionError("the call's output outlived its call")
+
     deleted = client.conversations.delete(conversation.id)
     check(deleted.deleted and deleted.object == "conversation.deleted", f"delete: {deleted!r}")
     try:

@@ -24,6 +24,7 @@ use self::session::Session;
 use super::batch::{MessageColumns, message_count};
 use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
+use super::removal::{deleted_count, plan, search_text};
 use super::retention::Sweep;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
@@ -31,6 +32,7 @@ use super::{
     MessageQuery, Metadata, NewConversation, NewMessage, StoreError, TurnStore, TurnTarget,
     title_from, title_of,
 };
+use crate::items::ItemId;
 
 /// Creates a conversation and stores its first messages, in one statement.
 ///
@@ -108,6 +110,31 @@ WHERE c.owner = $1 AND EXISTS (
     WHERE m.conversation_id = c.id
       AND m.content_search @@ plainto_tsquery('simple', $2))";
 
+/// A page by id of the conversations whose messages match `$4` (`plainto_tsquery`, as
+/// [`SEARCH`]), after the cursor `$2`. Sent unnamed, so planned for each term: for a word
+/// in most conversations PostgreSQL walks them by id and probes each one's few messages,
+/// stopping after `$3`; for a rare one (or one in none) it asks the GIN index first and
+/// sorts the few conversations found. A plan cached for either is slow for the other.
+const SEARCH_BY_ID_ASC: &str = "
+SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
+FROM conversations c
+WHERE c.owner = $1 AND c.id > $2 AND EXISTS (
+    SELECT 1 FROM messages m
+    WHERE m.conversation_id = c.id
+      AND m.content_search @@ plainto_tsquery('simple', $4))
+ORDER BY c.id
+LIMIT $3";
+
+const SEARCH_BY_ID_DESC: &str = "
+SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
+FROM conversations c
+WHERE c.owner = $1 AND c.id < $2 AND EXISTS (
+    SELECT 1 FROM messages m
+    WHERE m.conversation_id = c.id
+      AND m.content_search @@ plainto_tsquery('simple', $4))
+ORDER BY c.id DESC
+LIMIT $3";
+
 const UPDATE: &str = "
 UPDATE conversations
 SET title = coalesce($3, title), metadata = coalesce($4, metadata), updated_at = now()
@@ -142,9 +169,9 @@ RETURNING id, title, created_at, updated_at, message_count, metadata";
 
 const FORK_MESSAGES: &str = "
 INSERT INTO messages (conversation_id, sequence_number, role, message, content_search,
-                      reasoning, reasoning_events, metadata, created_at)
+                      reasoning, reasoning_events, metadata, created_at, call_numbers)
 SELECT $2, sequence_number, role, message, content_search,
-       reasoning, reasoning_events, metadata, created_at
+       reasoning, reasoning_events, metadata, created_at, call_numbers
 FROM messages
 WHERE conversation_id = $1 AND sequence_number <= $3";
 
@@ -163,6 +190,25 @@ const TRUNCATE_CONVERSATION: &str = "
 UPDATE conversations
 SET message_count = message_count - $3, updated_at = now()
 WHERE id = $1 AND owner = $2";
+
+/// The messages an item delete takes: `$2` their sequence numbers.
+const DELETE_ITEM_MESSAGES: &str =
+    "DELETE FROM messages WHERE conversation_id = $1 AND sequence_number = ANY($2)";
+
+/// A message an item delete rewrites: `$3` its JSON text, `$4` the numbers of its calls
+/// (NULL: their places), `$5` its text for search.
+const REWRITE_ITEM_MESSAGE: &str = "
+UPDATE messages
+SET message = $3::json, call_numbers = $4, content_search = to_tsvector('simple', $5)
+WHERE conversation_id = $1 AND sequence_number = $2";
+
+/// After an item delete: the row count lowered by the `$3` messages deleted (perhaps
+/// none, when a message was only rewritten), `updated_at` moved; `next_sequence` stays.
+const ITEM_DELETED: &str = "
+UPDATE conversations
+SET message_count = message_count - $3, updated_at = now()
+WHERE id = $1 AND owner = $2
+RETURNING id, title, created_at, updated_at, message_count, metadata";
 
 #[async_trait]
 impl TurnStore for PgPool {
@@ -266,9 +312,16 @@ impl ConversationStore for PgPool {
     ) -> Result<ConversationPage, StoreError> {
         let mut session = Session::statement(self).await?;
         let named = session.named();
-        let page = Reader::<Postgres>::new(session.connection(), named)
-            .by_id(owner, query)
-            .await?;
+        let mut reader = Reader::<Postgres>::new(session.connection(), named);
+        let page = match &query.search {
+            None => reader.by_id(owner, query).await?,
+            Some(words) => {
+                let statements = (SEARCH_BY_ID_ASC, SEARCH_BY_ID_DESC);
+                reader
+                    .by_id_matching(statements, owner, query, words, true)
+                    .await?
+            }
+        };
         session.commit().await?;
         Ok(page)
     }
@@ -409,6 +462,52 @@ impl ConversationStore for PgPool {
         }
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn delete_item(
+        &self,
+        owner: &str,
+        id: Uuid,
+        item: ItemId,
+    ) -> Result<Conversation, StoreError> {
+        let mut tx = Session::transaction(self).await?;
+        tx.query(TRUNCATE_LOCK)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(tx.connection())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let named = tx.named();
+        let span = Reader::<Postgres>::new(tx.connection(), named)
+            .item_span(id, item.sequence_number())
+            .await?;
+        let removal = plan(item, &span)?;
+        if !removal.deleted.is_empty() {
+            tx.query(DELETE_ITEM_MESSAGES)
+                .bind(id)
+                .bind(&removal.deleted)
+                .execute(tx.connection())
+                .await?;
+        }
+        if let Some(rewritten) = &removal.rewritten {
+            tx.query(REWRITE_ITEM_MESSAGE)
+                .bind(id)
+                .bind(rewritten.sequence_number)
+                .bind(rewritten.message.to_string())
+                .bind(rewritten.call_numbers.as_ref().map(Json))
+                .bind(search_text(&rewritten.message))
+                .execute(tx.connection())
+                .await?;
+        }
+        let row = tx
+            .query(ITEM_DELETED)
+            .bind(id)
+            .bind(owner)
+            .bind(deleted_count(&removal)?)
+            .fetch_one(tx.connection())
+            .await?;
+        tx.commit().await?;
+        Reader::<Postgres>::conversation(&row)
     }
 
     async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError> {

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::batch::{message_count, message_rows_json};
 use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
+use super::removal::{deleted_count, plan, search_text};
 use super::retention::Sweep;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
@@ -26,6 +27,7 @@ use super::{
     MessageQuery, Metadata, NewConversation, NewMessage, StoreError, TurnStore, TurnTarget,
     title_from, title_of,
 };
+use crate::items::ItemId;
 
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
 /// the next sequence number.
@@ -98,6 +100,63 @@ WHERE owner = ?1 AND id IN (
     FROM messages_search JOIN messages m ON m.id = messages_search.rowid
     WHERE messages_search MATCH ?2)";
 
+/// Search on pages by id goes one of two ways, chosen by how many messages hold the
+/// words: below this many, the matching messages are read first (a lookup each, about
+/// 4 µs) and their conversations sorted; from it on, the owner's conversations are walked
+/// by id and each one's messages probed in the full-text index, which stops as soon as
+/// the page is full: soon when the words are common among the owner's conversations.
+/// Read first, 6,000 matches cost about 25 ms; a word found that often but in only a few
+/// of the owner's conversations makes the walk long (see `docs/performance.md`).
+const SEARCH_SET_LIMIT: i64 = 6_000;
+
+/// Counts the messages matching `?1`, up to `?2`: the full-text index alone, no lookup.
+const SEARCH_MATCHES: &str = "
+SELECT count(*) FROM (SELECT 1 FROM messages_search WHERE messages_search MATCH ?1 LIMIT ?2)";
+
+/// Pages by id of the conversations holding a rare match of `?4` (see
+/// [`SEARCH_SET_LIMIT`]): the matches first, then their conversations.
+const SEARCH_SET_ASC: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = ?1 AND id > ?2 AND id IN (
+    SELECT m.conversation_id
+    FROM messages_search JOIN messages m ON m.id = messages_search.rowid
+    WHERE messages_search MATCH ?4)
+ORDER BY id
+LIMIT ?3";
+
+const SEARCH_SET_DESC: &str = "
+SELECT id, title, created_at, updated_at, message_count, metadata
+FROM conversations
+WHERE owner = ?1 AND id < ?2 AND id IN (
+    SELECT m.conversation_id
+    FROM messages_search JOIN messages m ON m.id = messages_search.rowid
+    WHERE messages_search MATCH ?4)
+ORDER BY id DESC
+LIMIT ?3";
+
+/// Pages by id of the conversations holding a common match of `?4`: the owner's
+/// conversations in order, each message of each probed in the full-text index.
+/// `CROSS JOIN` pins that order of loops (the conversation's few messages, then the index
+/// by row id), so the planner cannot turn it into reading every match per conversation.
+const SEARCH_WALK_ASC: &str = "
+SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
+FROM conversations c
+WHERE c.owner = ?1 AND c.id > ?2 AND EXISTS (
+    SELECT 1 FROM messages m CROSS JOIN messages_search s ON s.rowid = m.id
+    WHERE m.conversation_id = c.id AND s.messages_search MATCH ?4)
+ORDER BY c.id
+LIMIT ?3";
+
+const SEARCH_WALK_DESC: &str = "
+SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
+FROM conversations c
+WHERE c.owner = ?1 AND c.id < ?2 AND EXISTS (
+    SELECT 1 FROM messages m CROSS JOIN messages_search s ON s.rowid = m.id
+    WHERE m.conversation_id = c.id AND s.messages_search MATCH ?4)
+ORDER BY c.id DESC
+LIMIT ?3";
+
 const UPDATE: &str = "
 UPDATE conversations
 SET title = coalesce(?3, title), metadata = coalesce(?4, metadata), updated_at = ?5
@@ -113,9 +172,9 @@ SELECT title, metadata FROM conversations WHERE id = ?1 AND owner = ?2";
 
 const FORK_MESSAGES: &str = "
 INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
-                      reasoning, reasoning_events, metadata, created_at)
+                      reasoning, reasoning_events, metadata, created_at, call_numbers)
 SELECT ?2, sequence_number, role, message, content_text,
-       reasoning, reasoning_events, metadata, created_at
+       reasoning, reasoning_events, metadata, created_at, call_numbers
 FROM messages
 WHERE conversation_id = ?1 AND sequence_number <= ?3";
 
@@ -130,6 +189,25 @@ const TRUNCATE_CONVERSATION: &str = "
 UPDATE conversations
 SET message_count = message_count - ?3, updated_at = ?4
 WHERE id = ?1 AND owner = ?2";
+
+/// The messages an item delete takes: `?2` a JSON array of their sequence numbers.
+const DELETE_ITEM_MESSAGES: &str = "
+DELETE FROM messages
+WHERE conversation_id = ?1 AND sequence_number IN (SELECT value FROM json_each(?2))";
+
+/// A message an item delete rewrites: `?3` its JSON text, `?4` the numbers of its calls
+/// (NULL: their places), `?5` its text for search (the full-text index follows by trigger).
+const REWRITE_ITEM_MESSAGE: &str = "
+UPDATE messages SET message = ?3, call_numbers = ?4, content_text = ?5
+WHERE conversation_id = ?1 AND sequence_number = ?2";
+
+/// After an item delete: the row count lowered by the `?3` messages deleted (perhaps
+/// none), `updated_at` moved to `?4`; `next_sequence` stays.
+const ITEM_DELETED: &str = "
+UPDATE conversations
+SET message_count = message_count - ?3, updated_at = ?4
+WHERE id = ?1 AND owner = ?2
+RETURNING id, title, created_at, updated_at, message_count, metadata";
 
 #[async_trait]
 impl TurnStore for SqlitePool {
@@ -218,8 +296,27 @@ impl ConversationStore for SqlitePool {
         query: &CursorQuery,
     ) -> Result<ConversationPage, StoreError> {
         let mut connection = self.acquire().await?;
+        let Some(text) = &query.search else {
+            return Reader::<Sqlite>::new(&mut connection, true)
+                .by_id(owner, query)
+                .await;
+        };
+        // Nothing to look for finds nothing, as on PostgreSQL.
+        let Some(expression) = match_expression(text) else {
+            return Ok(ConversationPage::default());
+        };
+        let matches: i64 = sqlx::query_scalar(SEARCH_MATCHES)
+            .bind(&expression)
+            .bind(SEARCH_SET_LIMIT)
+            .fetch_one(&mut *connection)
+            .await?;
+        let statements = if matches < SEARCH_SET_LIMIT {
+            (SEARCH_SET_ASC, SEARCH_SET_DESC)
+        } else {
+            (SEARCH_WALK_ASC, SEARCH_WALK_DESC)
+        };
         Reader::<Sqlite>::new(&mut connection, true)
-            .by_id(owner, query)
+            .by_id_matching(statements, owner, query, &expression, false)
             .await
     }
 
@@ -351,6 +448,51 @@ impl ConversationStore for SqlitePool {
         }
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    async fn delete_item(
+        &self,
+        owner: &str,
+        id: Uuid,
+        item: ItemId,
+    ) -> Result<Conversation, StoreError> {
+        let mut tx = begin_write(self).await?;
+        sqlx::query(CONVERSATION_EXISTS)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let span = Reader::<Sqlite>::new(&mut tx, true)
+            .item_span(id, item.sequence_number())
+            .await?;
+        let removal = plan(item, &span)?;
+        if !removal.deleted.is_empty() {
+            sqlx::query(DELETE_ITEM_MESSAGES)
+                .bind(id)
+                .bind(Json(&removal.deleted))
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(rewritten) = &removal.rewritten {
+            sqlx::query(REWRITE_ITEM_MESSAGE)
+                .bind(id)
+                .bind(rewritten.sequence_number)
+                .bind(rewritten.message.to_string())
+                .bind(rewritten.call_numbers.as_ref().map(Json))
+                .bind(search_text(&rewritten.message))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(ITEM_DELETED)
+            .bind(id)
+            .bind(owner)
+            .bind(deleted_count(&removal)?)
+            .bind(timestamp())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Reader::<Sqlite>::conversation(&row)
     }
 
     async fn erase_owner(&self, owner: &str) -> Result<u64, StoreError> {
