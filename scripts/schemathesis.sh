@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # docs/openapi.yaml against the running example proxy, with schemathesis (pinned in
-# tests/schemathesis/requirements.txt), on SQLite and on PostgreSQL: every check on, a
-# valid key, a store seeded over HTTP with conversations that hold messages and tool
-# calls. Fails on any failure schemathesis reports, and when fewer than
+# tests/schemathesis/requirements.txt), on SQLite and on PostgreSQL: every check on
+# (tests/schemathesis/schemathesis.toml), valid keys of two owners, a store seeded over
+# HTTP with conversations that hold messages and tool calls. Fails on any failure schemathesis reports, and when fewer than
 # SCHEMATHESIS_MIN_2XX (default 0.2) of the answers were 2xx.
 #
 # Usage: bash scripts/schemathesis.sh [sqlite|postgres]...   (default: both)
@@ -43,11 +43,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts the proxy on a port the system picks, with two keys (the second one erases),
-# and sets base_url once it listens.
+# The proxy's keys, each an owner: the one the run acts as and seeds with, the peer that
+# must see none of its conversations, and the one erasure acts as.
+owner_key=sk-schemathesis-owner
+peer_key=sk-schemathesis-peer
+eraser_key=sk-schemathesis-eraser
+
+# Starts the proxy on a port the system picks and sets base_url once it listens.
 start_proxy() {
     local dir=$1 database_url=$2
-    printf 'sk-schemathesis\nsk-schemathesis-eraser\n' >"$dir/keys"
+    printf '%s\n' "$owner_key" "$peer_key" "$eraser_key" >"$dir/keys"
     env -u DATABASE_URL -u API_KEYS_FILE -u UPSTREAM_URL -u ALLOW_ANONYMOUS -u LISTEN_ADDR \
         "$proxy_binary" --listen 127.0.0.1:0 --database-url "$database_url" \
         --api-keys "$dir/keys" 2>"$dir/proxy.log" &
@@ -79,15 +84,21 @@ run_backend() {
         *) echo "unknown backend $backend (sqlite or postgres)" >&2; return 2 ;;
     esac
     start_proxy "$dir" "$database_url"
-    "$venv/bin/python" tests/schemathesis/seed.py "$base_url" sk-schemathesis "$dir"
+    "$venv/bin/python" tests/schemathesis/seed.py "$base_url" "$owner_key" "$dir"
     cp tests/schemathesis/schemathesis.toml "$dir/"
+    # Web Fuzzing Commons' auth file: how schemathesis authenticates each identity.
+    cat >"$dir/auth.json" <<EOF
+{"auth": [
+  {"name": "owner", "fixedHeaders": [{"name": "Authorization", "value": "Bearer $owner_key"}]},
+  {"name": "peer", "fixedHeaders": [{"name": "Authorization", "value": "Bearer $peer_key"}]}
+]}
+EOF
     local status=0
     (
         cd "$dir"
-        SCHEMATHESIS_BASE_URL=$base_url SCHEMATHESIS_KEY=sk-schemathesis \
-            SCHEMATHESIS_ERASER_KEY=sk-schemathesis-eraser \
+        SCHEMATHESIS_BASE_URL=$base_url SCHEMATHESIS_ERASER_KEY=$eraser_key \
             "$venv/bin/schemathesis" --config-file "$dir/schemathesis.toml" \
-            run "$root/docs/openapi.yaml" --checks all --max-examples "$max_examples" \
+            run "$root/docs/openapi.yaml" --max-examples "$max_examples" \
             --seed "$seed" --generation-database none --no-color \
             --report har --report-har-path "$dir/requests.har"
     ) || status=$?
