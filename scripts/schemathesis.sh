@@ -2,8 +2,9 @@
 # docs/openapi.yaml against the running example proxy, with schemathesis (pinned in
 # tests/schemathesis/requirements.txt), on SQLite and on PostgreSQL: every check on
 # (tests/schemathesis/schemathesis.toml), valid keys of two owners, a store seeded over
-# HTTP with conversations that hold messages and tool calls. Fails on any failure schemathesis reports, and when fewer than
-# SCHEMATHESIS_MIN_2XX (default 0.2) of the answers were 2xx.
+# HTTP with conversations that hold messages and tool calls. Prints how many requests
+# it made and the share answered 2xx; fails on any failure schemathesis reports, and
+# when fewer than SCHEMATHESIS_MIN_2XX (default 0.2) of the answers were 2xx.
 #
 # Usage: bash scripts/schemathesis.sh [sqlite|postgres]...   (default: both)
 # Environment: DATABASE_URL (a PostgreSQL server's URL; a fresh database is made on it),
