@@ -20,21 +20,25 @@ use crate::items::{ItemId, to_items_numbered};
 use crate::request_body::read_body;
 use crate::store::{MessageQuery, Order, StoredMessage, TurnTarget};
 
-/// Where an item stands in its conversation: its message, then its place in it.
-fn position(id: ItemId) -> (i64, usize) {
+/// Where an item stands in its conversation: its message, then its place in it (the
+/// message's own item first, then its calls by index). No arithmetic on the index, which
+/// a client's cursor may set to `usize::MAX`.
+type Position = (i64, Option<usize>);
+
+fn position(id: ItemId) -> Position {
     match id {
         ItemId::Message { sequence_number } | ItemId::FunctionCallOutput { sequence_number } => {
-            (sequence_number, 0)
+            (sequence_number, None)
         }
         ItemId::FunctionCall {
             sequence_number,
             index,
-        } => (sequence_number, index + 1),
+        } => (sequence_number, Some(index)),
     }
 }
 
 /// The position of an item this module made, read back from its id.
-fn position_of(item: &Value) -> Option<(i64, usize)> {
+fn position_of(item: &Value) -> Option<Position> {
     item["id"].as_str()?.parse().ok().map(position)
 }
 

@@ -40,6 +40,9 @@
 //! invalid_request` with `param` for a bad parameter or field, `404 not_found` for an
 //! unknown path, `405 method_not_allowed` with `Allow`, `413 request_too_large`, and
 //! `503 conversation_store_unavailable` when the store fails (the cause goes to the log).
+//!
+//! `docs/openapi.yaml` in the repository is all of this as an OpenAPI 3.1 document, which
+//! CI checks the example proxy against with schemathesis (`scripts/schemathesis.sh`).
 
 mod handlers;
 mod items;

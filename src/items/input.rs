@@ -71,7 +71,7 @@ struct Open {
 
 /// Input items as chat messages, in order.
 ///
-/// A `message` item (its `type` may be left out, as in OpenAI's easy input messages)
+/// A `message` item (its `type` may be left out or `null`, as in OpenAI's easy input messages)
 /// becomes a message of its role, with string content or an array of parts; an
 /// assistant message's `refusal` parts become its `refusal`. `function_call` items join
 /// the assistant message right before them as its `tool_calls` (when both carry this
@@ -105,7 +105,14 @@ pub fn to_messages(items: &[Value]) -> Result<Vec<Value>, ItemError> {
             .as_str()
             .and_then(|id| id.parse::<ItemId>().ok())
             .map(ItemId::sequence_number);
-        match item["type"].as_str() {
+        // A `type` that is there but not a string names no kind of item; `null` counts as
+        // absent, as everywhere in the API.
+        let kind = match &item["type"] {
+            Value::Null => None,
+            Value::String(kind) => Some(kind.as_str()),
+            _ => return Err(ItemError::new(index, "type", "type is a string")),
+        };
+        match kind {
             None | Some("message") => {
                 let message = chat_message(index, item)?;
                 open = (message["role"] == "assistant").then_some(Open {

@@ -24,7 +24,7 @@ use super::{NewMessage, StoreError, message_text};
 /// reads them as NULL.
 #[derive(Debug, Serialize)]
 struct MessageRow<'a> {
-    role: &'a str,
+    role: Cow<'a, str>,
     message: String,
     text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,7 +47,7 @@ pub(crate) fn message_rows_json(messages: &[NewMessage]) -> Result<String, Store
 /// PostgreSQL `unnest`.
 #[cfg(feature = "postgres")]
 pub(crate) struct MessageColumns<'a> {
-    pub(crate) roles: Vec<&'a str>,
+    pub(crate) roles: Vec<Cow<'a, str>>,
     pub(crate) messages: Vec<String>,
     pub(crate) texts: Vec<Option<String>>,
     pub(crate) reasoning: Vec<Option<Cow<'a, str>>>,
@@ -86,11 +86,12 @@ impl<'a> MessageColumns<'a> {
 /// turn's text crosses the wire once, which keeps the statement of a turn with a reply of
 /// up to about 16 KiB inside one TLS record (see `docs/performance.md`). The text goes
 /// beside the message when its words sit elsewhere (content parts, a refusal) or when the
-/// content holds NUL, which PostgreSQL refuses to unescape into text.
+/// message holds NUL anywhere, in a value or a field name: PostgreSQL refuses to unescape
+/// it into text, and `->>` unescapes more of the message than the field it reads.
 #[cfg(feature = "postgres")]
 fn search_text_beside(message: &Value) -> Option<String> {
     match (message.get("content"), message.get("refusal")) {
-        (Some(Value::String(content)), None | Some(Value::Null)) if !content.contains('\0') => None,
+        (Some(Value::String(_)), None | Some(Value::Null)) if !has_nul(message) => None,
         _ => Some(searchable_text(message)),
     }
 }
@@ -110,7 +111,8 @@ fn message_rows(
         .iter()
         .map(|m| {
             Ok(MessageRow {
-                role: m.role(),
+                // The role column is text too; the message keeps its role as sent.
+                role: text_without_nul(m.role()),
                 message: serde_json::to_string(&m.message)?,
                 text: text(&m.message),
                 // What is kept beside the message goes into text and jsonb columns,

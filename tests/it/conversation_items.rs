@@ -295,3 +295,29 @@ backend_tests! {
         assert_eq!(client.detail(&id).await["message_count"], 6);
     }
 }
+
+backend_tests! {
+    async fn a_cursor_with_any_call_index_pages_on_from_where_that_call_would_stand(db: TestDb) {
+        // The largest index a call id can spell once overflowed the cursor's arithmetic:
+        // the request got no answer at all.
+        let client = Client::axum(&db).await;
+        let id = tool_conversation(&client).await;
+        let past_every_call = format!("fc_1_{}", usize::MAX);
+        for (order, expected) in [
+            ("asc", vec!["fco_2", "fco_3", "msg_4", "msg_5"]),
+            ("desc", vec!["fc_1_1", "fc_1_0", "msg_0"]),
+        ] {
+            let reply = client
+                .get(&format!("/{id}/items?order={order}&after={past_every_call}"))
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{order}: {:?}", reply.json);
+            let ids: Vec<&str> = reply.json["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids, expected, "{order}");
+        }
+    }
+}

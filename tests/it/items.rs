@@ -240,6 +240,10 @@ fn what_items_cannot_say_is_normalised_the_way_a_model_reads_it_alike() {
 fn items_with_no_chat_equivalent_are_errors_naming_the_field() {
     let cases = [
         (json!({"type": "reasoning", "summary": []}), "items[0].type"),
+        (
+            json!({"type": 5, "role": "user", "content": "x"}),
+            "items[0].type",
+        ),
         (json!({"role": "tool", "content": "x"}), "items[0].role"),
         (json!({"role": "user", "content": 7}), "items[0].content"),
         (

@@ -840,3 +840,38 @@ backend_tests! {
         assert_eq!(detail["message_count"], 4);
     }
 }
+
+backend_tests! {
+    async fn nul_anywhere_in_a_seed_message_is_stored_as_sent(db: TestDb) {
+        // PostgreSQL text and jsonb cannot hold U+0000: a NUL in a role, a field name, or
+        // any field beside the content once answered 503 there and stored nothing.
+        let client = Client::axum(&db).await;
+        let messages = json!([
+            {"role": "us\u{0}er", "content": "a"},
+            {"role": "user", "content": "b", "name": "n\u{0}", "\u{0}": ["\u{0}"]},
+            {"role": "assistant", "content": null, "tool_calls": [{
+                "id": "c\u{0}", "type": "function",
+                "function": {"name": "f\u{0}", "arguments": "{\"a\": \"\\u0000\"}"}
+            }]},
+        ]);
+        let id = client.create(json!({"messages": messages})).await;
+
+        let detail = client.detail(&id).await;
+        let stored: Vec<Value> = detail["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|message| {
+                let mut message = message.clone();
+                for added in ["sequence_number", "created_at", "metadata"] {
+                    message.as_object_mut().unwrap().remove(added);
+                }
+                message
+            })
+            .collect();
+        assert_eq!(Value::Array(stored), messages);
+        assert_eq!(detail["message_count"], 3);
+        let found = client.list("?q=b").await;
+        assert_eq!(found["total"], 1, "the message's words are still searchable");
+    }
+}
