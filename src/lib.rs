@@ -90,6 +90,7 @@ mod layer;
 pub mod metrics;
 mod owner;
 mod request_body;
+mod responses;
 mod service;
 mod sse;
 pub mod store;
@@ -106,6 +107,7 @@ pub use future::ResponseFuture;
 pub use layer::ConversationLayer;
 pub use owner::OwnerResolver;
 pub use request_body::RequestBody;
+pub use responses::{DEFAULT_RESPONSES_PATH, MaxTokensField};
 pub use service::ConversationService;
 #[cfg(feature = "postgres")]
 pub use store::distribute;

@@ -41,8 +41,8 @@
 //! `503 conversation_store_unavailable` when the store fails (the cause goes to the log).
 
 mod handlers;
-mod items;
-mod query;
+pub(crate) mod items;
+pub(crate) mod query;
 mod request;
 mod response;
 mod routes;
