@@ -181,6 +181,7 @@ pub(crate) fn usage(chat: Option<&Value>) -> Value {
         "input_tokens": input,
         "input_tokens_details": {
             "cached_tokens": number(&chat["prompt_tokens_details"]["cached_tokens"]),
+            "cache_write_tokens": number(&chat["prompt_tokens_details"]["cache_write_tokens"]),
         },
         "output_tokens": output,
         "output_tokens_details": {
@@ -219,7 +220,7 @@ mod tests {
     fn usage_is_whole_even_when_the_upstream_sent_none() {
         assert_eq!(
             usage(None),
-            json!({"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
+            json!({"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                    "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
                    "total_tokens": 0})
         );

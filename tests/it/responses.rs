@@ -78,7 +78,7 @@ backend_tests! {
         assert_eq!(output[0]["status"], "completed");
         assert_eq!(output[0]["content"], json!([{"type": "output_text", "text": "You said: Hello", "annotations": []}]));
         assert_eq!(response["usage"], json!({
-            "input_tokens": 9, "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens": 9, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 12
         }));
         for (field, value) in [("tools", json!([])), ("tool_choice", json!("auto")), ("parallel_tool_calls", json!(true)),
