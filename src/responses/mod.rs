@@ -30,4 +30,8 @@ mod stream;
 pub use request::MaxTokensField;
 
 /// The default responses path.
+///
+/// ```
+/// assert_eq!(tower_conversations::DEFAULT_RESPONSES_PATH, "/v1/responses");
+/// ```
 pub const DEFAULT_RESPONSES_PATH: &str = "/v1/responses";

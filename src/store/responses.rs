@@ -16,6 +16,12 @@ use super::NewMessage;
 
 /// Names a stored response: the conversation it is filed under (and found by, so that on
 /// a distributed database every lookup goes to one shard) and its own id.
+///
+/// ```
+/// use tower_conversations::store::ResponseKey;
+/// let key = ResponseKey { conversation_id: uuid::Uuid::now_v7(), id: uuid::Uuid::now_v7() };
+/// assert_ne!(key.conversation_id, key.id);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ResponseKey {
     /// The conversation the response is filed under.
@@ -26,6 +32,13 @@ pub struct ResponseKey {
 
 /// Where the turn of a new response goes, relative to the conversation of its
 /// [`ResponseKey`].
+///
+/// ```
+/// use tower_conversations::store::ResponsePlacement;
+/// // A chain continued from the response whose turn ended at sequence number 5.
+/// let placement = ResponsePlacement::Append { after: Some(5) };
+/// assert_ne!(placement, ResponsePlacement::NewConversation);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResponsePlacement {
     /// The turn creates the key's conversation (a chain's first response).
@@ -50,7 +63,18 @@ pub enum ResponsePlacement {
     },
 }
 
-/// A response to store with its turn, in one transaction.
+/// A response to store with its turn, in one transaction (see
+/// [`ConversationStore::append_response`](super::ConversationStore::append_response)).
+///
+/// ```
+/// use serde_json::json;
+/// use tower_conversations::store::{NewMessage, NewResponse, ResponseKey, ResponsePlacement};
+/// let key = ResponseKey { conversation_id: uuid::Uuid::now_v7(), id: uuid::Uuid::now_v7() };
+/// let turn = [NewMessage::new(json!({"role": "user", "content": "Hi"}))];
+/// let body = json!({"object": "response"});
+/// let response = NewResponse { key, placement: ResponsePlacement::NewConversation, messages: &turn, body: &body };
+/// assert_eq!(response.messages.len(), 1);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct NewResponse<'a> {
     /// What names it.

@@ -2,14 +2,17 @@
 //! a chat-completions stream, and `response.completed` sent only once the turn is
 //! stored; on both backends.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::responses::{app, call, create, create_as};
-use crate::support::server::Answer;
+use crate::support::api::OWNER_HEADER;
+use crate::support::server::{Answer, eventually};
 use crate::support::upstream::{
-    MODEL, Reply, content_chunk, done, error_event, finish_chunk, reasoning_chunk, role_chunk,
-    stop_chunk, tool_call_chunk, usage_chunk,
+    MODEL, Reply, StreamEnd, content_chunk, done, error_event, finish_chunk, reasoning_chunk,
+    role_chunk, stop_chunk, tool_call_chunk, usage_chunk,
 };
 
 /// The events of a streamed answer, parsed.
@@ -158,5 +161,42 @@ backend_tests! {
         assert_eq!(completed["status"], "completed");
         assert_eq!(completed["metadata"]["storage_failed"], "true");
         assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 0);
+    }
+
+    async fn a_client_gone_mid_stream_cancels_the_upstream_and_stores_the_partial_turn(db: TestDb) {
+        let (server, model) = app(&db, |l| l).await;
+        let pieces: Vec<String> = (0..20).map(|i| format!("piece{i} ")).collect();
+        model.push(Reply::text(pieces.clone()).delay(Duration::from_millis(100)));
+        let client = reqwest::Client::new();
+        let mut response = client
+            .post(server.url("/v1/responses"))
+            .header("content-type", "application/json")
+            .header(OWNER_HEADER, "alice")
+            .body(json!({"model": MODEL, "input": "Count slowly", "stream": true}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let mut received = String::new();
+        while received.matches("piece").count() < 2 {
+            let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+            received.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        drop(response);
+        drop(client);
+        eventually(Duration::from_secs(5), "the upstream call to be cancelled", || async {
+            model.stream_ends().contains(&StreamEnd::Cancelled).then_some(())
+        })
+        .await;
+        let created: Value = serde_json::from_str(&crate::support::upstream::sse_data(&received)[0]).unwrap();
+        let id = created["response"]["id"].as_str().unwrap().to_owned();
+        let stored = eventually(Duration::from_secs(5), "the partial turn", || async {
+            let got = call(&server, Method::GET, &format!("/v1/responses/{id}"), "alice").await;
+            (got.status == StatusCode::OK).then(|| got.json())
+        })
+        .await;
+        assert_eq!(stored["status"], "incomplete");
+        let text = stored["output_text"].as_str().unwrap();
+        assert!(text.starts_with("piece0 piece1 ") && text != pieces.concat(), "{text}");
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
     }
 }
