@@ -12,13 +12,14 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 use tower_service::Service;
 
 use super::endpoints::json_answer;
 use super::finish::Finisher;
 use super::request::ResponsesRequest;
 use super::storage::{self, ResponseWrite};
-use super::stream::translate;
+use super::stream::{replay, translate};
 use crate::BoxError;
 use crate::body::ResponseBody;
 use crate::chat::assemble_json_reply;
@@ -110,12 +111,13 @@ where
     if !parts.status.is_success() {
         return Ok(upstream_error(parts.status, body, config.capture_limit).await);
     }
-    if stream {
-        let mut answer = Response::new(ResponseBody::channel(translate(body, finisher)));
-        answer
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        return Ok(answer);
+    let streamed_reply = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().starts_with("text/event-stream"));
+    if stream && streamed_reply {
+        return Ok(event_stream(translate(body, finisher)));
     }
     let Some(bytes) = read_limited(body, config.capture_limit).await else {
         return Ok(bad_gateway("The upstream's reply could not be read whole.").into_response());
@@ -123,8 +125,21 @@ where
     let Some(reply) = assemble_json_reply(&bytes) else {
         return Ok(bad_gateway("The upstream's reply is not a chat completion.").into_response());
     };
+    if stream {
+        // The upstream answered a streamed request whole: the events all come at once.
+        return Ok(event_stream(replay(reply, finisher)));
+    }
     let object = finisher.finish(reply).await;
     Ok(json_answer(StatusCode::OK, &object))
+}
+
+/// A `text/event-stream` answer of the events sent on `events`.
+fn event_stream<B: Body>(events: mpsc::Receiver<Bytes>) -> Response<ResponseBody<B>> {
+    let mut answer = Response::new(ResponseBody::channel(events));
+    answer
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    answer
 }
 
 fn bad_gateway(message: &'static str) -> ApiError {

@@ -27,8 +27,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::finish::Finisher;
+use super::object::Status;
 use crate::chat::ReplyAssembler;
 use crate::sse::SseParser;
+use crate::store::NewMessage;
 
 /// Events waiting in the channel before the task waits for the client to read.
 const CHANNEL_EVENTS: usize = 32;
@@ -413,13 +415,25 @@ where
         // The upstream body is dropped here, before storing: that ends the upstream call.
     }
     let reply = assembler.take_message(complete);
-    let status = super::object::Status::of(&reply);
-    events.close(if status == super::object::Status::Completed {
+    conclude(events, reply, finisher, &sender, connected).await;
+}
+
+/// Closes the open item, stores the response, and sends its last event (`error` first
+/// when the upstream failed).
+async fn conclude(
+    mut events: EventTranslator,
+    reply: NewMessage,
+    finisher: Finisher,
+    sender: &mpsc::Sender<Bytes>,
+    connected: bool,
+) {
+    let status = Status::of(&reply);
+    events.close(if status == Status::Completed {
         "completed"
     } else {
         "incomplete"
     });
-    if let super::object::Status::Failed(error) = &status {
+    if let Status::Failed(error) = &status {
         events.event(
             "error",
             json!({"code": error["code"], "message": error["message"], "param": null}),
@@ -433,6 +447,35 @@ where
     };
     events.event(kind, json!({"response": object}));
     if connected {
-        send_all(&sender, events.take()).await;
+        send_all(sender, events.take()).await;
     }
+}
+
+/// The events of a reply that came whole (an upstream that answered a streamed request
+/// with one JSON completion): the same sequence, its text as one delta.
+pub(crate) fn replay(reply: NewMessage, finisher: Finisher) -> mpsc::Receiver<Bytes> {
+    let (sender, receiver) = mpsc::channel(CHANNEL_EVENTS);
+    tokio::spawn(async move {
+        let mut events = EventTranslator::new(finisher.sequence());
+        let created = finisher.in_progress();
+        events.event("response.created", json!({"response": created}));
+        events.event("response.in_progress", json!({"response": created}));
+        let message = &reply.message;
+        let calls: Vec<Value> = message["tool_calls"]
+            .as_array()
+            .map(|calls| {
+                let indexed = calls.iter().enumerate();
+                indexed.map(|(index, call)| json!({"index": index, "id": call["id"], "function": call["function"]})).collect()
+            })
+            .unwrap_or_default();
+        let delta = json!({
+            "reasoning_content": reply.reasoning,
+            "content": message["content"],
+            "refusal": message["refusal"],
+            "tool_calls": calls,
+        });
+        events.on_chunk(&json!({"choices": [{"delta": delta}]}).to_string());
+        conclude(events, reply, finisher, &sender, true).await;
+    });
+    receiver
 }

@@ -199,4 +199,18 @@ backend_tests! {
         assert!(text.starts_with("piece0 piece1 ") && text != pieces.concat(), "{text}");
         assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
     }
+
+    async fn an_upstream_that_answers_a_stream_whole_still_gives_the_event_sequence(db: TestDb) {
+        let (server, model) = app(&db, |l| l).await;
+        model.push(Reply::json(crate::support::upstream::completion("All at once.")));
+        let (_, events) = stream(&server, json!({"model": MODEL, "input": "Hi"})).await;
+        assert_eq!(types(&events), ["response.created", "response.in_progress", "response.output_item.added",
+            "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+            "response.content_part.done", "response.output_item.done", "response.completed"]);
+        assert_eq!(events[4]["delta"], "All at once.");
+        let completed = &events[8]["response"];
+        assert_eq!(completed["output_text"], "All at once.");
+        let id = completed["id"].as_str().unwrap();
+        assert_eq!(call(&server, Method::GET, &format!("/v1/responses/{id}"), "alice").await.status, StatusCode::OK);
+    }
 }
