@@ -20,13 +20,13 @@ use super::finish::Finisher;
 use super::request::ResponsesRequest;
 use super::storage::{self, ResponseWrite};
 use super::stream::{replay, translate};
-use crate::BoxError;
 use crate::body::ResponseBody;
 use crate::chat::assemble_json_reply;
 use crate::config::{Config, DEFAULT_CHAT_PATH};
 use crate::error::ApiError;
 use crate::request_body::{RequestBody, declared_length, read_body};
 use crate::store::NewMessage;
+use crate::{BoxError, CONVERSATION_ID_HEADER};
 
 /// Handles one `POST` to a responses path.
 pub(crate) async fn create<S, ReqBody, ResBody>(
@@ -73,6 +73,8 @@ where
         .map_or(DEFAULT_CHAT_PATH, String::as_str);
     parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static(DEFAULT_CHAT_PATH));
     parts.headers.remove(TRANSFER_ENCODING);
+    // State is the request body's here; a header meant for the chat path goes no further.
+    parts.headers.remove(CONVERSATION_ID_HEADER);
     parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(chat.len()));
