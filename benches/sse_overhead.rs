@@ -12,7 +12,11 @@
 //! - `sse_overhead/no_database`: the layer over a store that keeps nothing and answers at
 //!   once, so the figures are the layer's own work (reading and splicing the request,
 //!   parsing and assembling the reply, the spawned storage task). The capture cost per
-//!   chunk is the slope of `new` over N minus the slope of `bare`.
+//!   chunk is the slope of `new` over N minus the slope of `bare`. `responses` is the same
+//!   reply asked for through the Responses API (`POST /v1/responses`, streamed): the
+//!   request translated, every chunk translated into Responses events; its slope minus
+//!   `bare`'s is the translation's cost per chunk (that store keeps no responses, so the
+//!   write is skipped and the response says `storage_failed`).
 //! - `sse_overhead/first_frame`: the time from the request to the first frame of the
 //!   reply, through the bare service and the layer's three modes over the same store: the
 //!   time to first byte the layer adds, without the network and the machine's scheduling
@@ -114,6 +118,15 @@ fn chat_request(system: bool, conversation: Option<&str>) -> Request<Full<Bytes>
         request = request.header("x-conversation-id", id);
     }
     request
+        .body(Full::new(Bytes::from(body)))
+        .expect("static request")
+}
+
+/// A streamed Responses request for a new chain.
+fn responses_request() -> Request<Full<Bytes>> {
+    let body = json!({"model": "m", "stream": true, "input": "Tell me something."}).to_string();
+    Request::post("/v1/responses")
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .expect("static request")
 }
@@ -328,6 +341,19 @@ fn bench_store<S: ConversationStore + Clone>(
                 });
             });
         }
+        let service = layer.layer(Model(n));
+        group.bench_with_input(BenchmarkId::new("responses", n), &n, |b, _| {
+            b.to_async(rt).iter(|| {
+                let service = service.clone();
+                async move {
+                    let response = service
+                        .oneshot(responses_request())
+                        .await
+                        .expect("response");
+                    drain(response.into_body()).await
+                }
+            });
+        });
     }
     group.finish();
 }

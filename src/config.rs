@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::chat::ModePolicy;
 use crate::metrics::Backend;
 use crate::owner::OwnerResolver;
+use crate::responses::{DEFAULT_RESPONSES_PATH, MaxTokensField};
 use crate::store::ConversationStore;
 use crate::turn::PendingWrites;
 
@@ -26,6 +27,10 @@ pub(crate) struct Config {
     /// The store's kind, for the metrics' `backend` label.
     pub(crate) backend: Backend,
     pub(crate) chat_paths: Vec<String>,
+    /// The paths of OpenAI's Responses API, answered through the first chat path.
+    pub(crate) responses_paths: Vec<String>,
+    /// Which chat field a response's `max_output_tokens` becomes.
+    pub(crate) max_tokens_field: MaxTokensField,
     pub(crate) policy: ModePolicy,
     pub(crate) owners: OwnerResolver,
     pub(crate) request_body_limit: usize,
@@ -43,6 +48,8 @@ impl Config {
             store,
             backend,
             chat_paths: vec![DEFAULT_CHAT_PATH.to_owned()],
+            responses_paths: vec![DEFAULT_RESPONSES_PATH.to_owned()],
+            max_tokens_field: MaxTokensField::default(),
             policy: ModePolicy::default(),
             owners: OwnerResolver::default(),
             request_body_limit: DEFAULT_REQUEST_BODY_LIMIT,

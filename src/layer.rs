@@ -10,6 +10,7 @@ use crate::chat::ModePolicy;
 use crate::config::Config;
 use crate::metrics::Backend;
 use crate::owner::OwnerResolver;
+use crate::responses::MaxTokensField;
 use crate::service::ConversationService;
 use crate::store::ConversationStore;
 
@@ -75,6 +76,42 @@ impl ConversationLayer {
     {
         let paths = paths.into_iter().map(Into::into).collect();
         self.with(|c| c.chat_paths = paths)
+    }
+
+    /// The paths of OpenAI's Responses API (default `/v1/responses`): `POST` creates a
+    /// response through the first chat path, and `GET`/`DELETE` `{path}/{id}` and `GET
+    /// {path}/{id}/input_items` read and delete stored ones. Replaces the list; an empty
+    /// list turns the Responses API off (its requests then reach the inner service).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// let layer = tower_conversations::ConversationLayer::new(pool)
+    ///     .responses_paths(["/v1/responses", "/openai/v1/responses"]);
+    /// # }
+    /// ```
+    pub fn responses_paths<I, P>(self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        let paths = paths.into_iter().map(Into::into).collect();
+        self.with(|c| c.responses_paths = paths)
+    }
+
+    /// Which chat field a response's `max_output_tokens` becomes (default
+    /// `max_completion_tokens`; [`MaxTokensField::MaxTokens`] for servers that know only
+    /// `max_tokens`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// use tower_conversations::{ConversationLayer, MaxTokensField};
+    /// let layer = ConversationLayer::new(pool).max_tokens_field(MaxTokensField::MaxTokens);
+    /// # }
+    /// ```
+    pub fn max_tokens_field(self, field: MaxTokensField) -> Self {
+        self.with(|c| c.max_tokens_field = field)
     }
 
     /// How a request's mode is decided (default [`ModePolicy::SystemMessage`]).
@@ -211,6 +248,8 @@ impl std::fmt::Debug for ConversationLayer {
         let c = &self.config;
         f.debug_struct("ConversationLayer")
             .field("chat_paths", &c.chat_paths)
+            .field("responses_paths", &c.responses_paths)
+            .field("max_tokens_field", &c.max_tokens_field)
             .field("policy", &c.policy)
             .field("owners", &c.owners)
             .field("request_body_limit", &c.request_body_limit)

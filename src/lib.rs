@@ -26,8 +26,11 @@
 //! # What the layer does with a request
 //!
 //! It intercepts `POST` requests to the chat paths (default `/v1/chat/completions`) and
-//! reads their JSON body. Every other request reaches the inner service untouched: same
-//! method, URI, headers and body, not read, not buffered.
+//! reads their JSON body; it answers OpenAI's Responses API (default `/v1/responses`:
+//! create, retrieve, delete, input items) itself, by translating to a chat completion at
+//! the first chat path (see [`ConversationLayer::responses_paths`]). Every other request
+//! reaches the inner service untouched: same method, URI, headers and body, not read, not
+//! buffered.
 //!
 //! | request | what happens |
 //! |---|---|
@@ -43,6 +46,18 @@
 //!
 //! With [`ModePolicy::Header`] the header alone decides. Errors the layer answers itself
 //! use the OpenAI envelope ([`ApiError`]).
+//!
+//! # The Responses API
+//!
+//! `POST /v1/responses` is OpenAI's Responses API with server-side state
+//! (`previous_response_id`, `conversation`, `store`), answered over the inner
+//! chat-completions service: the request is translated into a chat completion and the
+//! reply back into OpenAI's response object or its streamed events. A chain of responses
+//! is stored as a conversation, so the same store serves chat completions with
+//! `X-Conversation-ID`, the Conversations API and the Responses API. A response (and
+//! `response.completed` when streamed) is sent only once stored; a failed write is told
+//! as `"metadata": {"storage_failed": "true"}`. The README lists the fields translated and
+//! those refused with `400`.
 //!
 //! # What it does with the reply
 //!
@@ -90,6 +105,7 @@ mod layer;
 pub mod metrics;
 mod owner;
 mod request_body;
+mod responses;
 mod service;
 mod sse;
 pub mod store;
@@ -106,6 +122,7 @@ pub use future::ResponseFuture;
 pub use layer::ConversationLayer;
 pub use owner::OwnerResolver;
 pub use request_body::RequestBody;
+pub use responses::{DEFAULT_RESPONSES_PATH, MaxTokensField};
 pub use service::ConversationService;
 #[cfg(feature = "postgres")]
 pub use store::distribute;

@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::future::{ResponseFuture, respond};
 use crate::metrics::{self, Backend, LoadOutcome, RequestMode};
 use crate::request_body::{RequestBody, declared_length, read_body};
+use crate::responses;
 use crate::store::{HistoryMessage, TurnTarget};
 use crate::turn::PendingTurn;
 use crate::{BoxError, CONVERSATION_ID_HEADER};
@@ -55,6 +56,16 @@ impl<S> ConversationService<S> {
         Self { inner, config }
     }
 
+    /// The instance that was polled ready, for a call the layer makes itself; a clone
+    /// goes on serving.
+    fn take_inner(&mut self) -> S
+    where
+        S: Clone,
+    {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+
     fn is_chat_request<B>(&self, request: &Request<B>) -> bool {
         request.method() == Method::POST
             && self
@@ -87,15 +98,25 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if !self.is_chat_request(&request) {
-            return ResponseFuture::passthrough(
-                self.inner.call(request.map(RequestBody::original)),
-            );
+        let config = self.config.clone();
+        let path = request.uri().path();
+        if self.is_chat_request(&request) {
+            let inner = self.take_inner();
+            return ResponseFuture::intercepted(Box::pin(chat(inner, config, request)));
         }
-        // The clone goes on serving; the instance that was polled ready takes this call.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::intercepted(Box::pin(chat(inner, self.config.clone(), request)))
+        if request.method() == Method::POST && config.responses_paths.iter().any(|p| p == path) {
+            let inner = self.take_inner();
+            return ResponseFuture::intercepted(Box::pin(responses::call::create(
+                inner, config, request,
+            )));
+        }
+        if responses::endpoints::route(request.method(), path, &config.responses_paths).is_some() {
+            let (parts, _body) = request.into_parts();
+            return ResponseFuture::intercepted(Box::pin(async move {
+                Ok(responses::endpoints::serve(config, parts).await)
+            }));
+        }
+        ResponseFuture::passthrough(self.inner.call(request.map(RequestBody::original)))
     }
 }
 

@@ -1,6 +1,11 @@
 //! A built-in stand-in for a real model, so that the proxy shows the whole feature with
 //! no upstream and no API key: its reply says how many messages it was sent, which is
 //! how a user sees that the history was spliced in.
+//!
+//! A request that offers `tools` is answered with a call to the first one (arguments
+//! [`CALL_ARGUMENTS`]), unless its last message is already a tool result or it says
+//! `tool_choice: "none"`; then it gets text. So a function-calling round trip runs with
+//! no upstream, through chat completions and the Responses API alike.
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +29,8 @@ const CHUNK_INTERVAL: Duration = Duration::from_millis(20);
 const REQUEST_LIMIT: usize = 32 * 1024 * 1024;
 /// Longest quote of the last message the reply repeats.
 const QUOTE_CHARS: usize = 200;
+/// The arguments of every tool call the demo makes.
+pub const CALL_ARGUMENTS: &str = r#"{"demo":true}"#;
 
 /// Answers as the demo model: `POST /v1/chat/completions` (streaming when the request
 /// says `"stream": true`, a `chat.completion` object otherwise) and `GET /v1/models`.
@@ -64,6 +71,7 @@ async fn chat(body: RequestBody<Body>) -> Result<Response, &'static str> {
         created: unix_time(),
         model: request["model"].as_str().unwrap_or(MODEL).to_owned(),
         text: reply_text(messages),
+        call: tool_to_call(&request, messages),
         prompt_tokens: messages.iter().map(|m| word_count(&message_text(m))).sum(),
     };
     Ok(if request["stream"] == Value::Bool(true) {
@@ -72,6 +80,16 @@ async fn chat(body: RequestBody<Body>) -> Result<Response, &'static str> {
     } else {
         Json(reply.completion()).into_response()
     })
+}
+
+/// The first tool's name, when the demo answers with a call to it.
+fn tool_to_call(request: &Value, messages: &[Value]) -> Option<String> {
+    let answered = messages.last().is_some_and(|m| m["role"] == "tool");
+    if answered || request["tool_choice"] == "none" {
+        return None;
+    }
+    let first = request["tools"].as_array()?.first()?;
+    first["function"]["name"].as_str().map(str::to_owned)
 }
 
 /// What the demo says: how many messages it saw, and what the last one said.
@@ -118,12 +136,17 @@ struct Reply {
     created: u64,
     model: String,
     text: String,
+    /// The tool it calls instead of answering with text.
+    call: Option<String>,
     prompt_tokens: usize,
 }
 
 impl Reply {
     fn usage(&self) -> Value {
-        let completion_tokens = word_count(&self.text);
+        let completion_tokens = match self.call {
+            Some(_) => word_count(CALL_ARGUMENTS),
+            None => word_count(&self.text),
+        };
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -131,17 +154,28 @@ impl Reply {
         })
     }
 
+    /// The call's id: fixed per conversation length, so a run repeats exactly.
+    fn call_id(&self) -> String {
+        self.id.replacen("chatcmpl-demo", "call_demo", 1)
+    }
+
     fn completion(&self) -> Value {
+        let (message, finish_reason) = match &self.call {
+            None => (json!({"role": "assistant", "content": self.text}), "stop"),
+            Some(name) => (
+                json!({"role": "assistant", "content": null, "tool_calls": [{
+                    "id": self.call_id(), "type": "function",
+                    "function": {"name": name, "arguments": CALL_ARGUMENTS},
+                }]}),
+                "tool_calls",
+            ),
+        };
         json!({
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": self.text},
-                "finish_reason": "stop",
-            }],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": self.usage(),
         })
     }
@@ -160,11 +194,21 @@ impl Reply {
     /// finish reason, the usage when asked for, then `[DONE]`.
     fn streamed(&self, include_usage: bool) -> Response {
         let mut events = vec![self.chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-        let words: Vec<&str> = self.text.split_inclusive(' ').collect();
-        for piece in words.chunks(3) {
-            events.push(self.chunk(json!({"content": piece.concat()}), Value::Null));
+        match &self.call {
+            None => {
+                let words: Vec<&str> = self.text.split_inclusive(' ').collect();
+                for piece in words.chunks(3) {
+                    events.push(self.chunk(json!({"content": piece.concat()}), Value::Null));
+                }
+                events.push(self.chunk(json!({}), json!("stop")));
+            }
+            Some(name) => {
+                let call = json!({"index": 0, "id": self.call_id(), "type": "function",
+                                  "function": {"name": name, "arguments": CALL_ARGUMENTS}});
+                events.push(self.chunk(json!({"tool_calls": [call]}), Value::Null));
+                events.push(self.chunk(json!({}), json!("tool_calls")));
+            }
         }
-        events.push(self.chunk(json!({}), json!("stop")));
         if include_usage {
             let mut usage = self.chunk(json!({}), Value::Null);
             usage["choices"] = json!([]);

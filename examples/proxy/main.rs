@@ -7,8 +7,10 @@
 //!
 //! Clients send only their new messages and `X-Conversation-ID` from the previous
 //! answer; the proxy keeps the history (SQLite by default, PostgreSQL with
-//! `--database-url postgres://...`), splices it in, and stores each reply. The
-//! management API is under `/v1/conversations`; every other path is forwarded as it is.
+//! `--database-url postgres://...`), splices it in, and stores each reply. OpenAI's
+//! Responses API (`/v1/responses`, with `previous_response_id` and `conversation`) is
+//! answered through chat completions, the demo model's included. The management API is
+//! under `/v1/conversations`; every other path is forwarded as it is.
 //! Each bearer token is an owner of its own; `--api-keys FILE` names the only keys let
 //! in. `/healthz`, `/readyz` and `/metrics` tell how it is doing. Run with `--help` for
 //! every option.

@@ -239,9 +239,9 @@ distribute() {
     say "distributing the tables by conversation id"
     local distributed
     distributed=$(psql_on "$COORD_PORT" -A -t -c \
-        "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid IN ('conversations'::regclass, 'messages'::regclass)")
-    if ((distributed == 2)); then
-        echo "the proxy distributed both tables when it started"
+        "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid IN ('conversations'::regclass, 'messages'::regclass, 'responses'::regclass)")
+    if ((distributed == 3)); then
+        echo "the proxy distributed the tables when it started"
     else
         # conversations first: messages is co-located with it.
         psql_on "$COORD_PORT" -o /dev/null <<'SQL'
@@ -249,6 +249,8 @@ SELECT create_distributed_table('conversations', 'id')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'conversations'::regclass);
 SELECT create_distributed_table('messages', 'conversation_id', colocate_with => 'conversations')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'messages'::regclass);
+SELECT create_distributed_table('responses', 'conversation_id', colocate_with => 'conversations')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'responses'::regclass);
 SQL
         echo "distributed them here (the proxy had not)"
     fi

@@ -51,7 +51,7 @@ TURN_VALUES = [
 ]
 
 # Statements that set the cluster up once and cannot run again on it.
-SET_UP_ONCE = {"DISTRIBUTE_CONVERSATIONS", "DISTRIBUTE_MESSAGES"}
+SET_UP_ONCE = {"DISTRIBUTE_CONVERSATIONS", "DISTRIBUTE_MESSAGES", "DISTRIBUTE_RESPONSES"}
 
 # Per statement: the parameter types the store binds, and sample values for them.
 SAMPLES = {
@@ -94,6 +94,11 @@ SAMPLES = {
                          [OWNER, "'00000000-0000-0000-0000-000000000000'", "21", "'hello'"]),
     "SEARCH_BY_ID_DESC": (["text", "uuid", "int8", "text"],
                           [OWNER, "'ffffffff-ffff-ffff-ffff-ffffffffffff'", "21", "'hello'"]),
+    "RESPONSE_TIP": (["uuid", "text"], [SAMPLE, OWNER]),
+    "INSERT_RESPONSE": (["uuid", "uuid", "text", "uuid", "int8", "int8", "json"],
+                        [SAMPLE, FRESH, OWNER, SAMPLE, "2", "3", "'{}'"]),
+    "SELECT_RESPONSE": (["uuid", "uuid", "text"], [SAMPLE, FRESH, OWNER]),
+    "DELETE_RESPONSE": (["uuid", "uuid", "text"], [SAMPLE, FRESH, OWNER]),
 }
 SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.I)
 

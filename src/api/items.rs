@@ -174,7 +174,7 @@ fn items_of(message: &StoredMessage) -> Vec<Value> {
 
 /// `{"object": "list", "data", "first_id", "last_id", "has_more"}`; the ids are `null`
 /// on an empty page.
-fn item_list(items: Vec<Value>, has_more: bool) -> Value {
+pub(crate) fn item_list(items: Vec<Value>, has_more: bool) -> Value {
     let first_id = items.first().map(|item| item["id"].clone());
     let last_id = items.last().map(|item| item["id"].clone());
     json!({

@@ -45,8 +45,8 @@
 //! CI checks the example proxy against with schemathesis (`scripts/schemathesis.sh`).
 
 mod handlers;
-mod items;
-mod query;
+pub(crate) mod items;
+pub(crate) mod query;
 mod request;
 mod response;
 mod routes;

@@ -1,7 +1,9 @@
 //! [`ResponseBody`]: the body of every response that passes through the layer, one
 //! variant per way the layer treats a reply: forwarded as it is, captured as it streams
-//! ([`stream`]), or replayed after the layer read it ([`json`]).
+//! ([`stream`]), replayed after the layer read it ([`json`]), or made by the layer as it
+//! goes ([`channel`]).
 
+mod channel;
 mod json;
 mod stream;
 
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use channel::ChannelBody;
 use json::ReplayedBody;
 pub(crate) use json::store_json_reply;
 use stream::CapturedStream;
@@ -47,6 +50,7 @@ pin_project! {
         Forwarded { #[pin] inner: B },
         Replayed { body: ReplayedBody<B> },
         Captured { #[pin] body: CapturedStream<B> },
+        Channel { body: ChannelBody },
     }
 }
 
@@ -63,6 +67,18 @@ impl<B: Body> ResponseBody<B> {
         Self {
             kind: Kind::Captured {
                 body: CapturedStream::new(inner, turn, capture_limit),
+            },
+        }
+    }
+}
+
+impl<B: Body> ResponseBody<B> {
+    /// A body the layer writes itself as it goes (a translated stream), read from
+    /// `receiver` until its sender is dropped.
+    pub(crate) fn channel(receiver: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            kind: Kind::Channel {
+                body: ChannelBody::new(receiver),
             },
         }
     }
@@ -97,6 +113,7 @@ where
             KindProj::Forwarded { inner } => inner.poll_frame(cx),
             KindProj::Replayed { body } => body.poll_frame(cx),
             KindProj::Captured { body } => body.poll_frame(cx),
+            KindProj::Channel { body } => body.poll_frame(cx),
         }
     }
 
@@ -105,6 +122,7 @@ where
             Kind::Forwarded { inner } => inner.is_end_stream(),
             Kind::Replayed { body } => body.is_end_stream(),
             Kind::Captured { body } => body.is_end_stream(),
+            Kind::Channel { body } => body.is_end_stream(),
         }
     }
 
@@ -113,6 +131,7 @@ where
             Kind::Forwarded { inner } => inner.size_hint(),
             Kind::Replayed { body } => body.size_hint(),
             Kind::Captured { body } => body.size_hint(),
+            Kind::Channel { .. } => SizeHint::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ mod postgres;
 mod read;
 mod records;
 mod removal;
+mod responses;
 mod retention;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -37,6 +38,9 @@ pub use records::{
     Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationUpdate,
     CursorQuery, HistoryMessage, ListQuery, MessagePage, MessageQuery, Metadata, NewConversation,
     NewMessage, Order, StoredMessage,
+};
+pub use responses::{
+    NewResponse, ResponseKey, ResponsePlacement, ResponsePosition, StoredResponse,
 };
 pub(crate) use text::{message_text, title_from, title_of};
 
@@ -263,6 +267,74 @@ pub trait ConversationStore: TurnStore {
     /// # Ok(()) }
     /// ```
     async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Stores a response (OpenAI's Responses API) with its turn, in one transaction:
+    /// the turn goes where `response.placement` says, and the response is filed under
+    /// `response.key`. Answers where the turn landed.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool) -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tower_conversations::ConversationStore;
+    /// use tower_conversations::store::{NewMessage, NewResponse, ResponseKey, ResponsePlacement};
+    /// let key = ResponseKey { conversation_id: uuid::Uuid::now_v7(), id: uuid::Uuid::now_v7() };
+    /// let turn = [
+    ///     NewMessage::new(json!({"role": "user", "content": "Hi"})),
+    ///     NewMessage::new(json!({"role": "assistant", "content": "Hello!"})),
+    /// ];
+    /// let body = json!({"object": "response"});
+    /// let response = NewResponse { key, placement: ResponsePlacement::NewConversation, messages: &turn, body: &body };
+    /// let position = pool.append_response("", &response).await?;
+    /// assert_eq!(position.last_sequence, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The default keeps no responses: it fails, so a store written before the Responses
+    /// API still compiles and its clients are told `storage_failed`.
+    async fn append_response(
+        &self,
+        owner: &str,
+        response: &NewResponse<'_>,
+    ) -> Result<ResponsePosition, StoreError> {
+        let _ = (owner, response);
+        Err(StoreError::Query("this store keeps no responses".into()))
+    }
+
+    /// A stored response of `owner`; [`StoreError::NotFound`] for an unknown key or
+    /// another owner's.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool, key: tower_conversations::store::ResponseKey) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::ConversationStore;
+    /// let stored = pool.response("", key).await?;
+    /// println!("{}", stored.body);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The default keeps no responses: [`StoreError::NotFound`].
+    async fn response(&self, owner: &str, key: ResponseKey) -> Result<StoredResponse, StoreError> {
+        let _ = (owner, key);
+        Err(StoreError::NotFound)
+    }
+
+    /// Deletes a stored response (its turn stays in the conversation);
+    /// [`StoreError::NotFound`] for an unknown key or another owner's.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo(pool: sqlx::SqlitePool, key: tower_conversations::store::ResponseKey) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::ConversationStore;
+    /// pool.delete_response("", key).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The default keeps no responses: [`StoreError::NotFound`].
+    async fn delete_response(&self, owner: &str, key: ResponseKey) -> Result<(), StoreError> {
+        let _ = (owner, key);
+        Err(StoreError::NotFound)
+    }
 }
 
 /// Runs the store's migrations: one call at start-up.
@@ -370,5 +442,18 @@ impl<T: ConversationStore + ?Sized> ConversationStore for std::sync::Arc<T> {
     }
     async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
         (**self).purge_idle(idle_since).await
+    }
+    async fn append_response(
+        &self,
+        owner: &str,
+        response: &NewResponse<'_>,
+    ) -> Result<ResponsePosition, StoreError> {
+        (**self).append_response(owner, response).await
+    }
+    async fn response(&self, owner: &str, key: ResponseKey) -> Result<StoredResponse, StoreError> {
+        (**self).response(owner, key).await
+    }
+    async fn delete_response(&self, owner: &str, key: ResponseKey) -> Result<(), StoreError> {
+        (**self).delete_response(owner, key).await
     }
 }

@@ -13,6 +13,7 @@
 //! | 9. The example proxy | `proxy` |
 //! | running the proxy: keys, health, metrics, start-up errors | `operations` |
 //! | 10. Scaling out | `scaling` |
+//! | 12. The Responses API | `responses`, `responses_stream`, `responses_proxy` |
 //! | 13. PostgreSQL in production | `production_postgres` |
 //! | when the database fails (3, 5) | `faults` |
 //! | hostile input, deep JSON | `hostile_input` |
@@ -38,6 +39,9 @@ mod owners;
 mod production_postgres;
 mod properties;
 mod proxy;
+mod responses;
+mod responses_proxy;
+mod responses_stream;
 mod retention;
 mod scaling;
 mod splicing;

@@ -1,4 +1,4 @@
-//! [`distribute`]: spreading the two tables over a Citus cluster.
+//! [`distribute`]: spreading the tables over a Citus cluster.
 
 use sqlx::PgPool;
 
@@ -17,7 +17,13 @@ const DISTRIBUTE_CONVERSATIONS: &str = "SELECT create_distributed_table('convers
 const DISTRIBUTE_MESSAGES: &str = "SELECT create_distributed_table('messages', 'conversation_id', \
      colocate_with => 'conversations')";
 
-/// Distributes `conversations` by `id` and `messages` by `conversation_id`, co-located,
+/// Co-located too: a stored response is filed under the conversation its id names, and
+/// found by that conversation id on its shard.
+const DISTRIBUTE_RESPONSES: &str = "SELECT create_distributed_table('responses', \
+     'conversation_id', colocate_with => 'conversations')";
+
+/// Distributes `conversations` by `id`, and `messages` and `responses` by
+/// `conversation_id`, co-located,
 /// when the database is a Citus coordinator (the `citus` extension is installed); does
 /// nothing otherwise. Safe to call at every start, after [`migrate`](crate::migrate):
 /// a table already distributed is left as it is. Answers whether Citus is there.
@@ -55,6 +61,7 @@ pub async fn distribute(pool: &PgPool) -> Result<bool, StoreError> {
     for (table, statement) in [
         ("conversations", DISTRIBUTE_CONVERSATIONS),
         ("messages", DISTRIBUTE_MESSAGES),
+        ("responses", DISTRIBUTE_RESPONSES),
     ] {
         let distributed: bool = sqlx::query_scalar(IS_DISTRIBUTED)
             .bind(table)

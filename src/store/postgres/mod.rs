@@ -15,6 +15,7 @@ use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
 mod distribute;
+mod responses;
 mod retention;
 mod session;
 
@@ -29,8 +30,8 @@ use super::retention::Sweep;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
     ConversationUpdate, CursorQuery, HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage,
-    MessageQuery, Metadata, NewConversation, NewMessage, StoreError, TurnStore, TurnTarget,
-    title_from, title_of,
+    MessageQuery, Metadata, NewConversation, NewMessage, NewResponse, ResponseKey,
+    ResponsePosition, StoreError, StoredResponse, TurnStore, TurnTarget, title_from, title_of,
 };
 use crate::items::ItemId;
 
@@ -393,41 +394,7 @@ impl ConversationStore for PgPool {
         at_sequence: i64,
     ) -> Result<Conversation, StoreError> {
         let mut tx = Session::transaction(self).await?;
-        let source = tx
-            .query(FORK_SOURCE)
-            .bind(id)
-            .bind(owner)
-            .fetch_optional(tx.connection())
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let span = tx
-            .query(FORK_SPAN)
-            .bind(id)
-            .bind(at_sequence)
-            .fetch_one(tx.connection())
-            .await?;
-        let copied = fork_copies(
-            at_sequence,
-            span.try_get("copied")?,
-            span.try_get("last_sequence")?,
-        )?;
-        let fork_id = Uuid::now_v7();
-        let row = tx
-            .query(FORK_CONVERSATION)
-            .bind(fork_id)
-            .bind(owner)
-            .bind(source.try_get::<Option<String>, _>("title")?)
-            .bind(copied)
-            .bind(at_sequence + 1)
-            .bind(source.try_get::<Json<Metadata>, _>("metadata")?)
-            .fetch_one(tx.connection())
-            .await?;
-        tx.query(FORK_MESSAGES)
-            .bind(id)
-            .bind(fork_id)
-            .bind(at_sequence)
-            .execute(tx.connection())
-            .await?;
+        let row = fork_into(&mut tx, owner, id, at_sequence, Uuid::now_v7()).await?;
         tx.commit().await?;
         Reader::<Postgres>::conversation(&row)
     }
@@ -517,6 +484,68 @@ impl ConversationStore for PgPool {
     async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
         retention::sweep(self, Sweep::IdleSince(idle_since)).await
     }
+
+    async fn append_response(
+        &self,
+        owner: &str,
+        response: &NewResponse<'_>,
+    ) -> Result<ResponsePosition, StoreError> {
+        responses::append(self, owner, response).await
+    }
+
+    async fn response(&self, owner: &str, key: ResponseKey) -> Result<StoredResponse, StoreError> {
+        responses::read(self, owner, key).await
+    }
+
+    async fn delete_response(&self, owner: &str, key: ResponseKey) -> Result<(), StoreError> {
+        responses::delete(self, owner, key).await
+    }
+}
+
+/// Copies messages `0..=at_sequence` of `id` into a new conversation `fork_id` of the
+/// same owner, inside the caller's transaction; answers the new conversation's row.
+async fn fork_into(
+    tx: &mut Session,
+    owner: &str,
+    id: Uuid,
+    at_sequence: i64,
+    fork_id: Uuid,
+) -> Result<sqlx::postgres::PgRow, StoreError> {
+    let source = tx
+        .query(FORK_SOURCE)
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(tx.connection())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let span = tx
+        .query(FORK_SPAN)
+        .bind(id)
+        .bind(at_sequence)
+        .fetch_one(tx.connection())
+        .await?;
+    let copied = fork_copies(
+        at_sequence,
+        span.try_get("copied")?,
+        span.try_get("last_sequence")?,
+    )?;
+    let row = tx
+        .query(FORK_CONVERSATION)
+        .bind(fork_id)
+        .bind(owner)
+        .bind(source.try_get::<Option<String>, _>("title")?)
+        .bind(copied)
+        .bind(at_sequence + 1)
+        .bind(source.try_get::<Json<Metadata>, _>("metadata")?)
+        .fetch_one(tx.connection())
+        .await?;
+    tx.query(FORK_MESSAGES)
+        .bind(id)
+        .bind(fork_id)
+        .bind(at_sequence)
+        .execute(tx.connection())
+        .await?;
+    Ok(row)
 }
 
 /// Deletes the messages of conversation `id`, whose row `tx` has just deleted (see

@@ -24,8 +24,8 @@ use super::retention::Sweep;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
     ConversationUpdate, CursorQuery, HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage,
-    MessageQuery, Metadata, NewConversation, NewMessage, StoreError, TurnStore, TurnTarget,
-    title_from, title_of,
+    MessageQuery, Metadata, NewConversation, NewMessage, NewResponse, ResponseKey,
+    ResponsePosition, StoreError, StoredResponse, TurnStore, TurnTarget, title_from, title_of,
 };
 use crate::items::ItemId;
 
@@ -70,6 +70,7 @@ SELECT ?1, batch.key, ?4, ",
 }
 
 // After the SQL macros above, which the turn statements there are built from too.
+mod responses;
 mod retention;
 mod write_queue;
 
@@ -382,40 +383,7 @@ impl ConversationStore for SqlitePool {
         at_sequence: i64,
     ) -> Result<Conversation, StoreError> {
         let mut tx = begin_write(self).await?;
-        let source = sqlx::query(FORK_SOURCE)
-            .bind(id)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let span = sqlx::query(FORK_SPAN)
-            .bind(id)
-            .bind(at_sequence)
-            .fetch_one(&mut *tx)
-            .await?;
-        let copied = fork_copies(
-            at_sequence,
-            span.try_get("copied")?,
-            span.try_get("last_sequence")?,
-        )?;
-        let fork_id = Uuid::now_v7();
-        let now = timestamp();
-        let row = sqlx::query(CREATE_CONVERSATION)
-            .bind(fork_id)
-            .bind(owner)
-            .bind(source.try_get::<Option<String>, _>("title")?)
-            .bind(&now)
-            .bind(copied)
-            .bind(source.try_get::<Json<Metadata>, _>("metadata")?)
-            .bind(at_sequence + 1)
-            .fetch_one(&mut *tx)
-            .await?;
-        sqlx::query(FORK_MESSAGES)
-            .bind(id)
-            .bind(fork_id)
-            .bind(at_sequence)
-            .execute(&mut *tx)
-            .await?;
+        let row = fork_into(&mut tx, owner, id, at_sequence, Uuid::now_v7()).await?;
         tx.commit().await?;
         Reader::<Sqlite>::conversation(&row)
     }
@@ -502,6 +470,66 @@ impl ConversationStore for SqlitePool {
     async fn purge_idle(&self, idle_since: DateTime<Utc>) -> Result<u64, StoreError> {
         retention::sweep(self, Sweep::IdleSince(idle_since)).await
     }
+
+    async fn append_response(
+        &self,
+        owner: &str,
+        response: &NewResponse<'_>,
+    ) -> Result<ResponsePosition, StoreError> {
+        responses::append(self, owner, response).await
+    }
+
+    async fn response(&self, owner: &str, key: ResponseKey) -> Result<StoredResponse, StoreError> {
+        responses::read(self, owner, key).await
+    }
+
+    async fn delete_response(&self, owner: &str, key: ResponseKey) -> Result<(), StoreError> {
+        responses::delete(self, owner, key).await
+    }
+}
+
+/// Copies messages `0..=at_sequence` of `id` into a new conversation `fork_id` of the
+/// same owner, inside `tx`; answers the new conversation's row.
+async fn fork_into(
+    tx: &mut SqliteConnection,
+    owner: &str,
+    id: Uuid,
+    at_sequence: i64,
+    fork_id: Uuid,
+) -> Result<sqlx::sqlite::SqliteRow, StoreError> {
+    let source = sqlx::query(FORK_SOURCE)
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let span = sqlx::query(FORK_SPAN)
+        .bind(id)
+        .bind(at_sequence)
+        .fetch_one(&mut *tx)
+        .await?;
+    let copied = fork_copies(
+        at_sequence,
+        span.try_get("copied")?,
+        span.try_get("last_sequence")?,
+    )?;
+    let row = sqlx::query(CREATE_CONVERSATION)
+        .bind(fork_id)
+        .bind(owner)
+        .bind(source.try_get::<Option<String>, _>("title")?)
+        .bind(timestamp())
+        .bind(copied)
+        .bind(source.try_get::<Json<Metadata>, _>("metadata")?)
+        .bind(at_sequence + 1)
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query(FORK_MESSAGES)
+        .bind(id)
+        .bind(fork_id)
+        .bind(at_sequence)
+        .execute(&mut *tx)
+        .await?;
+    Ok(row)
 }
 
 /// Creates a conversation row and its first messages inside `tx`, in one call.

@@ -313,7 +313,7 @@ pub(super) struct TurnRows {
 /// Writes one turn of a batch inside `tx`. The outer error is the batch's: its
 /// transaction can no longer be used. The inner one is this turn's alone, whose writes
 /// were rolled back.
-async fn write_turn(
+pub(super) async fn write_turn(
     tx: &mut SqliteConnection,
     turn: &TurnRows,
     now: &str,
