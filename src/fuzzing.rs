@@ -9,9 +9,11 @@ use serde_json::{Value, json};
 
 use std::collections::VecDeque;
 
+use crate::chat::ModeError;
 use crate::chat::{
-    ConversationHeader, ModePolicy, ReplyAssembler, StorageFailedMarker, assemble_json_reply,
-    decide, mark_storage_failed, parse_chat_request, scanner_agrees_with_serde,
+    ConversationHeader, Mode, ModePolicy, ReplyAssembler, StorageFailedMarker, assemble_json_reply,
+    decide, decide_parsed, mark_storage_failed, parse_chat_request, scan_agrees_with_parse,
+    scanner_agrees_with_serde,
 };
 use crate::sse::{StreamEnd, run_stream};
 use crate::store::HistoryMessage;
@@ -118,10 +120,15 @@ pub fn chat_request(data: &[u8]) {
     let chat = parse_chat_request(body);
     let header = ConversationHeader::from_values([header]);
     for policy in [ModePolicy::SystemMessage, ModePolicy::Header] {
-        let decided = decide(policy, header, parse_chat_request(body));
+        let decided = decide(policy, header, body);
         if header == ConversationHeader::Invalid {
             assert!(decided.is_err(), "an invalid header was accepted");
         }
+        let reference = decide_parsed(policy, header, parse_chat_request(body));
+        assert!(
+            same_mode(&decided, &reference),
+            "the scan decided {decided:?}, the parse {reference:?}"
+        );
     }
     if let Some(chat) = &chat {
         let history = [
@@ -158,6 +165,21 @@ pub fn chat_request(data: &[u8]) {
         }
     }
     json_reply(body);
+}
+
+/// Whether two decisions are the same mode (a new conversation's id is fresh each
+/// time, so only its request is compared).
+fn same_mode(left: &Result<Mode<'_>, ModeError>, right: &Result<Mode<'_>, ModeError>) -> bool {
+    match (left, right) {
+        (Ok(Mode::New(_, left)), Ok(Mode::New(_, right))) => left == right,
+        _ => left == right,
+    }
+}
+
+/// One body read by the request scan and by the parse: the scan either answers as the
+/// parse does or leaves the body to it.
+pub fn request_scan(data: &[u8]) {
+    scan_agrees_with_parse(data);
 }
 
 /// A JSON reply: assembled without panicking; marked `storage_failed` whole or as it

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::body::ResponseBody;
-use crate::chat::{ConversationHeader, Mode, decide, parse_chat_request, trim_to_turn_boundary};
+use crate::chat::{ConversationHeader, Mode, decide, trim_to_turn_boundary};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::future::{ResponseFuture, respond};
@@ -155,7 +155,7 @@ where
             .iter()
             .map(HeaderValue::as_bytes),
     );
-    let (id, target, chat) = match decide(config.policy, header, parse_chat_request(&bytes)) {
+    let (id, target, chat) = match decide(config.policy, header, &bytes) {
         Err(error) => {
             metrics::request(RequestMode::Error);
             return Ok(ApiError::from(error).into_response());

@@ -8,11 +8,15 @@ mod request;
 mod window;
 
 pub use mode::ModePolicy;
+#[cfg(feature = "fuzzing")]
+pub(crate) use mode::decide_parsed;
 pub(crate) use mode::{ConversationHeader, Mode, ModeError, decide};
 #[cfg(feature = "fuzzing")]
 pub(crate) use reply::scanner_agrees_with_serde;
 pub(crate) use reply::{
     ReplyAssembler, StorageFailedMarker, assemble_json_reply, mark_storage_failed,
 };
-pub(crate) use request::{ChatRequest, parse_chat_request};
+#[cfg(feature = "fuzzing")]
+pub(crate) use request::scan_agrees_with_parse;
+pub(crate) use request::{ChatRequest, parse_chat_request, scan_chat_request};
 pub(crate) use window::trim_to_turn_boundary;

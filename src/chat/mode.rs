@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::ChatRequest;
+use super::{ChatRequest, parse_chat_request, scan_chat_request};
 
 /// How the layer decides whether a chat request is stateless or part of a conversation.
 ///
@@ -108,16 +108,39 @@ pub(crate) enum ModeError {
     NotAChatRequest,
 }
 
+/// Decides the mode from the policy, the header and the body.
+///
+/// A stateless request is forwarded as it came, so its mode is settled by a scan of the
+/// body ([`scan_chat_request`]) that builds no messages; a request that starts or
+/// continues a conversation, or one the scan is unsure of, is parsed whole and decided by
+/// [`decide_parsed`], the reference. Both give the same mode for every body (a
+/// differential property test and the `request_scan` fuzz target check the scan).
+pub(crate) fn decide(
+    policy: ModePolicy,
+    header: ConversationHeader,
+    body: &[u8],
+) -> Result<Mode<'_>, ModeError> {
+    // A malformed id is the client's mistake whatever the body holds: say so first.
+    if header == ConversationHeader::Invalid {
+        return Err(ModeError::InvalidConversationId);
+    }
+    if let Some(shape) = scan_chat_request(body)
+        && let Some(settled) = settled_without_messages(policy, header, shape.has_system_message)
+    {
+        return settled;
+    }
+    decide_parsed(policy, header, parse_chat_request(body))
+}
+
 /// Decides the mode from the policy, the header and the parsed body (`None` when the
 /// body is not a chat request: not JSON, or no `messages` array of messages).
-pub(crate) fn decide(
+pub(crate) fn decide_parsed(
     policy: ModePolicy,
     header: ConversationHeader,
     request: Option<ChatRequest<'_>>,
 ) -> Result<Mode<'_>, ModeError> {
     use ConversationHeader::{Absent, Id, Invalid, New};
 
-    // A malformed id is the client's mistake whatever the body holds: say so first.
     if header == Invalid {
         return Err(ModeError::InvalidConversationId);
     }
@@ -129,26 +152,41 @@ pub(crate) fn decide(
             _ => Err(ModeError::NotAChatRequest),
         };
     };
-    match policy {
-        ModePolicy::SystemMessage => match (request.has_system_message(), header) {
-            (true, Id(_)) => Err(ModeError::ConversationIdWithSystemMessage),
-            (true, _) => Ok(Mode::Stateless),
-            (false, Id(id)) => Ok(Mode::Continue(id, request)),
-            (false, _) => Ok(Mode::New(Uuid::now_v7(), request)),
-        },
-        ModePolicy::Header => match header {
-            Absent => Ok(Mode::Stateless),
-            New => Ok(Mode::New(Uuid::now_v7(), request)),
-            Id(id) => Ok(Mode::Continue(id, request)),
-            Invalid => Err(ModeError::InvalidConversationId),
-        },
+    if let Some(settled) = settled_without_messages(policy, header, request.has_system_message()) {
+        return settled;
+    }
+    // What is left starts or continues a conversation.
+    Ok(match header {
+        Id(id) => Mode::Continue(id, request),
+        _ => Mode::New(Uuid::now_v7(), request),
+    })
+}
+
+/// The modes of a chat request that need nothing of its messages but whether one is a
+/// system message: stateless, or refused. `None` when the request starts or continues
+/// a conversation.
+fn settled_without_messages(
+    policy: ModePolicy,
+    header: ConversationHeader,
+    has_system_message: bool,
+) -> Option<Result<Mode<'static>, ModeError>> {
+    use ConversationHeader::{Absent, Id, Invalid};
+
+    match (policy, header, has_system_message) {
+        (_, Invalid, _) => Some(Err(ModeError::InvalidConversationId)),
+        (ModePolicy::SystemMessage, Id(_), true) => {
+            Some(Err(ModeError::ConversationIdWithSystemMessage))
+        }
+        (ModePolicy::SystemMessage, _, true) | (ModePolicy::Header, Absent, _) => {
+            Some(Ok(Mode::Stateless))
+        }
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::parse_chat_request;
 
     const ID: &str = "0190f0c4-5b4e-7c3a-9f1e-2d3c4b5a6978";
 
@@ -171,7 +209,7 @@ mod tests {
         header: ConversationHeader,
         body: &[u8],
     ) -> Result<Mode<'_>, ModeError> {
-        decide(policy, header, parse_chat_request(body))
+        decide(policy, header, body)
     }
 
     /// The conversation a continued request names.

@@ -12,6 +12,10 @@ use serde_json::value::RawValue;
 
 use crate::store::{HistoryMessage, NewMessage};
 
+mod scan;
+
+pub(crate) use scan::scan_chat_request;
+
 /// A chat-completions body, read far enough to decide and splice, borrowing the bytes.
 #[derive(Debug, PartialEq)]
 pub(crate) struct ChatRequest<'a> {
@@ -113,6 +117,31 @@ impl<'a> ChatRequest<'a> {
             .map(NewMessage::new)
             .collect()
     }
+}
+
+/// Checks the scan against the parse on one body: when the scan answers, the parse reads
+/// the body as a chat request with the same answer about system messages. Panics
+/// otherwise (the property tests and the `request_scan` fuzz target call it). Returns
+/// whether the scan answered.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn scan_agrees_with_parse(body: &[u8]) -> bool {
+    let Some(shape) = scan_chat_request(body) else {
+        return false;
+    };
+    let parsed = parse_chat_request(body);
+    let parsed = parsed.unwrap_or_else(|| {
+        panic!(
+            "the scan read a chat request the parse refuses: {:?}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    assert_eq!(
+        shape.has_system_message,
+        parsed.has_system_message(),
+        "the scan and the parse differ on system messages in {:?}",
+        String::from_utf8_lossy(body)
+    );
+    true
 }
 
 /// Whether a message is instructions (`system`, or `developer` as newer OpenAI models

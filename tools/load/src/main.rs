@@ -28,9 +28,14 @@
 //! Settings (environment): `LOAD_SECONDS` measured per run (6), `LOAD_WARMUP` seconds
 //! (1), `LOAD_CONCURRENCY` (`1,8,32,64`), `LOAD_CHUNKS` deltas per reply (256),
 //! `LOAD_HELD` streams held open for the memory figure (256), `PROXY_BIN`.
+//!
+//! `--instructions` measures something else: the instructions the proxy executes per
+//! request, per chunk and per turn, under callgrind, one request at a time (see
+//! [`instructions`]; `scripts/instructions.sh` builds and runs it).
 
 mod client;
 mod cpu;
+mod instructions;
 mod proxy;
 mod report;
 mod upstream;
@@ -69,15 +74,21 @@ struct Arguments {
     /// The markdown's file; stdout when `None`.
     out: Option<PathBuf>,
     csv: Option<PathBuf>,
+    /// Count instructions under callgrind instead of measuring load.
+    instructions: bool,
 }
 
 const USAGE: &str = "\
 usage: load [FILTER] [--out FILE] [--csv FILE]
+       load --instructions [FILTER] [--out FILE]
 
   FILTER      measure only the configurations whose name contains it
               (passthrough always runs: the other rows are read against it)
   --out FILE  write the markdown tables to FILE instead of stdout
   --csv FILE  write the load table's rows to FILE as CSV as well
+  --instructions
+              count the proxy's instructions per request, chunk and turn under
+              valgrind's callgrind, one request at a time, instead of measuring load
 
 Build the proxy first: cargo build --release --example proxy
 Environment: LOAD_SECONDS (6), LOAD_WARMUP (1), LOAD_CONCURRENCY (1,8,32,64),
@@ -91,6 +102,7 @@ impl Arguments {
             filter: None,
             out: None,
             csv: None,
+            instructions: false,
         };
         while let Some(arg) = args.next() {
             let (option, inline) = match arg.split_once('=') {
@@ -99,6 +111,10 @@ impl Arguments {
             };
             let slot = match option {
                 "-h" | "--help" => return Err(USAGE.to_owned()),
+                "--instructions" if inline.is_none() => {
+                    parsed.instructions = true;
+                    continue;
+                }
                 "--out" => &mut parsed.out,
                 "--csv" => &mut parsed.csv,
                 _ if option.starts_with('-') => {
@@ -216,6 +232,34 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if arguments.instructions {
+        let counted = runtime.block_on(instructions::run(
+            &settings.binary,
+            &settings.database_url,
+            settings.filter.as_deref(),
+        ));
+        let table = match counted {
+            Ok(table) => table,
+            Err(error) => {
+                eprintln!("load: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match out {
+            Some(mut file) => match file.write_all(table.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("load: cannot write the table ({error}); here it is:");
+                    print!("{table}");
+                    ExitCode::FAILURE
+                }
+            },
+            None => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+        };
+    }
     let setup = format!(
         "proxy {}; replies of {} deltas of {} bytes ({} bytes); K = {:?}; {:?} warm-up + {:?} per run",
         settings.binary.display(),
@@ -451,6 +495,15 @@ mod tests {
 
         let none = parse(&[]).unwrap();
         assert!(none.filter.is_none() && none.out.is_none() && none.csv.is_none());
+    }
+
+    #[test]
+    fn instructions_are_counted_when_asked_with_the_same_filter() {
+        let parsed = parse(&["--instructions", "stateless"]).unwrap();
+        assert!(parsed.instructions);
+        assert_eq!(parsed.filter.as_deref(), Some("stateless"));
+        assert!(!parse(&[]).unwrap().instructions);
+        assert!(parse(&["--instructions=yes"]).is_err());
     }
 
     #[test]

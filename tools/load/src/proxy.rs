@@ -39,7 +39,26 @@ impl Proxy {
     /// Starts `binary` in front of `upstream` with `args` (`--passthrough`, or
     /// `--database-url URL`) on a free loopback port.
     pub fn start(binary: &Path, upstream: SocketAddr, args: &[&str]) -> Result<Self, String> {
-        let mut child = Command::new(binary)
+        Self::start_under(&[], binary, upstream, args)
+    }
+
+    /// As [`start`](Self::start), run by `launcher` (a command and its options, such
+    /// as `valgrind --tool=callgrind`) when it is not empty.
+    pub fn start_under(
+        launcher: &[String],
+        binary: &Path,
+        upstream: SocketAddr,
+        args: &[&str],
+    ) -> Result<Self, String> {
+        let mut command = match launcher.split_first() {
+            Some((program, options)) => {
+                let mut command = Command::new(program);
+                command.args(options).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             // The load clients send no key: let them in as the anonymous owner.
             .args(["--allow-anonymous", "--listen", "127.0.0.1:0", "--upstream"])
             .arg(format!("http://{upstream}"))
@@ -118,19 +137,32 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        // SIGTERM lets it finish storing turns; the `kill` command saves a dependency.
+impl Proxy {
+    /// Asks the proxy to stop (SIGTERM lets it finish storing turns; the `kill` command
+    /// saves a dependency) and waits up to `patience` for it to exit; `false` when it
+    /// had to be killed.
+    pub fn stop(&mut self, patience: Duration) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        self.stop(Duration::from_secs(5));
     }
 }

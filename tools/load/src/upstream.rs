@@ -1,11 +1,14 @@
 //! The model behind the proxy: an OpenAI-compatible chat-completions server in the bench
 //! process that streams N typical chunks from memory, as fast as the connection takes
-//! them, each chunk its own HTTP chunk as real providers send them.
+//! them: each chunk its own HTTP chunk as real providers send them, or the whole reply
+//! at once as a static file server would.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -30,28 +33,63 @@ const END: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.c
 /// tokens, whose frames reach the proxy one by one.
 const PACE: Duration = Duration::from_millis(1);
 
+/// How a reply's chunks leave the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Framing {
+    /// Each chunk is a frame (an HTTP chunk) of its own, as a model emits tokens.
+    PerChunk,
+    /// The whole reply is one buffer, as a file server sends a recorded reply: the proxy
+    /// reads it in as few frames as its reads allow.
+    Whole,
+}
+
 /// The running model; it stops with the runtime.
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     held: watch::Sender<bool>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl Upstream {
-    /// Serves replies of `chunks` deltas on a free loopback port.
+    /// Serves replies of `chunks` deltas on a free loopback port, a frame each.
     pub async fn start(chunks: usize) -> std::io::Result<Self> {
+        Self::framed(chunks, Framing::PerChunk).await
+    }
+
+    /// Serves replies of `chunks` deltas on a free loopback port, framed as `framing` says.
+    pub async fn framed(chunks: usize, framing: Framing) -> std::io::Result<Self> {
+        let whole = (framing == Framing::Whole).then(|| {
+            let mut reply = DELTA.repeat(chunks);
+            reply.extend_from_slice(END);
+            Bytes::from(reply)
+        });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (held, gate) = watch::channel(false);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
                 let gate = gate.clone();
-                let service = service_fn(move |request| answer(request, chunks, gate.clone()));
+                let whole = whole.clone();
+                let service =
+                    service_fn(move |request| answer(request, chunks, whole.clone(), gate.clone()));
                 tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
             }
         });
-        Ok(Self { addr, held })
+        Ok(Self {
+            addr,
+            held,
+            connections,
+        })
+    }
+
+    /// How many connections it has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// While held, every reply sends its deltas slowly ([`PACE`] apart) and stops before
@@ -64,6 +102,7 @@ impl Upstream {
 async fn answer(
     request: Request<Incoming>,
     chunks: usize,
+    whole: Option<Bytes>,
     gate: watch::Receiver<bool>,
 ) -> Result<Response<Reply>, Infallible> {
     // Read the (spliced) request whole, as a model does before it answers.
@@ -73,6 +112,7 @@ async fn answer(
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
         .body(Reply {
+            whole,
             remaining: chunks,
             paced,
             pause: None,
@@ -88,6 +128,8 @@ type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The reply body: `remaining` deltas, then (once the gate is open) the end.
 pub struct Reply {
+    /// The whole reply in one frame, sent instead of the deltas one by one.
+    whole: Option<Bytes>,
     remaining: usize,
     /// Deltas come [`PACE`] apart (the reply began while held).
     paced: bool,
@@ -105,6 +147,13 @@ impl Body for Reply {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(whole) = self.whole.take() {
+            self.ended = true;
+            return Poll::Ready(Some(Ok(Frame::data(whole))));
+        }
         if self.remaining > 0 {
             if self.paced {
                 let pause = self
@@ -126,9 +175,6 @@ impl Body for Reply {
         if let Some(waiting) = self.waiting.as_mut() {
             ready!(waiting.as_mut().poll(cx));
             self.waiting = None;
-        }
-        if self.ended {
-            return Poll::Ready(None);
         }
         self.ended = true;
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(END)))))

@@ -1,0 +1,602 @@
+//! The fast read of a request: whether a body is a chat request and whether it holds a
+//! system message, found in one pass over the bytes, with [`parse_chat_request`] as the
+//! reference it defers to.
+//!
+//! Why a scan: a stateless request is forwarded as it came, so all the layer needs of it
+//! is those two answers; building every message as a `serde_json::Value` to get them was
+//! most of what the layer added to a stateless request (the cost issue measured +6,600
+//! instructions on a 100-byte request, over a passthrough request of ~61,000).
+//!
+//! The contract with serde: [`scan_chat_request`] answers `Some` only for a body
+//! [`parse_chat_request`] reads as a chat request, with the same answer about system
+//! messages; `None` means "parse it" (the body may or may not be a chat request). It
+//! answers `None` on whatever it does not check itself: a key with an escape, `role` or
+//! `messages` twice, a `role` with an escape, a `\u` escape of a surrogate, inside a
+//! message a number that is not a plain integer of up to 18 digits (serde builds those as
+//! floats and refuses the ones out of range), deep nesting, and anything malformed. A
+//! differential property test and the `request_scan` fuzz target hold it to that.
+//!
+//! [`parse_chat_request`]: super::parse_chat_request
+
+/// What the scan found in a body it is sure of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RequestShape {
+    /// Whether any message has role `system` or `developer`.
+    pub(crate) has_system_message: bool,
+}
+
+/// Reads `body` far enough to decide its mode: `Some` when it is a chat request exactly
+/// as [`parse_chat_request`](super::parse_chat_request) has it, `None` when the parse
+/// must decide.
+pub(crate) fn scan_chat_request(body: &[u8]) -> Option<RequestShape> {
+    // JSON text is UTF-8 throughout, skipped members included; checking it at once lets
+    // the scan look at bytes only.
+    let text = std::str::from_utf8(body).ok()?;
+    let mut scanner = Scanner {
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    let shape = scanner.envelope()?;
+    scanner.whitespace();
+    (scanner.pos == scanner.bytes.len()).then_some(shape)
+}
+
+/// The bytes that end the plain run of a string: the quote, the backslash, and the
+/// control characters JSON forbids there.
+const SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// Nesting deeper than this goes to the parse: serde refuses a message nested past 128
+/// levels, and requests never come near this.
+const MAX_DEPTH: u32 = 32;
+
+/// The most digits of an integer in a message that surely fits an `i64` or `u64`, so
+/// that serde reads it as an integer and never as a float out of range.
+const MAX_PLAIN_DIGITS: usize = 18;
+
+/// Where a value stands, for the checks that differ: serde builds the messages as
+/// values, and only skips the other members.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Within {
+    /// A member other than `messages`: skipped by serde, numbers checked for form only.
+    Skipped,
+    /// A message: built by serde, so a number may be out of range.
+    Message,
+}
+
+/// A position in the body. Every method returns `None` to mean "the parse decides".
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    /// The top-level object, with its one `messages` member.
+    fn envelope(&mut self) -> Option<RequestShape> {
+        let mut shape = None;
+        self.object(|scanner, key| {
+            if key != b"messages" {
+                return scanner.skip(2, Within::Skipped);
+            }
+            if shape.is_some() {
+                return None;
+            }
+            shape = Some(scanner.messages()?);
+            Some(())
+        })?;
+        shape
+    }
+
+    /// The `messages` array: objects, each with a string `role`.
+    fn messages(&mut self) -> Option<RequestShape> {
+        let mut has_system_message = false;
+        self.array(|scanner| {
+            has_system_message |= scanner.message()?;
+            Some(())
+        })?;
+        Some(RequestShape { has_system_message })
+    }
+
+    /// One message: whether its role is `system` or `developer`.
+    fn message(&mut self) -> Option<bool> {
+        let mut system = None;
+        self.object(|scanner, key| {
+            if key != b"role" {
+                return scanner.skip(4, Within::Message);
+            }
+            if system.is_some() {
+                return None;
+            }
+            let (role, escaped) = scanner.string()?;
+            if escaped {
+                return None;
+            }
+            system = Some(matches!(role, b"system" | b"developer"));
+            Some(())
+        })?;
+        system
+    }
+
+    /// An object, calling `member` at each value with its key.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.whitespace();
+        self.expect(b'{')?;
+        self.whitespace();
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            self.whitespace();
+            let (key, escaped) = self.string()?;
+            if escaped {
+                return None;
+            }
+            self.whitespace();
+            self.expect(b':')?;
+            self.whitespace();
+            member(self, key)?;
+            self.whitespace();
+            if self.eat(b'}') {
+                return Some(());
+            }
+            self.expect(b',')?;
+        }
+    }
+
+    /// An array, calling `element` at each element.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.whitespace();
+        self.expect(b'[')?;
+        self.whitespace();
+        if self.eat(b']') {
+            return Some(());
+        }
+        loop {
+            self.whitespace();
+            element(self)?;
+            self.whitespace();
+            if self.eat(b']') {
+                return Some(());
+            }
+            self.expect(b',')?;
+        }
+    }
+
+    /// Skips any one value at nesting `depth`, checking it as serde would there.
+    fn skip(&mut self, depth: u32, within: Within) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(|scanner, _| scanner.skip(depth + 1, within)),
+            b'[' => self.array(|scanner| scanner.skip(depth + 1, within)),
+            b'n' => self.literal(b"null"),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'-' | b'0'..=b'9' => self.number(within),
+            _ => None,
+        }
+    }
+
+    /// A number, as JSON writes it; in a message only a plain integer serde reads as one.
+    fn number(&mut self, within: Within) -> Option<()> {
+        self.eat(b'-');
+        let start = self.pos;
+        match self.peek()? {
+            b'0' => {
+                self.pos += 1;
+                if matches!(self.peek(), Some(b'0'..=b'9')) {
+                    return None;
+                }
+            }
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        let plain = self.pos - start <= MAX_PLAIN_DIGITS;
+        let mut fraction = false;
+        if self.eat(b'.') {
+            fraction = true;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            self.digits();
+        }
+        if self.eat(b'e') || self.eat(b'E') {
+            fraction = true;
+            if !self.eat(b'+') {
+                self.eat(b'-');
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return None;
+            }
+            self.digits();
+        }
+        match within {
+            Within::Skipped => Some(()),
+            Within::Message => (plain && !fraction).then_some(()),
+        }
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// A string at the cursor: its bytes between the quotes, and whether it holds escapes
+    /// (checked for form, not decoded). Control characters and escaped surrogates go to
+    /// the parse: serde refuses the first, and a lone surrogate only inside a message.
+    fn string(&mut self) -> Option<(&'a [u8], bool)> {
+        self.expect(b'"')?;
+        let bytes = self.bytes;
+        let start = self.pos;
+        let mut at = start;
+        let mut escaped = false;
+        loop {
+            // Most bytes are plain: one table look-up each, the position kept local.
+            while let Some(&byte) = bytes.get(at) {
+                if SPECIAL[usize::from(byte)] {
+                    break;
+                }
+                at += 1;
+            }
+            match *bytes.get(at)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    at += 1;
+                    match *bytes.get(at)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 1,
+                        b'u' => {
+                            let hex = bytes.get(at + 1..at + 5)?;
+                            let hex = std::str::from_utf8(hex).ok()?;
+                            if !hex.bytes().all(|digit| digit.is_ascii_hexdigit()) {
+                                return None;
+                            }
+                            let unit = u16::from_str_radix(hex, 16).ok()?;
+                            if (0xD800..=0xDFFF).contains(&unit) {
+                                return None;
+                            }
+                            at += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+        self.pos = at + 1;
+        Some((bytes.get(start..at)?, escaped))
+    }
+
+    /// Consumes `word`, or answers `None` when the input does not have it here.
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let rest = self.bytes.get(self.pos..)?;
+        if !rest.starts_with(word) {
+            return None;
+        }
+        self.pos += word.len();
+        Some(())
+    }
+
+    fn whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.eat(byte).then_some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::scan_agrees_with_parse;
+    use super::*;
+
+    #[test]
+    fn a_typical_stateless_request_is_read_by_the_scan() {
+        let body = br#"{"model":"m","stream":true,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Tell me something."}],"temperature":0.7}"#;
+        assert!(scan_agrees_with_parse(body));
+        let shape = scan_chat_request(body).expect("scanned");
+        assert!(shape.has_system_message);
+    }
+
+    #[test]
+    fn developer_messages_count_as_system_messages_and_others_do_not() {
+        let developer = br#"{"messages":[{"content":"x","role":"developer"}]}"#;
+        let neither = br#" { "messages" : [ {"role":"user"} , {"role":"assistant","content":null,"n":-12} ] } "#;
+        assert_eq!(
+            scan_chat_request(developer).map(|shape| shape.has_system_message),
+            Some(true)
+        );
+        assert_eq!(
+            scan_chat_request(neither).map(|shape| shape.has_system_message),
+            Some(false)
+        );
+        assert!(scan_agrees_with_parse(developer) && scan_agrees_with_parse(neither));
+    }
+
+    #[test]
+    fn system_inside_another_string_or_member_is_not_a_role() {
+        let body = br#"{"role":"system","messages":[{"content":"\"role\":\"system\"","role":"user","x":{"role":"system"}}]}"#;
+        assert_eq!(
+            scan_chat_request(body).map(|shape| shape.has_system_message),
+            Some(false)
+        );
+        assert!(scan_agrees_with_parse(body));
+    }
+
+    #[test]
+    fn what_the_scan_does_not_check_itself_goes_to_the_parse() {
+        for body in [
+            // Escaped and repeated keys, an escaped role.
+            &br#"{"m\u0065ssages":[{"role":"system"}]}"#[..],
+            br#"{"messages":[{"r\u006fle":"system"}]}"#,
+            br#"{"messages":[{"role":"user","role":"system"}]}"#,
+            br#"{"messages":[],"messages":[{"role":"system"}]}"#,
+            br#"{"messages":[{"role":"syst\u0065m"}]}"#,
+            // Numbers serde builds as floats inside a message, a surrogate, a control
+            // character, deep nesting.
+            br#"{"messages":[{"role":"system","n":1e400}]}"#,
+            br#"{"messages":[{"role":"system","n":1.5}]}"#,
+            br#"{"messages":[{"role":"system","n":1234567890123456789}]}"#,
+            br#"{"messages":[{"role":"system","content":"\ud83c\udf0d"}]}"#,
+            b"{\"messages\":[{\"role\":\"system\",\"content\":\"a\tb\"}]}",
+            format!(
+                r#"{{"messages":[{{"role":"system","x":{}{}}}]}}"#,
+                "[".repeat(40),
+                "]".repeat(40)
+            )
+            .as_bytes(),
+            // Not chat requests: malformed, truncated, not an object, no messages array,
+            // a message that is not an object with a string role, trailing bytes.
+            br#"{"messages":[{"role":"system"}],"x":tru}"#,
+            br#"{"messages":[{"role":"system"}]"#,
+            br#"[{"role":"system"}]"#,
+            br#"{"model":"m"}"#,
+            br#"{"messages":{"role":"system"}}"#,
+            br#"{"messages":[{"role":1}]}"#,
+            br#"{"messages":["system"]}"#,
+            br#"{"messages":[{"role":"system"}]} {}"#,
+            b"\x0c{\"messages\":[]}",
+            b"{\"messages\":[],\"x\":\"\xff\"}",
+            b"",
+        ] {
+            assert_eq!(
+                scan_chat_request(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            scan_agrees_with_parse(body);
+        }
+    }
+
+    #[test]
+    fn members_outside_the_messages_are_checked_only_for_form() {
+        // serde skips them without building their numbers.
+        let body = br#"{"temperature":1e400,"stop":"\u00e9\n","messages":[{"role":"user"}],"x":[-0.5E+3,{"a":[true,false,null]}]}"#;
+        assert!(scan_agrees_with_parse(body));
+    }
+
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::super::super::scan_agrees_with_parse;
+
+        /// Any JSON value serde_json writes, a few levels deep.
+        fn written() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map("[a-z_]{1,12}", inner, 0..4)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A value a message holds that serde builds without floats.
+        fn in_message() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                (-999_999_999_999_999_999_i64..=999_999_999_999_999_999).prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn role() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => prop::sample::select(&["user", "assistant", "tool", "system", "developer"][..])
+                    .prop_map(str::to_owned),
+                // Any other role serde_json writes without an escape.
+                1 => "[^\"\\\\\\x00-\\x1f]{0,10}",
+            ]
+        }
+
+        /// A JSON tree whose keys and scalars are written out as text, so that it can hold
+        /// what serde_json never writes: repeated and escaped keys, odd numbers, raw control
+        /// characters, surrogates.
+        #[derive(Clone, Debug)]
+        enum Json {
+            Raw(String),
+            Array(Vec<Json>),
+            Object(Vec<(String, Json)>),
+        }
+
+        impl Json {
+            fn write(&self, out: &mut String, space: &str) {
+                match self {
+                    Json::Raw(text) => out.push_str(text),
+                    Json::Array(items) => {
+                        out.push('[');
+                        for (i, item) in items.iter().enumerate() {
+                            if i > 0 {
+                                out.push(',');
+                            }
+                            out.push_str(space);
+                            item.write(out, space);
+                        }
+                        out.push(']');
+                    }
+                    Json::Object(members) => {
+                        out.push('{');
+                        for (i, (key, value)) in members.iter().enumerate() {
+                            if i > 0 {
+                                out.push(',');
+                            }
+                            out.push_str(space);
+                            out.push_str(key);
+                            out.push(':');
+                            out.push_str(space);
+                            value.write(out, space);
+                        }
+                        out.push('}');
+                    }
+                }
+            }
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => prop::sample::select(&["\"messages\"", "\"role\"", "\"content\"", "\"model\""][..])
+                    .prop_map(str::to_owned),
+                1 => Just(r#""m\u0065ssages""#.to_owned()),
+                1 => Just(r#""r\u006fle""#.to_owned()),
+                1 => "[a-z_é]{0,6}".prop_map(|key| format!("\"{key}\"")),
+            ]
+        }
+
+        fn scalar() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => prop::sample::select(&[
+                    "\"system\"", "\"developer\"", "\"user\"", r#""syst\u0065m""#,
+                    r#""\ud800""#, r#""\ud83c\udf0d""#, r#""\u00e9\n\"""#, r#""\x""#, "\"a\u{1}\"",
+                    r#""\u12""#,
+                ][..]).prop_map(str::to_owned),
+                2 => any::<String>().prop_map(|text| serde_json::to_string(&text).unwrap_or_default()),
+                2 => prop::sample::select(&[
+                    "null", "true", "false", "nul", "0", "-0", "01", "1.5", "1.", "1e400",
+                    "-1e400", "2E+3", "1e", "-", "123456789012345678", "1234567890123456789",
+                    "18446744073709551616", "1e-400",
+                ][..]).prop_map(str::to_owned),
+            ]
+        }
+
+        fn json() -> impl Strategy<Value = Json> {
+            scalar()
+                .prop_map(Json::Raw)
+                .prop_recursive(5, 48, 5, |inner| {
+                    prop_oneof![
+                        vec(inner.clone(), 0..4).prop_map(Json::Array),
+                        vec((key(), inner), 0..5).prop_map(Json::Object),
+                    ]
+                })
+        }
+
+        /// A request shaped as clients send them, any part of it possibly odd.
+        fn odd_request() -> impl Strategy<Value = Json> {
+            let message = vec((key(), json()), 0..4).prop_map(Json::Object);
+            (
+                vec(message, 0..4),
+                vec((key(), json()), 0..4),
+                any::<prop::sample::Index>(),
+            )
+                .prop_map(|(messages, mut rest, at)| {
+                    let position = at.index(rest.len() + 1);
+                    rest.insert(position, ("\"messages\"".to_owned(), Json::Array(messages)));
+                    Json::Object(rest)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn the_scan_reads_well_formed_requests_itself_as_the_parse_does(
+                messages in vec((role(), in_message(), prop::collection::btree_map("[a-z_]{1,8}", in_message(), 0..3)), 0..5),
+                others in prop::collection::btree_map("[a-z_]{1,12}", written(), 0..5),
+                pretty in any::<bool>(),
+            ) {
+                let messages: Vec<Value> = messages
+                    .into_iter()
+                    .map(|(role, content, mut extra)| {
+                        extra.insert("role".to_owned(), Value::from(role));
+                        extra.insert("content".to_owned(), content);
+                        Value::Object(extra.into_iter().collect())
+                    })
+                    .collect();
+                let mut body: serde_json::Map<String, Value> = others.into_iter().collect();
+                body.insert("messages".to_owned(), json!(messages));
+                let body = Value::Object(body);
+                let text = if pretty {
+                    serde_json::to_string_pretty(&body).expect("serializes")
+                } else {
+                    body.to_string()
+                };
+                prop_assert!(scan_agrees_with_parse(text.as_bytes()), "left to the parse: {}", text);
+            }
+
+            #[test]
+            fn the_scan_reads_any_request_as_the_parse_does_or_leaves_it_to_the_parse(
+                request in odd_request(),
+                space in prop::sample::select(&["", " ", "\n\t ", "\r"][..]),
+                cut in any::<prop::sample::Index>(),
+                truncate in any::<bool>(),
+            ) {
+                let mut text = String::new();
+                request.write(&mut text, space);
+                scan_agrees_with_parse(text.as_bytes());
+                if truncate {
+                    let at = cut.index(text.len() + 1);
+                    scan_agrees_with_parse(&text.as_bytes()[..at]);
+                }
+            }
+
+            #[test]
+            fn the_scan_agrees_with_the_parse_on_any_bytes(bytes in vec(any::<u8>(), 0..256)) {
+                scan_agrees_with_parse(&bytes);
+            }
+        }
+    }
+}

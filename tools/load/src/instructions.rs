@@ -1,0 +1,479 @@
+//! The layer's cost in instructions, counted by callgrind: the example proxy (debug info
+//! stripped, which valgrind 3.19 needs) runs under `valgrind --tool=callgrind` in front of
+//! the tool's own model, and one client sends it requests one after another over a
+//! keep-alive connection. Each figure is the difference of two runs, of [`FEW`] and
+//! [`MANY`] requests, divided by the difference in requests: start-up, migrations,
+//! connecting and shutting down cancel out. Instruction counts repeat to a fraction of
+//! a percent run after run, where CPU time on a shared machine does not.
+//!
+//! Replies are [`SHORT`] or [`LONG`] typical chunks; the cost per chunk is the slope
+//! between the two, and a fixed cost the rest. The model sends a reply either whole (the
+//! proxy reads it in one or a few frames, as from a file server) or a chunk a frame (as a
+//! model emits tokens).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+use crate::client::{Clients, chat_body};
+use crate::proxy::Proxy;
+use crate::upstream::{DELTA, Framing, Upstream};
+
+/// Requests in the shorter run of each pair.
+pub const FEW: usize = 40;
+/// Requests in the longer run of each pair.
+pub const MANY: usize = 160;
+/// Chunks in a short reply.
+pub const SHORT: usize = 68;
+/// Chunks in a long reply.
+pub const LONG: usize = 532;
+
+/// The pause before each request, see [`sequentially`].
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// How long a proxy under valgrind may take to write its counts and exit.
+const STOP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Which proxy a measurement runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stack {
+    Passthrough,
+    Sqlite,
+    Postgres,
+}
+
+/// One pair of runs: a proxy, a request, a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Case {
+    stack: Stack,
+    /// With a system message: stateless under the layer.
+    system: bool,
+    framing: Framing,
+    chunks: usize,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        let path = match (self.stack, self.system) {
+            (Stack::Passthrough, _) => "passthrough",
+            (_, true) => "stateless",
+            (Stack::Sqlite, false) => "new · sqlite",
+            (Stack::Postgres, false) => "new · postgres",
+        };
+        let framing = match self.framing {
+            Framing::Whole => "whole reply",
+            Framing::PerChunk => "a chunk a frame",
+        };
+        format!("{path}, {} chunks, {framing}", self.chunks)
+    }
+}
+
+/// Every case the table needs.
+fn cases() -> Vec<Case> {
+    let case = |stack, system, framing, chunks| Case {
+        stack,
+        system,
+        framing,
+        chunks,
+    };
+    let mut cases = Vec::new();
+    for framing in [Framing::Whole, Framing::PerChunk] {
+        for chunks in [SHORT, LONG] {
+            cases.push(case(Stack::Passthrough, false, framing, chunks));
+            cases.push(case(Stack::Postgres, false, framing, chunks));
+        }
+    }
+    for chunks in [SHORT, LONG] {
+        cases.push(case(Stack::Sqlite, false, Framing::Whole, chunks));
+    }
+    cases.push(case(Stack::Sqlite, true, Framing::Whole, SHORT));
+    cases
+}
+
+/// Runs the cases whose name contains `filter` (passthrough's always: every other row is
+/// read against them) and returns the table, in markdown.
+pub async fn run(
+    binary: &Path,
+    database_url: &str,
+    filter: Option<&str>,
+) -> Result<String, String> {
+    let work = std::env::temp_dir().join(format!("tc_instructions_{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let stripped = strip(binary, &work)?;
+    let sqlite_file = work.join("conversations.db");
+    let postgres = crate::postgres_database(database_url).await;
+
+    let wanted: Vec<Case> = cases()
+        .into_iter()
+        .filter(|case| {
+            case.stack == Stack::Passthrough
+                || filter.is_none_or(|filter| case.name().contains(filter))
+        })
+        .collect();
+    let mut counts = BTreeMap::new();
+    let mut failure = None;
+    for case in wanted {
+        let args = match (case.stack, &postgres) {
+            (Stack::Passthrough, _) => vec!["--passthrough".to_owned()],
+            (Stack::Sqlite, _) => vec![
+                "--database-url".to_owned(),
+                format!("sqlite://{}", sqlite_file.display()),
+            ],
+            (Stack::Postgres, Ok((_, url, _))) => vec!["--database-url".to_owned(), url.clone()],
+            (Stack::Postgres, Err(error)) => {
+                eprintln!("{}: skipped, {error}", case.name());
+                continue;
+            }
+        };
+        match per_request(&stripped, &work, case, &args).await {
+            Ok(count) => {
+                eprintln!("{:<48} {count:>12.0} instructions/request", case.name());
+                counts.insert(case, count);
+            }
+            Err(error) => {
+                failure = Some(format!("{}: {error}", case.name()));
+                break;
+            }
+        }
+    }
+
+    if let Ok((admin, _, database)) = &postgres {
+        let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+        if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(admin).await {
+            eprintln!("could not drop {database}: {error}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    Ok(table(&counts))
+}
+
+/// A copy of `binary` without debug info, which valgrind 3.19 cannot read.
+fn strip(binary: &Path, work: &Path) -> Result<PathBuf, String> {
+    let stripped = work.join("proxy");
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(binary)
+        .arg(&stripped)
+        .status()
+        .map_err(|error| format!("cannot run objcopy: {error}"))?;
+    if !status.success() {
+        return Err(format!("objcopy --strip-debug failed ({status})"));
+    }
+    Ok(stripped)
+}
+
+/// The instructions one request of `case` costs the proxy.
+async fn per_request(
+    binary: &Path,
+    work: &Path,
+    case: Case,
+    args: &[String],
+) -> Result<f64, String> {
+    let upstream = Upstream::framed(case.chunks, case.framing)
+        .await
+        .map_err(|e| format!("upstream: {e}"))?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A first start outside valgrind runs the migrations, so that both counted runs find
+    // the database as it stays.
+    let mut proxy = Proxy::start(binary, upstream.addr, &args)?;
+    Clients::new(proxy.addr)
+        .chat(None, chat_body(case.system))
+        .await?;
+    proxy.stop(STOP_PATIENCE);
+    let few = total(binary, work, &upstream, case, &args, FEW).await?;
+    let many = total(binary, work, &upstream, case, &args, MANY).await?;
+    Ok((many as f64 - few as f64) / (MANY - FEW) as f64)
+}
+
+/// The instructions a proxy under callgrind executed from start to exit, serving
+/// `requests` requests of `case`.
+async fn total(
+    binary: &Path,
+    work: &Path,
+    upstream: &Upstream,
+    case: Case,
+    args: &[&str],
+    requests: usize,
+) -> Result<u64, String> {
+    let out = work.join(format!("callgrind.{}.out", Uuid::now_v7().simple()));
+    // One worker thread: how often idle workers of a multi-threaded runtime wake, spin
+    // and park depends on timing, and moved the count of a passthrough request by ~10 %
+    // from run to run with two. Under valgrind the threads take turns on one core anyway.
+    let launcher = [
+        "env".to_owned(),
+        "TOKIO_WORKER_THREADS=1".to_owned(),
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        "--quiet".to_owned(),
+        // The metrics clock (quanta) calibrates itself once per process by reading the
+        // clock for a fixed time: its count followed the machine's speed and moved the
+        // difference of two runs by ±600,000. Counting stops inside it. (Naming a
+        // function to toggle turns counting off at start: turned on again after it.)
+        "--toggle-collect=quanta::Clock::new".to_owned(),
+        "--collect-atstart=yes".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    let mut proxy = Proxy::start_under(&launcher, binary, upstream.addr, args)?;
+    let connections = upstream.connections();
+    let body = chat_body(case.system);
+    let sent = sequentially(proxy.addr, &body, requests).await;
+    let upstream_connections = upstream.connections() - connections;
+    if !proxy.stop(STOP_PATIENCE) {
+        return Err("the proxy under valgrind did not exit in time".to_owned());
+    }
+    sent?;
+    // A request that found no idle connection to the model opened one: that costs the
+    // proxy far more than the request and would count as noise.
+    if upstream_connections != 1 {
+        eprintln!(
+            "{}: the proxy opened {upstream_connections} connections to the model for {requests} requests",
+            case.name()
+        );
+    }
+    let text = std::fs::read_to_string(&out)
+        .map_err(|error| format!("no callgrind output {}: {error}", out.display()))?;
+    keep_or_remove(&out, case, requests);
+    totals(&text).ok_or_else(|| format!("no totals in {}", out.display()))
+}
+
+/// Sends `requests` streaming chat requests one after another on one HTTP/1.1
+/// connection, each read to its end, which must be `data: [DONE]`. One connection, not a
+/// pool: a pooled client may open a second one when the first is not back in the pool
+/// yet, and the proxy would count that accept and its connection task.
+async fn sequentially(proxy: SocketAddr, body: &Bytes, requests: usize) -> Result<(), String> {
+    let stream = TcpStream::connect(proxy)
+        .await
+        .map_err(|e| format!("cannot connect to the proxy: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let connection = tokio::spawn(connection);
+    for _ in 0..requests {
+        // Between requests the proxy settles: its connection to the model goes back to
+        // its pool (else the next request may open another), and a stored turn's last
+        // work ends. Waiting costs no instructions.
+        tokio::time::sleep(SETTLE).await;
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("the connection closed: {e}"))?;
+        let request = Request::post(format!("http://{proxy}/v1/chat/completions"))
+            .header("host", proxy.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(body.clone()))
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("chat answered {}", response.status()));
+        }
+        let reply = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("stream broke: {e}"))?
+            .to_bytes();
+        if !reply.ends_with(b"data: [DONE]\n\n")
+            || reply.windows(14).any(|w| w == b"storage_failed")
+        {
+            return Err("a reply did not end with [DONE], or its turn was not stored".to_owned());
+        }
+    }
+    drop(sender);
+    let _ = connection.await;
+    Ok(())
+}
+
+/// Moves a run's callgrind output to the directory `INSTRUCTIONS_KEEP` names, for
+/// `callgrind_annotate`, or removes it.
+fn keep_or_remove(out: &Path, case: Case, requests: usize) {
+    if let Some(keep) = std::env::var_os("INSTRUCTIONS_KEEP") {
+        let name: String = case
+            .name()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let kept = Path::new(&keep).join(format!("{name}.{requests}.callgrind"));
+        if std::fs::create_dir_all(&keep).is_ok() && std::fs::copy(out, &kept).is_ok() {
+            eprintln!("kept {}", kept.display());
+        }
+    }
+    let _ = std::fs::remove_file(out);
+}
+
+/// The `totals:` (or, in older files, `summary:`) line of a callgrind output file.
+fn totals(text: &str) -> Option<u64> {
+    text.lines()
+        .rev()
+        .find_map(|line| {
+            line.strip_prefix("totals:")
+                .or_else(|| line.strip_prefix("summary:"))
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse().ok())
+}
+
+/// The figures, from the per-request counts of the cases that ran.
+fn table(counts: &BTreeMap<Case, f64>) -> String {
+    let get = |stack, system, framing, chunks| {
+        counts
+            .get(&Case {
+                stack,
+                system,
+                framing,
+                chunks,
+            })
+            .copied()
+    };
+    let spread = (LONG - SHORT) as f64;
+    let slope = |stack, framing| {
+        Some((get(stack, false, framing, LONG)? - get(stack, false, framing, SHORT)?) / spread)
+    };
+    // The layer's cost per chunk, and per request at zero chunks, over passthrough's.
+    let per_chunk =
+        |stack, framing| Some(slope(stack, framing)? - slope(Stack::Passthrough, framing)?);
+    let fixed = |stack, framing| {
+        let layer = get(stack, false, framing, SHORT)? - SHORT as f64 * slope(stack, framing)?;
+        let passthrough = get(Stack::Passthrough, false, framing, SHORT)?
+            - SHORT as f64 * slope(Stack::Passthrough, framing)?;
+        Some(layer - passthrough)
+    };
+    let stateless = get(Stack::Sqlite, true, Framing::Whole, SHORT)
+        .zip(get(Stack::Passthrough, false, Framing::Whole, SHORT))
+        .map(|(stateless, passthrough)| stateless / passthrough);
+
+    let rows: [(String, Option<f64>, &str); 9] = [
+        (
+            format!("passthrough, {SHORT}-chunk reply, whole"),
+            get(Stack::Passthrough, false, Framing::Whole, SHORT),
+            "instructions/request",
+        ),
+        (
+            "capture per chunk, Postgres (slope, layer − passthrough)".to_owned(),
+            per_chunk(Stack::Postgres, Framing::Whole),
+            "instructions/chunk",
+        ),
+        (
+            "capture and SQLite indexing per chunk".to_owned(),
+            per_chunk(Stack::Sqlite, Framing::Whole),
+            "instructions/chunk",
+        ),
+        (
+            "fixed cost of a new turn, SQLite".to_owned(),
+            fixed(Stack::Sqlite, Framing::Whole),
+            "instructions/turn",
+        ),
+        (
+            "fixed cost of a new turn, Postgres".to_owned(),
+            fixed(Stack::Postgres, Framing::Whole),
+            "instructions/turn",
+        ),
+        (
+            format!("stateless through the layer / passthrough, {SHORT} chunks"),
+            stateless,
+            "ratio",
+        ),
+        (
+            "passthrough per chunk, a chunk a frame".to_owned(),
+            slope(Stack::Passthrough, Framing::PerChunk),
+            "instructions/chunk",
+        ),
+        (
+            "layer per chunk, a chunk a frame, Postgres".to_owned(),
+            per_chunk(Stack::Postgres, Framing::PerChunk),
+            "instructions/chunk",
+        ),
+        (
+            "fixed cost of a new turn, a chunk a frame, Postgres".to_owned(),
+            fixed(Stack::Postgres, Framing::PerChunk),
+            "instructions/turn",
+        ),
+    ];
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Instructions the proxy executes, callgrind, per request = (run of {MANY} − run of {FEW}) / {}; \
+         replies of {SHORT} and {LONG} chunks of {} bytes.\n",
+        MANY - FEW,
+        DELTA.len()
+    );
+    let _ = writeln!(out, "| figure | value | unit |\n|---|--:|---|");
+    for (figure, value, unit) in rows {
+        let value = match value {
+            Some(value) if unit == "ratio" => format!("{value:.3}"),
+            Some(value) => format!("{value:.0}"),
+            None => "not run".to_owned(),
+        };
+        let _ = writeln!(out, "| {figure} | {value} | {unit} |");
+    }
+    let _ = writeln!(out, "\n| case | instructions/request |\n|---|--:|");
+    for (case, count) in counts {
+        let _ = writeln!(out, "| {} | {count:.0} |", case.name());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_totals_line_is_read_and_the_summary_line_in_older_files() {
+        assert_eq!(
+            totals("events: Ir\nfl=x\n0 3\ntotals: 12345\n"),
+            Some(12345)
+        );
+        assert_eq!(totals("events: Ir\nsummary: 678\n"), Some(678));
+        assert_eq!(totals("events: Ir\n"), None);
+    }
+
+    #[test]
+    fn the_per_chunk_and_fixed_figures_come_from_the_two_reply_lengths() {
+        let mut counts = BTreeMap::new();
+        let mut put = |stack, chunks: usize, fixed: f64, per_chunk: f64| {
+            let case = Case {
+                stack,
+                system: false,
+                framing: Framing::Whole,
+                chunks,
+            };
+            counts.insert(case, fixed + per_chunk * chunks as f64);
+        };
+        for chunks in [SHORT, LONG] {
+            put(Stack::Passthrough, chunks, 50_000.0, 100.0);
+            put(Stack::Postgres, chunks, 200_000.0, 1_100.0);
+        }
+        let table = table(&counts);
+        assert!(
+            table.contains("| capture per chunk, Postgres (slope, layer − passthrough) | 1000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| fixed cost of a new turn, Postgres | 150000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| fixed cost of a new turn, SQLite | not run |"),
+            "{table}"
+        );
+    }
+}
