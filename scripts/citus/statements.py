@@ -68,6 +68,7 @@ SAMPLES = {
     "PAGE_DESC": (["uuid", "text", "int8", "int8"], [SAMPLE, OWNER, MAX, "21"]),
     "UPDATE": (["uuid", "text", "text", "jsonb"], [SAMPLE, OWNER, "'renamed'", """'{"k":"v"}'"""]),
     "DELETE": (["uuid", "text"], [SAMPLE, OWNER]),
+    "DELETE_MESSAGES": (["uuid"], [SAMPLE]),
     "FORK_SOURCE": (["uuid", "text"], [SAMPLE, OWNER]),
     "FORK_CONVERSATION": (["uuid", "text", "text", "int8", "int8", "jsonb"],
                           [FRESH, OWNER, "'sample'", "2", "2", "'{}'"]),
