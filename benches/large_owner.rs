@@ -13,11 +13,11 @@
 //! many minutes), then every figure is a store call as the management API makes it,
 //! sequential, `TIMES` times after `WARMUP` unmeasured calls; the median is printed, in
 //! a markdown table per backend. The words searched for: `common` is in every
-//! conversation, `topic5` in 1 of 1,000, `rare` in 1 of 10,000, `absent` in none, and
-//! `twentieth` in 1 of 20 (on SQLite past the count where search changes its way; see
-//! the SQLite store). Rows marked *before* are what a client had to call, or the
-//! statement the store ran, before cursor search and the subquery page: kept here only
-//! to show the change.
+//! conversation, `topic5` in 1 of 1,000, `rare` in 1 of 10,000, `absent` in none,
+//! `twentieth` in 1 of 20 (on SQLite, where search changes its way; see the SQLite
+//! store's search), and `long` in the 10,000 messages of the one long conversation.
+//! Rows marked *before* are what a client had to call, or the statement the store ran,
+//! before cursor search and the subquery page: kept here only to show the change.
 //!
 //! PostgreSQL runs in a database of its own (`tc_test_bench_*`), dropped at the end;
 //! SQLite on a temporary file, deleted at the end. Without a PostgreSQL server its table
@@ -227,7 +227,8 @@ async fn measure_store(store: Arc<dyn ConversationStore>) -> Vec<Figure> {
     ] {
         add(what, measure(|| store.list(OWNER, &query)).await);
     }
-    for word in ["common", "topic5", "rare", "absent", "twentieth"] {
+    // `long`: 10,000 matches, all in the one long conversation.
+    for word in ["common", "topic5", "rare", "absent", "twentieth", "long"] {
         let query = cursor(None, Some(word));
         let what = format!("search, cursor: `{word}`, first page");
         add(&what, measure(|| store.list_by_id(OWNER, &query)).await);

@@ -311,7 +311,7 @@ where
 
     /// Where a page by id starts: after the cursor, or without one below every UUIDv7
     /// (the nil id) going up, above every one (the max id) going down.
-    fn cursor_start(query: &CursorQuery) -> Uuid {
+    pub(crate) fn cursor_start(query: &CursorQuery) -> Uuid {
         match (query.after, query.order) {
             (Some(after), _) => after,
             (None, Order::Asc) => Uuid::nil(),
@@ -320,7 +320,10 @@ where
     }
 
     /// A page by id from up to `limit + 1` rows: the extra one says more follow.
-    fn cursor_page(rows: &[DB::Row], limit: u32) -> Result<ConversationPage, StoreError> {
+    pub(crate) fn cursor_page(
+        rows: &[DB::Row],
+        limit: u32,
+    ) -> Result<ConversationPage, StoreError> {
         let mut conversations: Vec<Conversation> = rows
             .iter()
             .map(Self::conversation)

@@ -7,7 +7,7 @@ use tower_conversations::TurnTarget;
 use uuid::Uuid;
 
 use crate::support::api::*;
-use crate::support::db::TestDb;
+use crate::support::db::{TestDb, TestPool};
 use crate::support::store::turn;
 
 /// The ids of every conversation a cursor listing with `query` walks through, by `limit`.
@@ -165,8 +165,8 @@ backend_tests! {
 backend_tests! {
     async fn search_pages_by_id_find_the_same_whether_a_word_is_common_or_rare(db: TestDb) {
         let client = Client::axum(&db).await;
-        // Over 6,000 messages with the common word: SQLite then walks conversations
-        // instead of reading every match first; both ways must find the same.
+        // 6,100 messages with the common word: SQLite then walks conversations instead
+        // of reading every match first; both ways must find the same.
         let mut ids = Vec::new();
         for n in 0..61 {
             let messages: Vec<Value> = (0..100)
@@ -183,5 +183,105 @@ backend_tests! {
         assert_eq!(ids_walked(&client, "order=desc&q=rare+common", 7).await, [ids[13].clone()]);
         assert_eq!(ids_walked(&client, "order=asc&q=words+57", 3).await, ids);
         assert!(ids_walked(&client, "order=asc&q=absent+common", 3).await.is_empty());
+    }
+}
+
+/// Two owners' conversations, 20 messages each, filled by SQL (through the store it
+/// would take minutes): `heavy` n in 0..2,600 with ids (1, n), `other` with ids (2, n).
+/// Message text, by owner, conversation n and message m: see the words' comments in the
+/// test below.
+const SEARCH_FILL: [&str; 2] = [
+    "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count,
+                                next_sequence, metadata)
+     WITH RECURSIVE counter(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM counter WHERE n < 2599)
+     SELECT unhex(printf('%016x%016x', o.tag, n)), o.owner, 'conversation ' || n,
+            '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z', 20, 20, '{}'
+     FROM counter, (SELECT 1 AS tag, 'heavy' AS owner UNION ALL SELECT 2, 'other') AS o",
+    "INSERT INTO messages (conversation_id, sequence_number, role, message, content_text,
+                           metadata, created_at)
+     WITH RECURSIVE counter(m) AS (SELECT 0 UNION ALL SELECT m + 1 FROM counter WHERE m < 19),
+     texts AS (
+         SELECT c.id, counter.m,
+                'filler everywhere'
+                || CASE WHEN c.owner = 'other' OR c.n < 5 OR c.n >= 2595 THEN ' edge' ELSE '' END
+                || CASE WHEN counter.m = 0 AND (c.owner = 'other' OR c.n % 100 = 0)
+                        THEN ' middling' ELSE '' END
+                || CASE WHEN c.owner = 'heavy' AND c.n % 500 = 7 AND counter.m = 3
+                        THEN ' seldom' ELSE '' END AS text
+         FROM (SELECT id, owner, CAST(substr(title, 14) AS INTEGER) AS n FROM conversations) AS c,
+              counter)
+     SELECT id, m, 'user', json_object('role', 'user', 'content', text), text, '{}',
+            '2026-01-01T00:00:00.000000Z'
+     FROM texts",
+];
+
+/// SQLite searches pages by id in stages picked by how many messages hold the words
+/// (few: matches first; some: a walk probing a set of them for 2,000 conversations, then
+/// matches first; many: a walk probing the index for 64 conversations, then the two
+/// others). Whichever stages a word takes, the pages hold exactly the owner's
+/// conversations that hold it, in id order, each once.
+#[tokio::test]
+async fn sqlite_search_pages_find_every_match_whichever_way_the_word_count_picks() {
+    use tower_conversations::store::{CursorQuery, Order};
+    let db = TestDb::sqlite().await;
+    let TestPool::Sqlite(pool) = &db.pool else {
+        unreachable!()
+    };
+    for statement in SEARCH_FILL {
+        sqlx::query(statement).execute(pool).await.unwrap();
+    }
+    let store = db.store();
+    // A search indexes the messages written since the last indexing (the fill) first.
+    let any = CursorQuery {
+        search: Some("filler".to_owned()),
+        ..CursorQuery::default()
+    };
+    store.list_by_id("heavy", &any).await.unwrap();
+    let heavy = |n: u64| Uuid::from_u64_pair(1, n);
+    // (word, matching messages of both owners, heavy's conversations holding it)
+    let words: [(&str, i64, Vec<u64>); 4] = [
+        // In every message: 104,000 matches; the walk probing the index fills each page.
+        ("everywhere", 104_000, (0..2600).collect()),
+        // In all of `other`'s messages, and heavy's first and last five conversations:
+        // 52,200 matches; the walks find one end's five, matches first the other's.
+        ("edge", 52_200, (0..5).chain(2595..2600).collect()),
+        // In `other`'s first messages and every 100th of heavy's: 2,626 matches; the walk
+        // probing a set of them finds 20 within 2,000 conversations, matches first the rest.
+        ("middling", 2_626, (0..2600).step_by(100).collect()),
+        // Six messages: matches first.
+        ("seldom", 6, (7..2600).step_by(500).collect()),
+    ];
+    for (word, matches, holding) in words {
+        let counted: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM messages_search WHERE messages_search MATCH ?1",
+        )
+        .bind(word)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(counted, matches, "{word}: the fill");
+        for (order, limit) in [(Order::Asc, 7), (Order::Desc, 7), (Order::Desc, 100)] {
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let query = CursorQuery {
+                    after,
+                    limit,
+                    order,
+                    search: Some(word.to_owned()),
+                };
+                let page = store.list_by_id("heavy", &query).await.unwrap();
+                seen.extend(page.conversations.iter().map(|c| c.id));
+                after = seen.last().copied();
+                if !page.has_more {
+                    break;
+                }
+            }
+            let mut expected: Vec<Uuid> = holding.iter().map(|&n| heavy(n)).collect();
+            if order == Order::Desc {
+                expected.reverse();
+            }
+            assert_eq!(seen, expected, "{word}, {order:?} by {limit}");
+        }
     }
 }

@@ -369,7 +369,7 @@ backend_tests! {
         assert_eq!(store.list("", &search("doomed")).await.unwrap().total, 0);
         assert_eq!(store.list("", &search("words")).await.unwrap().conversations[0].id, kept);
         if db.backend == Backend::Sqlite {
-            db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)").await;
+            db.check_search_index().await;
         }
     }
 
@@ -385,7 +385,7 @@ backend_tests! {
         assert_eq!(db.scalar("SELECT count(*) FROM messages").await, left);
         assert_eq!(store.list("", &search("cascade")).await.unwrap().total, 0);
         if db.backend == Backend::Sqlite {
-            db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)").await;
+            db.check_search_index().await;
             assert_eq!(
                 db.scalar("SELECT count(*) FROM messages_search WHERE messages_search MATCH 'cascade'").await,
                 0
@@ -475,7 +475,7 @@ backend_tests! {
         assert_eq!(store.get("", id).await.unwrap().conversation.message_count, 0);
         assert_eq!(store.append_turn("", id, TurnTarget::Existing, &turn("fresh", "start")).await.unwrap(), 8);
         if db.backend == Backend::Sqlite {
-            db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)").await;
+            db.check_search_index().await;
         }
     }
 
@@ -815,8 +815,7 @@ async fn sqlite_delete_and_truncate_do_not_rely_on_foreign_keys() {
     assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 2);
     assert_eq!(store.list("", &search("delete")).await.unwrap().total, 0);
     assert_eq!(store.list("", &search("cut")).await.unwrap().total, 0);
-    db.execute("INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)")
-        .await;
+    db.check_search_index().await;
 }
 
 /// The SQLite migration switches the database file to write-ahead logging.
@@ -998,4 +997,72 @@ async fn sqlite_a_turn_given_up_while_queued_is_never_written() {
 
     assert_not_found(store.get("", given_up).await, "the given-up turn");
     assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 2);
+}
+
+/// SQLite feeds its full-text index after the turn: a turn only puts its messages on the
+/// pending list, a batch of turns indexes the list at most once a second, and a search
+/// indexes whatever is pending first, so it finds every message committed before it.
+#[tokio::test]
+async fn sqlite_the_search_index_is_fed_after_turns_and_a_search_sees_every_committed_message() {
+    let db = TestDb::sqlite().await;
+    let store = db.store();
+    let first = conversation_with(&store, "", &[turn("alpha question", "a")]).await;
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM search_pending").await,
+        2,
+        "a turn leaves its messages pending"
+    );
+    assert_eq!(
+        store.list("", &search("alpha")).await.unwrap().total,
+        1,
+        "a search finds them"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM search_pending").await,
+        0,
+        "having indexed them"
+    );
+
+    // A pending message deleted, and a pending one rewritten: the index stays right.
+    let gone = conversation_with(&store, "", &[turn("beta question", "b")]).await;
+    store.delete("", gone).await.unwrap();
+    conversation_with(
+        &store,
+        "",
+        &[turn("gamma question", "c"), turn("delta", "d")],
+    )
+    .await;
+    db.execute("UPDATE messages SET content_text = 'epsilon' WHERE content_text = 'delta'")
+        .await;
+    // And an indexed one rewritten: it leaves the index and waits to come back.
+    db.execute("UPDATE messages SET content_text = 'zeta' WHERE content_text = 'alpha question'")
+        .await;
+    for (word, found) in [
+        ("beta", 0),
+        ("gamma", 1),
+        ("delta", 0),
+        ("epsilon", 1),
+        ("alpha", 0),
+        ("zeta", 1),
+    ] {
+        assert_eq!(
+            store.list("", &search(word)).await.unwrap().total,
+            found,
+            "{word}"
+        );
+    }
+    db.check_search_index().await;
+
+    // Without a search, the next batch a second or more after the last indexing feeds it.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    store
+        .append_turn("", first, TurnTarget::Existing, &turn("eta", "h"))
+        .await
+        .unwrap();
+    assert_eq!(db.scalar("SELECT count(*) FROM search_pending").await, 0);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM messages_search WHERE messages_search MATCH 'eta'")
+            .await,
+        1
+    );
 }

@@ -72,6 +72,8 @@ SELECT ?1, batch.key, ?4, ",
 // After the SQL macros above, which the turn statements there are built from too.
 mod responses;
 mod retention;
+mod search;
+mod search_index;
 mod write_queue;
 
 use write_queue::{TurnRows, begin_write, timestamp};
@@ -100,63 +102,6 @@ WHERE owner = ?1 AND id IN (
     SELECT m.conversation_id
     FROM messages_search JOIN messages m ON m.id = messages_search.rowid
     WHERE messages_search MATCH ?2)";
-
-/// Search on pages by id goes one of two ways, chosen by how many messages hold the
-/// words: below this many, the matching messages are read first (a lookup each, about
-/// 4 µs) and their conversations sorted; from it on, the owner's conversations are walked
-/// by id and each one's messages probed in the full-text index, which stops as soon as
-/// the page is full: soon when the words are common among the owner's conversations.
-/// Read first, 6,000 matches cost about 25 ms; a word found that often but in only a few
-/// of the owner's conversations makes the walk long (see `docs/performance.md`).
-const SEARCH_SET_LIMIT: i64 = 6_000;
-
-/// Counts the messages matching `?1`, up to `?2`: the full-text index alone, no lookup.
-const SEARCH_MATCHES: &str = "
-SELECT count(*) FROM (SELECT 1 FROM messages_search WHERE messages_search MATCH ?1 LIMIT ?2)";
-
-/// Pages by id of the conversations holding a rare match of `?4` (see
-/// [`SEARCH_SET_LIMIT`]): the matches first, then their conversations.
-const SEARCH_SET_ASC: &str = "
-SELECT id, title, created_at, updated_at, message_count, metadata
-FROM conversations
-WHERE owner = ?1 AND id > ?2 AND id IN (
-    SELECT m.conversation_id
-    FROM messages_search JOIN messages m ON m.id = messages_search.rowid
-    WHERE messages_search MATCH ?4)
-ORDER BY id
-LIMIT ?3";
-
-const SEARCH_SET_DESC: &str = "
-SELECT id, title, created_at, updated_at, message_count, metadata
-FROM conversations
-WHERE owner = ?1 AND id < ?2 AND id IN (
-    SELECT m.conversation_id
-    FROM messages_search JOIN messages m ON m.id = messages_search.rowid
-    WHERE messages_search MATCH ?4)
-ORDER BY id DESC
-LIMIT ?3";
-
-/// Pages by id of the conversations holding a common match of `?4`: the owner's
-/// conversations in order, each message of each probed in the full-text index.
-/// `CROSS JOIN` pins that order of loops (the conversation's few messages, then the index
-/// by row id), so the planner cannot turn it into reading every match per conversation.
-const SEARCH_WALK_ASC: &str = "
-SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
-FROM conversations c
-WHERE c.owner = ?1 AND c.id > ?2 AND EXISTS (
-    SELECT 1 FROM messages m CROSS JOIN messages_search s ON s.rowid = m.id
-    WHERE m.conversation_id = c.id AND s.messages_search MATCH ?4)
-ORDER BY c.id
-LIMIT ?3";
-
-const SEARCH_WALK_DESC: &str = "
-SELECT c.id, c.title, c.created_at, c.updated_at, c.message_count, c.metadata
-FROM conversations c
-WHERE c.owner = ?1 AND c.id < ?2 AND EXISTS (
-    SELECT 1 FROM messages m CROSS JOIN messages_search s ON s.rowid = m.id
-    WHERE m.conversation_id = c.id AND s.messages_search MATCH ?4)
-ORDER BY c.id DESC
-LIMIT ?3";
 
 const UPDATE: &str = "
 UPDATE conversations
@@ -275,10 +220,11 @@ impl ConversationStore for SqlitePool {
     }
 
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
-        let mut connection = self.acquire().await?;
-        let mut reader = Reader::<Sqlite>::new(&mut connection, true);
         let Some(text) = &query.search else {
-            return reader.list(owner, query).await;
+            let mut connection = self.acquire().await?;
+            return Reader::<Sqlite>::new(&mut connection, true)
+                .list(owner, query)
+                .await;
         };
         // Nothing to look for finds nothing, as on PostgreSQL.
         let Some(expression) = match_expression(text) else {
@@ -287,8 +233,13 @@ impl ConversationStore for SqlitePool {
                 total: 0,
             });
         };
+        // Before a connection is held: indexing may need one of the pool's.
+        search_index::catch_up(self).await?;
+        let mut connection = self.acquire().await?;
         let statements = (SEARCH, SEARCH_COUNT);
-        reader.search(statements, owner, query, &expression).await
+        Reader::<Sqlite>::new(&mut connection, true)
+            .search(statements, owner, query, &expression)
+            .await
     }
 
     async fn list_by_id(
@@ -296,8 +247,8 @@ impl ConversationStore for SqlitePool {
         owner: &str,
         query: &CursorQuery,
     ) -> Result<ConversationPage, StoreError> {
-        let mut connection = self.acquire().await?;
         let Some(text) = &query.search else {
+            let mut connection = self.acquire().await?;
             return Reader::<Sqlite>::new(&mut connection, true)
                 .by_id(owner, query)
                 .await;
@@ -306,19 +257,10 @@ impl ConversationStore for SqlitePool {
         let Some(expression) = match_expression(text) else {
             return Ok(ConversationPage::default());
         };
-        let matches: i64 = sqlx::query_scalar(SEARCH_MATCHES)
-            .bind(&expression)
-            .bind(SEARCH_SET_LIMIT)
-            .fetch_one(&mut *connection)
-            .await?;
-        let statements = if matches < SEARCH_SET_LIMIT {
-            (SEARCH_SET_ASC, SEARCH_SET_DESC)
-        } else {
-            (SEARCH_WALK_ASC, SEARCH_WALK_DESC)
-        };
-        Reader::<Sqlite>::new(&mut connection, true)
-            .by_id_matching(statements, owner, query, &expression, false)
-            .await
+        // Before a connection is held: indexing may need one of the pool's.
+        search_index::catch_up(self).await?;
+        let mut connection = self.acquire().await?;
+        search::page(&mut connection, owner, query, &expression).await
     }
 
     async fn get(&self, owner: &str, id: Uuid) -> Result<ConversationDetail, StoreError> {

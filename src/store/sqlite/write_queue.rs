@@ -9,10 +9,10 @@
 //! A turn joins its file's list of waiting turns, and whichever of them gets the lock
 //! first writes every turn on the list in one transaction, each inside a savepoint of
 //! its own so that one turn's failure leaves the others as they were. One commit, and
-//! one write of the table and index pages the turns share, then serves them all (FTS5
-//! still writes a segment per turn: it flushes its pending terms at every savepoint),
-//! and a turn that arrives while a batch is being written waits only for that batch to
-//! end. Turns of one conversation are written in the order they joined.
+//! one write of the table and index pages the turns share, then serves them all, and a
+//! turn that arrives while a batch is being written waits only for that batch to end.
+//! Turns of one conversation are written in the order they joined. The full-text index
+//! is fed after the batch, at most once a second (see [`search_index`](super::search_index)).
 //!
 //! Queues are kept per file name. A database private to each connection (`:memory:`
 //! or the empty name) is not one file, so its turns are written one by one.
@@ -33,10 +33,11 @@ use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 use uuid::Uuid;
 
+use super::search_index::{Indexing, index_pending};
 use crate::store::{Metadata, StoreError};
 
 /// Takes the write lock at once rather than at the first write.
-const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 /// Appends a turn: its messages, numbered on from the conversation's next sequence number
 /// (never from its count, which a truncation lowers), then both moved past them, inside the savepoint that keeps a failed turn of a batch from
@@ -80,6 +81,8 @@ struct FileQueue {
     waiting: Mutex<Vec<QueuedTurn>>,
     /// The number of the next turn to join the list.
     next_ticket: AtomicU64,
+    /// When its writers last fed the full-text index.
+    indexing: Indexing,
 }
 
 /// A turn on the list, with the way back to the caller that waits for it.
@@ -171,10 +174,12 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
     let queue = file_queue(options.get_filename());
     if is_private(options.get_filename()) {
         let _writing = queue.writer.clone().lock_owned().await;
-        return write_batch(pool, vec![turn])
+        let outcome = write_batch(pool, vec![turn])
             .await
             .pop()
             .unwrap_or_else(|| Err(abandoned()));
+        index_if_due(pool, &queue).await;
+        return outcome;
     }
     let (written, mut result) = oneshot::channel();
     let ticket = Ticket {
@@ -235,6 +240,19 @@ async fn write_waiting_turns(pool: &SqlitePool, queue: &FileQueue) {
     for (caller, outcome) in callers.into_iter().zip(outcomes) {
         // A caller that stopped waiting (its future dropped) needs no answer.
         let _ = caller.send(outcome);
+    }
+    index_if_due(pool, queue).await;
+}
+
+/// Feeds the full-text index what is pending, at most once per
+/// [`INDEX_EVERY`](super::search_index::INDEX_EVERY), after
+/// the batch's callers have their answers (see [`search_index`](super::search_index)).
+/// A failure only leaves the messages pending, for the next time or the next search.
+async fn index_if_due(pool: &SqlitePool, queue: &FileQueue) {
+    if queue.indexing.due()
+        && let Err(error) = index_pending(pool).await
+    {
+        tracing::warn!(%error, "indexing messages for search failed; they stay pending");
     }
 }
 

@@ -182,6 +182,21 @@ impl TestDb {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// SQLite: checks that the full-text index agrees with the messages, once the
+    /// messages written since its last indexing are in it (a search indexes them first).
+    pub async fn check_search_index(&self) {
+        let any = tower_conversations::store::CursorQuery {
+            search: Some("indexing".to_owned()),
+            ..Default::default()
+        };
+        self.store().list_by_id("", &any).await.expect("a search");
+        assert_eq!(self.scalar("SELECT count(*) FROM search_pending").await, 0);
+        self.execute(
+            "INSERT INTO messages_search (messages_search, rank) VALUES ('integrity-check', 1)",
+        )
+        .await;
+    }
+
     /// Runs a query that returns one integer.
     pub async fn scalar(&self, sql: &'static str) -> i64 {
         match &self.pool {

@@ -1,0 +1,87 @@
+//! The full-text index on SQLite, fed after the turn, in batches.
+//!
+//! FTS5 writes a segment of its index at every commit that added terms (and at every
+//! savepoint release: each turn of a batch has one), and merges segments later; fed row
+//! by row by a trigger, the index took most of a turn's instructions (see
+//! `docs/performance.md`). Since migration 0007 an inserted message goes on a list,
+//! `search_pending`, and [`INDEX_PENDING`] moves the whole list into the index in one
+//! statement, so one segment serves many turns. That runs:
+//!
+//! - after a batch of turns, by its writer, once its turns have their answers, when the
+//!   last indexing is [`INDEX_EVERY`] old or more ([`Indexing::due`]): the only work a
+//!   turn adds to the index is an insert into a plain table;
+//! - before every search ([`catch_up`]), when anything is pending, so a search sees
+//!   every message committed before it began, as it did when the trigger fed the index.
+//!
+//! Nothing else reads the index. Pending rows are in the database file, so they survive
+//! a restart and another process on the same file indexes them as well.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use sqlx::SqlitePool;
+
+use super::write_queue::{BEGIN_WRITE, begin_write};
+use crate::store::StoreError;
+
+/// How long pending messages may wait for a batch of turns to index them. Searches never
+/// wait for it: they index what is pending first.
+pub(super) const INDEX_EVERY: Duration = Duration::from_secs(1);
+
+/// Moves every pending message into the full-text index, with its current text. One
+/// call, two statements (both inside the caller's write transaction).
+const INDEX_PENDING: &str = "
+INSERT INTO messages_search (rowid, content_text)
+SELECT m.id, m.content_text FROM search_pending p JOIN messages m ON m.id = p.id;
+DELETE FROM search_pending";
+
+const ANY_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM search_pending)";
+
+/// When a database file's pending messages were last indexed by a batch of turns.
+#[derive(Debug)]
+pub(super) struct Indexing {
+    last: Mutex<Instant>,
+}
+
+impl Default for Indexing {
+    fn default() -> Self {
+        Self {
+            last: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Indexing {
+    /// Whether the writer that just wrote a batch should index what is pending, and if
+    /// so, notes that it does (indexing that fails leaves the list for the next time).
+    pub(super) fn due(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if now.duration_since(*last) < INDEX_EVERY {
+            return false;
+        }
+        *last = now;
+        true
+    }
+}
+
+/// Indexes every pending message, in a write transaction of its own. Only this
+/// process's writer of the file calls it (it holds the file's place in the queue).
+pub(super) async fn index_pending(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    sqlx::query(INDEX_PENDING).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Indexes every pending message before a search, queued behind this process's other
+/// writers; nothing when nothing is pending.
+pub(super) async fn catch_up(pool: &SqlitePool) -> Result<(), StoreError> {
+    let pending: bool = sqlx::query_scalar(ANY_PENDING).fetch_one(pool).await?;
+    if !pending {
+        return Ok(());
+    }
+    let mut write = begin_write(pool).await?;
+    sqlx::query(INDEX_PENDING).execute(&mut *write).await?;
+    write.commit().await
+}
