@@ -1059,6 +1059,13 @@ async fn sqlite_the_search_index_is_fed_after_turns_and_a_search_sees_every_comm
         .append_turn("", first, TurnTarget::Existing, &turn("eta", "h"))
         .await
         .unwrap();
+    // In a task of its own, after the turn has its answer: wait for it (at most 5 s).
+    for _ in 0..100 {
+        if db.scalar("SELECT count(*) FROM search_pending").await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(db.scalar("SELECT count(*) FROM search_pending").await, 0);
     assert_eq!(
         db.scalar("SELECT count(*) FROM messages_search WHERE messages_search MATCH 'eta'")

@@ -7,9 +7,10 @@
 //! `search_pending`, and [`INDEX_PENDING`] moves the whole list into the index in one
 //! statement, so one segment serves many turns. That runs:
 //!
-//! - after a batch of turns, by its writer, once its turns have their answers, when the
-//!   last indexing is [`INDEX_EVERY`] old or more ([`Indexing::due`]): the only work a
-//!   turn adds to the index is an insert into a plain table;
+//! - after a batch of turns, in a task that holds the file's place in the write queue,
+//!   when the last indexing is [`INDEX_EVERY`] old or more ([`Indexing::due`]); the
+//!   batch's turns have their answers without waiting for it. The only work a turn adds
+//!   to the index is an insert into a plain table;
 //! - before every search ([`catch_up`]), when anything is pending, so a search sees
 //!   every message committed before it began, as it did when the trigger fed the index.
 //!
@@ -28,8 +29,8 @@ use crate::store::StoreError;
 /// wait for it: they index what is pending first.
 pub(super) const INDEX_EVERY: Duration = Duration::from_secs(1);
 
-/// Moves every pending message into the full-text index, with its current text. One
-/// call, two statements (both inside the caller's write transaction).
+/// Moves every pending message into the full-text index, with its current text: one
+/// call, two statements, inside a write transaction.
 const INDEX_PENDING: &str = "
 INSERT INTO messages_search (rowid, content_text)
 SELECT m.id, m.content_text FROM search_pending p JOIN messages m ON m.id = p.id;
@@ -65,8 +66,8 @@ impl Indexing {
     }
 }
 
-/// Indexes every pending message, in a write transaction of its own. Only this
-/// process's writer of the file calls it (it holds the file's place in the queue).
+/// Indexes every pending message, in a write transaction of its own. Only a holder of
+/// the file's place in this process's write queue calls it.
 pub(super) async fn index_pending(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     sqlx::query(INDEX_PENDING).execute(&mut *tx).await?;

@@ -173,12 +173,12 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
     let options = pool.connect_options();
     let queue = file_queue(options.get_filename());
     if is_private(options.get_filename()) {
-        let _writing = queue.writer.clone().lock_owned().await;
+        let writing = queue.writer.clone().lock_owned().await;
         let outcome = write_batch(pool, vec![turn])
             .await
             .pop()
             .unwrap_or_else(|| Err(abandoned()));
-        index_if_due(pool, &queue).await;
+        index_if_due(pool, &queue, writing);
         return outcome;
     }
     let (written, mut result) = oneshot::channel();
@@ -191,7 +191,7 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
         turn,
         written,
     });
-    let _writing = match writer_or_outcome(&queue, &mut result).await {
+    let writing = match writer_or_outcome(&queue, &mut result).await {
         Woken::Written(outcome) => return outcome,
         Woken::Writer(writing) => writing,
     };
@@ -203,6 +203,7 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
         Err(oneshot::error::TryRecvError::Empty) => {}
     }
     write_waiting_turns(pool, &queue).await;
+    index_if_due(pool, &queue, writing);
     result.await.unwrap_or_else(|_| Err(abandoned()))
 }
 
@@ -241,19 +242,25 @@ async fn write_waiting_turns(pool: &SqlitePool, queue: &FileQueue) {
         // A caller that stopped waiting (its future dropped) needs no answer.
         let _ = caller.send(outcome);
     }
-    index_if_due(pool, queue).await;
 }
 
 /// Feeds the full-text index what is pending, at most once per
-/// [`INDEX_EVERY`](super::search_index::INDEX_EVERY), after
-/// the batch's callers have their answers (see [`search_index`](super::search_index)).
-/// A failure only leaves the messages pending, for the next time or the next search.
-async fn index_if_due(pool: &SqlitePool, queue: &FileQueue) {
-    if queue.indexing.due()
-        && let Err(error) = index_pending(pool).await
-    {
-        tracing::warn!(%error, "indexing messages for search failed; they stay pending");
+/// [`INDEX_EVERY`](super::search_index::INDEX_EVERY), in a task of its own that keeps
+/// the file's place in the queue (`writing`) until it is done: the batch's callers,
+/// the writer's own included, have their answers without waiting for it (see
+/// [`search_index`](super::search_index)). A failure only leaves the messages pending,
+/// for the next time or the next search.
+fn index_if_due(pool: &SqlitePool, queue: &FileQueue, writing: OwnedMutexGuard<()>) {
+    if !queue.indexing.due() {
+        return;
     }
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let _writing = writing;
+        if let Err(error) = index_pending(&pool).await {
+            tracing::warn!(%error, "indexing messages for search failed; they stay pending");
+        }
+    });
 }
 
 /// Whether each connection to this name opens a database of its own.
