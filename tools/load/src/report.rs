@@ -21,6 +21,8 @@ pub struct Memory {
 pub struct Row {
     pub configuration: String,
     pub concurrency: usize,
+    /// Requests that ended within the measured time: what the CPU is divided by.
+    pub completed: usize,
     pub requests_per_second: f64,
     pub first_byte_p50: f64,
     pub first_byte_p99: f64,
@@ -39,6 +41,7 @@ impl Row {
         Self {
             configuration: configuration.to_owned(),
             concurrency,
+            completed: run.completed,
             requests_per_second: run.requests_per_second,
             first_byte_p50: quantile_ms(&run.first_byte, 0.50),
             first_byte_p99: quantile_ms(&run.first_byte, 0.99),
@@ -85,6 +88,44 @@ pub fn markdown(
         table(rows),
         memory_table(memory, held, reply_bytes)
     )
+}
+
+/// The paced mode's report: what was run, and per configuration the requests, the CPU
+/// each cost the proxy and that against passthrough's, the database's and the load
+/// generator's CPU, the latencies (a reply takes seconds by design) and the proxy's peak
+/// RSS.
+pub fn paced_markdown(setup: &str, rows: &[Row]) -> String {
+    let mut out = format!(
+        "{setup}\n\n\
+         | configuration | streams | requests | req/s | proxy CPU µs/req | × passthrough | database CPU µs/req | load generator CPU µs/req | TTFB p50 ms | [DONE] p50 ms | [DONE] p99 ms | proxy peak RSS MiB | failed |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+    );
+    for row in rows {
+        let ratio = rows
+            .iter()
+            .find(|r| r.configuration == PASSTHROUGH && r.concurrency == row.concurrency)
+            .filter(|base| base.cpu[0] > 0.0)
+            .map_or("–".to_owned(), |base| {
+                format!("{:.2}", row.cpu[0] / base.cpu[0])
+            });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.0} | {ratio} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {} |",
+            row.configuration,
+            row.concurrency,
+            row.completed,
+            row.requests_per_second,
+            row.cpu[0],
+            row.cpu[1],
+            row.cpu[2],
+            row.first_byte_p50,
+            row.done_p50,
+            row.done_p99,
+            row.peak_rss as f64 / (1024.0 * 1024.0),
+            row.failures
+        );
+    }
+    out
 }
 
 /// The table: absolute figures, then each row against passthrough at the same K.
@@ -189,6 +230,7 @@ mod tests {
         Row {
             configuration: configuration.to_owned(),
             concurrency,
+            completed: (requests_per_second * 6.0) as usize,
             requests_per_second,
             first_byte_p50: 0.5,
             first_byte_p99: 1.0,
@@ -227,6 +269,35 @@ mod tests {
             "new · sqlite,1,200,0.500,0.500,1.000,+0,2.000,4.000,+0,800,3000,0,1500,20.0,0"
         );
         assert!(lines[3].starts_with("new · sqlite,8,300,,0.500,1.000,,"));
+    }
+
+    #[test]
+    fn paced_rows_are_read_against_passthroughs_cpu() {
+        let mut new = row("new · sqlite", 500, 120.0);
+        new.cpu[0] = 3750.0;
+        let mut other = row("new · sqlite", 200, 50.0);
+        other.cpu[0] = 1000.0;
+        let rows = [row(PASSTHROUGH, 500, 125.0), new, other];
+        let markdown = paced_markdown("setup", &rows);
+        let lines: Vec<&str> = markdown.lines().collect();
+        assert_eq!(lines.len(), 4 + rows.len(), "{markdown}");
+        assert_eq!(lines[0], "setup");
+        for line in &lines[2..] {
+            assert_eq!(line.matches('|').count(), 14, "{line}");
+        }
+        assert!(
+            lines[4].starts_with("| passthrough | 500 | 750 | 125.0 | 3000 | 1.00 | 0 | 1500 |"),
+            "{markdown}"
+        );
+        assert!(
+            lines[5].starts_with("| new · sqlite | 500 | 720 | 120.0 | 3750 | 1.25 | "),
+            "{markdown}"
+        );
+        // No passthrough with 200 streams: nothing to compare with.
+        assert!(
+            lines[6].starts_with("| new · sqlite | 200 | 300 | 50.0 | 1000 | – | "),
+            "{markdown}"
+        );
     }
 
     #[test]
