@@ -351,7 +351,7 @@ fn main() -> ExitCode {
         }
     };
     let markdown = match settings.pace {
-        Some(_) => report::paced_markdown(&setup, &results.rows),
+        Some(_) => report::paced_markdown(&setup, &results.rows, settings.measure),
         None => report::markdown(
             &setup,
             &results.rows,

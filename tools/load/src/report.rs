@@ -1,6 +1,7 @@
 //! The run's figures: the markdown tables, and the load table's rows as CSV.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use crate::client::{RunFigures, quantile_ms};
 
@@ -93,8 +94,10 @@ pub fn markdown(
 /// The paced mode's report: what was run, and per configuration the requests, the CPU
 /// each cost the proxy and that against passthrough's, the database's and the load
 /// generator's CPU, the latencies (a reply takes seconds by design) and the proxy's peak
-/// RSS.
-pub fn paced_markdown(setup: &str, rows: &[Row]) -> String {
+/// RSS. Its requests per second are those that ended in the `measure`d time: with
+/// replies of seconds, the load table's (requests that began and ended in it) would
+/// leave out a reply's length of the measured time.
+pub fn paced_markdown(setup: &str, rows: &[Row], measure: Duration) -> String {
     let mut out = format!(
         "{setup}\n\n\
          | configuration | streams | requests | req/s | proxy CPU µs/req | × passthrough | database CPU µs/req | load generator CPU µs/req | TTFB p50 ms | [DONE] p50 ms | [DONE] p99 ms | proxy peak RSS MiB | failed |\n\
@@ -114,7 +117,7 @@ pub fn paced_markdown(setup: &str, rows: &[Row]) -> String {
             row.configuration,
             row.concurrency,
             row.completed,
-            row.requests_per_second,
+            row.completed as f64 / measure.as_secs_f64().max(f64::MIN_POSITIVE),
             row.cpu[0],
             row.cpu[1],
             row.cpu[2],
@@ -278,7 +281,7 @@ mod tests {
         let mut other = row("new · sqlite", 200, 50.0);
         other.cpu[0] = 1000.0;
         let rows = [row(PASSTHROUGH, 500, 125.0), new, other];
-        let markdown = paced_markdown("setup", &rows);
+        let markdown = paced_markdown("setup", &rows, Duration::from_secs(6));
         let lines: Vec<&str> = markdown.lines().collect();
         assert_eq!(lines.len(), 4 + rows.len(), "{markdown}");
         assert_eq!(lines[0], "setup");
