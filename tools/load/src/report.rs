@@ -93,15 +93,15 @@ pub fn markdown(
 
 /// The paced mode's report: what was run, and per configuration the requests, the CPU
 /// each cost the proxy and that against passthrough's, the database's and the load
-/// generator's CPU, the latencies (a reply takes seconds by design) and the proxy's peak
-/// RSS. Its requests per second are those that ended in the `measure`d time: with
+/// generator's CPU, the latencies (a reply takes seconds by design), how long `[DONE]`
+/// waited for the turn to be stored, and the proxy's peak RSS. Its requests per second are those that ended in the `measure`d time: with
 /// replies of seconds, the load table's (requests that began and ended in it) would
 /// leave out a reply's length of the measured time.
 pub fn paced_markdown(setup: &str, rows: &[Row], measure: Duration) -> String {
     let mut out = format!(
         "{setup}\n\n\
-         | configuration | streams | requests | req/s | proxy CPU µs/req | × passthrough | database CPU µs/req | load generator CPU µs/req | TTFB p50 ms | [DONE] p50 ms | [DONE] p99 ms | proxy peak RSS MiB | failed |\n\
-         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+         | configuration | streams | requests | req/s | proxy CPU µs/req | × passthrough | database CPU µs/req | load generator CPU µs/req | TTFB p50 ms | [DONE] p50 ms | [DONE] p99 ms | [DONE] held p50 ms | proxy peak RSS MiB | failed |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
     );
     for row in rows {
         let ratio = rows
@@ -113,7 +113,7 @@ pub fn paced_markdown(setup: &str, rows: &[Row], measure: Duration) -> String {
             });
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.1} | {:.0} | {ratio} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {ratio} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {} |",
             row.configuration,
             row.concurrency,
             row.completed,
@@ -124,6 +124,7 @@ pub fn paced_markdown(setup: &str, rows: &[Row], measure: Duration) -> String {
             row.first_byte_p50,
             row.done_p50,
             row.done_p99,
+            row.held_p50,
             row.peak_rss as f64 / (1024.0 * 1024.0),
             row.failures
         );
@@ -286,7 +287,7 @@ mod tests {
         assert_eq!(lines.len(), 4 + rows.len(), "{markdown}");
         assert_eq!(lines[0], "setup");
         for line in &lines[2..] {
-            assert_eq!(line.matches('|').count(), 14, "{line}");
+            assert_eq!(line.matches('|').count(), 15, "{line}");
         }
         assert!(
             lines[4].starts_with("| passthrough | 500 | 750 | 125.0 | 3000 | 1.00 | 0 | 1500 |"),
@@ -294,6 +295,11 @@ mod tests {
         );
         assert!(
             lines[5].starts_with("| new · sqlite | 500 | 720 | 120.0 | 3750 | 1.25 | "),
+            "{markdown}"
+        );
+        // Latencies, the end held back for the turn, peak RSS, failures.
+        assert!(
+            lines[5].ends_with("| 0.5 | 2 | 4 | 0.8 | 20.0 | 0 |"),
             "{markdown}"
         );
         // No passthrough with 200 streams: nothing to compare with.
