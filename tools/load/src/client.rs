@@ -1,7 +1,6 @@
 //! The clients: K concurrent streaming requests over keep-alive connections, each timed
-//! to its first byte and to `data: [DONE]`.
+//! to its first byte and to `data: [DONE]`, each with the proxy's key.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
 use crate::cpu::Sample;
+use crate::proxy::Proxy;
 
 /// The end of an OpenAI-compatible stream.
 const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -38,6 +38,9 @@ pub enum Requests {
 
 /// The figures of one run.
 pub struct RunFigures {
+    /// Requests that ended within the measured time, whenever they began: those the CPU
+    /// figures are divided by.
+    pub completed: usize,
     pub requests_per_second: f64,
     /// Microseconds, sorted.
     pub first_byte: Vec<u32>,
@@ -59,11 +62,14 @@ pub struct Timings {
     pub held: u32,
 }
 
-/// A keep-alive HTTP/1.1 client to the proxy.
+/// A keep-alive HTTP/1.1 client to the proxy, sending its key.
 #[derive(Clone)]
 pub struct Clients {
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
+    /// `Bearer <key>`.
+    authorization: String,
+    metrics: String,
 }
 
 /// The chat request body: one user message, after a system message when `system`.
@@ -76,7 +82,7 @@ pub fn chat_body(system: bool) -> Bytes {
 }
 
 impl Clients {
-    pub fn new(proxy: SocketAddr) -> Self {
+    pub fn new(proxy: &Proxy) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
@@ -84,7 +90,33 @@ impl Clients {
             .build(connector);
         Self {
             client,
-            base: format!("http://{proxy}"),
+            base: format!("http://{}", proxy.addr),
+            authorization: format!("Bearer {}", proxy.key),
+            metrics: format!("http://{}/metrics", proxy.metrics),
+        }
+    }
+
+    /// Reads `/metrics` once, to know they are on: `Err` unless it answers 200 with the
+    /// Prometheus text format.
+    pub async fn metrics(&self) -> Result<(), String> {
+        let request = Request::get(&self.metrics)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|error| format!("{} failed: {error}", self.metrics))?;
+        let status = response.status();
+        let text_format = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"text/plain"));
+        let _ = response.into_body().collect().await;
+        if status == StatusCode::OK && text_format {
+            Ok(())
+        } else {
+            Err(format!("{} answered {status}", self.metrics))
         }
     }
 
@@ -98,6 +130,7 @@ impl Clients {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
+            .header("authorization", &self.authorization)
             .header("content-type", "application/json");
         if let Some(id) = header {
             request = request.header("x-conversation-id", id);
@@ -223,13 +256,17 @@ impl Clients {
 
     /// Runs `k` clients for `warmup` and then `measure`: each sends one request after
     /// another; requests that start after the warm-up and end before the deadline count.
-    /// `cpu` is sampled when the measured time begins and ends.
+    /// `cpu` is sampled when the measured time begins and ends. The clients start
+    /// `stagger / k` apart: with replies that take seconds, clients started at once
+    /// would end their requests in waves, and how many waves fall in the measured time
+    /// would decide the count.
     pub async fn run(
         &self,
         k: usize,
         requests: &Requests,
         warmup: Duration,
         measure: Duration,
+        stagger: Duration,
         cpu: impl Fn() -> Sample,
     ) -> RunFigures {
         let start = Instant::now();
@@ -245,7 +282,9 @@ impl Clients {
             let requests = requests.clone();
             let failures = failures.clone();
             let ended_in_window = ended_in_window.clone();
+            let offset = stagger.mul_f64(task as f64 / k as f64);
             tasks.push(tokio::spawn(async move {
+                tokio::time::sleep_until((start + offset).into()).await;
                 let mut samples = Vec::new();
                 let mut turns = 0;
                 while Instant::now() < deadline {
@@ -298,13 +337,14 @@ impl Clients {
         first_byte.sort_unstable();
         done.sort_unstable();
         held.sort_unstable();
-        let ended = ended_in_window.load(Ordering::Relaxed) as f64;
+        let ended = ended_in_window.load(Ordering::Relaxed);
         RunFigures {
+            completed: ended,
             requests_per_second: done.len() as f64 / measure.as_secs_f64(),
             first_byte,
             done,
             held,
-            cpu: before.per_request(&after, ended),
+            cpu: before.per_request(&after, ended as f64),
             failures: failures.load(Ordering::Relaxed),
         }
     }

@@ -9,11 +9,11 @@
 //! Replies are [`SHORT`] or [`LONG`] typical chunks; the cost per chunk is the slope
 //! between the two, and a fixed cost the rest. The model sends a reply either whole (the
 //! proxy reads it in one or a few frames, as from a file server) or a chunk a frame (as a
-//! model emits tokens).
+//! model emits tokens). The proxy runs as a user runs it, with a key file and metrics
+//! (see [`Proxy::start`]): every count includes the key check, passthrough's too.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -189,7 +189,7 @@ async fn per_request(
     // A first start outside valgrind runs the migrations, so that both counted runs find
     // the database as it stays.
     let mut proxy = Proxy::start(binary, upstream.addr, &args)?;
-    Clients::new(proxy.addr)
+    Clients::new(&proxy)
         .chat(None, chat_body(case.system))
         .await?;
     proxy.stop(STOP_PATIENCE);
@@ -229,7 +229,7 @@ async fn total(
     let mut proxy = Proxy::start_under(&launcher, binary, upstream.addr, args)?;
     let connections = upstream.connections();
     let body = chat_body(case.system);
-    let sent = sequentially(proxy.addr, &body, requests).await;
+    let sent = sequentially(&proxy, &body, requests).await;
     let upstream_connections = upstream.connections() - connections;
     if !proxy.stop(STOP_PATIENCE) {
         return Err("the proxy under valgrind did not exit in time".to_owned());
@@ -253,7 +253,9 @@ async fn total(
 /// connection, each read to its end, which must be `data: [DONE]`. One connection, not a
 /// pool: a pooled client may open a second one when the first is not back in the pool
 /// yet, and the proxy would count that accept and its connection task.
-async fn sequentially(proxy: SocketAddr, body: &Bytes, requests: usize) -> Result<(), String> {
+async fn sequentially(proxy: &Proxy, body: &Bytes, requests: usize) -> Result<(), String> {
+    let authorization = format!("Bearer {}", proxy.key);
+    let proxy = proxy.addr;
     let stream = TcpStream::connect(proxy)
         .await
         .map_err(|e| format!("cannot connect to the proxy: {e}"))?;
@@ -275,6 +277,7 @@ async fn sequentially(proxy: SocketAddr, body: &Bytes, requests: usize) -> Resul
             .map_err(|e| format!("the connection closed: {e}"))?;
         let request = Request::post(format!("http://{proxy}/v1/chat/completions"))
             .header("host", proxy.to_string())
+            .header("authorization", &authorization)
             .header("content-type", "application/json")
             .body(Full::new(body.clone()))
             .map_err(|e| e.to_string())?;

@@ -7,7 +7,13 @@
 //! cargo run --release -p load                      # every configuration
 //! cargo run --release -p load -- sqlite            # passthrough and the configurations naming sqlite
 //! cargo run --release -p load -- --out load.md --csv load.csv
+//! cargo run --release -p load -- --paced           # at a model's pace: CPU per request
 //! ```
+//!
+//! The proxy runs as a user runs it: with a key file holding one fresh key
+//! (`--api-keys`; `--passthrough` checks it too), which every client request carries as
+//! `Authorization: Bearer <key>`, and with Prometheus metrics on an address of their
+//! own (`--metrics-listen`), read once per proxy to know they are served.
 //!
 //! Configurations: passthrough; stateless through the layer (a system message); new
 //! conversations; continued conversations with 20 and with 100 stored messages (seeded
@@ -29,6 +35,19 @@
 //! (1), `LOAD_CONCURRENCY` (`1,8,32,64`), `LOAD_CHUNKS` deltas per reply (256),
 //! `LOAD_HELD` streams held open for the memory figure (256), `PROXY_BIN`.
 //!
+//! `--paced` measures the layer at a model's pace, where the proxy mostly waits: the
+//! model spreads each reply's `LOAD_PACED_CHUNKS` deltas (66), a frame each, over
+//! `LOAD_PACED_SECONDS` (4), and `LOAD_PACED_STREAMS` clients (500) each send one
+//! request after another, started evenly over one reply's time so that their requests
+//! do not end in waves; `LOAD_SECONDS` (20 here) are measured after `LOAD_WARMUP`
+//! (`LOAD_PACED_SECONDS` + 1). Configurations: passthrough, stateless, new and continued
+//! with 20 stored messages on SQLite and on PostgreSQL; no memory table. Its table:
+//! requests ended in the measured time, the proxy's CPU per request (user + system,
+//! from `/proc`) and that against passthrough's, the database's and the load
+//! generator's, latencies, the proxy's peak RSS, failures. Each stream holds two sockets
+//! in the tool and two in the proxy: the tool stops at once when the limit on open files
+//! is too low for that.
+//!
 //! `--instructions` measures something else: the instructions the proxy executes per
 //! request, per chunk and per turn, under callgrind, one request at a time (see
 //! [`instructions`]; `scripts/instructions.sh` builds and runs it).
@@ -36,6 +55,7 @@
 mod client;
 mod cpu;
 mod instructions;
+mod limits;
 mod proxy;
 mod report;
 mod upstream;
@@ -62,6 +82,9 @@ struct Settings {
     levels: Vec<usize>,
     chunks: usize,
     held: usize,
+    /// How long the model takes over each reply, in the paced mode; `None`: as fast as
+    /// the proxy takes it.
+    pace: Option<Duration>,
     database_url: String,
     /// Only configurations whose name contains this (passthrough always runs).
     filter: Option<String>,
@@ -76,23 +99,32 @@ struct Arguments {
     csv: Option<PathBuf>,
     /// Count instructions under callgrind instead of measuring load.
     instructions: bool,
+    /// Replies at a model's pace, many streams at once, CPU per request.
+    paced: bool,
 }
 
 const USAGE: &str = "\
 usage: load [FILTER] [--out FILE] [--csv FILE]
+       load --paced [FILTER] [--out FILE] [--csv FILE]
        load --instructions [FILTER] [--out FILE]
 
   FILTER      measure only the configurations whose name contains it
               (passthrough always runs: the other rows are read against it)
   --out FILE  write the markdown tables to FILE instead of stdout
   --csv FILE  write the load table's rows to FILE as CSV as well
+  --paced     replies at a model's pace: LOAD_PACED_STREAMS streams at once, each
+              reply LOAD_PACED_CHUNKS deltas a frame each over LOAD_PACED_SECONDS;
+              reports the proxy's CPU per request against passthrough
   --instructions
               count the proxy's instructions per request, chunk and turn under
               valgrind's callgrind, one request at a time, instead of measuring load
 
+The proxy runs with a key file of one key (the clients send it) and metrics on.
 Build the proxy first: cargo build --release --example proxy
-Environment: LOAD_SECONDS (6), LOAD_WARMUP (1), LOAD_CONCURRENCY (1,8,32,64),
-LOAD_CHUNKS (256), LOAD_HELD (256), DATABASE_URL, PROXY_BIN.";
+Environment: LOAD_SECONDS (6; paced 20), LOAD_WARMUP (1; paced LOAD_PACED_SECONDS + 1),
+LOAD_CONCURRENCY (1,8,32,64), LOAD_CHUNKS (256), LOAD_HELD (256),
+LOAD_PACED_STREAMS (500), LOAD_PACED_CHUNKS (66), LOAD_PACED_SECONDS (4),
+DATABASE_URL, PROXY_BIN.";
 
 impl Arguments {
     /// `Err` carries what to print: the usage alone when asked for, else after the
@@ -103,6 +135,7 @@ impl Arguments {
             out: None,
             csv: None,
             instructions: false,
+            paced: false,
         };
         while let Some(arg) = args.next() {
             let (option, inline) = match arg.split_once('=') {
@@ -113,6 +146,10 @@ impl Arguments {
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 "--instructions" if inline.is_none() => {
                     parsed.instructions = true;
+                    continue;
+                }
+                "--paced" if inline.is_none() => {
+                    parsed.paced = true;
                     continue;
                 }
                 "--out" => &mut parsed.out,
@@ -133,32 +170,53 @@ impl Arguments {
                 .ok_or_else(|| format!("{option} needs a file\n\n{USAGE}"))?;
             *slot = Some(PathBuf::from(value));
         }
+        if parsed.paced && parsed.instructions {
+            return Err(format!(
+                "--paced and --instructions are two different measurements: one at a time\n\n{USAGE}"
+            ));
+        }
         Ok(parsed)
     }
 }
 
 impl Settings {
-    fn from_env(filter: Option<String>) -> Self {
+    /// The settings `variable` gives (the environment, in `main`), in the paced mode
+    /// when `paced`.
+    fn new(filter: Option<String>, paced: bool, variable: impl Fn(&str) -> Option<String>) -> Self {
         let number = |name: &str, default: u64| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
+            variable(name)
+                .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(default)
         };
-        let levels = std::env::var("LOAD_CONCURRENCY")
-            .unwrap_or_else(|_| "1,8,32,64".to_owned())
-            .split(',')
-            .filter_map(|k| k.trim().parse().ok())
-            .filter(|&k| k > 0)
-            .collect();
+        let pace = paced.then(|| Duration::from_secs(number("LOAD_PACED_SECONDS", 4).max(1)));
+        let levels = match pace {
+            Some(_) => vec![number("LOAD_PACED_STREAMS", 500).max(1) as usize],
+            None => variable("LOAD_CONCURRENCY")
+                .unwrap_or_else(|| "1,8,32,64".to_owned())
+                .split(',')
+                .filter_map(|k| k.trim().parse().ok())
+                .filter(|&k| k > 0)
+                .collect(),
+        };
+        // Paced, the warm-up lets every staggered client start and the measured time
+        // holds several replies of each.
+        let (warmup, measure, chunks) = match pace {
+            Some(over) => (
+                over.as_secs() + 1,
+                20,
+                number("LOAD_PACED_CHUNKS", 66).max(1),
+            ),
+            None => (1, 6, number("LOAD_CHUNKS", 256)),
+        };
         Self {
-            warmup: Duration::from_secs(number("LOAD_WARMUP", 1)),
-            measure: Duration::from_secs(number("LOAD_SECONDS", 6)),
+            warmup: Duration::from_secs(number("LOAD_WARMUP", warmup)),
+            measure: Duration::from_secs(number("LOAD_SECONDS", measure)),
             levels,
-            chunks: number("LOAD_CHUNKS", 256) as usize,
+            chunks: chunks as usize,
             held: number("LOAD_HELD", 256) as usize,
-            database_url: std::env::var("DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+            pace,
+            database_url: variable("DATABASE_URL")
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
             filter,
             binary: proxy::binary(),
         }
@@ -201,7 +259,9 @@ fn main() -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("a debug build: the load generator costs more than it should (use --release)");
     }
-    let settings = Settings::from_env(arguments.filter);
+    let settings = Settings::new(arguments.filter, arguments.paced, |name| {
+        std::env::var(name).ok()
+    });
     if !settings.binary.exists() {
         eprintln!(
             "{} is missing: run `cargo build --release --example proxy` first (or set PROXY_BIN)",
@@ -260,8 +320,20 @@ fn main() -> ExitCode {
             }
         };
     }
+    let streams = settings.levels.iter().copied().max().unwrap_or(1);
+    if let Err(error) = limits::enough_files(streams) {
+        eprintln!("load: {error}");
+        return ExitCode::FAILURE;
+    }
+    let pace = match settings.pace {
+        Some(over) => format!(
+            "at a model's pace: {streams} streams at once, each reply spread over {over:?} (a delta every {:?}); ",
+            over / u32::try_from(settings.chunks).unwrap_or(u32::MAX)
+        ),
+        None => String::new(),
+    };
     let setup = format!(
-        "proxy {}; replies of {} deltas of {} bytes ({} bytes); K = {:?}; {:?} warm-up + {:?} per run",
+        "proxy {} with a key file and metrics on; {pace}replies of {} deltas of {} bytes ({} bytes); K = {:?}; {:?} warm-up + {:?} per run",
         settings.binary.display(),
         settings.chunks,
         DELTA.len(),
@@ -278,13 +350,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let markdown = report::markdown(
-        &setup,
-        &results.rows,
-        &results.memory,
-        settings.held,
-        settings.chunks * DELTA.len(),
-    );
+    let markdown = match settings.pace {
+        Some(_) => report::paced_markdown(&setup, &results.rows, settings.measure),
+        None => report::markdown(
+            &setup,
+            &results.rows,
+            &results.memory,
+            settings.held,
+            settings.chunks * DELTA.len(),
+        ),
+    };
     let mut status = ExitCode::SUCCESS;
     match out {
         Some(mut file) => {
@@ -313,9 +388,17 @@ struct Results {
 }
 
 async fn run(settings: &Settings) -> Result<Results, String> {
-    let upstream = Upstream::start(settings.chunks)
-        .await
-        .map_err(|e| format!("upstream: {e}"))?;
+    let upstream = match settings.pace {
+        Some(over) => Upstream::paced(settings.chunks, over).await,
+        None => Upstream::start(settings.chunks).await,
+    }
+    .map_err(|e| format!("upstream: {e}"))?;
+    // Paced, one continued length keeps the run short: seeding is one conversation per
+    // stream, and 100 stored messages add nothing the fast mode does not show.
+    let continued: &[usize] = match settings.pace {
+        Some(_) => &[20],
+        None => &[20, 100],
+    };
     let reply_bytes = settings.chunks * DELTA.len();
 
     let sqlite_file = std::env::temp_dir().join(format!("tc_load_{}.db", Uuid::now_v7().simple()));
@@ -331,10 +414,11 @@ async fn run(settings: &Settings) -> Result<Results, String> {
             "sqlite",
             format!("sqlite://{}", sqlite_file.display()),
             true,
+            continued,
         ),
     ];
     match &postgres {
-        Ok((_, url, _)) => stacks.push(stateful_stack("postgres", url.clone(), false)),
+        Ok((_, url, _)) => stacks.push(stateful_stack("postgres", url.clone(), false, continued)),
         Err(error) => eprintln!("postgres rows skipped: {error}"),
     }
 
@@ -351,30 +435,34 @@ async fn run(settings: &Settings) -> Result<Results, String> {
         }
         let args: Vec<&str> = stack.args.iter().map(String::as_str).collect();
         let proxy = Proxy::start(&settings.binary, upstream.addr, &args)?;
+        let clients = Clients::new(&proxy);
+        clients.metrics().await?;
         // Memory first, on a fresh process, so freed memory from earlier runs that the
-        // allocator kept cannot hide what the held streams take.
-        let clients = Clients::new(proxy.addr);
-        for _ in 0..8 {
-            clients.chat(None, chat_body(false)).await?;
+        // allocator kept cannot hide what the held streams take. Paced runs skip it:
+        // they are about CPU, and their replies take seconds.
+        if settings.pace.is_none() {
+            for _ in 0..8 {
+                clients.chat(None, chat_body(false)).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let idle = proxy.rss();
+            upstream.hold(true);
+            let during = Clients::new(&proxy)
+                .hold_streams(
+                    settings.held,
+                    reply_bytes,
+                    || proxy.rss(),
+                    || upstream.hold(false),
+                )
+                .await;
+            upstream.hold(false);
+            let during = during?;
+            memory.push(Memory {
+                proxy: stack.name.to_owned(),
+                idle,
+                during,
+            });
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let idle = proxy.rss();
-        upstream.hold(true);
-        let during = Clients::new(proxy.addr)
-            .hold_streams(
-                settings.held,
-                reply_bytes,
-                || proxy.rss(),
-                || upstream.hold(false),
-            )
-            .await;
-        upstream.hold(false);
-        let during = during?;
-        memory.push(Memory {
-            proxy: stack.name.to_owned(),
-            idle,
-            during,
-        });
 
         for (name, workload) in wanted {
             let requests = match workload {
@@ -392,14 +480,21 @@ async fn run(settings: &Settings) -> Result<Results, String> {
             for &k in &settings.levels {
                 proxy.reset_peak();
                 let pid = proxy.pid();
+                let stagger = settings.pace.unwrap_or_default();
                 let figures = clients
-                    .run(k, &requests, settings.warmup, settings.measure, || {
-                        cpu::Sample::take(pid)
-                    })
+                    .run(
+                        k,
+                        &requests,
+                        settings.warmup,
+                        settings.measure,
+                        stagger,
+                        || cpu::Sample::take(pid),
+                    )
                     .await;
                 let row = Row::new(name, k, &figures, proxy.peak_rss());
                 eprintln!(
-                    "{name:<24} K={k:<3} {:>7.0} req/s  TTFB p50 {:.3} ms  [DONE] p50 {:.3} ms  held {:.0} µs  CPU µs/req proxy {:.0} db {:.0} bench {:.0}  failed {}",
+                    "{name:<24} K={k:<3} {:>6} ended {:>7.0} req/s  TTFB p50 {:.3} ms  [DONE] p50 {:.3} ms  held {:.0} µs  CPU µs/req proxy {:.0} db {:.0} bench {:.0}  failed {}",
+                    row.completed,
                     row.requests_per_second,
                     row.first_byte_p50,
                     row.done_p50,
@@ -429,8 +524,14 @@ async fn run(settings: &Settings) -> Result<Results, String> {
 }
 
 /// The proxy with the layer on `database_url`, and the configurations measured on it;
-/// the stateless one only once (it touches no database).
-fn stateful_stack(backend: &str, database_url: String, with_stateless: bool) -> Stack<'_> {
+/// the stateless one only once (it touches no database), a continued one per length in
+/// `continued`.
+fn stateful_stack<'a>(
+    backend: &'a str,
+    database_url: String,
+    with_stateless: bool,
+    continued: &[usize],
+) -> Stack<'a> {
     let mut configurations = Vec::new();
     if with_stateless {
         configurations.push(("stateless".to_owned(), Workload::Plain { system: true }));
@@ -439,7 +540,7 @@ fn stateful_stack(backend: &str, database_url: String, with_stateless: bool) -> 
         format!("new · {backend}"),
         Workload::Plain { system: false },
     ));
-    for seeded in [20, 100] {
+    for &seeded in continued {
         configurations.push((
             format!("continued {seeded} · {backend}"),
             Workload::Continue { seeded },
@@ -504,6 +605,64 @@ mod tests {
         assert_eq!(parsed.filter.as_deref(), Some("stateless"));
         assert!(!parse(&[]).unwrap().instructions);
         assert!(parse(&["--instructions=yes"]).is_err());
+    }
+
+    #[test]
+    fn paced_is_a_flag_with_the_same_filter_and_files() {
+        let parsed = parse(&["--paced", "sqlite", "--out=paced.md"]).unwrap();
+        assert!(parsed.paced && !parsed.instructions);
+        assert_eq!(parsed.filter.as_deref(), Some("sqlite"));
+        assert_eq!(parsed.out, Some(PathBuf::from("paced.md")));
+        assert!(parse(&["sqlite", "--paced"]).unwrap().paced);
+        assert!(!parse(&["sqlite"]).unwrap().paced);
+        assert!(parse(&["--paced=yes"]).is_err());
+        let both = parse(&["--paced", "--instructions"]).err().unwrap();
+        assert!(both.starts_with("--paced and --instructions"), "{both}");
+    }
+
+    fn settings(paced: bool, variables: &[(&str, &str)]) -> Settings {
+        Settings::new(None, paced, |name| {
+            variables
+                .iter()
+                .find(|(variable, _)| *variable == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn paced_runs_have_their_own_defaults_and_variables() {
+        let paced = settings(true, &[]);
+        assert_eq!(paced.pace, Some(Duration::from_secs(4)));
+        assert_eq!(paced.chunks, 66);
+        assert_eq!(paced.levels, [500]);
+        assert_eq!(paced.measure, Duration::from_secs(20));
+        assert_eq!(paced.warmup, Duration::from_secs(5));
+
+        let told = settings(
+            true,
+            &[
+                ("LOAD_PACED_STREAMS", "200"),
+                ("LOAD_PACED_CHUNKS", "33"),
+                ("LOAD_PACED_SECONDS", "2"),
+                ("LOAD_SECONDS", "10"),
+                // The fast mode's own settings do not reach a paced run.
+                ("LOAD_CONCURRENCY", "1,8"),
+                ("LOAD_CHUNKS", "256"),
+            ],
+        );
+        assert_eq!(told.pace, Some(Duration::from_secs(2)));
+        assert_eq!((told.chunks, told.levels.as_slice()), (33, &[200][..]));
+        assert_eq!(told.measure, Duration::from_secs(10));
+        assert_eq!(told.warmup, Duration::from_secs(3));
+
+        let fast = settings(false, &[("LOAD_PACED_STREAMS", "200")]);
+        assert_eq!(fast.pace, None);
+        assert_eq!(
+            (fast.chunks, fast.levels.as_slice()),
+            (256, &[1, 8, 32, 64][..])
+        );
+        assert_eq!(fast.measure, Duration::from_secs(6));
+        assert_eq!(fast.warmup, Duration::from_secs(1));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The example proxy as a child process, and what the kernel says of its memory.
+//! The example proxy as a child process, run as a user runs it (a key file of one key,
+//! Prometheus metrics on an address of their own), and what the kernel says of its
+//! memory.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -7,14 +9,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use uuid::Uuid;
+
 /// How long the proxy may take to open its database and listen.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running proxy; stopped (SIGTERM, then SIGKILL) when dropped.
+/// A running proxy; stopped (SIGTERM, then SIGKILL) when dropped, its key file removed.
 pub struct Proxy {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves `/metrics`.
+    pub metrics: SocketAddr,
+    /// The one key its key file holds: clients send `Authorization: Bearer <key>`.
+    pub key: String,
+    keys_file: PathBuf,
 }
 
 /// The release build of the example, where `cargo build --release --example proxy` puts
@@ -37,7 +46,9 @@ fn workspace_root() -> &'static Path {
 
 impl Proxy {
     /// Starts `binary` in front of `upstream` with `args` (`--passthrough`, or
-    /// `--database-url URL`) on a free loopback port.
+    /// `--database-url URL`) on a free loopback port, with a key file of one fresh key
+    /// (`--api-keys`; the key check runs with `--passthrough` too) and metrics on a free
+    /// loopback port of their own (`--metrics-listen`): as a user runs it.
     pub fn start(binary: &Path, upstream: SocketAddr, args: &[&str]) -> Result<Self, String> {
         Self::start_under(&[], binary, upstream, args)
     }
@@ -58,9 +69,15 @@ impl Proxy {
             }
             None => Command::new(binary),
         };
-        let mut child = command
-            // The load clients send no key: let them in as the anonymous owner.
-            .args(["--allow-anonymous", "--listen", "127.0.0.1:0", "--upstream"])
+        let key = format!("load-{}", Uuid::now_v7().simple());
+        let keys_file = std::env::temp_dir().join(format!("tc_load_keys_{key}"));
+        std::fs::write(&keys_file, format!("# the load tool's clients\n{key}\n"))
+            .map_err(|error| format!("cannot write {}: {error}", keys_file.display()))?;
+        let spawned = command
+            .arg("--api-keys")
+            .arg(&keys_file)
+            .args(["--metrics-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .arg("--upstream")
             .arg(format!("http://{upstream}"))
             .args(args)
             .env("RUST_LOG", "info")
@@ -68,37 +85,60 @@ impl Proxy {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                let _ = std::fs::remove_file(&keys_file);
+                return Err(format!("cannot start {}: {error}", binary.display()));
+            }
+        };
         let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (found, address) = mpsc::channel();
-        // Reads the log for the address, then keeps draining it so the proxy never
-        // blocks on a full pipe; warnings and errors are shown.
+        let (found, addresses) = mpsc::channel();
+        // Reads the log for the addresses (metrics are served before the proxy listens),
+        // then keeps draining it so the proxy never blocks on a full pipe; warnings and
+        // errors are shown.
         std::thread::spawn(move || {
             let mut found = Some(found);
+            let mut metrics = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1)
+                if let Some(rest) = line.split("metrics at http://").nth(1) {
+                    metrics = rest.trim().strip_suffix("/metrics").map(str::to_owned);
+                } else if let Some(rest) = line.split("listening on http://").nth(1)
                     && let Some(sender) = found.take()
                 {
-                    let _ = sender.send(rest.trim().to_owned());
+                    let _ = sender.send((rest.trim().to_owned(), metrics.take()));
                 } else if line.contains("WARN") || line.contains("ERROR") {
                     eprintln!("proxy: {line}");
                 }
             }
         });
-        match address.recv_timeout(START_TIMEOUT) {
-            Ok(address) => {
-                let addr = address
+        let started = match addresses.recv_timeout(START_TIMEOUT) {
+            Ok((address, metrics)) => {
+                let metrics = metrics.unwrap_or_default();
+                address
                     .parse()
-                    .map_err(|_| format!("unreadable listen address {address:?}"))?;
-                Ok(Self { child, addr })
+                    .map_err(|_| format!("unreadable listen address {address:?}"))
+                    .and_then(|addr| {
+                        let metrics = metrics
+                            .parse()
+                            .map_err(|_| format!("unreadable metrics address {metrics:?}"))?;
+                        Ok((addr, metrics))
+                    })
             }
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                Err(format!("the proxy did not start listening ({status:?})"))
-            }
-        }
+            Err(_) => Err("the proxy did not start listening".to_owned()),
+        };
+        let unknown = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut proxy = Self {
+            child,
+            addr: unknown,
+            metrics: unknown,
+            key,
+            keys_file,
+        };
+        // On a failure `proxy` is dropped: that stops the child and removes the key file.
+        (proxy.addr, proxy.metrics) = started?;
+        Ok(proxy)
     }
 
     /// The process id, for reading its CPU time.
@@ -160,6 +200,7 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.keys_file);
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }

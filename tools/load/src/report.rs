@@ -1,6 +1,7 @@
 //! The run's figures: the markdown tables, and the load table's rows as CSV.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use crate::client::{RunFigures, quantile_ms};
 
@@ -21,6 +22,8 @@ pub struct Memory {
 pub struct Row {
     pub configuration: String,
     pub concurrency: usize,
+    /// Requests that ended within the measured time: what the CPU is divided by.
+    pub completed: usize,
     pub requests_per_second: f64,
     pub first_byte_p50: f64,
     pub first_byte_p99: f64,
@@ -39,6 +42,7 @@ impl Row {
         Self {
             configuration: configuration.to_owned(),
             concurrency,
+            completed: run.completed,
             requests_per_second: run.requests_per_second,
             first_byte_p50: quantile_ms(&run.first_byte, 0.50),
             first_byte_p99: quantile_ms(&run.first_byte, 0.99),
@@ -85,6 +89,47 @@ pub fn markdown(
         table(rows),
         memory_table(memory, held, reply_bytes)
     )
+}
+
+/// The paced mode's report: what was run, and per configuration the requests, the CPU
+/// each cost the proxy and that against passthrough's, the database's and the load
+/// generator's CPU, the latencies (a reply takes seconds by design), how long `[DONE]`
+/// waited for the turn to be stored, and the proxy's peak RSS. Its requests per second are those that ended in the `measure`d time: with
+/// replies of seconds, the load table's (requests that began and ended in it) would
+/// leave out a reply's length of the measured time.
+pub fn paced_markdown(setup: &str, rows: &[Row], measure: Duration) -> String {
+    let mut out = format!(
+        "{setup}\n\n\
+         | configuration | streams | requests | req/s | proxy CPU µs/req | × passthrough | database CPU µs/req | load generator CPU µs/req | TTFB p50 ms | [DONE] p50 ms | [DONE] p99 ms | [DONE] held p50 ms | proxy peak RSS MiB | failed |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+    );
+    for row in rows {
+        let ratio = rows
+            .iter()
+            .find(|r| r.configuration == PASSTHROUGH && r.concurrency == row.concurrency)
+            .filter(|base| base.cpu[0] > 0.0)
+            .map_or("–".to_owned(), |base| {
+                format!("{:.2}", row.cpu[0] / base.cpu[0])
+            });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.0} | {ratio} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {} |",
+            row.configuration,
+            row.concurrency,
+            row.completed,
+            row.completed as f64 / measure.as_secs_f64().max(f64::MIN_POSITIVE),
+            row.cpu[0],
+            row.cpu[1],
+            row.cpu[2],
+            row.first_byte_p50,
+            row.done_p50,
+            row.done_p99,
+            row.held_p50,
+            row.peak_rss as f64 / (1024.0 * 1024.0),
+            row.failures
+        );
+    }
+    out
 }
 
 /// The table: absolute figures, then each row against passthrough at the same K.
@@ -189,6 +234,7 @@ mod tests {
         Row {
             configuration: configuration.to_owned(),
             concurrency,
+            completed: (requests_per_second * 6.0) as usize,
             requests_per_second,
             first_byte_p50: 0.5,
             first_byte_p99: 1.0,
@@ -227,6 +273,40 @@ mod tests {
             "new · sqlite,1,200,0.500,0.500,1.000,+0,2.000,4.000,+0,800,3000,0,1500,20.0,0"
         );
         assert!(lines[3].starts_with("new · sqlite,8,300,,0.500,1.000,,"));
+    }
+
+    #[test]
+    fn paced_rows_are_read_against_passthroughs_cpu() {
+        let mut new = row("new · sqlite", 500, 120.0);
+        new.cpu[0] = 3750.0;
+        let mut other = row("new · sqlite", 200, 50.0);
+        other.cpu[0] = 1000.0;
+        let rows = [row(PASSTHROUGH, 500, 125.0), new, other];
+        let markdown = paced_markdown("setup", &rows, Duration::from_secs(6));
+        let lines: Vec<&str> = markdown.lines().collect();
+        assert_eq!(lines.len(), 4 + rows.len(), "{markdown}");
+        assert_eq!(lines[0], "setup");
+        for line in &lines[2..] {
+            assert_eq!(line.matches('|').count(), 15, "{line}");
+        }
+        assert!(
+            lines[4].starts_with("| passthrough | 500 | 750 | 125.0 | 3000 | 1.00 | 0 | 1500 |"),
+            "{markdown}"
+        );
+        assert!(
+            lines[5].starts_with("| new · sqlite | 500 | 720 | 120.0 | 3750 | 1.25 | "),
+            "{markdown}"
+        );
+        // Latencies, the end held back for the turn, peak RSS, failures.
+        assert!(
+            lines[5].ends_with("| 0.5 | 2 | 4 | 0.8 | 20.0 | 0 |"),
+            "{markdown}"
+        );
+        // No passthrough with 200 streams: nothing to compare with.
+        assert!(
+            lines[6].starts_with("| new · sqlite | 200 | 300 | 50.0 | 1000 | – | "),
+            "{markdown}"
+        );
     }
 
     #[test]

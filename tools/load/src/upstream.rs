@@ -1,7 +1,8 @@
 //! The model behind the proxy: an OpenAI-compatible chat-completions server in the bench
 //! process that streams N typical chunks from memory, as fast as the connection takes
-//! them: each chunk its own HTTP chunk as real providers send them, or the whole reply
-//! at once as a static file server would.
+//! them (each chunk its own HTTP chunk as real providers send them, or the whole reply
+//! at once as a static file server would), or spaced out over seconds, a chunk a frame,
+//! at a model's pace.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,7 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// A typical content delta: one word, with the fields every chunk repeats.
 pub const DELTA: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n";
@@ -54,11 +55,29 @@ pub struct Upstream {
 impl Upstream {
     /// Serves replies of `chunks` deltas on a free loopback port, a frame each.
     pub async fn start(chunks: usize) -> std::io::Result<Self> {
-        Self::framed(chunks, Framing::PerChunk).await
+        Self::serve(chunks, Framing::PerChunk, None).await
+    }
+
+    /// Serves replies of `chunks` deltas on a free loopback port, a frame each, spread
+    /// evenly over `over`: the first delta after `over / chunks`, the end right after
+    /// the last delta. Each reply keeps to its own schedule, so a late frame is followed
+    /// by the next one sooner and the reply still takes `over`.
+    pub async fn paced(chunks: usize, over: Duration) -> std::io::Result<Self> {
+        let pace = over / u32::try_from(chunks.max(1)).unwrap_or(u32::MAX);
+        Self::serve(chunks, Framing::PerChunk, Some(pace)).await
     }
 
     /// Serves replies of `chunks` deltas on a free loopback port, framed as `framing` says.
     pub async fn framed(chunks: usize, framing: Framing) -> std::io::Result<Self> {
+        Self::serve(chunks, framing, None).await
+    }
+
+    /// `pace`: the time between deltas, when they are spaced out.
+    async fn serve(
+        chunks: usize,
+        framing: Framing,
+        pace: Option<Duration>,
+    ) -> std::io::Result<Self> {
         let whole = (framing == Framing::Whole).then(|| {
             let mut reply = DELTA.repeat(chunks);
             reply.extend_from_slice(END);
@@ -75,8 +94,9 @@ impl Upstream {
                 let _ = stream.set_nodelay(true);
                 let gate = gate.clone();
                 let whole = whole.clone();
-                let service =
-                    service_fn(move |request| answer(request, chunks, whole.clone(), gate.clone()));
+                let service = service_fn(move |request| {
+                    answer(request, chunks, whole.clone(), pace, gate.clone())
+                });
                 tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
             }
         });
@@ -103,18 +123,21 @@ async fn answer(
     request: Request<Incoming>,
     chunks: usize,
     whole: Option<Bytes>,
+    pace: Option<Duration>,
     gate: watch::Receiver<bool>,
 ) -> Result<Response<Reply>, Infallible> {
     // Read the (spliced) request whole, as a model does before it answers.
     let _ = request.into_body().collect().await;
-    let paced = *gate.borrow();
+    // Held replies are slow whatever the model's own pace: see `hold`.
+    let pace = if *gate.borrow() { Some(PACE) } else { pace };
     let response = Response::builder()
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
         .body(Reply {
             whole,
             remaining: chunks,
-            paced,
+            pace,
+            due: Instant::now(),
             pause: None,
             gate: Some(gate),
             waiting: None,
@@ -131,8 +154,11 @@ pub struct Reply {
     /// The whole reply in one frame, sent instead of the deltas one by one.
     whole: Option<Bytes>,
     remaining: usize,
-    /// Deltas come [`PACE`] apart (the reply began while held).
-    paced: bool,
+    /// The time between deltas when they are spaced out: [`PACE`] when the reply began
+    /// while held, the model's pace when it has one.
+    pace: Option<Duration>,
+    /// When the last delta was due (at first, when the reply began).
+    due: Instant,
     pause: Option<Pin<Box<Sleep>>>,
     gate: Option<watch::Receiver<bool>>,
     waiting: Option<Wait>,
@@ -155,11 +181,16 @@ impl Body for Reply {
             return Poll::Ready(Some(Ok(Frame::data(whole))));
         }
         if self.remaining > 0 {
-            if self.paced {
-                let pause = self
-                    .pause
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(PACE)));
-                ready!(pause.as_mut().poll(cx));
+            if let Some(pace) = self.pace {
+                if self.pause.is_none() {
+                    // From the schedule, not from now: the reply keeps its length
+                    // however late the runtime polls it.
+                    self.due += pace;
+                    self.pause = Some(Box::pin(tokio::time::sleep_until(self.due)));
+                }
+                if let Some(pause) = self.pause.as_mut() {
+                    ready!(pause.as_mut().poll(cx));
+                }
                 self.pause = None;
             }
             self.remaining -= 1;
