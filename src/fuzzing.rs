@@ -76,11 +76,21 @@ pub fn sse_stream(data: &[u8]) {
         "[DONE] lost past the limit"
     );
 
+    // The assembler's fast paths read what serde alone reads.
     let mut reply = ReplyAssembler::new();
+    let mut reference = ReplyAssembler::new();
     for event in &events {
-        reply.on_event(event);
+        reply.on_event_bytes(event);
+        if let Ok(event) = std::str::from_utf8(event) {
+            reference.on_event_reference(event);
+        }
     }
     let message = reply.take_message(done);
+    assert_eq!(
+        message,
+        reference.take_message(done),
+        "the assembler and serde alone differ"
+    );
     assert_eq!(message.message["role"], "assistant");
     let text = serde_json::to_string(&message.message).expect("the message serializes");
     serde_json::from_str::<Value>(&text).expect("and reads back");

@@ -180,7 +180,7 @@ impl StreamCapture {
             self.end.stop_capturing();
         }
         let reply = &mut self.reply;
-        self.end.feed(chunk, |data| reply.on_event(data), out)
+        self.end.feed(chunk, |data| reply.on_event_bytes(data), out)
     }
 
     /// The inner body ended (or sent `[DONE]`): hands the turn to storage. `None` when
@@ -188,7 +188,7 @@ impl StreamCapture {
     /// must hear as a failure.
     fn finish(&mut self, out: &mut VecDeque<Bytes>) -> Option<oneshot::Receiver<bool>> {
         let reply = &mut self.reply;
-        self.end.finish(|data| reply.on_event(data), out);
+        self.end.finish(|data| reply.on_event_bytes(data), out);
         let complete = self.end.is_done() || self.reply.finished();
         let turn = self.turn.take()?;
         Some(turn.store(self.reply.take_message(complete)))

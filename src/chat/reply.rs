@@ -8,6 +8,7 @@
 mod chunk;
 mod completion;
 mod marker;
+mod pattern;
 
 use std::mem;
 
@@ -18,6 +19,7 @@ pub(crate) use self::chunk::scanner_agrees_with_serde;
 use self::chunk::{ChunkParts, DeltaParts, Text, ToolCallDelta};
 pub(crate) use self::completion::{assemble_json_reply, mark_storage_failed};
 pub(crate) use self::marker::StorageFailedMarker;
+use self::pattern::Pattern;
 use crate::store::NewMessage;
 
 /// Builds the assistant message of a streamed reply from its SSE events' data.
@@ -36,6 +38,9 @@ pub(crate) struct ReplyAssembler {
     system_fingerprint: Option<String>,
     usage: Option<Value>,
     error: Option<Value>,
+    /// The last chunk read in full, when the chunks that repeat it but for their
+    /// content need only that content appended.
+    pattern: Pattern,
 }
 
 /// One tool call, merged from the deltas that share its index.
@@ -56,10 +61,59 @@ impl ReplyAssembler {
     /// Takes one SSE event's data (`[DONE]` never reaches it). Non-JSON data and events
     /// without `choices` are ignored; `{"error": ...}` is remembered.
     pub(crate) fn on_event(&mut self, data: &str) {
-        let mut chunk = ChunkParts::default();
-        if chunk.read(data).is_err() {
-            return;
+        if !self.repeats_pattern(data.as_bytes()) {
+            self.read_in_full(data);
         }
+    }
+
+    /// [`on_event`](Self::on_event) for data that may not be UTF-8: such an event is
+    /// ignored. A chunk that repeats the last one but for its content has only that
+    /// content checked.
+    pub(crate) fn on_event_bytes(&mut self, data: &[u8]) {
+        if !self.repeats_pattern(data)
+            && let Ok(data) = std::str::from_utf8(data)
+        {
+            self.read_in_full(data);
+        }
+    }
+
+    /// Appends the content of a chunk that repeats the last one read in full but for
+    /// its content: all else it says was applied by that chunk and is still in place
+    /// (see `pattern.rs`). Returns whether it did.
+    fn repeats_pattern(&mut self, data: &[u8]) -> bool {
+        let Some(content) = self.pattern.content(data) else {
+            return false;
+        };
+        self.content.push_str(&content);
+        true
+    }
+
+    fn read_in_full(&mut self, data: &str) {
+        let mut chunk = ChunkParts::default();
+        // Data that does not read changes nothing, the pattern included.
+        let Ok(content_at) = chunk.read_noting_content(data) else {
+            return;
+        };
+        match content_at {
+            Some(content) if chunk.has_choice && chunk.adds_only_content() => {
+                self.pattern.set(data, content);
+            }
+            _ => self.pattern.clear(),
+        }
+        self.apply(chunk);
+    }
+
+    /// [`on_event`](Self::on_event) with every chunk read by serde alone, the reference
+    /// the fast paths are checked against.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn on_event_reference(&mut self, data: &str) {
+        let mut chunk = ChunkParts::default();
+        if chunk.read_with_serde(data).is_ok() {
+            self.apply(chunk);
+        }
+    }
+
+    fn apply(&mut self, chunk: ChunkParts<'_>) {
         remember(&mut self.id, &chunk.id);
         remember(&mut self.model, &chunk.model);
         remember(&mut self.system_fingerprint, &chunk.system_fingerprint);
@@ -153,6 +207,8 @@ impl ReplyAssembler {
     /// What the reply said is taken; what names the stream (`id`, `model`, `created`)
     /// stays, for [`storage_failed_chunk`](Self::storage_failed_chunk).
     pub(crate) fn take_message(&mut self, complete: bool) -> NewMessage {
+        // What the pattern's chunk applied is taken below.
+        self.pattern.clear();
         let mut calls = mem::take(&mut self.tool_calls);
         calls.sort_by_key(|call| call.index);
         let tool_calls: Vec<Value> = calls.into_iter().map(ToolCall::into_json).collect();
@@ -614,5 +670,137 @@ mod tests {
                 "metadata": {"storage_failed": true},
             })
         );
+    }
+
+    #[test]
+    fn chunks_that_repeat_the_last_but_for_their_content_append_it() {
+        let mut assembler = assemble(&[
+            chunk(json!({"role": "assistant", "content": ""})),
+            chunk(json!({"content": "Hel"})),
+            chunk(json!({"content": "lo, \"wörld\" \u{1F30D}"})),
+            chunk(json!({"content": "!"})),
+            chunk(json!({"refusal": "no"})),
+            chunk(json!({"refusal": "no"})),
+            chunk(json!({"content": "?"})),
+            finish("stop"),
+        ]);
+        let message = assembler.take_message(true);
+        assert_eq!(
+            message.message,
+            json!({"role": "assistant", "content": "Hello, \"wörld\" \u{1F30D}!?", "refusal": "nono"})
+        );
+        assert_eq!(message.metadata["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn events_that_are_not_utf8_are_skipped() {
+        let mut assembler = ReplyAssembler::new();
+        let word = chunk(json!({"content": "word"}));
+        let at = word.find("word").expect("the content");
+        assembler.on_event_bytes(word.as_bytes());
+        // Once as the pattern's repeat, once read in full.
+        for content in [b"\xff".as_slice(), b"w\xc3", b"\\\"\xff"] {
+            let bad = [&word.as_bytes()[..at], content, &word.as_bytes()[at + 4..]].concat();
+            assembler.on_event_bytes(&bad);
+        }
+        assembler.on_event_bytes(b"{\"choices\":[],\"usage\":\"\xff\"}");
+        assembler.on_event_bytes(word.as_bytes());
+        let message = assembler.take_message(true);
+        assert_eq!(message.message["content"], "wordword");
+        assert!(!message.metadata.contains_key("usage"));
+    }
+
+    #[test]
+    fn a_repeated_chunk_after_the_message_was_taken_is_read_again() {
+        let last = json!({"choices": [{"index": 0, "delta": {"content": "a"}}], "usage": {"n": 1}})
+            .to_string();
+        let mut assembler = assemble(&[&last]);
+        assert_eq!(
+            assembler.take_message(true).metadata["usage"],
+            json!({"n": 1})
+        );
+        assembler.on_event(&last);
+        let message = assembler.take_message(true);
+        assert_eq!(message.metadata["usage"], json!({"n": 1}));
+        assert_eq!(message.message["content"], "a");
+    }
+
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::super::ReplyAssembler;
+
+        /// Chunks with a placeholder where a content literal goes: the usual shapes,
+        /// and shapes whose other parts must not be skipped when they repeat.
+        const SHAPES: [&str; 14] = [
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":CONTENT}}]}"#,
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":CONTENT},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"id":"chatcmpl-2","created":2,"model":"n","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":CONTENT},"finish_reason":"stop"}],"usage":{"total_tokens":3}}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":CONTENT,"refusal":"no"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":"r","content":CONTENT}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning":"s","content":CONTENT}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":CONTENT,"reasoning_event":{"t":1}}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":CONTENT,"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
+            r#"{"choices":[{"index":1,"delta":{"content":CONTENT}},{"index":0,"delta":{"content":"zero"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"zero"}},{"delta":{"content":CONTENT}}]}"#,
+            r#"{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":CONTENT}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":CONTENT,"content":"b"}}]}"#,
+            r#"{ "choices" : [ { "index" : 0 , "delta" : { "content" : CONTENT } } ] , "x" : CONTENT }"#,
+            r#"{"id":CONTENT,"choices":[{"index":0,"delta":{"content":"x"}}]}"#,
+        ];
+
+        /// What goes where the placeholder is: well-formed strings, and text that makes
+        /// the chunk something else (other types, broken strings, injected members).
+        fn literal() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[ -~é世🌍]{0,8}".prop_map(|text| serde_json::to_string(&text).unwrap_or_default()),
+                2 => any::<String>().prop_map(|text| serde_json::to_string(&text).unwrap_or_default()),
+                2 => "[ -~]{0,8}".prop_map(|text| format!("\"{text}\"")),
+                1 => prop::sample::select(&[
+                    "null", "5", "\"\"", r#""\ud800""#, r#""\ud83c\udf0d\u00e9\/\b""#,
+                    "\"a\nb\"", r#""a\""#, r#""a","refusal":"b""#, r#""a"},"finish_reason":"x"#,
+                    r#""\\""#, r#""\x""#, "\"a\u{1}\"",
+                ][..]).prop_map(str::to_owned),
+            ]
+        }
+
+        /// One step of a stream: a run of events of one shape, as streams repeat one
+        /// shape with another content in each chunk, or the message taken.
+        fn step() -> impl Strategy<Value = Option<(usize, Vec<String>)>> {
+            prop_oneof![
+                12 => (0..SHAPES.len(), vec(literal(), 1..5)).prop_map(Some),
+                1 => Just(None),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            #[test]
+            fn a_stream_of_chunks_gives_the_message_serde_alone_gives(
+                steps in vec(step(), 0..16),
+            ) {
+                let mut assembler = ReplyAssembler::new();
+                let mut reference = ReplyAssembler::new();
+                for step in &steps {
+                    match step {
+                        Some((shape, literals)) => {
+                            for literal in literals {
+                                let data = SHAPES[*shape].replace("CONTENT", literal);
+                                assembler.on_event(&data);
+                                reference.on_event_reference(&data);
+                            }
+                        }
+                        None => prop_assert_eq!(
+                            assembler.take_message(true),
+                            reference.take_message(true)
+                        ),
+                    }
+                }
+                prop_assert_eq!(assembler.storage_failed_chunk(), reference.storage_failed_chunk());
+                prop_assert_eq!(assembler.take_message(false), reference.take_message(false));
+            }
+        }
     }
 }

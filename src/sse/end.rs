@@ -35,15 +35,15 @@ impl StreamEnd {
     }
 
     /// Takes one data frame of the inner body: calls `on_event` with the data of each
-    /// event it completes and queues in `out` what the client gets now (the frame
+    /// event it completes (as bytes, UTF-8 or not) and queues in `out` what the client gets now (the frame
     /// itself in the usual case, or slices of it). Returns whether `[DONE]` has come.
     pub(crate) fn feed(
         &mut self,
         chunk: Bytes,
-        on_event: impl FnMut(&str),
+        on_event: impl FnMut(&[u8]),
         out: &mut VecDeque<Bytes>,
     ) -> bool {
-        let fed = self.parser.feed(&chunk, on_event);
+        let fed = self.parser.feed_bytes(&chunk, on_event);
         if fed.done && fed.forward == 0 {
             // The `[DONE]` line began in the held bytes: they go nowhere.
             self.held.clear();
@@ -69,12 +69,12 @@ impl StreamEnd {
 
     /// The inner body ended. Without `[DONE]`, the bytes held for a `[DONE]` that never
     /// came go to the client, and a last event that lacked its blank line is completed.
-    pub(crate) fn finish(&mut self, on_event: impl FnMut(&str), out: &mut VecDeque<Bytes>) {
+    pub(crate) fn finish(&mut self, on_event: impl FnMut(&[u8]), out: &mut VecDeque<Bytes>) {
         if self.parser.is_done() {
             return;
         }
         out.extend(self.held.drain(..));
-        self.parser.finish(on_event);
+        self.parser.finish_bytes(on_event);
     }
 
     /// Whether the stream's `[DONE]` line has come (and is being held back).
@@ -100,14 +100,14 @@ impl StreamEnd {
     }
 }
 
-/// Runs a whole stream, cut into `pieces`, through a [`StreamEnd`]: the events, the bytes
+/// Runs a whole stream, cut into `pieces`, through a [`StreamEnd`]: the events' data, the bytes
 /// a client receives before the stream closes, and whether `[DONE]` came. With
 /// `stop_capturing_at`, the capture limit is reached before that piece.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn run(
     pieces: &[&[u8]],
     stop_capturing_at: Option<usize>,
-) -> (Vec<String>, Vec<u8>, bool) {
+) -> (Vec<Vec<u8>>, Vec<u8>, bool) {
     let mut end = StreamEnd::default();
     let mut events = Vec::new();
     let mut out = VecDeque::new();
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn events_are_the_same_however_the_stream_is_cut() {
-        let expected = vec!["{\"a\":1}", "one\ntwo", "tight"];
+        let expected: [&[u8]; 3] = [b"{\"a\":1}", b"one\ntwo", b"tight"];
         let done_at = STREAM.len() - b"data: [DONE]\n\n".len();
         for cut in 0..=STREAM.len() {
             let (events, sent, done) = run(&[&STREAM[..cut], &STREAM[cut..]], None);
@@ -148,14 +148,14 @@ mod tests {
     fn events_are_the_same_fed_one_byte_at_a_time() {
         let bytes: Vec<&[u8]> = STREAM.chunks(1).collect();
         let (events, _, done) = run(&bytes, None);
-        assert_eq!(events, vec!["{\"a\":1}", "one\ntwo", "tight"]);
+        assert_eq!(events, [b"{\"a\":1}".as_slice(), b"one\ntwo", b"tight"]);
         assert!(done);
     }
 
     #[test]
     fn a_stream_without_done_still_yields_its_last_event() {
         let (events, sent, done) = run(&[b"data: a\n\ndata: b"], None);
-        assert_eq!(events, vec!["a", "b"]);
+        assert_eq!(events, [b"a", b"b"]);
         assert_eq!(sent, b"data: a\n\ndata: b");
         assert!(!done);
     }
@@ -166,21 +166,22 @@ mod tests {
             &[b"data: a\n\ndata: [DONE]\n\ndata: b\n\n", b"data: c\n\n"],
             None,
         );
-        assert_eq!(events, vec!["a"]);
+        assert_eq!(events, [b"a"]);
         assert_eq!(sent, b"data: a\n\n");
     }
 
     #[test]
     fn an_empty_chunk_between_cr_and_lf_leaves_one_line_end() {
         let (events, sent, _) = run(&[b"data: a\r", b"", b"\ndata: b\n\n"], None);
-        assert_eq!(events, vec!["a\nb"]);
+        assert_eq!(events, [b"a\nb"]);
         assert_eq!(sent, b"data: a\r\ndata: b\n\n");
     }
 
     #[test]
-    fn events_with_invalid_utf8_are_skipped() {
+    fn events_are_handed_on_as_bytes_utf8_or_not() {
+        // The reply assembler skips the first (`events_that_are_not_utf8_are_skipped`).
         let (events, _, _) = run(&[b"data: \xff\xfe\n\ndata: ok\n\n"], None);
-        assert_eq!(events, vec!["ok"]);
+        assert_eq!(events, [b"\xff\xfe".as_slice(), b"ok"]);
     }
 
     #[test]
@@ -288,7 +289,7 @@ mod tests {
             pieces
         }
 
-        fn run_cut(pieces: &[Vec<u8>]) -> (Vec<String>, Vec<u8>, bool) {
+        fn run_cut(pieces: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<u8>, bool) {
             let pieces: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
             run(&pieces, None)
         }

@@ -68,8 +68,20 @@ impl SseParser {
         self.has_data = false;
     }
 
-    /// Feeds one chunk, calling `on_event` with the data of each event it completes.
+    /// Feeds one chunk, calling `on_event` with the data of each event it completes;
+    /// events whose data is not UTF-8 (which cannot be a JSON chunk) are skipped.
     pub(crate) fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&str)) -> Fed {
+        self.feed_bytes(chunk, |data| {
+            if let Ok(data) = std::str::from_utf8(data) {
+                on_event(data);
+            }
+        })
+    }
+
+    /// [`feed`](Self::feed), handing each event's data as bytes, UTF-8 or not: a reader
+    /// that checks only the part it has not seen before (the reply assembler) saves
+    /// checking whole events.
+    pub(crate) fn feed_bytes(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8])) -> Fed {
         if self.done {
             return Fed {
                 forward: 0,
@@ -104,6 +116,11 @@ impl SseParser {
             }
             if self.capturing {
                 if self.partial.is_empty() {
+                    if let Some(next) = self.whole_event(chunk, pos, end, &mut on_event) {
+                        self.partial_len = 0;
+                        pos = next;
+                        continue;
+                    }
                     self.line(piece, &mut on_event);
                 } else {
                     let mut line = std::mem::take(&mut self.partial);
@@ -147,8 +164,18 @@ impl SseParser {
         }
     }
 
-    /// The stream ended: completes a last event that lacked its blank line.
+    /// The stream ended: completes a last event that lacked its blank line (skipped
+    /// when its data is not UTF-8).
     pub(crate) fn finish(&mut self, mut on_event: impl FnMut(&str)) {
+        self.finish_bytes(|data| {
+            if let Ok(data) = std::str::from_utf8(data) {
+                on_event(data);
+            }
+        });
+    }
+
+    /// [`finish`](Self::finish), handing the event's data as bytes, UTF-8 or not.
+    pub(crate) fn finish_bytes(&mut self, mut on_event: impl FnMut(&[u8])) {
         if self.done || !self.capturing {
             return;
         }
@@ -183,8 +210,28 @@ impl SseParser {
                 .any(|done| done.starts_with(&self.head[..len]))
     }
 
+    /// The usual event, whole in this chunk: one `data` line at `chunk[start..end]`
+    /// ending in LF, then the blank line. Its data goes to `on_event` straight from the
+    /// chunk, without the copy into the event buffer and the second search for a line
+    /// end that reading it line by line takes; returns where the next line starts.
+    /// `None`, having done nothing, for any other line.
+    fn whole_event(
+        &mut self,
+        chunk: &[u8],
+        start: usize,
+        end: usize,
+        on_event: &mut impl FnMut(&[u8]),
+    ) -> Option<usize> {
+        if self.has_data || chunk.get(end..end + 2) != Some(b"\n\n") {
+            return None;
+        }
+        let value = chunk.get(start..end)?.strip_prefix(b"data:")?;
+        on_event(value.strip_prefix(b" ").unwrap_or(value));
+        Some(end + 2)
+    }
+
     /// One complete line, without its end.
-    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(&str)) {
+    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) {
         if line.is_empty() {
             self.dispatch(on_event);
             return;
@@ -206,12 +253,9 @@ impl SseParser {
         }
     }
 
-    fn dispatch(&mut self, on_event: &mut impl FnMut(&str)) {
+    fn dispatch(&mut self, on_event: &mut impl FnMut(&[u8])) {
         if std::mem::take(&mut self.has_data) {
-            // Data that is not UTF-8 cannot be a JSON chunk: the event is skipped.
-            if let Ok(data) = std::str::from_utf8(&self.data) {
-                on_event(data);
-            }
+            on_event(&self.data);
         }
         self.data.clear();
     }
@@ -244,6 +288,23 @@ mod tests {
                 done: false
             }
         );
+    }
+
+    #[test]
+    fn whole_one_line_events_read_as_line_by_line() {
+        let stream: &[u8] = b"data: {\"a\":1}\n\ndata:tight\n\ndata: one\ndata: two\n\ndata: \xff\n\ndata\n\n: c\n\ndata: x\n\r\n";
+        let events = |pieces: &[&[u8]]| {
+            let mut parser = SseParser::default();
+            let mut events = Vec::new();
+            for piece in pieces {
+                parser.feed(piece, |data| events.push(data.to_owned()));
+            }
+            events
+        };
+        let whole = events(&[stream]);
+        assert_eq!(whole, ["{\"a\":1}", "tight", "one\ntwo", "", "x"]);
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(events(&bytes), whole);
     }
 
     #[test]

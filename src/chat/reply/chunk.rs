@@ -12,9 +12,12 @@
 
 mod scan;
 
+pub(super) use self::scan::string_end;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -79,17 +82,38 @@ pub(super) struct FunctionDelta<'a> {
 impl<'a> ChunkParts<'a> {
     /// Reads one event's data (a JSON object, with nothing after it) into an empty
     /// chunk: by the scanner when it can, else by serde.
+    #[cfg(test)]
     pub(super) fn read(&mut self, data: &'a str) -> serde_json::Result<()> {
-        if scan::scan(data, self) {
-            return Ok(());
+        self.read_noting_content(data).map(drop)
+    }
+
+    /// [`read`](Self::read), also answering where the kept choice's `content` string
+    /// stands in `data`, quotes included, when the scanner read it (`None` otherwise).
+    pub(super) fn read_noting_content(
+        &mut self,
+        data: &'a str,
+    ) -> serde_json::Result<Option<Range<usize>>> {
+        if let Some(content) = scan::scan_noting_content(data, self) {
+            return Ok(content);
         }
         // The scanner may have filled part of the chunk before handing it over.
         *self = ChunkParts::default();
-        self.read_with_serde(data)
+        self.read_with_serde(data).map(|()| None)
+    }
+
+    /// Whether applying this chunk twice changes the message no more than applying it
+    /// once, but for its content: it adds no refusal, reasoning or tool call.
+    pub(super) fn adds_only_content(&self) -> bool {
+        let delta = &self.choice.delta;
+        delta.refusal.non_empty().is_none()
+            && delta.reasoning_content.non_empty().is_none()
+            && delta.reasoning.non_empty().is_none()
+            && !matches!(delta.reasoning_event, Some(Value::Object(_)))
+            && delta.tool_calls.is_empty()
     }
 
     /// The reference reading: serde_json, in place.
-    fn read_with_serde(&mut self, data: &'a str) -> serde_json::Result<()> {
+    pub(super) fn read_with_serde(&mut self, data: &'a str) -> serde_json::Result<()> {
         let mut deserializer = serde_json::Deserializer::from_str(data);
         InPlace(self).deserialize(&mut deserializer)?;
         deserializer.end()

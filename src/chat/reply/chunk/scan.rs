@@ -22,6 +22,7 @@
 //! property test and the `chunk_read` fuzz target hold it to that.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -48,15 +49,69 @@ const MAX_DEPTH: u32 = 32;
 
 /// Fills `chunk` (which must be empty) from `data`, or returns `false` when serde must
 /// read it; the chunk may then hold part of what was scanned.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(super) fn scan<'a>(data: &'a str, chunk: &mut ChunkParts<'a>) -> bool {
-    let mut scanner = Scanner { text: data, pos: 0 };
-    scanner.chunk(chunk).is_some()
+    scan_noting_content(data, chunk).is_some()
+}
+
+/// [`scan`], also answering where the kept choice's `content` string stands in `data`,
+/// its quotes included (`None` when it is not a string, or there is no such choice).
+pub(super) fn scan_noting_content<'a>(
+    data: &'a str,
+    chunk: &mut ChunkParts<'a>,
+) -> Option<Option<Range<usize>>> {
+    let mut scanner = Scanner {
+        text: data,
+        pos: 0,
+        content: None,
+    };
+    scanner.chunk(chunk)?;
+    Some(scanner.content)
+}
+
+/// Where the JSON string whose text starts at `start` (just after its opening quote)
+/// closes, and whether it holds escapes; `None` when it is not a well-formed string
+/// (as the scanner's own strings: serde decides then).
+pub(in crate::chat::reply) fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
+    let mut at = start;
+    let mut escaped = false;
+    loop {
+        // Most bytes are plain: one table look-up each, with the position kept local
+        // (writing it back at every byte doubled the cost of a string).
+        while let Some(&byte) = bytes.get(at) {
+            if SPECIAL[usize::from(byte)] {
+                break;
+            }
+            at += 1;
+        }
+        match *bytes.get(at)? {
+            b'"' => return Some((at, escaped)),
+            b'\\' => {
+                escaped = true;
+                at += 1;
+                match *bytes.get(at)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 1,
+                    b'u' => {
+                        let hex = bytes.get(at + 1..at + 5)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        at += 5;
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// A position in the event's data. Every method returns `None` to mean "serde decides".
 struct Scanner<'a> {
     text: &'a str,
     pos: usize,
+    /// Where the `content` string of the choice being read stands, quotes included.
+    content: Option<Range<usize>>,
 }
 
 /// Which known keys of one object have been seen: a key seen twice goes to serde, whose
@@ -128,6 +183,7 @@ impl<'a> Scanner<'a> {
                 return scanner.skip();
             }
             *choice = ChoiceParts::default();
+            scanner.content = None;
             scanner.choice(choice)?;
             *found = choice.index.unwrap_or(position) == 0;
             position = position.saturating_add(1);
@@ -135,6 +191,7 @@ impl<'a> Scanner<'a> {
         })?;
         if !*found {
             *choice = ChoiceParts::default();
+            self.content = None;
         }
         Some(())
     }
@@ -169,7 +226,11 @@ impl<'a> Scanner<'a> {
             match key {
                 "content" => {
                     seen.first(0)?;
+                    let start = scanner.pos;
                     delta.content = scanner.text()?;
+                    if delta.content.0.is_some() {
+                        scanner.content = Some(start..scanner.pos);
+                    }
                 }
                 "refusal" => {
                     seen.first(1)?;
@@ -371,41 +432,10 @@ impl<'a> Scanner<'a> {
     /// refuses them.
     fn string(&mut self) -> Option<(&'a str, bool)> {
         self.expect(b'"')?;
-        let bytes = self.text.as_bytes();
         let start = self.pos;
-        let mut at = start;
-        let mut escaped = false;
-        loop {
-            // Most bytes are plain: one table look-up each, with the position kept local
-            // (writing it back at every byte doubled the cost of a string).
-            while let Some(&byte) = bytes.get(at) {
-                if SPECIAL[usize::from(byte)] {
-                    break;
-                }
-                at += 1;
-            }
-            match *bytes.get(at)? {
-                b'"' => break,
-                b'\\' => {
-                    escaped = true;
-                    at += 1;
-                    match *bytes.get(at)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 1,
-                        b'u' => {
-                            let hex = bytes.get(at + 1..at + 5)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return None;
-                            }
-                            at += 5;
-                        }
-                        _ => return None,
-                    }
-                }
-                _ => return None,
-            }
-        }
-        self.pos = at + 1;
-        Some((self.text.get(start..at)?, escaped))
+        let (end, escaped) = string_end(self.text.as_bytes(), start)?;
+        self.pos = end + 1;
+        Some((self.text.get(start..end)?, escaped))
     }
 
     /// Consumes `word` when the input has it here.
