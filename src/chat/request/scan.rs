@@ -36,6 +36,7 @@ pub(crate) fn scan_chat_request(body: &[u8]) -> Option<RequestShape> {
         bytes: body,
         pos: 0,
     };
+    scanner.whitespace();
     let shape = scanner.envelope()?;
     scanner.whitespace();
     (scanner.pos == scanner.bytes.len()).then_some(shape)
@@ -170,16 +171,17 @@ impl<'a> Scanner<'a> {
         system
     }
 
-    /// An object, calling `member` at each value with its key.
+    /// An object at the cursor, calling `member` at each value with its key.
+    ///
+    /// Like every value, it starts at the cursor: whoever reads a value has skipped the
+    /// whitespace before it, once.
     fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
-        self.whitespace();
         self.expect(b'{')?;
         self.whitespace();
         if self.eat(b'}') {
             return Some(());
         }
         loop {
-            self.whitespace();
             let (key, escaped) = self.string()?;
             if escaped {
                 return None;
@@ -193,25 +195,25 @@ impl<'a> Scanner<'a> {
                 return Some(());
             }
             self.expect(b',')?;
+            self.whitespace();
         }
     }
 
-    /// An array, calling `element` at each element.
+    /// An array at the cursor, calling `element` at each element.
     fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.whitespace();
         self.expect(b'[')?;
         self.whitespace();
         if self.eat(b']') {
             return Some(());
         }
         loop {
-            self.whitespace();
             element(self)?;
             self.whitespace();
             if self.eat(b']') {
                 return Some(());
             }
             self.expect(b',')?;
+            self.whitespace();
         }
     }
 
