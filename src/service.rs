@@ -8,14 +8,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
 use tokio::runtime::Handle;
 use tower_service::Service;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::body::ResponseBody;
-use crate::chat::{ConversationHeader, Mode, decide, trim_to_turn_boundary};
+use crate::chat::{ChatRequest, ConversationHeader, Mode, decide, trim_to_turn_boundary};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::future::{ResponseFuture, respond};
@@ -25,6 +25,10 @@ use crate::responses;
 use crate::store::{HistoryMessage, TurnTarget};
 use crate::turn::PendingTurn;
 use crate::{BoxError, CONVERSATION_ID_HEADER};
+
+/// [`CONVERSATION_ID_HEADER`] as a header name, made once: looking a header up by a
+/// `&str` parses and checks the name on every request.
+const CONVERSATION_ID: HeaderName = HeaderName::from_static(CONVERSATION_ID_HEADER);
 
 /// The service [`ConversationLayer`](crate::ConversationLayer) wraps around an inner
 /// chat-completions service.
@@ -139,7 +143,7 @@ where
     ReqBody::Error: Into<BoxError>,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let declared = declared_length(&parts.headers);
     let bytes = match read_body(body, declared, config.request_body_limit).await {
         Ok(bytes) => bytes,
@@ -151,7 +155,7 @@ where
     let header = ConversationHeader::from_values(
         parts
             .headers
-            .get_all(CONVERSATION_ID_HEADER)
+            .get_all(&CONVERSATION_ID)
             .iter()
             .map(HeaderValue::as_bytes),
     );
@@ -168,11 +172,35 @@ where
                 Mode::Stateless => RequestMode::Stateless,
                 _ => RequestMode::Passthrough,
             });
-            let request = Request::from_parts(parts, RequestBody::from_bytes(bytes.clone()));
+            // The mode holds no message: the bytes it borrowed move on, not copied.
+            drop(mode);
+            let request = Request::from_parts(parts, RequestBody::from_bytes(bytes));
             let response = inner.call(request).await?;
             return Ok(response.map(ResponseBody::forwarded));
         }
     };
+    // The conversation path holds far more across its awaits than a stateless request
+    // (the history load, the turn, the reply's capture): boxed on its own, it keeps the
+    // future that every chat request allocates, and moves, to the size of the stateless
+    // path.
+    Box::pin(converse(inner, &config, parts, &bytes, id, target, chat)).await
+}
+
+/// Starts or continues conversation `id` with `chat`: loads and splices its history,
+/// calls the inner service, and captures the reply for the store.
+async fn converse<S, ReqBody, ResBody>(
+    mut inner: S,
+    config: &Config,
+    mut parts: http::request::Parts,
+    bytes: &Bytes,
+    id: Uuid,
+    target: TurnTarget,
+    chat: ChatRequest<'_>,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+{
     let span = tracing::info_span!(
         "conversation",
         "gen_ai.conversation.id" = %id,
@@ -191,7 +219,7 @@ where
                 bytes.clone()
             }
             TurnTarget::Existing => {
-                let mut history = match load_history(&config, backend, &owner, id).await {
+                let mut history = match load_history(config, backend, &owner, id).await {
                     Ok(history) => history,
                     Err(error) => {
                         metrics::request(RequestMode::Error);

@@ -115,6 +115,10 @@ pub(crate) enum ModeError {
 /// continues a conversation, or one the scan is unsure of, is parsed whole and decided by
 /// [`decide_parsed`], the reference. Both give the same mode for every body (a
 /// differential property test and the `request_scan` fuzz target check the scan).
+///
+/// The scan runs only where the request may turn out stateless: where the policy and the
+/// header leave that to the body. Anywhere else a chat request is parsed whatever the
+/// scan says, and a scan would be thrown away.
 pub(crate) fn decide(
     policy: ModePolicy,
     header: ConversationHeader,
@@ -124,12 +128,27 @@ pub(crate) fn decide(
     if header == ConversationHeader::Invalid {
         return Err(ModeError::InvalidConversationId);
     }
-    if let Some(shape) = scan_chat_request(body)
+    if may_be_stateless(policy, header)
+        && let Some(shape) = scan_chat_request(body)
         && let Some(settled) = settled_without_messages(policy, header, shape.has_system_message)
     {
         return settled;
     }
     decide_parsed(policy, header, parse_chat_request(body))
+}
+
+/// Whether a chat request under `policy` with `header` can be stateless: with a system
+/// message under [`ModePolicy::SystemMessage`] when the header names no conversation, and
+/// always under [`ModePolicy::Header`] without the header. A request that names a
+/// conversation, or asks for a new one under the header policy, is a conversation or an
+/// error, both of which need the parse.
+fn may_be_stateless(policy: ModePolicy, header: ConversationHeader) -> bool {
+    use ConversationHeader::{Absent, New};
+
+    match policy {
+        ModePolicy::SystemMessage => matches!(header, Absent | New),
+        ModePolicy::Header => header == Absent,
+    }
 }
 
 /// Decides the mode from the policy, the header and the parsed body (`None` when the
@@ -229,6 +248,62 @@ mod tests {
 
     fn assert_error(mode: Result<Mode<'_>, ModeError>, error: ModeError) {
         assert_eq!(mode.expect_err("expected an error"), error);
+    }
+
+    /// A mode with its fresh id left out, to compare two decisions.
+    fn shape(
+        mode: &Result<Mode<'_>, ModeError>,
+    ) -> Result<(&'static str, Option<Uuid>), ModeError> {
+        match mode {
+            Ok(Mode::Passthrough) => Ok(("passthrough", None)),
+            Ok(Mode::Stateless) => Ok(("stateless", None)),
+            Ok(Mode::New(..)) => Ok(("new", None)),
+            Ok(Mode::Continue(id, _)) => Ok(("continue", Some(*id))),
+            Err(error) => Err(*error),
+        }
+    }
+
+    #[test]
+    fn decide_agrees_with_the_parse_under_every_policy_and_header() {
+        let headers = [
+            ConversationHeader::Absent,
+            ConversationHeader::New,
+            ConversationHeader::Id(id()),
+            ConversationHeader::Invalid,
+        ];
+        let bodies: [&[u8]; 6] = [
+            CHAT,
+            WITH_SYSTEM,
+            WITH_DEVELOPER,
+            b"not json",
+            br#"{"model":"m"}"#,
+            br#"{"messages":[{"role":"syst\u0065m"}]}"#,
+        ];
+        for policy in [ModePolicy::SystemMessage, ModePolicy::Header] {
+            for header in headers {
+                for body in bodies {
+                    let parsed = decide_parsed(policy, header, parse_chat_request(body));
+                    assert_eq!(
+                        shape(&decide(policy, header, body)),
+                        shape(&parsed),
+                        "{policy:?}, {header:?}, {}",
+                        String::from_utf8_lossy(body)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_body_is_scanned_only_where_the_request_may_be_stateless() {
+        use ConversationHeader::{Absent, Id, New};
+        let system = ModePolicy::SystemMessage;
+        assert!(may_be_stateless(system, Absent));
+        assert!(may_be_stateless(system, New));
+        assert!(!may_be_stateless(system, Id(id())));
+        assert!(may_be_stateless(ModePolicy::Header, Absent));
+        assert!(!may_be_stateless(ModePolicy::Header, New));
+        assert!(!may_be_stateless(ModePolicy::Header, Id(id())));
     }
 
     #[test]

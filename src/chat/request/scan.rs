@@ -29,13 +29,14 @@ pub(crate) struct RequestShape {
 /// as [`parse_chat_request`](super::parse_chat_request) has it, `None` when the parse
 /// must decide.
 pub(crate) fn scan_chat_request(body: &[u8]) -> Option<RequestShape> {
-    // JSON text is UTF-8 throughout, skipped members included; checking it at once lets
-    // the scan look at bytes only.
-    let text = std::str::from_utf8(body).ok()?;
+    // JSON text is UTF-8 throughout, skipped members included. Outside strings the scan
+    // takes ASCII bytes only, so checking each string that holds other bytes checks the
+    // whole body, and most strings hold none.
     let mut scanner = Scanner {
-        bytes: text.as_bytes(),
+        bytes: body,
         pos: 0,
     };
+    scanner.whitespace();
     let shape = scanner.envelope()?;
     scanner.whitespace();
     (scanner.pos == scanner.bytes.len()).then_some(shape)
@@ -54,6 +55,50 @@ const SPECIAL: [bool; 256] = {
     table[b'\\' as usize] = true;
     table
 };
+
+/// Eight copies of a byte, one in each byte of a word.
+const fn repeated(byte: u8) -> u64 {
+    u64::from_ne_bytes([byte; 8])
+}
+
+/// How far the plain run of a string that starts at `at` goes: the position of the
+/// first quote, backslash, control character or byte past ASCII, or the end of `bytes`.
+///
+/// It reads eight bytes a step as a word: most strings in a request are keys and short
+/// values that end within a word or two, where a byte a step costs a loop turn each.
+fn plain_ascii_run(bytes: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = repeated(0x01);
+    const HIGH: u64 = repeated(0x80);
+    while let Some(word) = bytes
+        .get(at..at + 8)
+        .and_then(|word| <[u8; 8]>::try_from(word).ok())
+    {
+        // Little-endian, so that the first byte in the text is the lowest in the word.
+        let word = u64::from_le_bytes(word);
+        let quote = word ^ repeated(b'"');
+        let backslash = word ^ repeated(b'\\');
+        // Each term sets the high bit of the bytes it is looking for (a zero byte, one
+        // below 0x20), and may set it in bytes above one it found, never below: the
+        // lowest bit set is the first byte that ends the run. `word` itself sets the
+        // high bit of every byte past ASCII.
+        let found = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (word.wrapping_sub(repeated(0x20)) & !word)
+            | word)
+            & HIGH;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while let Some(&byte) = bytes.get(at) {
+        if SPECIAL[usize::from(byte)] || !byte.is_ascii() {
+            break;
+        }
+        at += 1;
+    }
+    at
+}
 
 /// Nesting deeper than this goes to the parse: serde refuses a message nested past 128
 /// levels, and requests never come near this.
@@ -126,16 +171,17 @@ impl<'a> Scanner<'a> {
         system
     }
 
-    /// An object, calling `member` at each value with its key.
+    /// An object at the cursor, calling `member` at each value with its key.
+    ///
+    /// Like every value, it starts at the cursor: whoever reads a value has skipped the
+    /// whitespace before it, once.
     fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
-        self.whitespace();
         self.expect(b'{')?;
         self.whitespace();
         if self.eat(b'}') {
             return Some(());
         }
         loop {
-            self.whitespace();
             let (key, escaped) = self.string()?;
             if escaped {
                 return None;
@@ -149,25 +195,25 @@ impl<'a> Scanner<'a> {
                 return Some(());
             }
             self.expect(b',')?;
+            self.whitespace();
         }
     }
 
-    /// An array, calling `element` at each element.
+    /// An array at the cursor, calling `element` at each element.
     fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.whitespace();
         self.expect(b'[')?;
         self.whitespace();
         if self.eat(b']') {
             return Some(());
         }
         loop {
-            self.whitespace();
             element(self)?;
             self.whitespace();
             if self.eat(b']') {
                 return Some(());
             }
             self.expect(b',')?;
+            self.whitespace();
         }
     }
 
@@ -236,22 +282,39 @@ impl<'a> Scanner<'a> {
     /// A string at the cursor: its bytes between the quotes, and whether it holds escapes
     /// (checked for form, not decoded). Control characters and escaped surrogates go to
     /// the parse: serde refuses the first, and a lone surrogate only inside a message.
+    #[inline]
     fn string(&mut self) -> Option<(&'a [u8], bool)> {
         self.expect(b'"')?;
         let bytes = self.bytes;
         let start = self.pos;
-        let mut at = start;
+        let at = plain_ascii_run(bytes, start);
+        // Most strings in a request are plain ASCII to their closing quote: read here,
+        // in the caller, and only the rest in a call of its own.
+        if bytes.get(at) == Some(&b'"') {
+            self.pos = at + 1;
+            return Some((bytes.get(start..at)?, false));
+        }
+        self.string_past_the_plain_run(start, at)
+    }
+
+    /// The rest of a string that starts at `start` and whose plain ASCII run ends at
+    /// `at`: escapes, bytes past ASCII, or a byte that is no part of a string.
+    #[inline(never)]
+    fn string_past_the_plain_run(
+        &mut self,
+        start: usize,
+        mut at: usize,
+    ) -> Option<(&'a [u8], bool)> {
+        let bytes = self.bytes;
         let mut escaped = false;
+        let mut ascii = true;
         loop {
-            // Most bytes are plain: one table look-up each, the position kept local.
-            while let Some(&byte) = bytes.get(at) {
-                if SPECIAL[usize::from(byte)] {
-                    break;
-                }
-                at += 1;
-            }
             match *bytes.get(at)? {
                 b'"' => break,
+                0x80.. => {
+                    ascii = false;
+                    at += 1;
+                }
                 b'\\' => {
                     escaped = true;
                     at += 1;
@@ -274,9 +337,26 @@ impl<'a> Scanner<'a> {
                 }
                 _ => return None,
             }
+            if ascii {
+                at = plain_ascii_run(bytes, at);
+            } else {
+                // Past the first byte beyond ASCII: one table look-up a byte, the
+                // position kept local, and UTF-8 checked once the string ends.
+                while let Some(&byte) = bytes.get(at) {
+                    if SPECIAL[usize::from(byte)] {
+                        break;
+                    }
+                    at += 1;
+                }
+            }
+        }
+        let content = bytes.get(start..at)?;
+        // Escapes are ASCII: checking the raw bytes checks the text.
+        if !ascii && std::str::from_utf8(content).is_err() {
+            return None;
         }
         self.pos = at + 1;
-        Some((bytes.get(start..at)?, escaped))
+        Some((content, escaped))
     }
 
     /// Consumes `word`, or answers `None` when the input does not have it here.
@@ -394,6 +474,57 @@ mod tests {
             );
             scan_agrees_with_parse(body);
         }
+    }
+
+    #[test]
+    fn strings_past_ascii_are_read_when_they_are_utf8_and_left_to_the_parse_when_not() {
+        let body = "{\"model\":\"é\",\"messages\":[{\"role\":\"system\",\"content\":\"Réponds brièvement, 日本語で\"}]}";
+        assert_eq!(
+            scan_chat_request(body.as_bytes()).map(|shape| shape.has_system_message),
+            Some(true)
+        );
+        assert!(scan_agrees_with_parse(body.as_bytes()));
+        for bad in [
+            &b"\xff"[..],
+            b"\xc3",
+            b"\xc3(",
+            b"\xed\xa0\x80",
+            b"a\xe6\x97",
+        ] {
+            let mut body = br#"{"messages":[{"role":"user","content":"abc"#.to_vec();
+            body.extend_from_slice(bad);
+            body.extend_from_slice(br#"xyz"}]}"#);
+            assert_eq!(scan_chat_request(&body), None, "{body:?}");
+            assert!(!scan_agrees_with_parse(&body));
+        }
+    }
+
+    /// The plain run a byte at a time, as the word-wise one must find it.
+    fn plain_run_bytewise(bytes: &[u8], at: usize) -> usize {
+        bytes
+            .iter()
+            .skip(at)
+            .position(|&byte| SPECIAL[usize::from(byte)] || !byte.is_ascii())
+            .map_or(bytes.len().max(at), |run| at + run)
+    }
+
+    #[test]
+    fn the_plain_run_ends_at_each_byte_that_ends_it_wherever_it_stands() {
+        for end in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
+            for length in 0..20 {
+                for at in 0..=length {
+                    let mut bytes = vec![b'a'; length];
+                    bytes.extend_from_slice(&[end, b' ', b'!', 0x7f, b'~']);
+                    assert_eq!(
+                        plain_ascii_run(&bytes, at),
+                        length,
+                        "{end:#x} after {length} bytes, from {at}"
+                    );
+                }
+            }
+        }
+        assert_eq!(plain_ascii_run(b"0123456789", 0), 10);
+        assert_eq!(plain_ascii_run(b"0123456789", 10), 10);
     }
 
     #[test]
@@ -591,6 +722,21 @@ mod tests {
                     let at = cut.index(text.len() + 1);
                     scan_agrees_with_parse(&text.as_bytes()[..at]);
                 }
+            }
+
+            #[test]
+            fn the_plain_run_is_found_word_by_word_as_byte_by_byte(
+                bytes in vec(prop_oneof![
+                    4 => 0x20_u8..0x7f,
+                    1 => any::<u8>(),
+                ], 0..48),
+                at in any::<prop::sample::Index>(),
+            ) {
+                let at = at.index(bytes.len() + 1);
+                prop_assert_eq!(
+                    super::super::plain_ascii_run(&bytes, at),
+                    super::plain_run_bytewise(&bytes, at)
+                );
             }
 
             #[test]
