@@ -366,8 +366,12 @@ impl Keys {
     }
 }
 
+/// A key whose labels are borrowed for the life of the process: recorders copy a key at
+/// every report (`Key::to_retained`), which for owned labels means a new list each time.
+/// The keys are a fixed set built once (see [`Keys`]), so leaking their label lists
+/// costs what holding them in the static does anyway.
 fn key(name: &'static str, labels: Vec<Label>) -> Key {
-    Key::from_parts(name, labels)
+    Key::from_static_parts(name, labels.leak())
 }
 
 /// Gives the recorder each metric's unit and help text.
