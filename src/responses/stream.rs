@@ -336,6 +336,14 @@ where
 }
 
 /// Sends every event; false once the client is gone.
+/// Keeps an event's data for translation; data that is not UTF-8 cannot be a JSON chunk
+/// and is skipped.
+fn keep_text(chunks: &mut Vec<String>, event: &[u8]) {
+    if let Ok(event) = std::str::from_utf8(event) {
+        chunks.push(event.to_owned());
+    }
+}
+
 async fn send_all(sender: &mpsc::Sender<Bytes>, events: Vec<Bytes>) -> bool {
     for event in events {
         if sender.send(event).await.is_err() {
@@ -379,7 +387,7 @@ where
             };
             let data = match frame {
                 None => {
-                    parser.finish(|event| chunks.push(event.to_owned()));
+                    parser.finish(|event| keep_text(&mut chunks, event));
                     complete = assembler.finished();
                     None
                 }
@@ -401,7 +409,7 @@ where
                 tracing::warn!("the streamed reply exceeds the capture limit; it is cut there");
                 break;
             }
-            let fed = parser.feed(&data, |event| chunks.push(event.to_owned()));
+            let fed = parser.feed(&data, |event| keep_text(&mut chunks, event));
             for chunk in chunks.drain(..) {
                 assembler.on_event(&chunk);
                 events.on_chunk(&chunk);

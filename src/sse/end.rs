@@ -43,7 +43,7 @@ impl StreamEnd {
         on_event: impl FnMut(&[u8]),
         out: &mut VecDeque<Bytes>,
     ) -> bool {
-        let fed = self.parser.feed_bytes(&chunk, on_event);
+        let fed = self.parser.feed(&chunk, on_event);
         if fed.done && fed.forward == 0 {
             // The `[DONE]` line began in the held bytes: they go nowhere.
             self.held.clear();
@@ -74,7 +74,7 @@ impl StreamEnd {
             return;
         }
         out.extend(self.held.drain(..));
-        self.parser.finish_bytes(on_event);
+        self.parser.finish(on_event);
     }
 
     /// Whether the stream's `[DONE]` line has come (and is being held back).

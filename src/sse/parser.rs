@@ -68,20 +68,10 @@ impl SseParser {
         self.has_data = false;
     }
 
-    /// Feeds one chunk, calling `on_event` with the data of each event it completes;
-    /// events whose data is not UTF-8 (which cannot be a JSON chunk) are skipped.
-    pub(crate) fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&str)) -> Fed {
-        self.feed_bytes(chunk, |data| {
-            if let Ok(data) = std::str::from_utf8(data) {
-                on_event(data);
-            }
-        })
-    }
-
-    /// [`feed`](Self::feed), handing each event's data as bytes, UTF-8 or not: a reader
-    /// that checks only the part it has not seen before (the reply assembler) saves
-    /// checking whole events.
-    pub(crate) fn feed_bytes(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8])) -> Fed {
+    /// Feeds one chunk, calling `on_event` with the data of each event it completes, as
+    /// bytes, UTF-8 or not: the reader decides (data that is not UTF-8 cannot be a JSON
+    /// chunk), and the reply assembler checks only the part of a chunk it has not seen.
+    pub(crate) fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8])) -> Fed {
         if self.done {
             return Fed {
                 forward: 0,
@@ -164,18 +154,9 @@ impl SseParser {
         }
     }
 
-    /// The stream ended: completes a last event that lacked its blank line (skipped
-    /// when its data is not UTF-8).
-    pub(crate) fn finish(&mut self, mut on_event: impl FnMut(&str)) {
-        self.finish_bytes(|data| {
-            if let Ok(data) = std::str::from_utf8(data) {
-                on_event(data);
-            }
-        });
-    }
-
-    /// [`finish`](Self::finish), handing the event's data as bytes, UTF-8 or not.
-    pub(crate) fn finish_bytes(&mut self, mut on_event: impl FnMut(&[u8])) {
+    /// The stream ended: completes a last event that lacked its blank line (its data as
+    /// bytes, as [`feed`](Self::feed) hands them).
+    pub(crate) fn finish(&mut self, mut on_event: impl FnMut(&[u8])) {
         if self.done || !self.capturing {
             return;
         }
@@ -297,7 +278,12 @@ mod tests {
             let mut parser = SseParser::default();
             let mut events = Vec::new();
             for piece in pieces {
-                parser.feed(piece, |data| events.push(data.to_owned()));
+                // As a reader of JSON chunks does, data that is not UTF-8 is skipped.
+                parser.feed(piece, |data| {
+                    if let Ok(data) = std::str::from_utf8(data) {
+                        events.push(data.to_owned());
+                    }
+                });
             }
             events
         };
