@@ -4,7 +4,7 @@
 -- release) that added terms, and later merges those segments back together: indexing a
 -- turn's messages as they are inserted cost most of a turn's instructions. A message
 -- now goes into `search_pending`, a plain table, as it is inserted; the store moves
--- pending messages into the index in one statement, at most once a second inside a
+-- pending messages into the index in one statement, at most every 200 ms after a
 -- batch of turns, and always before it searches, so a search still sees every message
 -- committed before it (the store's docs say how).
 --

@@ -1000,7 +1000,7 @@ async fn sqlite_a_turn_given_up_while_queued_is_never_written() {
 }
 
 /// SQLite feeds its full-text index after the turn: a turn only puts its messages on the
-/// pending list, a batch of turns indexes the list at most once a second, and a search
+/// pending list, a batch of turns indexes the list at most every 200 ms, and a search
 /// indexes whatever is pending first, so it finds every message committed before it.
 #[tokio::test]
 async fn sqlite_the_search_index_is_fed_after_turns_and_a_search_sees_every_committed_message() {
@@ -1053,7 +1053,7 @@ async fn sqlite_the_search_index_is_fed_after_turns_and_a_search_sees_every_comm
     }
     db.check_search_index().await;
 
-    // Without a search, the next batch a second or more after the last indexing feeds it.
+    // Without a search, the next batch 200 ms or more after the last indexing feeds it.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     store
         .append_turn("", first, TurnTarget::Existing, &turn("eta", "h"))

@@ -26,8 +26,11 @@ use super::write_queue::{BEGIN_WRITE, begin_write};
 use crate::store::StoreError;
 
 /// How long pending messages may wait for a batch of turns to index them. Searches never
-/// wait for it: they index what is pending first.
-pub(super) const INDEX_EVERY: Duration = Duration::from_secs(1);
+/// wait for it: they index what is pending first. Short enough that one indexing holds
+/// few turns: FTS5 builds a batch's terms in memory, and at once a second (about 1,200
+/// messages under the soak's load) the proxy's resident memory grew 10 to 12 % over
+/// 20,000 turns, against 6 to 8 % at 200 ms.
+pub(super) const INDEX_EVERY: Duration = Duration::from_millis(200);
 
 /// Moves every pending message into the full-text index, with its current text: one
 /// call, two statements, inside a write transaction.

@@ -12,7 +12,7 @@
 //! one write of the table and index pages the turns share, then serves them all, and a
 //! turn that arrives while a batch is being written waits only for that batch to end.
 //! Turns of one conversation are written in the order they joined. The full-text index
-//! is fed after the batch, at most once a second (see [`search_index`](super::search_index)).
+//! is fed after the batch, at most every 200 ms (see [`search_index`](super::search_index)).
 //!
 //! Queues are kept per file name. A database private to each connection (`:memory:`
 //! or the empty name) is not one file, so its turns are written one by one.
