@@ -147,6 +147,26 @@ pub async fn run(
         }
     }
 
+    // The floor of each backend whose turns were counted, unless a case failed.
+    let mut floors = BTreeMap::new();
+    for stack in [Stack::Sqlite, Stack::Postgres] {
+        let counted = counts.keys().any(|case| case.stack == stack && !case.system);
+        if failure.is_some() || !counted {
+            continue;
+        }
+        let url = match (stack, &postgres) {
+            (Stack::Postgres, Ok((_, url, _))) => url.clone(),
+            _ => format!("sqlite://{}", work.join("floor.db").display()),
+        };
+        match floor_per_turn(&stripped, &work, stack, &url).await {
+            Ok(count) => {
+                eprintln!("{:<48} {count:>12.0} instructions/turn", floor_name(stack));
+                floors.insert(stack, count);
+            }
+            Err(error) => failure = Some(format!("{}: {error}", floor_name(stack))),
+        }
+    }
+
     if let Ok((admin, _, database)) = &postgres {
         let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
         if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(admin).await {
@@ -157,12 +177,13 @@ pub async fn run(
     if let Some(failure) = failure {
         return Err(failure);
     }
-    Ok(table(&counts))
+    Ok(table(&counts, &floors))
 }
 
 /// A copy of `binary` without debug info, which valgrind 3.19 cannot read.
 fn strip(binary: &Path, work: &Path) -> Result<PathBuf, String> {
-    let stripped = work.join("proxy");
+    let name = binary.file_name().unwrap_or("proxy".as_ref());
+    let stripped = work.join(name);
     let status = Command::new("objcopy")
         .arg("--strip-debug")
         .arg(binary)
@@ -209,23 +230,7 @@ async fn total(
     requests: usize,
 ) -> Result<u64, String> {
     let out = work.join(format!("callgrind.{}.out", Uuid::now_v7().simple()));
-    // One worker thread: how often idle workers of a multi-threaded runtime wake, spin
-    // and park depends on timing, and moved the count of a passthrough request by ~10 %
-    // from run to run with two. Under valgrind the threads take turns on one core anyway.
-    let launcher = [
-        "env".to_owned(),
-        "TOKIO_WORKER_THREADS=1".to_owned(),
-        "valgrind".to_owned(),
-        "--tool=callgrind".to_owned(),
-        "--quiet".to_owned(),
-        // The metrics clock (quanta) calibrates itself once per process by reading the
-        // clock for a fixed time: its count followed the machine's speed and moved the
-        // difference of two runs by ±600,000. Counting stops inside it. (Naming a
-        // function to toggle turns counting off at start: turned on again after it.)
-        "--toggle-collect=quanta::Clock::new".to_owned(),
-        "--collect-atstart=yes".to_owned(),
-        format!("--callgrind-out-file={}", out.display()),
-    ];
+    let launcher = callgrind(&out);
     let mut proxy = Proxy::start_under(&launcher, binary, upstream.addr, args)?;
     let connections = upstream.connections();
     let body = chat_body(case.system);
@@ -245,8 +250,73 @@ async fn total(
     }
     let text = std::fs::read_to_string(&out)
         .map_err(|error| format!("no callgrind output {}: {error}", out.display()))?;
-    keep_or_remove(&out, case, requests);
+    keep_or_remove(&out, &case.name(), requests);
     totals(&text).ok_or_else(|| format!("no totals in {}", out.display()))
+}
+
+/// `valgrind --tool=callgrind`, writing to `out`, as every count here runs it.
+fn callgrind(out: &Path) -> Vec<String> {
+    // One worker thread: how often idle workers of a multi-threaded runtime wake, spin
+    // and park depends on timing, and moved the count of a passthrough request by ~10 %
+    // from run to run with two. Under valgrind the threads take turns on one core anyway.
+    vec![
+        "env".to_owned(),
+        "TOKIO_WORKER_THREADS=1".to_owned(),
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        "--quiet".to_owned(),
+        // The metrics clock (quanta) calibrates itself once per process by reading the
+        // clock for a fixed time: its count followed the machine's speed and moved the
+        // difference of two runs by ±600,000. Counting stops inside it. (Naming a
+        // function to toggle turns counting off at start: turned on again after it.)
+        "--toggle-collect=quanta::Clock::new".to_owned(),
+        "--collect-atstart=yes".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+    ]
+}
+
+fn floor_name(stack: Stack) -> &'static str {
+    match stack {
+        Stack::Postgres => "floor · postgres, the same rows, held connection",
+        _ => "floor · sqlite, the same rows, held connection",
+    }
+}
+
+/// The instructions the `floor` program (beside this one) needs per turn on `url`: the
+/// same rows a new conversation's turn stores, inserted on a connection held for the
+/// run (see `src/bin/floor.rs`). The proxy migrates the database first.
+async fn floor_per_turn(proxy: &Path, work: &Path, stack: Stack, url: &str) -> Result<f64, String> {
+    let floor = std::env::current_exe()
+        .map_err(|error| format!("where is this program? {error}"))?
+        .with_file_name("floor");
+    let floor = strip(&floor, work)?;
+    let upstream = Upstream::framed(SHORT, Framing::Whole)
+        .await
+        .map_err(|e| format!("upstream: {e}"))?;
+    let mut migrating = Proxy::start(proxy, upstream.addr, &["--database-url", url])?;
+    Clients::new(&migrating).chat(None, chat_body(false)).await?;
+    migrating.stop(STOP_PATIENCE);
+    let run = |turns: usize| {
+        let out = work.join(format!("callgrind.{}.out", Uuid::now_v7().simple()));
+        let launcher = callgrind(&out);
+        let status = Command::new(&launcher[0])
+            .args(&launcher[1..])
+            .arg(&floor)
+            .arg(url)
+            .arg(turns.to_string())
+            .status()
+            .map_err(|error| format!("cannot run valgrind: {error}"))?;
+        if !status.success() {
+            return Err(format!("floor {turns} turns failed ({status})"));
+        }
+        let text = std::fs::read_to_string(&out)
+            .map_err(|error| format!("no callgrind output {}: {error}", out.display()))?;
+        keep_or_remove(&out, floor_name(stack), turns);
+        totals(&text).ok_or_else(|| format!("no totals in {}", out.display()))
+    };
+    let few = run(FEW)?;
+    let many = run(MANY)?;
+    Ok((many as f64 - few as f64) / (MANY - FEW) as f64)
 }
 
 /// Sends `requests` streaming chat requests one after another on one HTTP/1.1
@@ -307,10 +377,9 @@ async fn sequentially(proxy: &Proxy, body: &Bytes, requests: usize) -> Result<()
 
 /// Moves a run's callgrind output to the directory `INSTRUCTIONS_KEEP` names, for
 /// `callgrind_annotate`, or removes it.
-fn keep_or_remove(out: &Path, case: Case, requests: usize) {
+fn keep_or_remove(out: &Path, name: &str, requests: usize) {
     if let Some(keep) = std::env::var_os("INSTRUCTIONS_KEEP") {
-        let name: String = case
-            .name()
+        let name: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
@@ -335,7 +404,7 @@ fn totals(text: &str) -> Option<u64> {
 }
 
 /// The figures, from the per-request counts of the cases that ran.
-fn table(counts: &BTreeMap<Case, f64>) -> String {
+fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String {
     let get = |stack, system, framing, chunks| {
         counts
             .get(&Case {
@@ -363,7 +432,10 @@ fn table(counts: &BTreeMap<Case, f64>) -> String {
         .zip(get(Stack::Passthrough, false, Framing::Whole, SHORT))
         .map(|(stateless, passthrough)| stateless / passthrough);
 
-    let rows: [(String, Option<f64>, &str); 9] = [
+    let floor = |stack| floors.get(&stack).copied();
+    let over_floor = |stack| Some(fixed(stack, Framing::Whole)? / floor(stack)?);
+
+    let rows: [(String, Option<f64>, &str); 13] = [
         (
             format!("passthrough, {SHORT}-chunk reply, whole"),
             get(Stack::Passthrough, false, Framing::Whole, SHORT),
@@ -388,6 +460,26 @@ fn table(counts: &BTreeMap<Case, f64>) -> String {
             "fixed cost of a new turn, Postgres".to_owned(),
             fixed(Stack::Postgres, Framing::Whole),
             "instructions/turn",
+        ),
+        (
+            "floor: the same rows on a held connection, SQLite, no search index".to_owned(),
+            floor(Stack::Sqlite),
+            "instructions/turn",
+        ),
+        (
+            "fixed cost of a new turn / floor, SQLite".to_owned(),
+            over_floor(Stack::Sqlite),
+            "ratio",
+        ),
+        (
+            "floor: the same rows on a held connection, Postgres".to_owned(),
+            floor(Stack::Postgres),
+            "instructions/turn",
+        ),
+        (
+            "fixed cost of a new turn / floor, Postgres".to_owned(),
+            over_floor(Stack::Postgres),
+            "ratio",
         ),
         (
             format!("stateless through the layer / passthrough, {SHORT} chunks"),
@@ -465,7 +557,8 @@ mod tests {
             put(Stack::Passthrough, chunks, 50_000.0, 100.0);
             put(Stack::Postgres, chunks, 200_000.0, 1_100.0);
         }
-        let table = table(&counts);
+        let floors = BTreeMap::from([(Stack::Postgres, 100_000.0)]);
+        let table = table(&counts, &floors);
         assert!(
             table.contains("| capture per chunk, Postgres (slope, layer − passthrough) | 1000 |"),
             "{table}"
@@ -475,7 +568,15 @@ mod tests {
             "{table}"
         );
         assert!(
+            table.contains("| fixed cost of a new turn / floor, Postgres | 1.500 |"),
+            "{table}"
+        );
+        assert!(
             table.contains("| fixed cost of a new turn, SQLite | not run |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| fixed cost of a new turn / floor, SQLite | not run |"),
             "{table}"
         );
     }
