@@ -2,7 +2,10 @@
 //! any number of them: no SQL is built per call, and a turn costs one statement however
 //! many messages it has.
 //!
-//! SQLite takes the batch as one JSON array of rows, expanded by `json_each`. PostgreSQL
+//! SQLite binds the columns of a question and its reply (nearly every turn) one by one,
+//! and takes any other batch as one JSON array of rows, expanded by `json_each`: reading
+//! six fields out of each element re-parsed it for each, which with the escaping of
+//! the message inside it cost a SQLite turn about 100,000 instructions. PostgreSQL
 //! takes one array per column, expanded by `unnest`: reading fields out of a `json` value
 //! re-parses (and unescapes, character by character) the whole element for each field,
 //! which profiles of a loaded server showed as a large share of a turn's CPU there.
@@ -40,7 +43,65 @@ struct MessageRow<'a> {
 pub(crate) fn message_rows_json(messages: &[NewMessage]) -> Result<String, StoreError> {
     // SQLite's FTS5 table is fed the text of every message.
     let rows = message_rows(messages, |m| Some(searchable_text(m)))?;
-    serde_json::to_string(&rows).map_err(|e| StoreError::Query(Box::new(e)))
+    serde_json::to_string(&rows).map_err(serialization)
+}
+
+/// How a SQLite turn binds its messages.
+#[cfg(feature = "sqlite")]
+#[derive(Debug)]
+pub(crate) enum SqliteBatch {
+    /// Two messages (a question and its reply), their columns bound one by one.
+    Pair(Box<[MessageBinds; 2]>),
+    /// Any other number, as [`message_rows_json`] makes them.
+    Json(String),
+}
+
+/// The columns of one message as SQLite binds them: text, and JSON text for `events`
+/// and `metadata`, as `json_each` would hand them over.
+#[cfg(feature = "sqlite")]
+#[derive(Debug)]
+pub(crate) struct MessageBinds {
+    pub(crate) role: String,
+    pub(crate) message: String,
+    pub(crate) text: Option<String>,
+    pub(crate) reasoning: Option<String>,
+    pub(crate) events: Option<String>,
+    pub(crate) metadata: String,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteBatch {
+    pub(crate) fn new(messages: &[NewMessage]) -> Result<Self, StoreError> {
+        let [first, second] = messages else {
+            return message_rows_json(messages).map(Self::Json);
+        };
+        let binds = |message| {
+            let row = message_row(message, &|m: &Value| Some(searchable_text(m)))?;
+            MessageBinds::new(row)
+        };
+        Ok(Self::Pair(Box::new([
+            binds(first).map_err(serialization)?,
+            binds(second).map_err(serialization)?,
+        ])))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl MessageBinds {
+    fn new(row: MessageRow<'_>) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            role: row.role.into_owned(),
+            message: row.message,
+            text: row.text,
+            reasoning: row.reasoning.map(Cow::into_owned),
+            events: if row.events.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&row.events)?)
+            },
+            metadata: serde_json::to_string(&row.metadata)?,
+        })
+    }
 }
 
 /// The same rows as one array per column, each in message order: the parameters of a
@@ -109,46 +170,56 @@ fn message_rows(
 ) -> Result<Vec<MessageRow<'_>>, StoreError> {
     messages
         .iter()
-        .map(|m| {
-            Ok(MessageRow {
-                // The role column is text too; the message keeps its role as sent.
-                role: text_without_nul(m.role()),
-                message: serde_json::to_string(&m.message)?,
-                text: text(&m.message),
-                // What is kept beside the message goes into text and jsonb columns,
-                // which cannot hold NUL either; it is never sent upstream, so a space
-                // stands in for it. (The message itself is stored as its JSON text.)
-                reasoning: m.reasoning.as_deref().map(text_without_nul),
-                events: if m.reasoning_events.iter().any(has_nul) {
-                    Cow::Owned(
-                        m.reasoning_events
-                            .iter()
-                            .cloned()
-                            .map(without_nul)
-                            .collect(),
-                    )
-                } else {
-                    Cow::Borrowed(&m.reasoning_events)
-                },
-                metadata: if m
-                    .metadata
-                    .iter()
-                    .any(|(k, v)| k.contains('\0') || has_nul(v))
-                {
-                    Cow::Owned(
-                        m.metadata
-                            .iter()
-                            .map(|(k, v)| (k.replace('\0', " "), without_nul(v.clone())))
-                            .collect(),
-                    )
-                } else {
-                    Cow::Borrowed(&m.metadata)
-                },
-            })
-        })
+        .map(|m| message_row(m, &text))
         .collect::<Result<Vec<_>, serde_json::Error>>()
-        // Values and string-keyed maps always serialize; this cannot fail in practice.
-        .map_err(|e| StoreError::Query(Box::new(e)))
+        .map_err(serialization)
+}
+
+/// One message as the columns of its row.
+fn message_row<'a>(
+    m: &'a NewMessage,
+    text: &impl Fn(&Value) -> Option<String>,
+) -> Result<MessageRow<'a>, serde_json::Error> {
+    Ok(MessageRow {
+        // The role column is text too; the message keeps its role as sent.
+        role: text_without_nul(m.role()),
+        message: serde_json::to_string(&m.message)?,
+        text: text(&m.message),
+        // What is kept beside the message goes into text and jsonb columns,
+        // which cannot hold NUL either; it is never sent upstream, so a space
+        // stands in for it. (The message itself is stored as its JSON text.)
+        reasoning: m.reasoning.as_deref().map(text_without_nul),
+        events: if m.reasoning_events.iter().any(has_nul) {
+            Cow::Owned(
+                m.reasoning_events
+                    .iter()
+                    .cloned()
+                    .map(without_nul)
+                    .collect(),
+            )
+        } else {
+            Cow::Borrowed(&m.reasoning_events)
+        },
+        metadata: if m
+            .metadata
+            .iter()
+            .any(|(k, v)| k.contains('\0') || has_nul(v))
+        {
+            Cow::Owned(
+                m.metadata
+                    .iter()
+                    .map(|(k, v)| (k.replace('\0', " "), without_nul(v.clone())))
+                    .collect(),
+            )
+        } else {
+            Cow::Borrowed(&m.metadata)
+        },
+    })
+}
+
+/// Values and string-keyed maps always serialize: this cannot happen in practice.
+fn serialization(error: serde_json::Error) -> StoreError {
+    StoreError::Query(Box::new(error))
 }
 
 /// `text` with every NUL (U+0000) replaced by a space.

@@ -16,7 +16,7 @@ use sqlx::types::Json;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::batch::{message_count, message_rows_json};
+use super::batch::{SqliteBatch, message_count, message_rows_json};
 use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
 use super::removal::{deleted_count, plan, search_text};
@@ -37,25 +37,65 @@ INSERT INTO conversations (id, owner, title, created_at, updated_at, message_cou
 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?7, ?6)
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
-/// The columns of each message of a batch, read from `?BATCH`, a JSON array of rows
-/// made by [`message_rows_json`] (`->` keeps JSON, `->>` gives text; the message is its
-/// own JSON text already). Spliced into the two statements below at compile time.
-macro_rules! message_columns {
+/// The messages of a batch as rows named `batch` (`key` numbers them from 0), read from
+/// `?BATCH`, a JSON array of rows made by [`message_rows_json`] (`->` keeps JSON, `->>`
+/// gives text; the message is its own JSON text already). Spliced into the statements
+/// below at compile time, as is [`message_pair`].
+macro_rules! message_json {
     ($batch:literal) => {
         concat!(
-            "batch.value ->> '$.role', batch.value ->> '$.message', batch.value ->> '$.text', ",
-            "batch.value ->> '$.reasoning', batch.value -> '$.events', ",
-            "batch.value -> '$.metadata' FROM json_each(",
+            "(SELECT key, value ->> '$.role' AS role, value ->> '$.message' AS message, ",
+            "value ->> '$.text' AS text, value ->> '$.reasoning' AS reasoning, ",
+            "value -> '$.events' AS events, value -> '$.metadata' AS metadata ",
+            "FROM json_each(",
             $batch,
-            ") AS batch"
+            ")) AS batch"
         )
     };
 }
 
-/// The two statements that create a conversation with its first messages, for
-/// [`CREATE_WITH_MESSAGES`] and [`CREATE_TURN`] (spliced in at compile time).
+/// The same rows for a question and its reply, from their columns bound one by one (see
+/// [`SqliteBatch`](crate::store::batch::SqliteBatch)), in [`write_turn`](write_queue::write_turn)'s order:
+/// role, message, text, reasoning, events, metadata of the first, then of the second.
+macro_rules! message_pair {
+    ($r0:literal, $m0:literal, $t0:literal, $s0:literal, $e0:literal, $d0:literal,
+     $r1:literal, $m1:literal, $t1:literal, $s1:literal, $e1:literal, $d1:literal) => {
+        concat!(
+            "(SELECT column1 AS key, column2 AS role, column3 AS message, column4 AS text, ",
+            "column5 AS reasoning, column6 AS events, column7 AS metadata FROM (VALUES (0, ",
+            $r0,
+            ", ",
+            $m0,
+            ", ",
+            $t0,
+            ", ",
+            $s0,
+            ", ",
+            $e0,
+            ", ",
+            $d0,
+            "), (1, ",
+            $r1,
+            ", ",
+            $m1,
+            ", ",
+            $t1,
+            ", ",
+            $s1,
+            ", ",
+            $e1,
+            ", ",
+            $d1,
+            "))) AS batch"
+        )
+    };
+}
+
+/// The statements that create a conversation with its first messages, read from
+/// `$rows` (one of the two macros above), for [`CREATE_WITH_MESSAGES`] and the turn
+/// statements of [`write_queue`] (spliced in at compile time).
 macro_rules! create_with_messages {
-    () => {
+    ($($rows:tt)+) => {
         concat!(
             "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count,
                            next_sequence, metadata)
@@ -63,8 +103,9 @@ VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5, ?6)
 RETURNING id, title, created_at, updated_at, message_count, metadata;
 INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
-SELECT ?1, batch.key, ?4, ",
-            message_columns!("?7")
+SELECT ?1, batch.key, ?4, batch.role, batch.message, batch.text, batch.reasoning,
+       batch.events, batch.metadata FROM ",
+            $($rows)+
         )
     };
 }
@@ -82,7 +123,7 @@ use write_queue::{TurnRows, begin_write, timestamp};
 ///
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
 /// the batch.
-const CREATE_WITH_MESSAGES: &str = create_with_messages!();
+const CREATE_WITH_MESSAGES: &str = create_with_messages!(message_json!("?7"));
 
 /// `?4` is an FTS5 query made by [`match_expression`]: quoted words, implicitly ANDed.
 const SEARCH: &str = "
@@ -183,7 +224,7 @@ impl TurnStore for SqlitePool {
             title: if create { title_from(messages) } else { None },
             create,
             count: message_count(messages),
-            rows: message_rows_json(messages)?,
+            rows: SqliteBatch::new(messages)?,
         };
         write_queue::append(self, turn).await
     }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::fork_into;
 use super::write_queue::{TurnRows, begin_write, timestamp, write_turn};
-use crate::store::batch::{message_count, message_rows_json};
+use crate::store::batch::{SqliteBatch, message_count};
 use crate::store::{
     NewMessage, NewResponse, ResponseKey, ResponsePlacement, ResponsePosition, StoreError,
     StoredResponse, title_from,
@@ -116,7 +116,7 @@ async fn turn(
         create,
         title: if create { title_from(messages) } else { None },
         count: message_count(messages),
-        rows: message_rows_json(messages)?,
+        rows: SqliteBatch::new(messages)?,
     };
     write_turn(tx, &rows, now).await?
 }

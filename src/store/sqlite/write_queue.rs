@@ -34,38 +34,63 @@ use tokio::sync::{OwnedMutexGuard, oneshot};
 use uuid::Uuid;
 
 use super::search_index::{Indexing, index_pending};
+use crate::store::batch::SqliteBatch;
 use crate::store::{Metadata, StoreError};
 
 /// Takes the write lock at once rather than at the first write.
 pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
-/// Appends a turn: its messages, numbered on from the conversation's next sequence number
-/// (never from its count, which a truncation lowers), then both moved past them, inside the savepoint that keeps a failed turn of a batch from
-/// leaving anything behind ([`ROLLBACK_TURN`] undoes it). The statements are sent as one
-/// call, since every call is a round trip to the connection's worker thread; inside the
-/// batch's `BEGIN IMMEDIATE` nothing can come between them. An unknown id (or another
-/// owner's) inserts nothing and returns no row.
+/// Appends a turn: its messages, numbered on from the conversation's next sequence
+/// number (never from its count, which a truncation lowers), then both moved past them,
+/// inside the savepoint that keeps a failed turn of a batch from leaving anything behind
+/// ([`ROLLBACK_TURN`] undoes it). The statements are sent as one call, since every call
+/// is a round trip to the connection's worker thread; inside the batch's `BEGIN
+/// IMMEDIATE` nothing can come between them. An unknown id (or another owner's) inserts
+/// nothing and returns no row.
 ///
-/// `?1` id, `?2` owner, `?3` message count, `?4` now, `?5` the batch.
-const APPEND_TURN: &str = concat!(
-    "SAVEPOINT turn;
+/// `?1` id, `?2` owner, `?3` message count, `?4` now, then the messages: `?5` the batch
+/// ([`APPEND_TURN`]), or `?5` to `?16` the columns of a pair ([`APPEND_PAIR`]).
+macro_rules! append_turn {
+    ($($rows:tt)+) => {
+        concat!(
+            "SAVEPOINT turn;
 INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
-SELECT c.id, c.next_sequence + batch.key, ?4, ",
-    message_columns!("?5"),
-    ", conversations AS c WHERE c.id = ?1 AND c.owner = ?2;
+SELECT c.id, c.next_sequence + batch.key, ?4, batch.role, batch.message, batch.text,
+       batch.reasoning, batch.events, batch.metadata
+FROM conversations AS c, ",
+            $($rows)+,
+            " WHERE c.id = ?1 AND c.owner = ?2;
 UPDATE conversations
 SET message_count = message_count + ?3, next_sequence = next_sequence + ?3, updated_at = ?4
 WHERE id = ?1 AND owner = ?2
 RETURNING next_sequence - ?3 AS first_sequence;
 RELEASE turn"
-);
+        )
+    };
+}
+
+const APPEND_TURN: &str = append_turn!(message_json!("?5"));
+
+const APPEND_PAIR: &str = append_turn!(message_pair!(
+    "?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16"
+));
 
 /// The first turn of a conversation: `CREATE_WITH_MESSAGES` inside the savepoint of
-/// [`APPEND_TURN`].
+/// [`APPEND_TURN`]: `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6`
+/// metadata, then `?7` the batch ([`CREATE_TURN`]) or `?7` to `?18` the columns of a
+/// pair ([`CREATE_PAIR`]).
 const CREATE_TURN: &str = concat!(
     "SAVEPOINT turn;\n",
-    create_with_messages!(),
+    create_with_messages!(message_json!("?7")),
+    ";\nRELEASE turn"
+);
+
+const CREATE_PAIR: &str = concat!(
+    "SAVEPOINT turn;\n",
+    create_with_messages!(message_pair!(
+        "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16", "?17", "?18"
+    )),
     ";\nRELEASE turn"
 );
 
@@ -331,8 +356,7 @@ pub(super) struct TurnRows {
     pub(super) create: bool,
     pub(super) title: Option<String>,
     pub(super) count: i64,
-    /// The messages, from [`message_rows_json`](crate::store::batch::message_rows_json).
-    pub(super) rows: String,
+    pub(super) rows: SqliteBatch,
 }
 
 /// Writes one turn of a batch inside `tx`. The outer error is the batch's: its
@@ -343,27 +367,35 @@ pub(super) async fn write_turn(
     turn: &TurnRows,
     now: &str,
 ) -> Result<Result<i64, StoreError>, StoreError> {
-    let written = if turn.create {
-        sqlx::query(CREATE_TURN)
-            .bind(turn.id)
-            .bind(&turn.owner)
+    let statement = match (turn.create, &turn.rows) {
+        (true, SqliteBatch::Pair(_)) => CREATE_PAIR,
+        (true, SqliteBatch::Json(_)) => CREATE_TURN,
+        (false, SqliteBatch::Pair(_)) => APPEND_PAIR,
+        (false, SqliteBatch::Json(_)) => APPEND_TURN,
+    };
+    let query = sqlx::query(statement).bind(turn.id).bind(&turn.owner);
+    let query = if turn.create {
+        query
             .bind(turn.title.as_deref())
             .bind(now)
             .bind(turn.count)
             .bind(Json(Metadata::new()))
-            .bind(&turn.rows)
-            .fetch_all(&mut *tx)
-            .await
     } else {
-        sqlx::query(APPEND_TURN)
-            .bind(turn.id)
-            .bind(&turn.owner)
-            .bind(turn.count)
-            .bind(now)
-            .bind(&turn.rows)
-            .fetch_all(&mut *tx)
-            .await
+        query.bind(turn.count).bind(now)
     };
+    let query = match &turn.rows {
+        SqliteBatch::Json(rows) => query.bind(rows.as_str()),
+        SqliteBatch::Pair(pair) => pair.iter().fold(query, |query, message| {
+            query
+                .bind(message.role.as_str())
+                .bind(message.message.as_str())
+                .bind(message.text.as_deref())
+                .bind(message.reasoning.as_deref())
+                .bind(message.events.as_deref())
+                .bind(message.metadata.as_str())
+        }),
+    };
+    let written = query.fetch_all(&mut *tx).await;
     let rows = match written {
         Ok(rows) => rows,
         Err(error) => {
