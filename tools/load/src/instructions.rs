@@ -150,7 +150,9 @@ pub async fn run(
     // The floor of each backend whose turns were counted, unless a case failed.
     let mut floors = BTreeMap::new();
     for stack in [Stack::Sqlite, Stack::Postgres] {
-        let counted = counts.keys().any(|case| case.stack == stack && !case.system);
+        let counted = counts
+            .keys()
+            .any(|case| case.stack == stack && !case.system);
         if failure.is_some() || !counted {
             continue;
         }
@@ -294,7 +296,9 @@ async fn floor_per_turn(proxy: &Path, work: &Path, stack: Stack, url: &str) -> R
         .await
         .map_err(|e| format!("upstream: {e}"))?;
     let mut migrating = Proxy::start(proxy, upstream.addr, &["--database-url", url])?;
-    Clients::new(&migrating).chat(None, chat_body(false)).await?;
+    Clients::new(&migrating)
+        .chat(None, chat_body(false))
+        .await?;
     migrating.stop(STOP_PATIENCE);
     let run = |turns: usize| {
         let out = work.join(format!("callgrind.{}.out", Uuid::now_v7().simple()));
