@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tower_conversations::store::{
     ConversationStore, ConversationUpdate, ListQuery, MessageQuery, Metadata, NewConversation,
-    NewMessage, Order, StoreError, TurnTarget,
+    NewMessage, Order, StoreError, TurnStore, TurnTarget,
 };
 use uuid::Uuid;
 
@@ -868,6 +868,85 @@ async fn turns_sent_together(
         outcomes.push(task.await.unwrap());
     }
     outcomes
+}
+
+/// Writes run on a connection of the store's own, kept from write to write: a pool of
+/// one connection, held by a reader, does not keep a turn or a management write waiting.
+#[tokio::test]
+async fn sqlite_writes_need_none_of_the_pools_connections() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let db = TestDb::sqlite().await;
+    let options: SqliteConnectOptions = db.url.parse().unwrap();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store: Arc<dyn ConversationStore> = Arc::new(pool.clone());
+    let reading = pool.acquire().await.unwrap();
+    let written = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let id = Uuid::now_v7();
+        store
+            .append_turn("", id, TurnTarget::NewConversation, &turn("q", "a"))
+            .await?;
+        store.delete("", id).await
+    })
+    .await;
+    assert!(
+        matches!(written, Ok(Ok(()))),
+        "a write waited for the pool's only connection: {written:?}"
+    );
+    drop(reading);
+    assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 0);
+}
+
+/// The store's own connection goes with the pool it was opened for: once that pool is
+/// closed its writes fail, as a closed pool's always did, and a new pool on the same
+/// file writes through a connection of its own.
+#[tokio::test]
+async fn sqlite_a_closed_pool_writes_nothing_and_the_next_pool_on_its_file_writes_on() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let db = TestDb::sqlite().await;
+    let options: SqliteConnectOptions = db.url.parse().unwrap();
+    let open = || {
+        SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone())
+    };
+    let first = open().await.unwrap();
+    first
+        .append_turn(
+            "",
+            Uuid::now_v7(),
+            TurnTarget::NewConversation,
+            &turn("one", "a"),
+        )
+        .await
+        .unwrap();
+    first.close().await;
+    let refused = first
+        .append_turn(
+            "",
+            Uuid::now_v7(),
+            TurnTarget::NewConversation,
+            &turn("two", "a"),
+        )
+        .await;
+    assert!(refused.is_err(), "a closed pool wrote: {refused:?}");
+
+    let second = open().await.unwrap();
+    second
+        .append_turn(
+            "",
+            Uuid::now_v7(),
+            TurnTarget::NewConversation,
+            &turn("three", "a"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 2);
+    let found = second.list("", &search("three")).await.unwrap();
+    assert_eq!(found.total, 1);
 }
 
 /// Turns that wait for the database file together are committed together: one

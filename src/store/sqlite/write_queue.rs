@@ -14,8 +14,14 @@
 //! Turns of one conversation are written in the order they joined. The full-text index
 //! is fed after the batch, at most every 200 ms (see [`search_index`](super::search_index)).
 //!
+//! Writes of one process also go through one connection of their own, kept from write
+//! to write (see [`Writes`]): SQLite drops a connection's page cache whenever another
+//! connection wrote the file since its last transaction, so with the pool handing its
+//! connections out in turn, every write read again each page it touched.
+//!
 //! Queues are kept per file name. A database private to each connection (`:memory:`
-//! or the empty name) is not one file, so its turns are written one by one.
+//! or the empty name) is not one file, so its turns are written one by one, on the
+//! caller's pool.
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -24,10 +30,12 @@ use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Poll;
+use std::time::Duration;
 
 use std::ops::{Deref, DerefMut};
 
 use chrono::Utc;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::types::Json;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{OwnedMutexGuard, oneshot};
@@ -102,12 +110,83 @@ const ROLLBACK_TURN: &str = "ROLLBACK TO turn; RELEASE turn";
 struct FileQueue {
     /// Held by the one writer of this process.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// The connection the writer writes on.
+    writes: Mutex<Writes>,
     /// Turns waiting for a writer to take them, in the order they came.
     waiting: Mutex<Vec<QueuedTurn>>,
     /// The number of the next turn to join the list.
     next_ticket: AtomicU64,
     /// When its writers last fed the full-text index.
     indexing: Indexing,
+}
+
+/// The pool of one connection that a file's writes in this process go through, so that
+/// the connection's page cache stays valid from one write to the next: the pages a turn
+/// touches (a conversation's row and index entries, its messages) are read from the
+/// file once, not again by each write (about 55,000 instructions of a SQLite turn; see
+/// `docs/performance.md`).
+///
+/// It is opened from the caller's pool's connect options (its `after_connect` hook, if
+/// it has one, does not run on it), in addition to that pool's connections, closes
+/// after [`WRITER_IDLE`] without writes, and is given up when that pool closes or is
+/// dropped, or when the runtime it was opened on ends.
+#[derive(Default)]
+struct Writes {
+    pool: Option<SqlitePool>,
+    /// Which pool this is, for the task that gives it up.
+    generation: u64,
+}
+
+/// How long the writer's connection stays open without writes.
+const WRITER_IDLE: Duration = Duration::from_secs(60);
+
+/// The pool `pool`'s writes go through: the file's writer pool, opened when there is
+/// none (or it was closed), or `pool` itself for a database private to each connection
+/// and for a closed pool (whose writes fail as they always did).
+fn writes_pool(pool: &SqlitePool, queue: &Arc<FileQueue>) -> SqlitePool {
+    if pool.is_closed() || is_private(pool.connect_options().get_filename()) {
+        return pool.clone();
+    }
+    let mut writes = lock(&queue.writes);
+    if let Some(writer) = writes.pool.as_ref().filter(|writer| !writer.is_closed()) {
+        return writer.clone();
+    }
+    // The connection lives in this process and cannot go stale: no ping before each use.
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .idle_timeout(WRITER_IDLE)
+        .test_before_acquire(false)
+        .connect_lazy_with(SqliteConnectOptions::clone(&pool.connect_options()));
+    writes.generation += 1;
+    writes.pool = Some(writer.clone());
+    let give_up = GiveUp {
+        queue: queue.clone(),
+        generation: writes.generation,
+    };
+    let closed = pool.close_event();
+    tokio::spawn(async move {
+        let _give_up = give_up;
+        closed.await;
+    });
+    writer
+}
+
+/// Drops the writer pool of one generation when the caller's pool closes, or when the
+/// runtime drops the task waiting for that.
+struct GiveUp {
+    queue: Arc<FileQueue>,
+    generation: u64,
+}
+
+impl Drop for GiveUp {
+    fn drop(&mut self) {
+        let mut writes = lock(&self.queue.writes);
+        if writes.generation == self.generation {
+            // The pool closes its connection once the last write holding it ends.
+            writes.pool = None;
+        }
+    }
 }
 
 /// A turn on the list, with the way back to the caller that waits for it.
@@ -159,12 +238,9 @@ pub(super) struct QueuedWrite {
 /// Waits for this process's turn to write to the pool's database file, then begins a
 /// transaction that holds SQLite's write lock from the start.
 pub(super) async fn begin_write(pool: &SqlitePool) -> Result<QueuedWrite, StoreError> {
-    let writing = file_queue(pool.connect_options().get_filename())
-        .writer
-        .clone()
-        .lock_owned()
-        .await;
-    let tx = pool.begin_with(BEGIN_WRITE).await?;
+    let queue = file_queue(pool.connect_options().get_filename());
+    let writing = queue.writer.clone().lock_owned().await;
+    let tx = writes_pool(pool, &queue).begin_with(BEGIN_WRITE).await?;
     Ok(QueuedWrite {
         tx,
         _writing: writing,
@@ -199,7 +275,7 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
     let queue = file_queue(options.get_filename());
     if is_private(options.get_filename()) {
         let writing = queue.writer.clone().lock_owned().await;
-        let outcome = write_batch(pool, vec![turn])
+        let outcome = write_batch(pool, &queue, vec![turn])
             .await
             .pop()
             .unwrap_or_else(|| Err(abandoned()));
@@ -256,13 +332,13 @@ async fn writer_or_outcome(
 
 /// Takes every turn on the list, writes them as one batch and answers their callers.
 /// Only the file's writer calls this.
-async fn write_waiting_turns(pool: &SqlitePool, queue: &FileQueue) {
+async fn write_waiting_turns(pool: &SqlitePool, queue: &Arc<FileQueue>) {
     let batch = std::mem::take(&mut *lock(&queue.waiting));
     let (turns, callers): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|queued| (queued.turn, queued.written))
         .unzip();
-    let outcomes = write_batch(pool, turns).await;
+    let outcomes = write_batch(pool, queue, turns).await;
     for (caller, outcome) in callers.into_iter().zip(outcomes) {
         // A caller that stopped waiting (its future dropped) needs no answer.
         let _ = caller.send(outcome);
@@ -275,11 +351,11 @@ async fn write_waiting_turns(pool: &SqlitePool, queue: &FileQueue) {
 /// the writer's own included, have their answers without waiting for it (see
 /// [`search_index`](super::search_index)). A failure only leaves the messages pending,
 /// for the next time or the next search.
-fn index_if_due(pool: &SqlitePool, queue: &FileQueue, writing: OwnedMutexGuard<()>) {
+fn index_if_due(pool: &SqlitePool, queue: &Arc<FileQueue>, writing: OwnedMutexGuard<()>) {
     if !queue.indexing.due() {
         return;
     }
-    let pool = pool.clone();
+    let pool = writes_pool(pool, queue);
     tokio::spawn(async move {
         let _writing = writing;
         if let Err(error) = index_pending(&pool).await {
@@ -295,9 +371,13 @@ fn is_private(file: &Path) -> bool {
 
 /// Writes the turns in one transaction and returns each one's outcome, in order. When
 /// the transaction itself fails, every turn fails with it: none of them is stored.
-async fn write_batch(pool: &SqlitePool, turns: Vec<TurnRows>) -> Vec<Result<i64, StoreError>> {
+async fn write_batch(
+    pool: &SqlitePool,
+    queue: &Arc<FileQueue>,
+    turns: Vec<TurnRows>,
+) -> Vec<Result<i64, StoreError>> {
     let count = turns.len();
-    match write_in_one_transaction(pool, &turns).await {
+    match write_in_one_transaction(&writes_pool(pool, queue), &turns).await {
         Ok(outcomes) => outcomes,
         Err(error) => fan_out(error, count),
     }
