@@ -110,7 +110,6 @@ pub async fn run(
     let work = std::env::temp_dir().join(format!("tc_instructions_{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let stripped = strip(binary, &work)?;
-    let sqlite_file = work.join("conversations.db");
     let postgres = crate::postgres_database(database_url).await;
 
     let wanted: Vec<Case> = cases()
@@ -127,7 +126,13 @@ pub async fn run(
             (Stack::Passthrough, _) => vec!["--passthrough".to_owned()],
             (Stack::Sqlite, _) => vec![
                 "--database-url".to_owned(),
-                format!("sqlite://{}", sqlite_file.display()),
+                // A file of its own for each case: the runs of a case leave work behind
+                // (a write-ahead log to check point at exit) that the next case's runs would
+                // otherwise count, once in one run of the pair and not in the other.
+                format!(
+                    "sqlite://{}",
+                    work.join(format!("{}.db", slug(&case.name()))).display()
+                ),
             ],
             (Stack::Postgres, Ok((_, url, _))) => vec!["--database-url".to_owned(), url.clone()],
             (Stack::Postgres, Err(error)) => {
@@ -383,16 +388,19 @@ async fn sequentially(proxy: &Proxy, body: &Bytes, requests: usize) -> Result<()
 /// `callgrind_annotate`, or removes it.
 fn keep_or_remove(out: &Path, name: &str, requests: usize) {
     if let Some(keep) = std::env::var_os("INSTRUCTIONS_KEEP") {
-        let name: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let kept = Path::new(&keep).join(format!("{name}.{requests}.callgrind"));
+        let kept = Path::new(&keep).join(format!("{}.{requests}.callgrind", slug(name)));
         if std::fs::create_dir_all(&keep).is_ok() && std::fs::copy(out, &kept).is_ok() {
             eprintln!("kept {}", kept.display());
         }
     }
     let _ = std::fs::remove_file(out);
+}
+
+/// `name` with every character but ASCII letters and digits made a `-`, for a file name.
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
 }
 
 /// The `totals:` (or, in older files, `summary:`) line of a callgrind output file.
