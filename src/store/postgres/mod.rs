@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use sqlx::postgres::PgArguments;
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row};
@@ -280,7 +280,7 @@ impl ConversationStore for PgPool {
         conversation: &NewConversation,
     ) -> Result<Conversation, StoreError> {
         let title = title_of(conversation);
-        insert_conversation(
+        let row = insert_conversation(
             self,
             owner,
             Uuid::now_v7(),
@@ -288,7 +288,8 @@ impl ConversationStore for PgPool {
             &conversation.metadata,
             &conversation.messages,
         )
-        .await
+        .await?;
+        Reader::<Postgres>::conversation(&row)
     }
 
     async fn list(&self, owner: &str, query: &ListQuery) -> Result<ConversationList, StoreError> {
@@ -558,7 +559,8 @@ async fn delete_messages(tx: &mut Session, id: Uuid) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates a conversation with its messages (the [`CREATE`] statement).
+/// Creates a conversation with its messages (the [`CREATE`] statement) and returns its
+/// row; a turn has no use for it, so only [`ConversationStore::create`] decodes it.
 async fn insert_conversation(
     pool: &PgPool,
     owner: &str,
@@ -566,7 +568,7 @@ async fn insert_conversation(
     title: Option<&str>,
     metadata: &Metadata,
     messages: &[NewMessage],
-) -> Result<Conversation, StoreError> {
+) -> Result<PgRow, StoreError> {
     let mut session = Session::statement(pool).await?;
     let row = bind_columns(
         session
@@ -581,7 +583,7 @@ async fn insert_conversation(
     .fetch_one(session.connection())
     .await?;
     session.commit().await?;
-    Reader::<Postgres>::conversation(&row)
+    Ok(row)
 }
 
 /// Binds the six column arrays an `unnest` of messages reads, in its order.
