@@ -100,6 +100,12 @@ fn plain_ascii_run(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
+/// The key by which serde_json (with its `raw_value` feature, which the crate uses)
+/// marks a raw value: an object holding it is not read as a map, and one whose value
+/// is not a string fails to parse. Any object with it goes to the parse. (Found by the
+/// `request_scan` fuzz target.)
+const RAW_VALUE_KEY: &[u8] = b"$serde_json::private::RawValue";
+
 /// Nesting deeper than this goes to the parse: serde refuses a message nested past 128
 /// levels, and requests never come near this.
 const MAX_DEPTH: u32 = 32;
@@ -183,7 +189,7 @@ impl<'a> Scanner<'a> {
         }
         loop {
             let (key, escaped) = self.string()?;
-            if escaped {
+            if escaped || key == RAW_VALUE_KEY {
                 return None;
             }
             self.whitespace();
@@ -418,6 +424,16 @@ mod tests {
             Some(false)
         );
         assert!(scan_agrees_with_parse(developer) && scan_agrees_with_parse(neither));
+    }
+
+    #[test]
+    fn serde_jsons_raw_value_key_is_left_to_the_parse() {
+        let inside =
+            br#"{"messages":[{"role":"system","x":[{"$serde_json::private::RawValue":[]}]}]}"#;
+        let elsewhere = br#"{"messages":[{"role":"user"}],"$serde_json::private::RawValue":1}"#;
+        assert_eq!(scan_chat_request(inside), None);
+        assert_eq!(scan_chat_request(elsewhere), None);
+        assert!(super::super::parse_chat_request(inside).is_none());
     }
 
     #[test]
