@@ -118,7 +118,7 @@ async fn turn(
         count: message_count(messages),
         rows: SqliteBatch::new(messages)?,
     };
-    write_turn(tx, &rows, now).await?
+    write_turn(tx, rows, now).await?
 }
 
 pub(super) async fn read(

@@ -377,7 +377,7 @@ async fn write_batch(
     turns: Vec<TurnRows>,
 ) -> Vec<Result<i64, StoreError>> {
     let count = turns.len();
-    match write_in_one_transaction(&writes_pool(pool, queue), &turns).await {
+    match write_in_one_transaction(&writes_pool(pool, queue), turns).await {
         Ok(outcomes) => outcomes,
         Err(error) => fan_out(error, count),
     }
@@ -385,7 +385,7 @@ async fn write_batch(
 
 async fn write_in_one_transaction(
     pool: &SqlitePool,
-    turns: &[TurnRows],
+    turns: Vec<TurnRows>,
 ) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     let now = timestamp();
@@ -444,35 +444,45 @@ pub(super) struct TurnRows {
 /// were rolled back.
 pub(super) async fn write_turn(
     tx: &mut SqliteConnection,
-    turn: &TurnRows,
+    turn: TurnRows,
     now: &str,
 ) -> Result<Result<i64, StoreError>, StoreError> {
-    let statement = match (turn.create, &turn.rows) {
+    // The rows are taken by value: sqlx copies every borrowed string it binds, and
+    // moves an owned one.
+    let TurnRows {
+        owner,
+        id,
+        create,
+        title,
+        count,
+        rows,
+    } = turn;
+    let statement = match (create, &rows) {
         (true, SqliteBatch::Pair(_)) => CREATE_PAIR,
         (true, SqliteBatch::Json(_)) => CREATE_TURN,
         (false, SqliteBatch::Pair(_)) => APPEND_PAIR,
         (false, SqliteBatch::Json(_)) => APPEND_TURN,
     };
-    let query = sqlx::query(statement).bind(turn.id).bind(&turn.owner);
-    let query = if turn.create {
+    let query = sqlx::query(statement).bind(id).bind(owner);
+    let query = if create {
         query
-            .bind(turn.title.as_deref())
+            .bind(title)
             .bind(now)
-            .bind(turn.count)
+            .bind(count)
             .bind(Json(Metadata::new()))
     } else {
-        query.bind(turn.count).bind(now)
+        query.bind(count).bind(now)
     };
-    let query = match &turn.rows {
-        SqliteBatch::Json(rows) => query.bind(rows.as_str()),
-        SqliteBatch::Pair(pair) => pair.iter().fold(query, |query, message| {
+    let query = match rows {
+        SqliteBatch::Json(rows) => query.bind(rows),
+        SqliteBatch::Pair(pair) => (*pair).into_iter().fold(query, |query, message| {
             query
-                .bind(message.role.as_str())
-                .bind(message.message.as_str())
-                .bind(message.text.as_deref())
-                .bind(message.reasoning.as_deref())
-                .bind(message.events.as_deref())
-                .bind(message.metadata.as_str())
+                .bind(message.role)
+                .bind(message.message)
+                .bind(message.text)
+                .bind(message.reasoning)
+                .bind(message.events)
+                .bind(message.metadata)
         }),
     };
     let written = query.fetch_all(&mut *tx).await;
@@ -487,7 +497,7 @@ pub(super) async fn write_turn(
     // end. The first row is the created conversation, or the appended turn's number.
     Ok(match rows.first() {
         None => Err(StoreError::NotFound),
-        Some(_) if turn.create => Ok(0),
+        Some(_) if create => Ok(0),
         Some(row) => row
             .try_get::<i64, _>("first_sequence")
             .map_err(StoreError::from),
