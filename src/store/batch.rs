@@ -5,7 +5,7 @@
 //! SQLite binds the columns of a question and its reply (nearly every turn) one by one,
 //! and takes any other batch as one JSON array of rows, expanded by `json_each`: reading
 //! six fields out of each element re-parsed it for each, which with the escaping of
-//! the message inside it cost a SQLite turn about 100,000 instructions. PostgreSQL
+//! the message inside it cost a SQLite turn about 70,000 instructions. PostgreSQL
 //! takes one array per column, expanded by `unnest`: reading fields out of a `json` value
 //! re-parses (and unescapes, character by character) the whole element for each field,
 //! which profiles of a loaded server showed as a large share of a turn's CPU there.

@@ -127,6 +127,29 @@ backend_tests! {
         assert_eq!(history, sent);
     }
 
+    /// Two messages a turn (bound column by column on SQLite) come back as exactly as
+    /// four at once: reasoning, events, metadata, NUL and all, and searchable.
+    async fn rich_messages_stored_two_a_turn_come_back_exactly_as_sent(db: TestDb) {
+        let store = db.store();
+        let messages = rich_messages();
+        let id = Uuid::now_v7();
+        store.append_turn("", id, TurnTarget::NewConversation, &messages[..2]).await.unwrap();
+        assert_eq!(store.append_turn("", id, TurnTarget::Existing, &messages[2..]).await.unwrap(), 2);
+
+        let detail = store.get("", id).await.unwrap();
+        assert_eq!(detail.messages.len(), messages.len());
+        for (index, (stored, sent)) in detail.messages.iter().zip(&messages).enumerate() {
+            assert_eq!(stored.sequence_number, index as i64);
+            assert_eq!(stored.message, sent.message, "message {index}");
+            assert_eq!(stored.reasoning, sent.reasoning, "reasoning {index}");
+            assert_eq!(stored.reasoning_events, sent.reasoning_events, "events {index}");
+            assert_eq!(stored.metadata, sent.metadata, "metadata {index}");
+        }
+        for word in ["Tōkyō", "quoted"] {
+            assert_eq!(store.list("", &search(word)).await.unwrap().total, 1, "{word}");
+        }
+    }
+
     async fn appended_turns_get_contiguous_sequence_numbers(db: TestDb) {
         let store = db.store();
         let id = conversation_with(&store, "", &[turn("one", "1")]).await;

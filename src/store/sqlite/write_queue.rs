@@ -123,7 +123,7 @@ struct FileQueue {
 /// The pool of one connection that a file's writes in this process go through, so that
 /// the connection's page cache stays valid from one write to the next: the pages a turn
 /// touches (a conversation's row and index entries, its messages) are read from the
-/// file once, not again by each write (about 55,000 instructions of a SQLite turn; see
+/// file once, not again by each write (about 35,000 instructions of a SQLite turn; see
 /// `docs/performance.md`).
 ///
 /// It is opened from the caller's pool's connect options (its `after_connect` hook, if
