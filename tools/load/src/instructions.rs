@@ -3,8 +3,10 @@
 //! the tool's own model, and one client sends it requests one after another over a
 //! keep-alive connection. Each figure is the difference of two runs, of [`FEW`] and
 //! [`MANY`] requests, divided by the difference in requests, counted from after a few
-//! warm-up requests (see [`total`]): shutting down cancels out. Instruction counts repeat to a fraction of
-//! a percent run after run, where CPU time on a shared machine does not.
+//! warm-up requests (see [`total`]): shutting down cancels out. Instruction counts repeat
+//! to a fraction of a percent run after run, where CPU time on a shared machine does not.
+//! Beside the proxy, a floor for each backend: the same rows inserted by the `floor`
+//! program on a held connection (see [`floor_per_turn`]).
 //!
 //! Replies are [`SHORT`] or [`LONG`] typical chunks; the cost per chunk is the slope
 //! between the two, and a fixed cost the rest. The model sends a reply either whole (the
