@@ -29,6 +29,8 @@ const USER: &str = r#"{"role":"user","content":"Tell me something."}"#;
 const REPLY: &str = r#"{"role":"assistant","content":""}"#;
 const REPLY_METADATA: &str = r#"{"model":"m","id":"chatcmpl-1","finish_reason":"stop"}"#;
 const TITLE: &str = "Tell me something.";
+/// A timestamp as the SQLite schema stores them (fixed width, so text order is time order).
+const NOW: &str = "2026-12-03T00:00:00.000000Z";
 const OWNER: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
 /// Without it, each message would also go on the list the full-text index is fed from.
@@ -92,13 +94,12 @@ async fn sqlite(url: &str, turns: usize) -> Result<(), sqlx::Error> {
     let mut connection = SqliteConnection::connect_with(&options).await?;
     connection.execute(DROP_SEARCH_TRIGGER).await?;
     for _ in 0..turns {
-        let now = "2026-12-03T00:00:00.000000Z";
         let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(SQLITE_TURN)
             .bind(Uuid::now_v7())
             .bind(OWNER)
             .bind(TITLE)
-            .bind(now)
+            .bind(NOW)
             .bind(USER)
             .bind(TITLE)
             .bind(REPLY)
