@@ -41,8 +41,7 @@ struct MessageRow<'a> {
 /// position): the one parameter a batch insert binds.
 #[cfg(feature = "sqlite")]
 pub(crate) fn message_rows_json(messages: &[NewMessage]) -> Result<String, StoreError> {
-    // SQLite's FTS5 table is fed the text of every message.
-    let rows = message_rows(messages, |m| Some(searchable_text(m)))?;
+    let rows = message_rows(messages, search_text_always)?;
     serde_json::to_string(&rows).map_err(serialization)
 }
 
@@ -76,7 +75,7 @@ impl SqliteBatch {
             return message_rows_json(messages).map(Self::Json);
         };
         let binds = |message| {
-            let row = message_row(message, &|m: &Value| Some(searchable_text(m)))?;
+            let row = message_row(message, &search_text_always)?;
             MessageBinds::new(row)
         };
         Ok(Self::Pair(Box::new([
@@ -155,6 +154,13 @@ fn search_text_beside(message: &Value) -> Option<String> {
         (Some(Value::String(_)), None | Some(Value::Null)) if !has_nul(message) => None,
         _ => Some(searchable_text(message)),
     }
+}
+
+/// SQLite's search text: always sent, since its FTS5 table is fed the text of every
+/// message.
+#[cfg(feature = "sqlite")]
+fn search_text_always(message: &Value) -> Option<String> {
+    Some(searchable_text(message))
 }
 
 /// The words search indexes: the message's plain text, NUL replaced (PostgreSQL text

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tower_conversations::store::{
-    ConversationStore, ConversationUpdate, ListQuery, MessageQuery, Metadata, NewConversation,
-    NewMessage, Order, StoreError, TurnStore, TurnTarget,
+    ConversationDetail, ConversationStore, ConversationUpdate, ListQuery, MessageQuery, Metadata,
+    NewConversation, NewMessage, Order, StoreError, TurnStore, TurnTarget,
 };
 use uuid::Uuid;
 
@@ -74,6 +74,22 @@ fn rich_messages() -> Vec<NewMessage> {
     vec![question, call, result, answer]
 }
 
+/// Every message of `detail` is the one sent in its place, numbered from 0, with what
+/// was kept beside it.
+fn assert_stored_as_sent(detail: &ConversationDetail, messages: &[NewMessage]) {
+    assert_eq!(detail.messages.len(), messages.len());
+    for (index, (stored, sent)) in detail.messages.iter().zip(messages).enumerate() {
+        assert_eq!(stored.sequence_number, index as i64);
+        assert_eq!(stored.message, sent.message, "message {index}");
+        assert_eq!(stored.reasoning, sent.reasoning, "reasoning {index}");
+        assert_eq!(
+            stored.reasoning_events, sent.reasoning_events,
+            "events {index}"
+        );
+        assert_eq!(stored.metadata, sent.metadata, "metadata {index}");
+    }
+}
+
 backend_tests! {
     async fn the_first_turn_creates_the_conversation_titled_from_the_first_user_message(db: TestDb) {
         let store = db.store();
@@ -113,13 +129,8 @@ backend_tests! {
         store.append_turn("", id, TurnTarget::NewConversation, &messages).await.unwrap();
 
         let detail = store.get("", id).await.unwrap();
-        assert_eq!(detail.messages.len(), messages.len());
-        for (index, (stored, sent)) in detail.messages.iter().zip(&messages).enumerate() {
-            assert_eq!(stored.sequence_number, index as i64);
-            assert_eq!(stored.message, sent.message, "message {index}");
-            assert_eq!(stored.reasoning, sent.reasoning, "reasoning {index}");
-            assert_eq!(stored.reasoning_events, sent.reasoning_events, "events {index}");
-            assert_eq!(stored.metadata, sent.metadata, "metadata {index}");
+        assert_stored_as_sent(&detail, &messages);
+        for stored in &detail.messages {
             assert_eq!(stored.created_at, detail.conversation.updated_at);
         }
         let history = values(store.load_history("", id, None).await.unwrap());
@@ -136,15 +147,7 @@ backend_tests! {
         store.append_turn("", id, TurnTarget::NewConversation, &messages[..2]).await.unwrap();
         assert_eq!(store.append_turn("", id, TurnTarget::Existing, &messages[2..]).await.unwrap(), 2);
 
-        let detail = store.get("", id).await.unwrap();
-        assert_eq!(detail.messages.len(), messages.len());
-        for (index, (stored, sent)) in detail.messages.iter().zip(&messages).enumerate() {
-            assert_eq!(stored.sequence_number, index as i64);
-            assert_eq!(stored.message, sent.message, "message {index}");
-            assert_eq!(stored.reasoning, sent.reasoning, "reasoning {index}");
-            assert_eq!(stored.reasoning_events, sent.reasoning_events, "events {index}");
-            assert_eq!(stored.metadata, sent.metadata, "metadata {index}");
-        }
+        assert_stored_as_sent(&store.get("", id).await.unwrap(), &messages);
         for word in ["Tōkyō", "quoted"] {
             assert_eq!(store.list("", &search(word)).await.unwrap().total, 1, "{word}");
         }
