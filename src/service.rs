@@ -144,7 +144,7 @@ where
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
     let (parts, body) = request.into_parts();
-    let declared = declared_length(&parts.headers);
+    let declared = declared_length(&body);
     let bytes = match read_body(body, declared, config.request_body_limit).await {
         Ok(bytes) => bytes,
         Err(error) => {

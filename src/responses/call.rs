@@ -42,7 +42,7 @@ where
     ResBody::Error: Send,
 {
     let (mut parts, body) = request.into_parts();
-    let declared = declared_length(&parts.headers);
+    let declared = declared_length(&body);
     let bytes = match read_body(body, declared, config.request_body_limit).await {
         Ok(bytes) => bytes,
         Err(error) => return Ok(error.into_response()),
