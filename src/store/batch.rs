@@ -152,7 +152,7 @@ impl<'a> MessageColumns<'a> {
 fn search_text_beside(message: &Value) -> Option<String> {
     match (message.get("content"), message.get("refusal")) {
         (Some(Value::String(_)), None | Some(Value::Null)) if !has_nul(message) => None,
-        _ => Some(searchable_text(message)),
+        _ => Some(search_text(message)),
     }
 }
 
@@ -160,13 +160,13 @@ fn search_text_beside(message: &Value) -> Option<String> {
 /// message.
 #[cfg(feature = "sqlite")]
 fn search_text_always(message: &Value) -> Option<String> {
-    Some(searchable_text(message))
+    Some(search_text(message))
 }
 
-/// The words search indexes: the message's plain text, NUL replaced (PostgreSQL text
-/// cannot hold it, and search has no use for it).
-fn searchable_text(message: &Value) -> String {
-    text_without_nul(&message_text(message)).into_owned()
+/// The words search indexes, for every message stored or rewritten: the message's plain
+/// text, NUL replaced (PostgreSQL text cannot hold it, and search has no use for it).
+pub(crate) fn search_text(message: &Value) -> String {
+    string_without_nul(message_text(message))
 }
 
 /// Each message as the columns of its row, with the search text `text` gives.
@@ -234,6 +234,15 @@ pub(crate) fn text_without_nul(text: &str) -> Cow<'_, str> {
         Cow::Owned(text.replace('\0', " "))
     } else {
         Cow::Borrowed(text)
+    }
+}
+
+/// `text` with every NUL replaced by a space, reusing `text` when it has none.
+pub(crate) fn string_without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', " ")
+    } else {
+        text
     }
 }
 

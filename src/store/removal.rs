@@ -2,7 +2,7 @@
 //! [`crate::items`] from the messages around the item, read under the conversation's
 //! write lock; each backend then deletes and rewrites those rows in the same transaction.
 
-use super::{StoreError, StoredMessage, message_text};
+use super::{StoreError, StoredMessage};
 use crate::items::{ItemId, Removal, SpanMessage, removal};
 
 /// What deleting `item` changes, from the messages around it (the reader's `item_span`):
@@ -22,9 +22,4 @@ pub(crate) fn plan(item: ItemId, span: &[StoredMessage]) -> Result<Removal, Stor
 /// How many messages a removal deletes, as the database counts them.
 pub(crate) fn deleted_count(removal: &Removal) -> Result<i64, StoreError> {
     i64::try_from(removal.deleted.len()).map_err(|e| StoreError::Corrupt(Box::new(e)))
-}
-
-/// The words search indexes for a rewritten message (NUL dropped, as for every message).
-pub(crate) fn search_text(message: &serde_json::Value) -> String {
-    message_text(message).replace('\0', " ")
 }

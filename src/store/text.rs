@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+use super::batch::string_without_nul;
 use super::{NewConversation, NewMessage};
 
 /// Longest title taken from a first user message, in characters.
@@ -10,8 +11,11 @@ const TITLE_CHARS: usize = 80;
 /// The plain text of a message: `content` as a string, or the `text` of its parts,
 /// joined with newlines, then a `refusal`. Tool-call arguments are not searched.
 pub(crate) fn message_text(message: &Value) -> String {
+    let refusal = message.get("refusal").and_then(Value::as_str);
     let mut pieces: Vec<&str> = Vec::new();
     match message.get("content") {
+        // Nearly every message: its text as it is, with no list to join.
+        Some(Value::String(text)) if refusal.is_none() => return text.clone(),
         Some(Value::String(text)) => pieces.push(text),
         Some(Value::Array(parts)) => pieces.extend(
             parts
@@ -20,9 +24,7 @@ pub(crate) fn message_text(message: &Value) -> String {
         ),
         _ => {}
     }
-    if let Some(refusal) = message.get("refusal").and_then(Value::as_str) {
-        pieces.push(refusal);
-    }
+    pieces.extend(refusal);
     pieces.join("\n")
 }
 
@@ -40,19 +42,16 @@ pub(crate) fn title_of(conversation: &NewConversation) -> Option<String> {
 pub(crate) fn title_from(messages: &[NewMessage]) -> Option<String> {
     let first_user = messages.iter().find(|m| m.role() == "user")?;
     // A title goes into a text column, which cannot hold NUL on PostgreSQL.
-    let text = message_text(&first_user.message).replace('\0', " ");
+    let text = string_without_nul(message_text(&first_user.message));
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return None;
     }
-    Some(
-        trimmed
-            .chars()
-            .take(TITLE_CHARS)
-            .collect::<String>()
-            .trim_end()
-            .to_owned(),
-    )
+    let end = trimmed
+        .char_indices()
+        .nth(TITLE_CHARS)
+        .map_or(trimmed.len(), |(at, _)| at);
+    Some(trimmed[..end].trim_end().to_owned())
 }
 
 #[cfg(test)]

@@ -22,10 +22,10 @@ mod session;
 pub use self::distribute::distribute;
 
 use self::session::Session;
-use super::batch::{MessageColumns, message_count};
+use super::batch::{MessageColumns, message_count, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
-use super::removal::{deleted_count, plan, search_text};
+use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,

@@ -16,10 +16,10 @@ use sqlx::types::Json;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::batch::{SqliteBatch, message_count, message_rows_json};
+use super::batch::{SqliteBatch, message_count, message_rows_json, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
 use super::read::Reader;
-use super::removal::{deleted_count, plan, search_text};
+use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
 use super::{
     Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
