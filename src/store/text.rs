@@ -73,6 +73,8 @@ mod tests {
         assert_eq!(message_text(&parts), "a\nb");
         let refusal = json!({"role": "assistant", "content": null, "refusal": "no"});
         assert_eq!(message_text(&refusal), "no");
+        let both = json!({"role": "assistant", "content": "a", "refusal": "no"});
+        assert_eq!(message_text(&both), "a\nno");
     }
 
     #[test]
@@ -85,6 +87,19 @@ mod tests {
         let title = title_from(&messages).expect("a title");
         assert_eq!(title.chars().count(), 80);
         assert!(title.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_title_cut_after_a_space_ends_without_it_and_a_short_one_is_whole() {
+        let cut_at_space = format!("{} and more", "a".repeat(79));
+        let messages = vec![NewMessage::new(
+            json!({"role": "user", "content": cut_at_space}),
+        )];
+        assert_eq!(title_from(&messages), Some("a".repeat(79)));
+        let short = vec![NewMessage::new(
+            json!({"role": "user", "content": " \u{0}hi \n"}),
+        )];
+        assert_eq!(title_from(&short).as_deref(), Some("hi"));
     }
 
     #[test]
