@@ -106,7 +106,10 @@ where
         let path = request.uri().path();
         if self.is_chat_request(&request) {
             let inner = self.take_inner();
-            return ResponseFuture::intercepted(Box::pin(chat(inner, config, request)));
+            // Split here, not in `chat`: a future keeps its arguments beside its locals,
+            // so a request split inside it would be held twice.
+            let (parts, body) = request.into_parts();
+            return ResponseFuture::intercepted(Box::pin(chat(inner, config, parts, body)));
         }
         if request.method() == Method::POST && config.responses_paths.iter().any(|p| p == path) {
             let inner = self.take_inner();
@@ -135,7 +138,8 @@ impl<S> std::fmt::Debug for ConversationService<S> {
 async fn chat<S, ReqBody, ResBody>(
     mut inner: S,
     config: Arc<Config>,
-    request: Request<ReqBody>,
+    parts: http::request::Parts,
+    body: ReqBody,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
@@ -143,7 +147,6 @@ where
     ReqBody::Error: Into<BoxError>,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
-    let (parts, body) = request.into_parts();
     let declared = declared_length(&body);
     let bytes = match read_body(body, declared, config.request_body_limit).await {
         Ok(bytes) => bytes,
