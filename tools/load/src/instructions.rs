@@ -261,8 +261,8 @@ async fn total(
     };
     // Shutdown is not counted either: whether the pool's SQLite connections were closed
     // before the process ended depended on timing (some 90,000 instructions, ±750 a
-    // request). Work a turn leaves for later is: a SQLite search first indexes what
-    // the last turns left pending, as the next index batch would have.
+    // request). Work the turns leave for later still is: on SQLite, a search indexes
+    // what the last turns left pending, as the next index batch would have.
     let sent = match sent {
         Ok(()) if case.stack == Stack::Sqlite && !case.system => search(&proxy).await,
         other => other,
