@@ -395,16 +395,7 @@ async fn floor_per_turn(proxy: &Path, work: &Path, stack: Stack, url: &str) -> R
 async fn sequentially(proxy: &Proxy, body: &Bytes, requests: usize) -> Result<(), String> {
     let authorization = format!("Bearer {}", proxy.key);
     let proxy = proxy.addr;
-    let stream = TcpStream::connect(proxy)
-        .await
-        .map_err(|e| format!("cannot connect to the proxy: {e}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = connect(proxy).await?;
     for _ in 0..requests {
         // Between requests the proxy settles: its connection to the model goes back to
         // its pool (else the next request may open another), and a stored turn's last
@@ -444,17 +435,33 @@ async fn sequentially(proxy: &Proxy, body: &Bytes, requests: usize) -> Result<()
     Ok(())
 }
 
+/// A keep-alive HTTP/1 connection to the proxy at `addr`, its driver spawned.
+async fn connect(
+    addr: std::net::SocketAddr,
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    ),
+    String,
+> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect to the proxy: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok((sender, tokio::spawn(connection)))
+}
+
 /// One search of the stored conversations, which indexes every message still pending.
 async fn search(proxy: &Proxy) -> Result<(), String> {
     let authorization = format!("Bearer {}", proxy.key);
     let proxy = proxy.addr;
-    let stream = TcpStream::connect(proxy)
-        .await
-        .map_err(|e| format!("cannot connect to the proxy: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = connect(proxy).await?;
     let request = Request::get(format!("http://{proxy}/v1/conversations?q=index"))
         .header("host", proxy.to_string())
         .header("authorization", &authorization)
