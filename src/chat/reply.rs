@@ -22,6 +22,10 @@ pub(crate) use self::marker::StorageFailedMarker;
 use self::pattern::Pattern;
 use crate::store::NewMessage;
 
+/// The room a reply's content starts with: a typical reply's text, a few hundred
+/// tokens.
+const CONTENT_START: usize = 1024;
+
 /// Builds the assistant message of a streamed reply from its SSE events' data.
 #[derive(Debug, Default)]
 pub(crate) struct ReplyAssembler {
@@ -84,8 +88,18 @@ impl ReplyAssembler {
         let Some(content) = self.pattern.content(data) else {
             return false;
         };
-        self.content.push_str(&content);
+        self.push_content(&content);
         true
+    }
+
+    /// Appends a chunk's content. The first reserves [`CONTENT_START`] bytes: a reply's
+    /// content arrives a few characters a chunk, and grown by doubling from empty it was
+    /// copied eight times on its way to a typical reply's length.
+    fn push_content(&mut self, content: &str) {
+        if self.content.capacity() == 0 {
+            self.content.reserve(CONTENT_START.max(content.len()));
+        }
+        self.content.push_str(content);
     }
 
     fn read_in_full(&mut self, data: &str) {
@@ -135,7 +149,7 @@ impl ReplyAssembler {
 
     fn add_delta(&mut self, delta: DeltaParts<'_>) {
         if let Some(content) = &delta.content.0 {
-            self.content.push_str(content);
+            self.push_content(content);
         }
         if let Some(refusal) = &delta.refusal.0 {
             self.refusal.push_str(refusal);
