@@ -139,7 +139,29 @@ impl<'a> MessageColumns<'a> {
         }
         Ok(columns)
     }
+
+    /// About the bytes the columns take once bound: their text, a length before each
+    /// value and a header for each array (what a small JSON value adds is left in
+    /// [`BOUND_SLACK`]). Enough room made up front saves sqlx growing its buffer.
+    pub(crate) fn bound_size(&self) -> usize {
+        let texts: usize = self.roles.iter().map(|role| role.len()).sum::<usize>()
+            + self.messages.iter().map(String::len).sum::<usize>()
+            + self.texts.iter().flatten().map(String::len).sum::<usize>()
+            + self
+                .reasoning
+                .iter()
+                .flatten()
+                .map(|text| text.len())
+                .sum::<usize>();
+        // Each array's header, and each of its values' 4-byte length.
+        texts + 6 * (24 + 4 * self.roles.len()) + BOUND_SLACK
+    }
 }
+
+/// What [`MessageColumns::bound_size`] adds for the values it does not measure: JSON
+/// events and metadata (mostly empty), and the statement's few scalar parameters.
+#[cfg(feature = "postgres")]
+const BOUND_SLACK: usize = 256;
 
 /// The text PostgreSQL must be sent beside a message for its search vector, or `None`
 /// when the statement reads it from the message itself (`message ->> 'content'`): then a

@@ -248,14 +248,15 @@ impl TurnStore for PgPool {
             .await?;
             return Ok(0);
         }
+        let columns = MessageColumns::new(messages)?;
         let mut session = Session::statement(self).await?;
         let row = bind_columns(
             session
-                .query(APPEND)
+                .query_sized(APPEND, 3 + COLUMNS, columns.bound_size() + owner.len())
                 .bind(id)
                 .bind(owner)
                 .bind(message_count(messages)),
-            MessageColumns::new(messages)?,
+            columns,
         )
         .fetch_optional(session.connection())
         .await?
@@ -569,22 +570,27 @@ async fn insert_conversation(
     metadata: &Metadata,
     messages: &[NewMessage],
 ) -> Result<PgRow, StoreError> {
+    let columns = MessageColumns::new(messages)?;
     let mut session = Session::statement(pool).await?;
+    let size = columns.bound_size() + owner.len() + title.map_or(0, str::len);
     let row = bind_columns(
         session
-            .query(CREATE)
+            .query_sized(CREATE, 5 + COLUMNS, size)
             .bind(id)
             .bind(owner)
             .bind(title)
             .bind(message_count(messages))
             .bind(Json(metadata)),
-        MessageColumns::new(messages)?,
+        columns,
     )
     .fetch_one(session.connection())
     .await?;
     session.commit().await?;
     Ok(row)
 }
+
+/// How many column arrays [`bind_columns`] binds.
+const COLUMNS: usize = 6;
 
 /// Binds the six column arrays an `unnest` of messages reads, in its order.
 fn bind_columns<'q>(
