@@ -91,21 +91,60 @@ macro_rules! message_pair {
     };
 }
 
-/// The statements that create a conversation with its first messages, read from
-/// `$rows` (one of the two macros above), for [`CREATE_WITH_MESSAGES`] and the turn
-/// statements of [`write_queue`] (spliced in at compile time).
-macro_rules! create_with_messages {
+/// A new conversation's row: `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message
+/// count, `?6` metadata. [`CREATE_WITH_MESSAGES`] adds the `RETURNING` clause its caller
+/// reads; a turn needs none, and SQLite answers `RETURNING` from a temporary table it
+/// opens and closes for the statement.
+macro_rules! insert_conversation {
+    () => {
+        "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count,
+                           next_sequence, metadata)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5, ?6)"
+    };
+}
+
+/// The first messages of conversation `?1`, numbered from 0 and created at `?4`, read
+/// from `$rows` (one of the two macros above).
+///
+/// SQLite writes the rows an `INSERT … SELECT` reads into a temporary table first when
+/// the table has a row trigger, as `messages` has (the search's pending list), so a turn
+/// of two messages inserts each with an `insert_message!` of its own instead.
+macro_rules! insert_messages {
     ($($rows:tt)+) => {
         concat!(
-            "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count,
-                           next_sequence, metadata)
-VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5, ?6)
-RETURNING id, title, created_at, updated_at, message_count, metadata;
-INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
+            "INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
 SELECT ?1, batch.key, ?4, batch.role, batch.message, batch.text, batch.reasoning,
        batch.events, batch.metadata FROM ",
             $($rows)+
+        )
+    };
+}
+
+/// One message of conversation `?1`, created at `?4`, with sequence number `$key`, from
+/// its columns in `message_pair!`'s order: a plain `INSERT … VALUES` (see
+/// `insert_messages!`).
+macro_rules! insert_message {
+    ($key:literal, $role:literal, $message:literal, $text:literal, $reasoning:literal,
+     $events:literal, $metadata:literal) => {
+        concat!(
+            "INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
+                      content_text, reasoning, reasoning_events, metadata)
+VALUES (?1, ",
+            $key,
+            ", ?4, ",
+            $role,
+            ", ",
+            $message,
+            ", ",
+            $text,
+            ", ",
+            $reasoning,
+            ", ",
+            $events,
+            ", ",
+            $metadata,
+            ")"
         )
     };
 }
@@ -123,7 +162,11 @@ use write_queue::{TurnRows, begin_write, timestamp};
 ///
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
 /// the batch.
-const CREATE_WITH_MESSAGES: &str = create_with_messages!(message_json!("?7"));
+const CREATE_WITH_MESSAGES: &str = concat!(
+    insert_conversation!(),
+    "\nRETURNING id, title, created_at, updated_at, message_count, metadata;\n",
+    insert_messages!(message_json!("?7"))
+);
 
 /// `?4` is an FTS5 query made by [`match_expression`]: quoted words, implicitly ANDed.
 const SEARCH: &str = "

@@ -71,8 +71,8 @@ FROM conversations AS c, ",
             " WHERE c.id = ?1 AND c.owner = ?2;
 UPDATE conversations
 SET message_count = message_count + ?3, next_sequence = next_sequence + ?3, updated_at = ?4
-WHERE id = ?1 AND owner = ?2
-RETURNING next_sequence - ?3 AS first_sequence;
+WHERE id = ?1 AND owner = ?2;
+SELECT next_sequence - ?3 AS first_sequence FROM conversations WHERE id = ?1 AND owner = ?2;
 RELEASE turn"
         )
     };
@@ -84,21 +84,28 @@ const APPEND_PAIR: &str = append_turn!(message_pair!(
     "?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16"
 ));
 
-/// The first turn of a conversation: `CREATE_WITH_MESSAGES` inside the savepoint of
+/// The first turn of a conversation: its row and messages as
+/// `CREATE_WITH_MESSAGES` writes them, without the
+/// `RETURNING` clause (a turn reads nothing back), inside the savepoint of
 /// [`APPEND_TURN`]: `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6`
 /// metadata, then `?7` the batch ([`CREATE_TURN`]) or `?7` to `?18` the columns of a
-/// pair ([`CREATE_PAIR`]).
+/// pair ([`CREATE_PAIR`], each message inserted on its own: see
+/// `insert_messages!`).
 const CREATE_TURN: &str = concat!(
     "SAVEPOINT turn;\n",
-    create_with_messages!(message_json!("?7")),
+    insert_conversation!(),
+    ";\n",
+    insert_messages!(message_json!("?7")),
     ";\nRELEASE turn"
 );
 
 const CREATE_PAIR: &str = concat!(
     "SAVEPOINT turn;\n",
-    create_with_messages!(message_pair!(
-        "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16", "?17", "?18"
-    )),
+    insert_conversation!(),
+    ";\n",
+    insert_message!("0", "?7", "?8", "?9", "?10", "?11", "?12"),
+    ";\n",
+    insert_message!("1", "?13", "?14", "?15", "?16", "?17", "?18"),
     ";\nRELEASE turn"
 );
 
@@ -494,10 +501,13 @@ pub(super) async fn write_turn(
         }
     };
     // All rows were fetched, not the first: the call has to step every statement to its
-    // end. The first row is the created conversation, or the appended turn's number.
+    // end. A new conversation's statements return none (an id taken fails them); an
+    // appended turn's, its first number, or none for an unknown conversation.
+    if create {
+        return Ok(Ok(0));
+    }
     Ok(match rows.first() {
         None => Err(StoreError::NotFound),
-        Some(_) if create => Ok(0),
         Some(row) => row
             .try_get::<i64, _>("first_sequence")
             .map_err(StoreError::from),
