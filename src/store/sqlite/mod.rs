@@ -597,6 +597,8 @@ fn match_expression(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
+
     use super::match_expression;
 
     #[test]
@@ -618,5 +620,24 @@ mod tests {
         let now = super::timestamp();
         assert_eq!(now.len(), "2024-01-01T00:00:00.000000Z".len(), "{now}");
         assert!(now.ends_with('Z'));
+    }
+
+    #[test]
+    fn stored_times_are_the_text_the_schema_always_held() {
+        // The pattern the text was first written with: stored times compare as text
+        // against it, so the form can never change.
+        let pattern = "%Y-%m-%dT%H:%M:%S%.6fZ";
+        for (seconds, nanos) in [
+            (0, 0),
+            (1_704_067_200, 5_000),
+            (1_733_333_333, 999_999_999),
+            (253_402_300_799, 123_456_789),
+        ] {
+            let time = DateTime::from_timestamp(seconds, nanos).expect("in range");
+            assert_eq!(
+                super::write_queue::stored_time(time),
+                time.format(pattern).to_string()
+            );
+        }
     }
 }

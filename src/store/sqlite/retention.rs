@@ -8,7 +8,7 @@
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::write_queue::begin_write;
+use super::write_queue::{begin_write, stored_time};
 use crate::store::StoreError;
 use crate::store::retention::{BATCH, Sweep};
 
@@ -27,7 +27,7 @@ const DELETE_MESSAGES: &str = "DELETE FROM messages WHERE conversation_id = ?1";
 pub(super) async fn sweep(pool: &SqlitePool, sweep: Sweep<'_>) -> Result<u64, StoreError> {
     // The schema's text form of a time, so that comparing the text compares the times.
     let before = match sweep {
-        Sweep::IdleSince(before) => before.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        Sweep::IdleSince(before) => stored_time(before),
         Sweep::Owner(_) => String::new(),
     };
     let mut deleted = 0;
