@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use crate::CONVERSATION_ID_HEADER;
+use crate::CONVERSATION_ID;
 use crate::body::{ResponseBody, store_json_reply};
 use crate::turn::PendingTurn;
 
@@ -121,7 +121,7 @@ where
     }
     let (mut parts, body) = response.into_parts();
     if let Ok(value) = HeaderValue::try_from(turn.id.to_string()) {
-        parts.headers.insert(CONVERSATION_ID_HEADER, value);
+        parts.headers.insert(CONVERSATION_ID, value);
     }
     match ReplyKind::of(&parts.headers) {
         ReplyKind::Stream => {

@@ -138,5 +138,11 @@ pub use store::{ConversationStore, StoreError, TurnStore, TurnTarget, migrate};
 /// The header that names a conversation, on requests and on stateful responses.
 pub const CONVERSATION_ID_HEADER: &str = "x-conversation-id";
 
+/// [`CONVERSATION_ID_HEADER`] as a header name, made once: a header looked up, set or
+/// removed by a `&str` name has the name parsed and checked again each time (600
+/// instructions a stateful response).
+pub(crate) const CONVERSATION_ID: http::HeaderName =
+    http::HeaderName::from_static(CONVERSATION_ID_HEADER);
+
 /// Any error a body or a store can end with; the one spelling the crate uses.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use tokio::runtime::Handle;
 use tower_service::Service;
 use tracing::Instrument;
@@ -24,11 +24,7 @@ use crate::request_body::{RequestBody, declared_length, read_body};
 use crate::responses;
 use crate::store::{HistoryMessage, TurnTarget};
 use crate::turn::PendingTurn;
-use crate::{BoxError, CONVERSATION_ID_HEADER};
-
-/// [`CONVERSATION_ID_HEADER`] as a header name, made once: looking a header up by a
-/// `&str` parses and checks the name on every request.
-const CONVERSATION_ID: HeaderName = HeaderName::from_static(CONVERSATION_ID_HEADER);
+use crate::{BoxError, CONVERSATION_ID};
 
 /// The service [`ConversationLayer`](crate::ConversationLayer) wraps around an inner
 /// chat-completions service.

@@ -26,7 +26,7 @@ use crate::config::{Config, DEFAULT_CHAT_PATH};
 use crate::error::ApiError;
 use crate::request_body::{RequestBody, declared_length, read_body};
 use crate::store::NewMessage;
-use crate::{BoxError, CONVERSATION_ID_HEADER};
+use crate::{BoxError, CONVERSATION_ID};
 
 /// Handles one `POST` to a responses path.
 pub(crate) async fn create<S, ReqBody, ResBody>(
@@ -74,7 +74,7 @@ where
     parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static(DEFAULT_CHAT_PATH));
     parts.headers.remove(TRANSFER_ENCODING);
     // State is the request body's here; a header meant for the chat path goes no further.
-    parts.headers.remove(CONVERSATION_ID_HEADER);
+    parts.headers.remove(CONVERSATION_ID);
     parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(chat.len()));
