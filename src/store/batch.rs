@@ -117,6 +117,9 @@ pub(crate) struct MessageColumns<'a> {
 
 #[cfg(feature = "postgres")]
 impl<'a> MessageColumns<'a> {
+    /// How many column arrays there are: one a field.
+    pub(crate) const ARRAYS: usize = 6;
+
     pub(crate) fn new(messages: &'a [NewMessage]) -> Result<Self, StoreError> {
         let rows = message_rows(messages, search_text_beside)?;
         let mut columns = Self {
@@ -154,7 +157,7 @@ impl<'a> MessageColumns<'a> {
                 .map(|text| text.len())
                 .sum::<usize>();
         // Each array's header, and each of its values' 4-byte length.
-        texts + 6 * (24 + 4 * self.roles.len()) + BOUND_SLACK
+        texts + Self::ARRAYS * (24 + 4 * self.roles.len()) + BOUND_SLACK
     }
 }
 

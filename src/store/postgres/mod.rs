@@ -252,7 +252,11 @@ impl TurnStore for PgPool {
         let mut session = Session::statement(self).await?;
         let row = bind_columns(
             session
-                .query_sized(APPEND, 3 + COLUMNS, columns.bound_size() + owner.len())
+                .query_sized(
+                    APPEND,
+                    3 + MessageColumns::ARRAYS,
+                    columns.bound_size() + owner.len(),
+                )
                 .bind(id)
                 .bind(owner)
                 .bind(message_count(messages)),
@@ -575,7 +579,7 @@ async fn insert_conversation(
     let size = columns.bound_size() + owner.len() + title.map_or(0, str::len);
     let row = bind_columns(
         session
-            .query_sized(CREATE, 5 + COLUMNS, size)
+            .query_sized(CREATE, 5 + MessageColumns::ARRAYS, size)
             .bind(id)
             .bind(owner)
             .bind(title)
@@ -588,9 +592,6 @@ async fn insert_conversation(
     session.commit().await?;
     Ok(row)
 }
-
-/// How many column arrays [`bind_columns`] binds.
-const COLUMNS: usize = 6;
 
 /// Binds the six column arrays an `unnest` of messages reads, in its order.
 fn bind_columns<'q>(
