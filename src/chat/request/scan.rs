@@ -544,6 +544,26 @@ mod tests {
     }
 
     #[test]
+    fn a_long_system_prompt_with_escapes_and_other_scripts_is_read_by_the_scan() {
+        let line = r#"Réponds brièvement, \"poliment\" et en français : 日本語も可。\n"#;
+        let prompt = line.repeat(40);
+        let question = "Hello there, how are you today? ".repeat(10) + "Say it.";
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"system","content":"{prompt}"}},{{"role":"user","content":"{question}"}}]}}"#
+        );
+        assert!(scan_agrees_with_parse(body.as_bytes()));
+        let shape = scan_chat_request(body.as_bytes()).expect("scanned");
+        assert!(shape.has_system_message);
+        // A control character deep in a long value, ASCII or not around it, still sends
+        // the body to the parse.
+        for (from, to) in [("Say it", "Say\tit"), ("日本語も可", "日本語\tも可")] {
+            let broken = body.replacen(from, to, 1);
+            assert!(broken.contains('\t'));
+            assert_eq!(scan_chat_request(broken.as_bytes()), None, "{to}");
+        }
+    }
+
+    #[test]
     fn members_outside_the_messages_are_checked_only_for_form() {
         // serde skips them without building their numbers.
         let body = br#"{"temperature":1e400,"stop":"\u00e9\n","messages":[{"role":"user"}],"x":[-0.5E+3,{"a":[true,false,null]}]}"#;
