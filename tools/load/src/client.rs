@@ -72,6 +72,18 @@ pub struct Clients {
     metrics: String,
 }
 
+/// A stateless chat request with a system prompt of about 4 KiB, as applications send
+/// them: forty lines of instructions, each ending in a newline that JSON escapes.
+pub fn long_prompt_body() -> Bytes {
+    let line =
+        "You are the assistant of a weather service: answer briefly, name the forecast you used.\n";
+    let messages = [
+        json!({"role": "system", "content": line.repeat(40)}),
+        json!({"role": "user", "content": "Tell me something."}),
+    ];
+    Bytes::from(json!({"model": "m", "stream": true, "messages": messages}).to_string())
+}
+
 /// The chat request body: one user message, after a system message when `system`.
 pub fn chat_body(system: bool) -> Bytes {
     let mut messages = vec![json!({"role": "user", "content": "Tell me something."})];

@@ -11,8 +11,11 @@
 //! Replies are [`SHORT`] or [`LONG`] typical chunks; the cost per chunk is the slope
 //! between the two, and a fixed cost the rest. The model sends a reply either whole (the
 //! proxy reads it in one or a few frames, as from a file server) or a chunk a frame (as a
-//! model emits tokens). The proxy runs as a user runs it, with a key file and metrics
-//! (see [`Proxy::start`]): every count includes the key check, passthrough's too.
+//! model emits tokens). A stateless request is also counted with a system prompt of
+//! about 4 KiB beside the bench's short one, against passthrough of the same body: the
+//! layer reads and scans a request whole. The proxy runs as a user runs it, with a key
+//! file and metrics (see [`Proxy::start`]): every count includes the key check,
+//! passthrough's too.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -27,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use crate::client::{Clients, chat_body};
+use crate::client::{Clients, chat_body, long_prompt_body};
 use crate::proxy::Proxy;
 use crate::upstream::{DELTA, Framing, Upstream};
 
@@ -65,6 +68,16 @@ struct Case {
     system: bool,
     framing: Framing,
     chunks: usize,
+    prompt: Prompt,
+}
+
+/// How long the request's system message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Prompt {
+    /// A few words, or none without a system message: the bench's own request.
+    Short,
+    /// About 4 KiB, as applications send (see [`long_prompt_body`]).
+    Long,
 }
 
 impl Case {
@@ -79,7 +92,19 @@ impl Case {
             Framing::Whole => "whole reply",
             Framing::PerChunk => "a chunk a frame",
         };
-        format!("{path}, {} chunks, {framing}", self.chunks)
+        let prompt = match self.prompt {
+            Prompt::Short => "",
+            Prompt::Long => ", 4 KiB system prompt",
+        };
+        format!("{path}, {} chunks, {framing}{prompt}", self.chunks)
+    }
+
+    /// The body the client sends.
+    fn body(&self) -> Bytes {
+        match self.prompt {
+            Prompt::Short => chat_body(self.system),
+            Prompt::Long => long_prompt_body(),
+        }
     }
 }
 
@@ -90,6 +115,7 @@ fn cases() -> Vec<Case> {
         system,
         framing,
         chunks,
+        prompt: Prompt::Short,
     };
     let mut cases = Vec::new();
     for framing in [Framing::Whole, Framing::PerChunk] {
@@ -102,6 +128,13 @@ fn cases() -> Vec<Case> {
         cases.push(case(Stack::Sqlite, false, Framing::Whole, chunks));
     }
     cases.push(case(Stack::Sqlite, true, Framing::Whole, SHORT));
+    // A stateless request's cost grows with its body, which the layer reads whole.
+    for stack in [Stack::Passthrough, Stack::Sqlite] {
+        cases.push(Case {
+            prompt: Prompt::Long,
+            ..case(stack, true, Framing::Whole, SHORT)
+        });
+    }
     cases
 }
 
@@ -222,9 +255,7 @@ async fn per_request(
     // A first start outside valgrind runs the migrations, so that both counted runs find
     // the database as it stays.
     let mut proxy = Proxy::start(binary, upstream.addr, &args)?;
-    Clients::new(&proxy)
-        .chat(None, chat_body(case.system))
-        .await?;
+    Clients::new(&proxy).chat(None, case.body()).await?;
     proxy.stop(STOP_PATIENCE);
     let few = total(binary, work, &upstream, case, &args, FEW).await?;
     let many = total(binary, work, &upstream, case, &args, MANY).await?;
@@ -247,7 +278,7 @@ async fn total(
     let out = work.join(format!("callgrind.{}.out", Uuid::now_v7().simple()));
     let launcher = callgrind(&out);
     let mut proxy = Proxy::start_under(&launcher, binary, upstream.addr, args)?;
-    let body = chat_body(case.system);
+    let body = case.body();
     // Start-up is not counted: how many connections a PostgreSQL pool opened while the
     // migrations ran depended on timing, and each TLS handshake is some 1.5 million
     // instructions (±13,000 a request in the difference of two runs). A few requests
@@ -515,16 +546,19 @@ fn totals(text: &str) -> Option<u64> {
 
 /// The figures, from the per-request counts of the cases that ran.
 fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String {
-    let get = |stack, system, framing, chunks| {
+    let get_with = |stack, system, framing, chunks, prompt| {
         counts
             .get(&Case {
                 stack,
                 system,
                 framing,
                 chunks,
+                prompt,
             })
             .copied()
     };
+    let get =
+        |stack, system, framing, chunks| get_with(stack, system, framing, chunks, Prompt::Short);
     let spread = (LONG - SHORT) as f64;
     let slope = |stack, framing| {
         Some((get(stack, false, framing, LONG)? - get(stack, false, framing, SHORT)?) / spread)
@@ -541,11 +575,15 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
     let stateless = get(Stack::Sqlite, true, Framing::Whole, SHORT)
         .zip(get(Stack::Passthrough, false, Framing::Whole, SHORT))
         .map(|(stateless, passthrough)| stateless / passthrough);
+    let long_prompt = |stack| get_with(stack, true, Framing::Whole, SHORT, Prompt::Long);
+    let stateless_long = long_prompt(Stack::Sqlite)
+        .zip(long_prompt(Stack::Passthrough))
+        .map(|(stateless, passthrough)| stateless / passthrough);
 
     let floor = |stack| floors.get(&stack).copied();
     let over_floor = |stack| Some(fixed(stack, Framing::Whole)? / floor(stack)?);
 
-    let rows: [(String, Option<f64>, &str); 13] = [
+    let rows: [(String, Option<f64>, &str); 14] = [
         (
             format!("passthrough, {SHORT}-chunk reply, whole"),
             get(Stack::Passthrough, false, Framing::Whole, SHORT),
@@ -594,6 +632,11 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
         (
             format!("stateless through the layer / passthrough, {SHORT} chunks"),
             stateless,
+            "ratio",
+        ),
+        (
+            "stateless through the layer / passthrough, 4 KiB system prompt".to_owned(),
+            stateless_long,
             "ratio",
         ),
         (
@@ -652,6 +695,33 @@ mod tests {
     }
 
     #[test]
+    fn the_long_prompt_ratio_reads_the_two_long_prompt_cases() {
+        let case = |stack, prompt| Case {
+            stack,
+            system: true,
+            framing: Framing::Whole,
+            chunks: SHORT,
+            prompt,
+        };
+        let counts = BTreeMap::from([
+            (case(Stack::Passthrough, Prompt::Long), 80_000.0),
+            (case(Stack::Sqlite, Prompt::Long), 84_000.0),
+            (case(Stack::Sqlite, Prompt::Short), 99_000.0),
+        ]);
+        let table = table(&counts, &BTreeMap::new());
+        assert!(
+            table.contains(
+                "| stateless through the layer / passthrough, 4 KiB system prompt | 1.050 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("| passthrough, 68 chunks, whole reply, 4 KiB system prompt | 80000 |"),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn the_per_chunk_and_fixed_figures_come_from_the_two_reply_lengths() {
         let mut counts = BTreeMap::new();
         let mut put = |stack, chunks: usize, fixed: f64, per_chunk: f64| {
@@ -660,6 +730,7 @@ mod tests {
                 system: false,
                 framing: Framing::Whole,
                 chunks,
+                prompt: Prompt::Short,
             };
             counts.insert(case, fixed + per_chunk * chunks as f64);
         };
