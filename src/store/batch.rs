@@ -262,13 +262,12 @@ pub(crate) fn text_without_nul(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// `text` with every NUL replaced by a space, reusing `text` when it has none.
+/// [`text_without_nul`] for an owned `text`, kept as it is when it has no NUL.
 pub(crate) fn string_without_nul(text: String) -> String {
-    if text.contains('\0') {
-        text.replace('\0', " ")
-    } else {
-        text
+    if let Cow::Owned(replaced) = text_without_nul(&text) {
+        return replaced;
     }
+    text
 }
 
 /// Whether a string or key anywhere in `value` holds NUL.

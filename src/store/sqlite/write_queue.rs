@@ -84,12 +84,11 @@ const APPEND_PAIR: &str = append_turn!(message_pair!(
     "?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16"
 ));
 
-/// The first turn of a conversation: its row and messages as
-/// `CREATE_WITH_MESSAGES` writes them, without the
-/// `RETURNING` clause (a turn reads nothing back), inside the savepoint of
-/// [`APPEND_TURN`]: `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6`
-/// metadata, then `?7` the batch ([`CREATE_TURN`]) or `?7` to `?18` the columns of a
-/// pair ([`CREATE_PAIR`], each message inserted on its own: see
+/// The first turn of a conversation: its row and messages as `CREATE_WITH_MESSAGES`
+/// writes them, without the `RETURNING` clause (a turn reads nothing back), inside the
+/// savepoint of [`APPEND_TURN`]: `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message
+/// count, `?6` metadata, then `?7` the batch ([`CREATE_TURN`]) or `?7` to `?18` the
+/// columns of a pair ([`CREATE_PAIR`], each message inserted on its own: see
 /// `insert_messages!`).
 const CREATE_TURN: &str = concat!(
     "SAVEPOINT turn;\n",
