@@ -27,22 +27,18 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 use tokio::net::TcpListener;
 use tower_conversations::{ApiError, DEFAULT_STORAGE_TIMEOUT};
 
 use crate::database::Pool;
-use crate::owner::bearer_token;
-
-/// A SHA-256 digest: what the key file's entries become, and what a token is hashed to.
-type Digest32 = [u8; 32];
+use crate::owner::{TokenDigest, bearer_token};
 
 /// The keys a key file allows, as digests, so that the proxy compares no key itself.
 #[derive(Debug)]
 pub struct KeyFile {
     path: PathBuf,
-    digests: RwLock<Arc<Vec<Digest32>>>,
+    digests: RwLock<Arc<Vec<TokenDigest>>>,
 }
 
 impl KeyFile {
@@ -64,7 +60,7 @@ impl KeyFile {
         &self.path
     }
 
-    fn current(&self) -> Arc<Vec<Digest32>> {
+    fn current(&self) -> Arc<Vec<TokenDigest>> {
         self.digests
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -82,15 +78,15 @@ impl KeyFile {
         Ok(count)
     }
 
-    /// Whether `token` is one of the keys. Every entry is compared, in constant time, so
-    /// how long the answer takes says nothing about how close a guess came.
-    fn allows(&self, token: &str) -> bool {
-        let presented: Digest32 = Sha256::digest(token.as_bytes()).into();
+    /// Whether the token hashed to `presented` is one of the keys. Every entry is
+    /// compared, in constant time, so how long the answer takes says nothing about how
+    /// close a guess came.
+    fn allows(&self, presented: &TokenDigest) -> bool {
         let found = self
             .current()
             .iter()
             .fold(Choice::from(0), |found, digest| {
-                found | digest.ct_eq(&presented)
+                found | digest.0.ct_eq(&presented.0)
             });
         found.into()
     }
@@ -100,14 +96,14 @@ impl KeyFile {
 /// comment, blank lines are skipped. An entry of 64 hex digits is the SHA-256 of a key;
 /// any other entry is a key. A file with no entry is refused: it would shut every client
 /// out, which is more likely a mistake than a wish.
-fn read_keys(path: &Path) -> Result<Vec<Digest32>, BoxError> {
+fn read_keys(path: &Path) -> Result<Vec<TokenDigest>, BoxError> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read the API key file {}: {error}", path.display()))?;
-    let digests: Vec<Digest32> = text
+    let digests: Vec<TokenDigest> = text
         .lines()
         .map(|line| line.split('#').next().unwrap_or("").trim())
         .filter(|entry| !entry.is_empty())
-        .map(|entry| sha256_hex(entry).unwrap_or_else(|| Sha256::digest(entry).into()))
+        .map(|entry| sha256_hex(entry).unwrap_or_else(|| TokenDigest::of(entry)))
         .collect();
     if digests.is_empty() {
         return Err(format!("the API key file {} lists no key", path.display()).into());
@@ -116,7 +112,7 @@ fn read_keys(path: &Path) -> Result<Vec<Digest32>, BoxError> {
 }
 
 /// The digest a line of 64 hex digits spells.
-fn sha256_hex(entry: &str) -> Option<Digest32> {
+fn sha256_hex(entry: &str) -> Option<TokenDigest> {
     if entry.len() != 64 || !entry.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -125,7 +121,7 @@ fn sha256_hex(entry: &str) -> Option<Digest32> {
         let pair = std::str::from_utf8(pair).ok()?;
         *byte = u8::from_str_radix(pair, 16).ok()?;
     }
-    Some(digest)
+    Some(TokenDigest(digest))
 }
 
 /// Who may use the proxy.
@@ -139,12 +135,19 @@ pub enum Access {
 }
 
 impl Access {
-    /// Whether `request` may go on; the `401` it gets when not.
-    fn check(&self, request: &Request) -> Result<(), ApiError> {
+    /// Whether `request` may go on; the `401` it gets when not. A key it was let in with
+    /// leaves its digest in the request's extensions, for its owner.
+    fn check(&self, request: &mut Request) -> Result<(), ApiError> {
         let token = bearer_token(request.headers());
         match (self, token) {
-            (Self::Keys(keys), Some(token)) if keys.allows(token) => Ok(()),
-            (Self::Keys(_), Some(_)) => Err(unauthorized("Incorrect API key provided.")),
+            (Self::Keys(keys), Some(token)) => {
+                let presented = TokenDigest::of(token);
+                if !keys.allows(&presented) {
+                    return Err(unauthorized("Incorrect API key provided."));
+                }
+                request.extensions_mut().insert(presented);
+                Ok(())
+            }
             (Self::Keys(_), None) | (Self::AnyToken { anonymous: false }, None) => {
                 Err(unauthorized(
                     "You didn't provide an API key: send it as `Authorization: Bearer KEY`.",
@@ -193,10 +196,10 @@ fn unauthorized(message: &'static str) -> ApiError {
 /// answers `401` in the OpenAI envelope.
 pub async fn require_key(
     State(access): State<Arc<Access>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    match access.check(&request) {
+    match access.check(&mut request) {
         Ok(()) => next.run(request).await,
         Err(error) => {
             let mut response: Response = error.into_response();

@@ -210,6 +210,28 @@ async fn a_listed_key_or_one_listed_by_its_sha256_is_let_in_on_chat_management_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_owns_the_same_conversations_with_the_key_file_as_without_it() {
+    let keys = alice_and_bob();
+    let (_model, upstream, checked, db) = proxy_with(&["--api-keys", keys.path()], &[]).await;
+    for key in [ALICE, BOB] {
+        let answer = chat(&checked, Some(key), None, json!([user("Hello")])).await;
+        assert_eq!(answer.status, StatusCode::OK, "{key}: {}", answer.text());
+    }
+
+    let base = upstream.url("");
+    let open = Proxy::start(&["--upstream", &base, "--database-url", &db.url], &[]).await;
+    for key in [ALICE, BOB] {
+        let listed = get(&open, "/v1/conversations", Some(key)).await;
+        assert_eq!(listed.status, StatusCode::OK, "{key}: {}", listed.text());
+        assert_eq!(
+            listed.json()["total"],
+            1,
+            "{key}: the owner is the token's digest, whoever computed it"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlisted_or_missing_key_gets_401_in_the_openai_envelope_on_chat_management_and_forwarded_paths()
  {
     let keys = alice_and_bob();
