@@ -132,7 +132,7 @@ where
         }
         ReplyKind::Json => store_json_reply(parts, body, turn, capture_limit).await,
         ReplyKind::Unreadable(why) => {
-            tracing::warn!(why, "the turn is not stored");
+            tracing::warn!("gen_ai.conversation.id" = %turn.id, why, "the turn is not stored");
             Response::from_parts(parts, ResponseBody::forwarded(body))
         }
     }

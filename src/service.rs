@@ -200,7 +200,9 @@ where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
-    let span = tracing::info_span!(
+    // At DEBUG, as tower-http's request spans: an enabled span costs a turn about 8,000
+    // instructions. The layer's own warnings and errors name the conversation themselves.
+    let span = tracing::debug_span!(
         "conversation",
         "gen_ai.conversation.id" = %id,
         mode = match target {
@@ -279,7 +281,11 @@ async fn load_history(
     match loaded {
         Ok(loaded) => Ok(loaded?),
         Err(_) => {
-            tracing::error!(timeout = ?config.storage_timeout, "loading the history timed out");
+            tracing::error!(
+                "gen_ai.conversation.id" = %id,
+                timeout = ?config.storage_timeout,
+                "loading the history timed out"
+            );
             Err(ApiError::store_unavailable())
         }
     }

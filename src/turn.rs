@@ -69,6 +69,7 @@ impl PendingTurn {
                     Ok(Err(error)) => {
                         metrics::turn_failed(backend, target, FailureCause::of(&error), elapsed);
                         tracing::error!(
+                            "gen_ai.conversation.id" = %id,
                             error = %error,
                             cause = ?std::error::Error::source(&error),
                             "storing the turn failed"
@@ -77,7 +78,11 @@ impl PendingTurn {
                     }
                     Err(_) => {
                         metrics::turn_failed(backend, target, FailureCause::Timeout, elapsed);
-                        tracing::error!(?timeout, "storing the turn timed out");
+                        tracing::error!(
+                            "gen_ai.conversation.id" = %id,
+                            ?timeout,
+                            "storing the turn timed out"
+                        );
                         false
                     }
                 };

@@ -63,6 +63,7 @@ where
                 frames.push_back(frame);
                 if size > limit {
                     tracing::warn!(
+                        "gen_ai.conversation.id" = %turn.id,
                         limit,
                         "JSON reply exceeds the capture limit; it is not stored"
                     );
@@ -80,7 +81,10 @@ where
     let durable = match assemble_json_reply(&bytes) {
         Some(reply) => turn.store(reply).await.unwrap_or(false),
         None => {
-            tracing::warn!("the JSON reply is not a chat completion; the turn is not stored");
+            tracing::warn!(
+                "gen_ai.conversation.id" = %turn.id,
+                "the JSON reply is not a chat completion; the turn is not stored"
+            );
             false
         }
     };

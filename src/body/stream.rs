@@ -173,6 +173,7 @@ impl StreamCapture {
             && let Some(turn) = self.turn.take()
         {
             tracing::warn!(
+                "gen_ai.conversation.id" = %turn.id,
                 limit = self.limit,
                 "reply exceeds the capture limit; it will not be stored"
             );

@@ -232,6 +232,32 @@ async fn a_key_owns_the_same_conversations_with_the_key_file_as_without_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_that_cannot_be_stored_is_logged_with_its_conversation_id() {
+    let (_model, _upstream, proxy, db) = proxy_with(&[], &[]).await;
+    db.execute("DROP TABLE messages").await;
+
+    let answer = chat(&proxy, Some(ALICE), None, json!([user("Hello")])).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert!(
+        answer.text().contains("storage_failed"),
+        "{}",
+        answer.text()
+    );
+    let id = answer.headers[CONVERSATION_ID_HEADER]
+        .to_str()
+        .expect("an ASCII id")
+        .to_owned();
+    let logged = format!("gen_ai.conversation.id={id}");
+    eventually(Duration::from_secs(5), "the failure logged", || async {
+        let log = proxy.log();
+        log.lines()
+            .any(|line| line.contains("storing the turn failed") && line.contains(&logged))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlisted_or_missing_key_gets_401_in_the_openai_envelope_on_chat_management_and_forwarded_paths()
  {
     let keys = alice_and_bob();
