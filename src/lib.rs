@@ -103,7 +103,8 @@
 //! On SQLite the writes of one process to a database file go through one connection
 //! of the store's own, opened with the pool's connect options (the pool's
 //! `after_connect` hook does not run on it), in addition to the pool's
-//! `max_connections`; it closes after a minute without writes and when the pool closes.
+//! `max_connections`, kept from write to write; it closes one to two minutes after the
+//! last write, and when the pool closes.
 //! SQLite drops a connection's page cache whenever another connection wrote the file, so
 //! one writer keeps it warm, and a write never waits for one of the pool's connections.
 #![forbid(unsafe_code)]

@@ -1104,6 +1104,55 @@ async fn sqlite_a_turn_given_up_while_queued_is_never_written() {
     assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 2);
 }
 
+/// The file's writer keeps its connection from write to write: a write cut off inside
+/// its transaction (a timeout dropped its future) leaves no part of itself, and the next
+/// write on that connection goes through.
+#[tokio::test]
+async fn sqlite_writes_cut_off_inside_their_transaction_leave_no_part_and_the_next_write_goes_through()
+ {
+    let db = TestDb::sqlite().await;
+    let store = db.store_with_connections(4).await;
+    let mut answered = 0;
+    for step in 0..40u64 {
+        let cut_after = std::time::Duration::from_micros(step * 25);
+        let id = Uuid::now_v7();
+        let messages = turn("cut", "a");
+        let write = store.append_turn("", id, TurnTarget::NewConversation, &messages);
+        if matches!(tokio::time::timeout(cut_after, write).await, Ok(Ok(0))) {
+            answered += 1;
+            // A REST write on the same connection, cut off the same way.
+            let _ = tokio::time::timeout(cut_after, store.delete("", id)).await;
+        }
+    }
+    let next = Uuid::now_v7();
+    store
+        .append_turn("", next, TurnTarget::NewConversation, &turn("next", "a"))
+        .await
+        .expect("the write after the cut-off ones");
+    store.delete("", next).await.expect("a delete after them");
+    store
+        .append_turn(
+            "",
+            Uuid::now_v7(),
+            TurnTarget::NewConversation,
+            &turn("last", "a"),
+        )
+        .await
+        .expect("a turn after the delete");
+
+    let conversations = db.scalar("SELECT count(*) FROM conversations").await;
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM messages").await,
+        2 * conversations,
+        "every stored turn whole"
+    );
+    assert!(
+        conversations >= 1,
+        "{answered} answered, {conversations} stored"
+    );
+    db.check_search_index().await;
+}
+
 /// SQLite feeds its full-text index after the turn: a turn only puts its messages on the
 /// pending list, a batch of turns indexes the list at most every 200 ms, and a search
 /// indexes whatever is pending first, so it finds every message committed before it.

@@ -156,7 +156,7 @@ mod search;
 mod search_index;
 mod write_queue;
 
-use write_queue::{TurnRows, begin_write, timestamp};
+use write_queue::{TurnRows, lock_write, timestamp};
 
 /// Creates a conversation with its first messages, as one call like a turn (see [`write_queue`]).
 ///
@@ -288,7 +288,8 @@ impl ConversationStore for SqlitePool {
         conversation: &NewConversation,
     ) -> Result<Conversation, StoreError> {
         let title = title_of(conversation);
-        let mut tx = begin_write(self).await?;
+        let mut writing = lock_write(self).await;
+        let mut tx = writing.begin().await?;
         let created = insert_conversation(
             &mut tx,
             owner,
@@ -385,7 +386,8 @@ impl ConversationStore for SqlitePool {
     }
 
     async fn delete(&self, owner: &str, id: Uuid) -> Result<(), StoreError> {
-        let mut tx = begin_write(self).await?;
+        let mut writing = lock_write(self).await;
+        let mut tx = writing.begin().await?;
         let deleted = sqlx::query(DELETE_CONVERSATION)
             .bind(id)
             .bind(owner)
@@ -408,7 +410,8 @@ impl ConversationStore for SqlitePool {
         id: Uuid,
         at_sequence: i64,
     ) -> Result<Conversation, StoreError> {
-        let mut tx = begin_write(self).await?;
+        let mut writing = lock_write(self).await;
+        let mut tx = writing.begin().await?;
         let row = fork_into(&mut tx, owner, id, at_sequence, Uuid::now_v7()).await?;
         tx.commit().await?;
         Reader::<Sqlite>::conversation(&row)
@@ -418,7 +421,8 @@ impl ConversationStore for SqlitePool {
         if from_sequence < 0 {
             return Err(StoreError::OutOfRange);
         }
-        let mut tx = begin_write(self).await?;
+        let mut writing = lock_write(self).await;
+        let mut tx = writing.begin().await?;
         sqlx::query(CONVERSATION_EXISTS)
             .bind(id)
             .bind(owner)
@@ -450,7 +454,8 @@ impl ConversationStore for SqlitePool {
         id: Uuid,
         item: ItemId,
     ) -> Result<Conversation, StoreError> {
-        let mut tx = begin_write(self).await?;
+        let mut writing = lock_write(self).await;
+        let mut tx = writing.begin().await?;
         sqlx::query(CONVERSATION_EXISTS)
             .bind(id)
             .bind(owner)

@@ -10,7 +10,7 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::fork_into;
-use super::write_queue::{TurnRows, begin_write, timestamp, write_turn};
+use super::write_queue::{TurnRows, lock_write, timestamp, write_turn};
 use crate::store::batch::{SqliteBatch, message_count};
 use crate::store::{
     NewMessage, NewResponse, ResponseKey, ResponsePlacement, ResponsePosition, StoreError,
@@ -45,7 +45,8 @@ pub(super) async fn append(
     let key = response.key;
     let messages = response.messages;
     let now = timestamp();
-    let mut tx = begin_write(pool).await?;
+    let mut writing = lock_write(pool).await;
+    let mut tx = writing.begin().await?;
     let (items, first) = match response.placement {
         ResponsePlacement::NewConversation => {
             let first = turn(&mut tx, owner, key.conversation_id, true, messages, &now).await?;
@@ -152,7 +153,8 @@ pub(super) async fn delete(
     owner: &str,
     key: ResponseKey,
 ) -> Result<(), StoreError> {
-    let mut tx = begin_write(pool).await?;
+    let mut writing = lock_write(pool).await;
+    let mut tx = writing.begin().await?;
     let deleted = sqlx::query(DELETE_RESPONSE)
         .bind(key.conversation_id)
         .bind(key.id)

@@ -8,7 +8,7 @@
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::write_queue::{begin_write, stored_time};
+use super::write_queue::{lock_write, stored_time};
 use crate::store::StoreError;
 use crate::store::retention::{BATCH, Sweep};
 
@@ -32,7 +32,8 @@ pub(super) async fn sweep(pool: &SqlitePool, sweep: Sweep<'_>) -> Result<u64, St
     };
     let mut deleted = 0;
     loop {
-        let mut tx = begin_write(pool).await?;
+        let mut writing = lock_write(pool).await;
+        let mut tx = writing.begin().await?;
         let rows = match sweep {
             Sweep::Owner(owner) => sqlx::query(OWNER_BATCH).bind(owner),
             Sweep::IdleSince(_) => sqlx::query(IDLE_BATCH).bind(before.as_str()),

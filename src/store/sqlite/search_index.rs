@@ -20,9 +20,9 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 
-use super::write_queue::{BEGIN_WRITE, begin_write};
+use super::write_queue::{BEGIN_WRITE, lock_write};
 use crate::store::StoreError;
 
 /// How long pending messages may wait for a batch of turns to index them. Searches never
@@ -71,8 +71,8 @@ impl Indexing {
 
 /// Indexes every pending message, in a write transaction of its own. Only a holder of
 /// the file's place in this process's write queue calls it.
-pub(super) async fn index_pending(pool: &SqlitePool) -> Result<(), StoreError> {
-    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+pub(super) async fn index_pending(connection: &mut SqliteConnection) -> Result<(), StoreError> {
+    let mut tx = connection.begin_with(BEGIN_WRITE).await?;
     sqlx::query(INDEX_PENDING).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
@@ -85,7 +85,6 @@ pub(super) async fn catch_up(pool: &SqlitePool) -> Result<(), StoreError> {
     if !pending {
         return Ok(());
     }
-    let mut write = begin_write(pool).await?;
-    sqlx::query(INDEX_PENDING).execute(&mut *write).await?;
-    write.commit().await
+    let mut writing = lock_write(pool).await;
+    index_pending(writing.connection().await?).await
 }

@@ -14,10 +14,11 @@
 //! Turns of one conversation are written in the order they joined. The full-text index
 //! is fed after the batch, at most every 200 ms (see [`search_index`](super::search_index)).
 //!
-//! Writes of one process also go through one connection of their own, kept from write
-//! to write (see [`Writes`]): SQLite drops a connection's page cache whenever another
-//! connection wrote the file since its last transaction, so with the pool handing its
-//! connections out in turn, every write read again each page it touched.
+//! Writes of one process also go through one connection of their own, which the file's
+//! writer keeps from write to write (see [`Writer`] and [`Writes`]): SQLite drops a
+//! connection's page cache whenever another connection wrote the file since its last
+//! transaction, so with the pool handing its connections out in turn, every write read
+//! again each page it touched.
 //!
 //! Queues are kept per file name. A database private to each connection (`:memory:`
 //! or the empty name) is not one file, so its turns are written one by one, on the
@@ -32,12 +33,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
-use std::ops::{Deref, DerefMut};
-
 use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::types::Json;
-use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 use uuid::Uuid;
 
@@ -114,9 +114,9 @@ const ROLLBACK_TURN: &str = "ROLLBACK TO turn; RELEASE turn";
 /// The queue of one database file.
 #[derive(Default)]
 struct FileQueue {
-    /// Held by the one writer of this process.
-    writer: Arc<tokio::sync::Mutex<()>>,
-    /// The connection the writer writes on.
+    /// Held by the one writer of this process, with the connection it writes on.
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+    /// The pool that connection comes from.
     writes: Mutex<Writes>,
     /// Turns waiting for a writer to take them, in the order they came.
     waiting: Mutex<Vec<QueuedTurn>>,
@@ -133,9 +133,10 @@ struct FileQueue {
 /// `docs/performance.md`).
 ///
 /// It is opened from the caller's pool's connect options (its `after_connect` hook, if
-/// it has one, does not run on it), in addition to that pool's connections, closes
-/// after [`WRITER_IDLE`] without writes, and is given up when that pool closes or is
-/// dropped, or when the runtime it was opened on ends.
+/// it has one, does not run on it), in addition to that pool's connections, held by the
+/// [`Writer`] from write to write and closed [`WRITER_IDLE`] to twice that after the last
+/// one, and is given up when that pool closes or is dropped, or when the runtime it was
+/// opened on ends.
 #[derive(Default)]
 struct Writes {
     pool: Option<SqlitePool>,
@@ -143,19 +144,42 @@ struct Writes {
     generation: u64,
 }
 
-/// How long the writer's connection stays open without writes.
+/// What the file's writer holds besides its place in the queue: the writer pool's
+/// connection, kept from one write to the next rather than taken from the pool and given
+/// back each time (a pool's acquire, and the task its connection's drop spawns to return
+/// it, cost a SQLite turn about 8,000 instructions; see `docs/performance.md`).
+#[derive(Default)]
+struct Writer {
+    held: Option<Held>,
+    /// Whether a write took the connection since the idle check last looked.
+    wrote: bool,
+}
+
+/// A connection the writer holds.
+struct Held {
+    connection: PoolConnection<Sqlite>,
+    /// The writer pool it came from ([`Writes::generation`]), or `None` for one of the
+    /// caller's own pool's (a database private to each connection, a closed pool), given
+    /// back as soon as the write ends.
+    generation: Option<u64>,
+}
+
+/// How long the writer's connection is kept without writes: a task looks once a period
+/// and closes it when no write took it since the last look, one to two periods after
+/// the last write.
 const WRITER_IDLE: Duration = Duration::from_secs(60);
 
-/// The pool `pool`'s writes go through: the file's writer pool, opened when there is
-/// none (or it was closed), or `pool` itself for a database private to each connection
-/// and for a closed pool (whose writes fail as they always did).
-fn writes_pool(pool: &SqlitePool, queue: &Arc<FileQueue>) -> SqlitePool {
+/// The pool `pool`'s writes go through and its generation: the file's writer pool,
+/// opened when there is none (or it was closed), or `pool` itself (no generation) for a
+/// database private to each connection and for a closed pool (whose writes fail as they
+/// always did).
+fn writes_pool(pool: &SqlitePool, queue: &Arc<FileQueue>) -> (SqlitePool, Option<u64>) {
     if pool.is_closed() || is_private(pool.connect_options().get_filename()) {
-        return pool.clone();
+        return (pool.clone(), None);
     }
     let mut writes = lock(&queue.writes);
     if let Some(writer) = writes.pool.as_ref().filter(|writer| !writer.is_closed()) {
-        return writer.clone();
+        return (writer.clone(), Some(writes.generation));
     }
     // The connection lives in this process and cannot go stale: no ping before each use.
     let writer = SqlitePoolOptions::new()
@@ -170,27 +194,64 @@ fn writes_pool(pool: &SqlitePool, queue: &Arc<FileQueue>) -> SqlitePool {
         queue: queue.clone(),
         generation: writes.generation,
     };
+    let generation = writes.generation;
     let closed = pool.close_event();
     tokio::spawn(async move {
-        let _give_up = give_up;
-        closed.await;
+        let mut closed = pin!(closed);
+        while tokio::time::timeout(WRITER_IDLE, closed.as_mut())
+            .await
+            .is_err()
+        {
+            give_up.let_go_if_idle().await;
+        }
+        drop(give_up);
     });
-    writer
+    (writer, Some(generation))
 }
 
-/// Drops the writer pool of one generation when the caller's pool closes, or when the
-/// runtime drops the task waiting for that.
+/// Lets go of the writer pool of one generation, and of the connection the writer holds
+/// from it, when the caller's pool closes, or when the runtime drops the task waiting
+/// for that.
 struct GiveUp {
     queue: Arc<FileQueue>,
     generation: u64,
 }
 
+impl GiveUp {
+    /// Lets go of the held connection of this generation if no write took it since the
+    /// last look.
+    async fn let_go_if_idle(&self) {
+        let mut writer = self.queue.writer.lock().await;
+        if !std::mem::take(&mut writer.wrote) {
+            self.let_go(&mut writer);
+        }
+    }
+
+    fn let_go(&self, writer: &mut Writer) {
+        if let Some(held) = writer
+            .held
+            .take_if(|held| held.generation == Some(self.generation))
+        {
+            // Detached, its drop needs no runtime (the runtime may be ending): the
+            // connection closes, and the pool counts it gone.
+            drop(held.connection.detach());
+        }
+    }
+}
+
 impl Drop for GiveUp {
     fn drop(&mut self) {
-        let mut writes = lock(&self.queue.writes);
-        if writes.generation == self.generation {
-            // The pool closes its connection once the last write holding it ends.
-            writes.pool = None;
+        {
+            let mut writes = lock(&self.queue.writes);
+            if writes.generation == self.generation {
+                // The pool closes once the last write holding it ends.
+                writes.pool = None;
+            }
+        }
+        // A write under way keeps the connection until it ends; the next write finds its
+        // generation gone and lets go of it then.
+        if let Ok(mut writer) = self.queue.writer.try_lock() {
+            self.let_go(&mut writer);
         }
     }
 }
@@ -232,45 +293,59 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A write transaction that keeps this process's place at the head of the file's write
-/// queue until it ends, so the next writer asks SQLite for the lock only once it is free.
-pub(super) struct QueuedWrite {
-    // Fields drop in order: the transaction ends (rolled back if not committed) before
-    // the queue moves on.
-    tx: Transaction<'static, Sqlite>,
-    _writing: OwnedMutexGuard<()>,
+/// This process's place at the head of a file's write queue, and the connection that goes
+/// with it: held until the write ends, so the next writer asks SQLite for the lock only
+/// once it is free.
+pub(super) struct WriteLock {
+    writer: OwnedMutexGuard<Writer>,
+    pool: SqlitePool,
+    queue: Arc<FileQueue>,
 }
 
-/// Waits for this process's turn to write to the pool's database file, then begins a
-/// transaction that holds SQLite's write lock from the start.
-pub(super) async fn begin_write(pool: &SqlitePool) -> Result<QueuedWrite, StoreError> {
+/// Waits for this process's turn to write to the pool's database file.
+pub(super) async fn lock_write(pool: &SqlitePool) -> WriteLock {
     let queue = file_queue(pool.connect_options().get_filename());
-    let writing = queue.writer.clone().lock_owned().await;
-    let tx = writes_pool(pool, &queue).begin_with(BEGIN_WRITE).await?;
-    Ok(QueuedWrite {
-        tx,
-        _writing: writing,
-    })
-}
-
-impl QueuedWrite {
-    pub(super) async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
-        Ok(())
+    let writer = queue.writer.clone().lock_owned().await;
+    WriteLock {
+        writer,
+        pool: pool.clone(),
+        queue,
     }
 }
 
-impl Deref for QueuedWrite {
-    type Target = SqliteConnection;
+impl WriteLock {
+    /// The connection to write on: the one the writer holds, or (when it holds none, or
+    /// one of a writer pool given up since) one taken from the pool writes go through.
+    pub(super) async fn connection(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        let (pool, generation) = writes_pool(&self.pool, &self.queue);
+        let writer = &mut *self.writer;
+        writer.wrote = true;
+        let held = match writer.held.take() {
+            Some(held) if held.generation.is_some() && held.generation == generation => held,
+            _ => Held {
+                connection: pool.acquire().await?,
+                generation,
+            },
+        };
+        Ok(&mut writer.held.insert(held).connection)
+    }
 
-    fn deref(&self) -> &SqliteConnection {
-        &self.tx
+    /// A transaction that holds SQLite's write lock from the start; dropped uncommitted,
+    /// it is rolled back before the connection's next statement.
+    pub(super) async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>, StoreError> {
+        Ok(self.connection().await?.begin_with(BEGIN_WRITE).await?)
+    }
+
+    /// Gives the held connection back to its pool, after a failure that may have broken it.
+    fn let_go(&mut self) {
+        self.writer.held = None;
     }
 }
 
-impl DerefMut for QueuedWrite {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        // A connection of the caller's pool goes back to it at once.
+        self.writer.held.take_if(|held| held.generation.is_none());
     }
 }
 
@@ -280,12 +355,12 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
     let options = pool.connect_options();
     let queue = file_queue(options.get_filename());
     if is_private(options.get_filename()) {
-        let writing = queue.writer.clone().lock_owned().await;
-        let outcome = write_batch(pool, &queue, vec![turn])
+        let mut writing = lock_write(pool).await;
+        let outcome = write_batch(&mut writing, vec![turn])
             .await
             .pop()
             .unwrap_or_else(|| Err(abandoned()));
-        index_if_due(pool, &queue, writing);
+        index_if_due(writing);
         return outcome;
     }
     let (written, mut result) = oneshot::channel();
@@ -298,9 +373,9 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
         turn,
         written,
     });
-    let writing = match writer_or_outcome(&queue, &mut result).await {
+    let writer = match writer_or_outcome(&queue, &mut result).await {
         Woken::Written(outcome) => return outcome,
-        Woken::Writer(writing) => writing,
+        Woken::Writer(writer) => writer,
     };
     match result.try_recv() {
         // The batch that ended as the lock came took this turn along.
@@ -309,8 +384,13 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
         // Still on the list: no writer took it, since each takes the list under the lock.
         Err(oneshot::error::TryRecvError::Empty) => {}
     }
-    write_waiting_turns(pool, &queue).await;
-    index_if_due(pool, &queue, writing);
+    let mut writing = WriteLock {
+        writer,
+        pool: pool.clone(),
+        queue: queue.clone(),
+    };
+    write_waiting_turns(&mut writing).await;
+    index_if_due(writing);
     result.await.unwrap_or_else(|_| Err(abandoned()))
 }
 
@@ -319,7 +399,7 @@ enum Woken {
     /// A writer ahead of it took its turn along: it need not write at all.
     Written(Result<i64, StoreError>),
     /// It is the file's writer now.
-    Writer(OwnedMutexGuard<()>),
+    Writer(OwnedMutexGuard<Writer>),
 }
 
 async fn writer_or_outcome(
@@ -338,13 +418,13 @@ async fn writer_or_outcome(
 
 /// Takes every turn on the list, writes them as one batch and answers their callers.
 /// Only the file's writer calls this.
-async fn write_waiting_turns(pool: &SqlitePool, queue: &Arc<FileQueue>) {
-    let batch = std::mem::take(&mut *lock(&queue.waiting));
+async fn write_waiting_turns(writing: &mut WriteLock) {
+    let batch = std::mem::take(&mut *lock(&writing.queue.waiting));
     let (turns, callers): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|queued| (queued.turn, queued.written))
         .unzip();
-    let outcomes = write_batch(pool, queue, turns).await;
+    let outcomes = write_batch(writing, turns).await;
     for (caller, outcome) in callers.into_iter().zip(outcomes) {
         // A caller that stopped waiting (its future dropped) needs no answer.
         let _ = caller.send(outcome);
@@ -357,14 +437,16 @@ async fn write_waiting_turns(pool: &SqlitePool, queue: &Arc<FileQueue>) {
 /// the writer's own included, have their answers without waiting for it (see
 /// [`search_index`](super::search_index)). A failure only leaves the messages pending,
 /// for the next time or the next search.
-fn index_if_due(pool: &SqlitePool, queue: &Arc<FileQueue>, writing: OwnedMutexGuard<()>) {
-    if !queue.indexing.due() {
+fn index_if_due(mut writing: WriteLock) {
+    if !writing.queue.indexing.due() {
         return;
     }
-    let pool = writes_pool(pool, queue);
     tokio::spawn(async move {
-        let _writing = writing;
-        if let Err(error) = index_pending(&pool).await {
+        let indexed = match writing.connection().await {
+            Ok(connection) => index_pending(connection).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = indexed {
             tracing::warn!(%error, "indexing messages for search failed; they stay pending");
         }
     });
@@ -376,24 +458,28 @@ fn is_private(file: &Path) -> bool {
 }
 
 /// Writes the turns in one transaction and returns each one's outcome, in order. When
-/// the transaction itself fails, every turn fails with it: none of them is stored.
+/// the transaction itself fails, every turn fails with it: none of them is stored, and
+/// the writer lets go of its connection (its pool tests it before handing it out again,
+/// and closes it if it is broken).
 async fn write_batch(
-    pool: &SqlitePool,
-    queue: &Arc<FileQueue>,
+    writing: &mut WriteLock,
     turns: Vec<TurnRows>,
 ) -> Vec<Result<i64, StoreError>> {
     let count = turns.len();
-    match write_in_one_transaction(&writes_pool(pool, queue), turns).await {
+    match write_in_one_transaction(writing, turns).await {
         Ok(outcomes) => outcomes,
-        Err(error) => fan_out(error, count),
+        Err(error) => {
+            writing.let_go();
+            fan_out(error, count)
+        }
     }
 }
 
 async fn write_in_one_transaction(
-    pool: &SqlitePool,
+    writing: &mut WriteLock,
     turns: Vec<TurnRows>,
 ) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
-    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let mut tx = writing.begin().await?;
     let now = timestamp();
     let mut outcomes = Vec::with_capacity(turns.len());
     for turn in turns {
