@@ -128,6 +128,7 @@ mod responses;
 mod service;
 mod sse;
 pub mod store;
+mod swar;
 mod turn;
 
 pub use api::ConversationApi;

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::json_text::json_text;
 use super::{NewMessage, StoreError, message_text};
 
 /// One element of the array: the columns of a `messages` row, by name.
@@ -214,7 +215,7 @@ fn message_row<'a>(
     Ok(MessageRow {
         // The role column is text too; the message keeps its role as sent.
         role: text_without_nul(m.role()),
-        message: serde_json::to_string(&m.message)?,
+        message: json_text(&m.message),
         text: text(&m.message),
         // What is kept beside the message goes into text and jsonb columns,
         // which cannot hold NUL either; it is never sent upstream, so a space

@@ -20,6 +20,7 @@
 mod batch;
 mod error;
 mod fork;
+mod json_text;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod read;

@@ -18,6 +18,8 @@
 //!
 //! [`parse_chat_request`]: super::parse_chat_request
 
+use crate::swar::{escape_stops, repeated};
+
 /// What the scan found in a body it is sure of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RequestShape {
@@ -55,11 +57,6 @@ const SPECIAL: [bool; 256] = {
     table[b'\\' as usize] = true;
     table
 };
-
-/// Eight copies of a byte, one in each byte of a word.
-const fn repeated(byte: u8) -> u64 {
-    u64::from_ne_bytes([byte; 8])
-}
 
 /// How far the plain run of a string that starts at `at` goes: the position of the
 /// first quote, backslash, control character or byte past ASCII, or the end of `bytes`.
@@ -113,20 +110,10 @@ fn long_plain_ascii_run(bytes: &[u8], mut at: usize) -> usize {
 
 /// The high bit of each byte of `word` (little-endian) that ends a plain run, and
 /// perhaps of bytes after it, never before: the lowest bit set is the first such byte.
+/// A plain run also ends at a byte past ASCII, whose own high bit is set.
 #[inline(always)]
 fn run_ends(word: u64) -> u64 {
-    const ONES: u64 = repeated(0x01);
-    const HIGH: u64 = repeated(0x80);
-    let quote = word ^ repeated(b'"');
-    let backslash = word ^ repeated(b'\\');
-    // Each term sets the high bit of the bytes it is looking for (a zero byte, one below
-    // 0x20), and may set it in bytes above one it found, never below. `word` itself sets
-    // the high bit of every byte past ASCII.
-    ((quote.wrapping_sub(ONES) & !quote)
-        | (backslash.wrapping_sub(ONES) & !backslash)
-        | (word.wrapping_sub(repeated(0x20)) & !word)
-        | word)
-        & HIGH
+    escape_stops(word) | (word & repeated(0x80))
 }
 
 /// The key by which serde_json (with its `raw_value` feature, which the crate uses)
