@@ -13,9 +13,31 @@ use crate::swar::escape_stops;
 
 /// `value` as JSON text, exactly as `serde_json::to_string` writes it.
 pub(crate) fn json_text(value: &Value) -> String {
-    let mut text = String::new();
+    let mut text = String::with_capacity(length_without_escapes(value));
     write_value(value, &mut text);
     text
+}
+
+/// About how long `value`'s text is: exact when no string needs an escape and no number
+/// is longer than 20 characters, so that the text is written without growing its buffer.
+fn length_without_escapes(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 20,
+        Value::String(text) => text.len() + 2,
+        Value::Array(items) => {
+            2 + items
+                .iter()
+                .map(|item| length_without_escapes(item) + 1)
+                .sum::<usize>()
+        }
+        Value::Object(members) => {
+            2 + members
+                .iter()
+                .map(|(key, member)| key.len() + 4 + length_without_escapes(member))
+                .sum::<usize>()
+        }
+    }
 }
 
 fn write_value(value: &Value, out: &mut String) {
