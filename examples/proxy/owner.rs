@@ -13,6 +13,7 @@ use tower_conversations::OwnerResolver;
 pub struct TokenDigest(pub [u8; 32]);
 
 impl TokenDigest {
+    /// The digest of `token`.
     pub fn of(token: &str) -> Self {
         Self(Sha256::digest(token.as_bytes()).into())
     }
