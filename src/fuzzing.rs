@@ -235,3 +235,13 @@ fn json_reply(body: &[u8]) {
         assert_eq!(marked, original, "another member changed");
     }
 }
+
+/// Any JSON value the bytes hold, written out by the store's `json_text` and by
+/// serde_json: the same text, byte for byte.
+pub fn json_text(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let expected = serde_json::to_string(&value).expect("a parsed value serializes");
+    assert_eq!(crate::store::json_text(&value), expected);
+}

@@ -21,6 +21,8 @@ mod batch;
 mod error;
 mod fork;
 mod json_text;
+#[cfg(feature = "fuzzing")]
+pub(crate) use json_text::json_text;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod read;
