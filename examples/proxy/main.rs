@@ -22,11 +22,11 @@ mod config;
 mod database;
 mod demo;
 mod forward;
+mod model;
 mod ops;
 mod owner;
 mod retention;
 
-use std::convert::Infallible;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,28 +34,24 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::middleware::from_fn_with_state;
-use axum::response::Response;
 use axum::serve::ListenerExt;
 use axum::{BoxError, Router};
 use http::Request;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, ServiceExt};
 use tower_conversations::{ConversationLayer, RequestBody};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Command, Config};
 use crate::database::Pool;
+use crate::model::Model;
 use crate::ops::{Access, KeyFile};
 
 /// What reaches the model: the client's request, its body read by the conversation
 /// layer or passed through untouched.
 pub type ModelRequest = Request<RequestBody<Body>>;
-
-/// The model behind the proxy, chosen at start-up: the upstream or the demo model.
-type Model = BoxCloneSyncService<ModelRequest, Response, Infallible>;
 
 /// How long in-flight requests may run on after a stop signal before they are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -175,7 +171,7 @@ fn model(config: &Config) -> Result<Model, BoxError> {
              model, start with --upstream https://api.openai.com (or UPSTREAM_URL) and \
              set UPSTREAM_API_KEY"
         );
-        return Ok(Model::new(service_fn(demo::answer)));
+        return Ok(Model::Demo);
     };
     // One client for every request, so that they share its connection pool.
     let forward = Arc::new(forward::Forward::new(
@@ -186,9 +182,7 @@ fn model(config: &Config) -> Result<Model, BoxError> {
     if config.upstream_api_key.is_some() {
         tracing::info!("UPSTREAM_API_KEY is set: it replaces the client's Authorization upstream");
     }
-    Ok(Model::new(service_fn(move |request| {
-        forward.clone().send(request)
-    })))
+    Ok(Model::Upstream(forward))
 }
 
 /// The proxy's whole HTTP surface. With the layer, the management API shares its store
