@@ -151,12 +151,14 @@ where
             return Ok(error.into_response());
         }
     };
+    // A walk over the few headers a request has costs less than hashing the name for a
+    // look-up.
     let header = ConversationHeader::from_values(
         parts
             .headers
-            .get_all(&CONVERSATION_ID)
             .iter()
-            .map(HeaderValue::as_bytes),
+            .filter(|(name, _)| **name == CONVERSATION_ID)
+            .map(|(_, value)| value.as_bytes()),
     );
     let (id, target, chat) = match decide(config.policy, header, &bytes) {
         Err(error) => {
