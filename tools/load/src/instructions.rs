@@ -13,9 +13,11 @@
 //! proxy reads it in one or a few frames, as from a file server) or a chunk a frame (as a
 //! model emits tokens). A stateless request is also counted with a system prompt of
 //! about 4 KiB beside the bench's short one, against passthrough of the same body: the
-//! layer reads and scans a request whole. The proxy runs as a user runs it, with a key
-//! file and metrics (see [`Proxy::start`]): every count includes the key check,
-//! passthrough's too.
+//! layer reads and scans a request whole. A conversation continued with [`HISTORY`]
+//! stored messages is counted on each backend against a new one, every request on a
+//! conversation of its own seeded before counting starts. The proxy runs as a user runs
+//! it, with a key file and metrics (see [`Proxy::start`]): every count includes the key
+//! check, passthrough's too.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -42,6 +44,8 @@ pub const MANY: usize = 160;
 pub const SHORT: usize = 68;
 /// Chunks in a long reply.
 pub const LONG: usize = 532;
+/// Stored messages of a continued conversation.
+pub const HISTORY: usize = 100;
 
 /// Requests sent before the counts are zeroed, see [`total`].
 const WARM_UP: usize = 3;
@@ -69,6 +73,9 @@ struct Case {
     framing: Framing,
     chunks: usize,
     prompt: Prompt,
+    /// Messages stored before each request: 0 starts a conversation (or is stateless),
+    /// [`HISTORY`] continues one of its own (see [`total`]).
+    stored: usize,
 }
 
 /// How long the request's system message is.
@@ -82,11 +89,13 @@ enum Prompt {
 
 impl Case {
     fn name(&self) -> String {
-        let path = match (self.stack, self.system) {
-            (Stack::Passthrough, _) => "passthrough",
-            (_, true) => "stateless",
-            (Stack::Sqlite, false) => "new · sqlite",
-            (Stack::Postgres, false) => "new · postgres",
+        let path = match (self.stack, self.system, self.stored) {
+            (Stack::Passthrough, _, _) => "passthrough".to_owned(),
+            (_, true, _) => "stateless".to_owned(),
+            (Stack::Sqlite, false, 0) => "new · sqlite".to_owned(),
+            (Stack::Postgres, false, 0) => "new · postgres".to_owned(),
+            (Stack::Sqlite, false, stored) => format!("continued {stored} · sqlite"),
+            (Stack::Postgres, false, stored) => format!("continued {stored} · postgres"),
         };
         let framing = match self.framing {
             Framing::Whole => "whole reply",
@@ -116,6 +125,7 @@ fn cases() -> Vec<Case> {
         framing,
         chunks,
         prompt: Prompt::Short,
+        stored: 0,
     };
     let mut cases = Vec::new();
     for framing in [Framing::Whole, Framing::PerChunk] {
@@ -133,6 +143,13 @@ fn cases() -> Vec<Case> {
         cases.push(Case {
             prompt: Prompt::Long,
             ..case(stack, true, Framing::Whole, SHORT)
+        });
+    }
+    // A continued turn loads and splices its history: read against a new turn.
+    for stack in [Stack::Sqlite, Stack::Postgres] {
+        cases.push(Case {
+            stored: HISTORY,
+            ..case(stack, false, Framing::Whole, SHORT)
         });
     }
     cases
@@ -279,15 +296,29 @@ async fn total(
     let launcher = callgrind(&out);
     let mut proxy = Proxy::start_under(&launcher, binary, upstream.addr, args)?;
     let body = case.body();
+    // A continued case gets a conversation of its own for each request, seeded before
+    // anything is counted (on SQLite indexed for search too, as a search would), so that
+    // every counted turn finds the same history.
+    let conversations = match case.stored {
+        0 => Ok(Vec::new()),
+        stored => seed(&proxy, case, WARM_UP + requests, stored).await,
+    };
     // Start-up is not counted: how many connections a PostgreSQL pool opened while the
     // migrations ran depended on timing, and each TLS handshake is some 1.5 million
     // instructions (±13,000 a request in the difference of two runs). A few requests
     // first, so that whatever the first ones open is open in both runs.
-    let warmed = sequentially(&proxy, &body, WARM_UP).await;
+    let (warm_up, counted) = match &conversations {
+        Ok(ids) => ids.split_at(ids.len().min(WARM_UP)),
+        Err(_) => (&[][..], &[][..]),
+    };
+    let warmed = match &conversations {
+        Ok(_) => sequentially(&proxy, &body, WARM_UP, warm_up).await,
+        Err(error) => Err(error.clone()),
+    };
     let zeroed = warmed.and_then(|()| callgrind_control(&proxy, "--zero"));
     let connections = upstream.connections();
     let sent = match zeroed {
-        Ok(()) => sequentially(&proxy, &body, requests).await,
+        Ok(()) => sequentially(&proxy, &body, requests, counted).await,
         Err(error) => Err(error),
     };
     // Shutdown is not counted either: whether the pool's SQLite connections were closed
@@ -419,15 +450,36 @@ async fn floor_per_turn(proxy: &Path, work: &Path, stack: Stack, url: &str) -> R
     Ok((many as f64 - few as f64) / (MANY - FEW) as f64)
 }
 
+/// Creates `count` conversations of `stored` messages for `case`'s requests to continue,
+/// through the proxy's management API, and returns their ids.
+async fn seed(
+    proxy: &Proxy,
+    case: Case,
+    count: usize,
+    stored: usize,
+) -> Result<Vec<String>, String> {
+    let ids = Clients::new(proxy).seed(count, stored).await?;
+    if case.stack == Stack::Sqlite {
+        search(proxy).await?;
+    }
+    Ok(ids)
+}
+
 /// Sends `requests` streaming chat requests one after another on one HTTP/1.1
-/// connection, each read to its end, which must be `data: [DONE]`. One connection, not a
-/// pool: a pooled client may open a second one when the first is not back in the pool
-/// yet, and the proxy would count that accept and its connection task.
-async fn sequentially(proxy: &Proxy, body: &Bytes, requests: usize) -> Result<(), String> {
+/// connection, each read to its end, which must be `data: [DONE]`; the n-th continues
+/// the n-th of `conversations` when there is one. One connection, not a pool: a pooled
+/// client may open a second one when the first is not back in the pool yet, and the
+/// proxy would count that accept and its connection task.
+async fn sequentially(
+    proxy: &Proxy,
+    body: &Bytes,
+    requests: usize,
+    conversations: &[String],
+) -> Result<(), String> {
     let authorization = format!("Bearer {}", proxy.key);
     let proxy = proxy.addr;
     let (mut sender, connection) = connect(proxy).await?;
-    for _ in 0..requests {
+    for n in 0..requests {
         // Between requests the proxy settles: its connection to the model goes back to
         // its pool (else the next request may open another), and a stored turn's last
         // work ends. Waiting costs no instructions.
@@ -436,10 +488,14 @@ async fn sequentially(proxy: &Proxy, body: &Bytes, requests: usize) -> Result<()
             .ready()
             .await
             .map_err(|e| format!("the connection closed: {e}"))?;
-        let request = Request::post(format!("http://{proxy}/v1/chat/completions"))
+        let mut request = Request::post(format!("http://{proxy}/v1/chat/completions"))
             .header("host", proxy.to_string())
             .header("authorization", &authorization)
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let Some(id) = conversations.get(n) {
+            request = request.header("x-conversation-id", id);
+        }
+        let request = request
             .body(Full::new(body.clone()))
             .map_err(|e| e.to_string())?;
         let response = sender
@@ -546,7 +602,7 @@ fn totals(text: &str) -> Option<u64> {
 
 /// The figures, from the per-request counts of the cases that ran.
 fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String {
-    let get_with = |stack, system, framing, chunks, prompt| {
+    let get_case = |stack, system, framing, chunks, prompt, stored| {
         counts
             .get(&Case {
                 stack,
@@ -554,8 +610,12 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
                 framing,
                 chunks,
                 prompt,
+                stored,
             })
             .copied()
+    };
+    let get_with = |stack, system, framing, chunks, prompt| {
+        get_case(stack, system, framing, chunks, prompt, 0)
     };
     let get =
         |stack, system, framing, chunks| get_with(stack, system, framing, chunks, Prompt::Short);
@@ -580,10 +640,16 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
         .zip(long_prompt(Stack::Passthrough))
         .map(|(stateless, passthrough)| stateless / passthrough);
 
+    // What a continued turn costs over a new one: loading and splicing its history.
+    let continued = |stack| {
+        let continued = get_case(stack, false, Framing::Whole, SHORT, Prompt::Short, HISTORY)?;
+        Some(continued - get(stack, false, Framing::Whole, SHORT)?)
+    };
+
     let floor = |stack| floors.get(&stack).copied();
     let over_floor = |stack| Some(fixed(stack, Framing::Whole)? / floor(stack)?);
 
-    let rows: [(String, Option<f64>, &str); 14] = [
+    let rows: [(String, Option<f64>, &str); 16] = [
         (
             format!("passthrough, {SHORT}-chunk reply, whole"),
             get(Stack::Passthrough, false, Framing::Whole, SHORT),
@@ -654,6 +720,16 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
             fixed(Stack::Postgres, Framing::PerChunk),
             "instructions/turn",
         ),
+        (
+            format!("continued with {HISTORY} stored messages over a new turn, SQLite"),
+            continued(Stack::Sqlite),
+            "instructions/turn",
+        ),
+        (
+            format!("continued with {HISTORY} stored messages over a new turn, Postgres"),
+            continued(Stack::Postgres),
+            "instructions/turn",
+        ),
     ];
 
     let mut out = String::new();
@@ -702,6 +778,7 @@ mod tests {
             framing: Framing::Whole,
             chunks: SHORT,
             prompt,
+            stored: 0,
         };
         let counts = BTreeMap::from([
             (case(Stack::Passthrough, Prompt::Long), 80_000.0),
@@ -722,6 +799,36 @@ mod tests {
     }
 
     #[test]
+    fn a_continued_turn_is_read_against_a_new_one_of_the_same_reply() {
+        let case = |stored| Case {
+            stack: Stack::Sqlite,
+            system: false,
+            framing: Framing::Whole,
+            chunks: SHORT,
+            prompt: Prompt::Short,
+            stored,
+        };
+        assert_eq!(
+            case(HISTORY).name(),
+            "continued 100 · sqlite, 68 chunks, whole reply"
+        );
+        let counts = BTreeMap::from([(case(0), 300_000.0), (case(HISTORY), 340_000.0)]);
+        let table = table(&counts, &BTreeMap::new());
+        assert!(
+            table
+                .contains("| continued with 100 stored messages over a new turn, SQLite | 40000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| continued with 100 stored messages over a new turn, Postgres | not run |"
+            ),
+            "{table}"
+        );
+        assert!(cases().contains(&case(HISTORY)), "the bench counts it");
+    }
+
+    #[test]
     fn the_per_chunk_and_fixed_figures_come_from_the_two_reply_lengths() {
         let mut counts = BTreeMap::new();
         let mut put = |stack, chunks: usize, fixed: f64, per_chunk: f64| {
@@ -731,6 +838,7 @@ mod tests {
                 framing: Framing::Whole,
                 chunks,
                 prompt: Prompt::Short,
+                stored: 0,
             };
             counts.insert(case, fixed + per_chunk * chunks as f64);
         };
