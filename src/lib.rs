@@ -128,6 +128,8 @@ mod responses;
 mod service;
 mod sse;
 pub mod store;
+#[cfg(test)]
+mod strategies;
 mod swar;
 mod turn;
 

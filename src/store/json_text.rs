@@ -126,9 +126,10 @@ fn escape(byte: u8) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use serde_json::{Map, Value, json};
+    use serde_json::{Value, json};
 
     use super::json_text;
+    use crate::strategies::json_value;
 
     /// Text with every kind of byte serde_json escapes, and runs long enough for the
     /// word step.
@@ -147,23 +148,7 @@ mod tests {
     }
 
     fn value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |x| x.is_finite())
-                .prop_map(Value::from),
-            text().prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 32, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec((text(), inner), 0..6)
-                    .prop_map(|members| Value::Object(members.into_iter().collect::<Map<_, _>>())),
-            ]
-        })
+        json_value(text().boxed())
     }
 
     #[test]
