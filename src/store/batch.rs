@@ -15,8 +15,10 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+#[cfg(feature = "sqlite")]
+use super::StoreError;
 use super::json_text::json_text;
-use super::{NewMessage, StoreError, message_text};
+use super::{NewMessage, message_text};
 
 /// One element of the array: the columns of a `messages` row, by name.
 ///
@@ -42,7 +44,7 @@ struct MessageRow<'a> {
 /// position): the one parameter a batch insert binds.
 #[cfg(feature = "sqlite")]
 pub(crate) fn message_rows_json(messages: &[NewMessage]) -> Result<String, StoreError> {
-    let rows = message_rows(messages, search_text_always)?;
+    let rows = message_rows(messages, search_text_always);
     serde_json::to_string(&rows).map_err(serialization)
 }
 
@@ -75,10 +77,7 @@ impl SqliteBatch {
         let [first, second] = messages else {
             return message_rows_json(messages).map(Self::Json);
         };
-        let binds = |message| {
-            let row = message_row(message, &search_text_always)?;
-            MessageBinds::new(row)
-        };
+        let binds = |message| MessageBinds::new(message_row(message, &search_text_always));
         Ok(Self::Pair(Box::new([
             binds(first).map_err(serialization)?,
             binds(second).map_err(serialization)?,
@@ -121,8 +120,8 @@ impl<'a> MessageColumns<'a> {
     /// How many column arrays there are: one a field.
     pub(crate) const ARRAYS: usize = 6;
 
-    pub(crate) fn new(messages: &'a [NewMessage]) -> Result<Self, StoreError> {
-        let rows = message_rows(messages, search_text_beside)?;
+    pub(crate) fn new(messages: &'a [NewMessage]) -> Self {
+        let rows = message_rows(messages, search_text_beside);
         let mut columns = Self {
             roles: Vec::with_capacity(rows.len()),
             messages: Vec::with_capacity(rows.len()),
@@ -141,7 +140,7 @@ impl<'a> MessageColumns<'a> {
                 .push((!row.events.is_empty()).then_some(sqlx::types::Json(row.events)));
             columns.metadata.push(sqlx::types::Json(row.metadata));
         }
-        Ok(columns)
+        columns
     }
 
     /// About the bytes the columns take once bound: their text, a length before each
@@ -199,20 +198,13 @@ pub(crate) fn search_text(message: &Value) -> String {
 fn message_rows(
     messages: &[NewMessage],
     text: impl Fn(&Value) -> Option<String>,
-) -> Result<Vec<MessageRow<'_>>, StoreError> {
-    messages
-        .iter()
-        .map(|m| message_row(m, &text))
-        .collect::<Result<Vec<_>, serde_json::Error>>()
-        .map_err(serialization)
+) -> Vec<MessageRow<'_>> {
+    messages.iter().map(|m| message_row(m, &text)).collect()
 }
 
 /// One message as the columns of its row.
-fn message_row<'a>(
-    m: &'a NewMessage,
-    text: &impl Fn(&Value) -> Option<String>,
-) -> Result<MessageRow<'a>, serde_json::Error> {
-    Ok(MessageRow {
+fn message_row<'a>(m: &'a NewMessage, text: &impl Fn(&Value) -> Option<String>) -> MessageRow<'a> {
+    MessageRow {
         // The role column is text too; the message keeps its role as sent.
         role: text_without_nul(m.role()),
         message: json_text(&m.message),
@@ -246,10 +238,11 @@ fn message_row<'a>(
         } else {
             Cow::Borrowed(&m.metadata)
         },
-    })
+    }
 }
 
 /// Values and string-keyed maps always serialize: this cannot happen in practice.
+#[cfg(feature = "sqlite")]
 fn serialization(error: serde_json::Error) -> StoreError {
     StoreError::Query(Box::new(error))
 }
