@@ -137,6 +137,16 @@ ORDER BY m.sequence_number";
 #[error("a stored message is not a JSON object")]
 struct NotAMessage;
 
+/// What a backend's `message` column holds, which decides how much of a stored message
+/// the history load checks before the layer splices it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MessageColumn {
+    /// A JSON type: the database parsed the text when it was stored.
+    Json,
+    /// Any text: it is parsed again here.
+    Text,
+}
+
 /// A Rust type a column of `DB` decodes into.
 pub(crate) trait Column<DB: Database>: for<'r> Decode<'r, DB> + Type<DB> {}
 
@@ -182,12 +192,14 @@ where
     Option<Json<Vec<u32>>>: Column<DB>,
     Json<Map<String, Value>>: Column<DB>,
 {
-    /// The messages to splice, as stored, in order; the last `last` when given.
+    /// The messages to splice, as stored, in order; the last `last` when given. A
+    /// message that is not one JSON object makes the history [`StoreError::Corrupt`].
     pub(crate) async fn history(
         &mut self,
         owner: &str,
         id: Uuid,
         last: Option<u32>,
+        column: MessageColumn,
     ) -> Result<Vec<HistoryMessage>, StoreError> {
         let rows = sqlx::query(HISTORY)
             .persistent(self.named)
@@ -205,8 +217,11 @@ where
                 continue;
             };
             let role: String = row.try_get("role")?;
-            let message = HistoryMessage::new(role, message)
-                .ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
+            let message = match column {
+                MessageColumn::Json => HistoryMessage::from_checked_json(role, message),
+                MessageColumn::Text => HistoryMessage::new(role, message),
+            };
+            let message = message.ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
             history.push(message);
         }
         Ok(history)

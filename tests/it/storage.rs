@@ -689,6 +689,25 @@ backend_tests! {
         assert_eq!(values(store.load_history("", id, None).await.unwrap()).len(), 2);
     }
 
+    async fn a_stored_message_that_is_not_one_json_object_is_corrupt_not_spliced(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q", "a")]).await;
+        // JSON that either column type takes, but not a message: nothing to splice.
+        db.execute("UPDATE messages SET message = '[\"q\"]' WHERE sequence_number = 0").await;
+        let result = store.load_history("", id, None).await;
+        assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+        // Whitespace around an object is still the object, spliced without it.
+        db.execute("UPDATE messages SET message = ' {\"role\":\"user\",\"content\":\"q\"} ' WHERE sequence_number = 0").await;
+        let history = store.load_history("", id, None).await.unwrap();
+        assert_eq!(history[0].json(), r#"{"role":"user","content":"q"}"#);
+        if matches!(db.pool, TestPool::Sqlite(_)) {
+            // SQLite keeps any text: a message cut short is not spliced either.
+            db.execute("UPDATE messages SET message = '{\"role\":\"user\"' WHERE sequence_number = 0").await;
+            let result = store.load_history("", id, None).await;
+            assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+        }
+    }
+
     async fn migrating_again_is_harmless(db: TestDb) {
         let store = db.store();
         let id = conversation_with(&store, "", &[turn("q", "a")]).await;

@@ -24,7 +24,7 @@ pub use self::distribute::distribute;
 use self::session::Session;
 use super::batch::{MessageColumns, message_count, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
-use super::read::Reader;
+use super::read::{MessageColumn, Reader};
 use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
 use super::{
@@ -222,7 +222,7 @@ impl TurnStore for PgPool {
         let mut session = Session::statement(self).await?;
         let named = session.named();
         let history = Reader::<Postgres>::new(session.connection(), named)
-            .history(owner, id, last)
+            .history(owner, id, last, MessageColumn::Json)
             .await?;
         session.commit().await?;
         Ok(history)

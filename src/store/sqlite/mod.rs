@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::batch::{SqliteBatch, message_count, message_rows_json, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
-use super::read::Reader;
+use super::read::{MessageColumn, Reader};
 use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
 use super::{
@@ -249,7 +249,7 @@ impl TurnStore for SqlitePool {
     ) -> Result<Vec<HistoryMessage>, StoreError> {
         let mut connection = self.acquire().await?;
         Reader::<Sqlite>::new(&mut connection, true)
-            .history(owner, id, last)
+            .history(owner, id, last, MessageColumn::Text)
             .await
     }
 
