@@ -142,8 +142,10 @@ struct NotAMessage;
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum MessageColumn {
     /// A JSON type: the database parsed the text when it was stored.
+    #[cfg(feature = "postgres")]
     Json,
     /// Any text: it is parsed again here.
+    #[cfg(feature = "sqlite")]
     Text,
 }
 
@@ -218,7 +220,9 @@ where
             };
             let role: String = row.try_get("role")?;
             let message = match column {
+                #[cfg(feature = "postgres")]
                 MessageColumn::Json => HistoryMessage::from_checked_json(role, message),
+                #[cfg(feature = "sqlite")]
                 MessageColumn::Text => HistoryMessage::new(role, message),
             };
             let message = message.ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
@@ -301,6 +305,8 @@ where
     /// term) find. `planned_per_term` sends the statement unnamed, so that the database
     /// plans it for the term at hand: which way is fast depends on how common the words
     /// are, and a plan cached for one term can be a hundred times slower for another.
+    /// (SQLite searches its own way, in bounded stages: see its `search` module.)
+    #[cfg(feature = "postgres")]
     pub(crate) async fn by_id_matching(
         &mut self,
         (asc, desc): (&'static str, &'static str),
