@@ -20,6 +20,7 @@
 mod batch;
 mod error;
 mod fork;
+mod in_place;
 mod json_text;
 #[cfg(feature = "fuzzing")]
 pub(crate) use json_text::json_text;

@@ -24,6 +24,7 @@ pub use self::distribute::distribute;
 use self::session::Session;
 use super::batch::{MessageColumns, message_count, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
+use super::in_place::{Call, built_in_box};
 use super::read::{MessageColumn, Reader};
 use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
@@ -211,63 +212,95 @@ SET message_count = message_count - $3, updated_at = now()
 WHERE id = $1 AND owner = $2
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
-#[async_trait]
+// Written out, not through `#[async_trait]`: see `store::in_place`.
 impl TurnStore for PgPool {
-    async fn load_history(
-        &self,
-        owner: &str,
+    fn load_history<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        owner: &'life1 str,
         id: Uuid,
         last: Option<u32>,
-    ) -> Result<Vec<HistoryMessage>, StoreError> {
-        let mut session = Session::statement(self).await?;
-        let named = session.named();
-        let history = Reader::<Postgres>::new(session.connection(), named)
-            .history(owner, id, last, MessageColumn::Json)
-            .await?;
-        session.commit().await?;
-        Ok(history)
+    ) -> Call<'async_trait, Vec<HistoryMessage>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        built_in_box(|| history(self, owner, id, last))
     }
 
-    async fn append_turn(
-        &self,
-        owner: &str,
+    fn append_turn<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        owner: &'life1 str,
         id: Uuid,
         target: TurnTarget,
-        messages: &[NewMessage],
-    ) -> Result<i64, StoreError> {
-        if target == TurnTarget::NewConversation {
-            let title = title_from(messages);
-            insert_conversation(
-                self,
-                owner,
-                id,
-                title.as_deref(),
-                &Metadata::new(),
-                messages,
-            )
-            .await?;
-            return Ok(0);
-        }
-        let columns = MessageColumns::new(messages);
-        let mut session = Session::statement(self).await?;
-        let row = bind_columns(
-            session
-                .query_sized(
-                    APPEND,
-                    3 + MessageColumns::ARRAYS,
-                    columns.bound_size() + owner.len(),
-                )
-                .bind(id)
-                .bind(owner)
-                .bind(message_count(messages)),
-            columns,
-        )
-        .fetch_optional(session.connection())
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        session.commit().await?;
-        Ok(row.try_get("first_sequence")?)
+        messages: &'life2 [NewMessage],
+    ) -> Call<'async_trait, i64>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        built_in_box(|| append(self, owner, id, target, messages))
     }
+}
+
+/// See [`TurnStore::load_history`].
+async fn history(
+    pool: &PgPool,
+    owner: &str,
+    id: Uuid,
+    last: Option<u32>,
+) -> Result<Vec<HistoryMessage>, StoreError> {
+    let mut session = Session::statement(pool).await?;
+    let named = session.named();
+    let history = Reader::<Postgres>::new(session.connection(), named)
+        .history(owner, id, last, MessageColumn::Json)
+        .await?;
+    session.commit().await?;
+    Ok(history)
+}
+
+/// See [`TurnStore::append_turn`].
+async fn append(
+    pool: &PgPool,
+    owner: &str,
+    id: Uuid,
+    target: TurnTarget,
+    messages: &[NewMessage],
+) -> Result<i64, StoreError> {
+    if target == TurnTarget::NewConversation {
+        let title = title_from(messages);
+        insert_conversation(
+            pool,
+            owner,
+            id,
+            title.as_deref(),
+            &Metadata::new(),
+            messages,
+        )
+        .await?;
+        return Ok(0);
+    }
+    let columns = MessageColumns::new(messages);
+    let mut session = Session::statement(pool).await?;
+    let row = bind_columns(
+        session
+            .query_sized(
+                APPEND,
+                3 + MessageColumns::ARRAYS,
+                columns.bound_size() + owner.len(),
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(message_count(messages)),
+        columns,
+    )
+    .fetch_optional(session.connection())
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    session.commit().await?;
+    Ok(row.try_get("first_sequence")?)
 }
 
 #[async_trait]

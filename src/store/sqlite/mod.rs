@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::batch::{SqliteBatch, message_count, message_rows_json, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
+use super::in_place::{Call, built_in_box};
 use super::read::{MessageColumn, Reader};
 use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
@@ -239,38 +240,70 @@ SET message_count = message_count - ?3, updated_at = ?4
 WHERE id = ?1 AND owner = ?2
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
-#[async_trait]
+// Written out, not through `#[async_trait]`: see `store::in_place`.
 impl TurnStore for SqlitePool {
-    async fn load_history(
-        &self,
-        owner: &str,
+    fn load_history<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        owner: &'life1 str,
         id: Uuid,
         last: Option<u32>,
-    ) -> Result<Vec<HistoryMessage>, StoreError> {
-        let mut connection = self.acquire().await?;
-        Reader::<Sqlite>::new(&mut connection, true)
-            .history(owner, id, last, MessageColumn::Text)
-            .await
+    ) -> Call<'async_trait, Vec<HistoryMessage>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        built_in_box(|| history(self, owner, id, last))
     }
 
-    async fn append_turn(
-        &self,
-        owner: &str,
+    fn append_turn<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        owner: &'life1 str,
         id: Uuid,
         target: TurnTarget,
-        messages: &[NewMessage],
-    ) -> Result<i64, StoreError> {
-        let create = target == TurnTarget::NewConversation;
-        let turn = TurnRows {
-            owner: owner.to_owned(),
-            id,
-            title: if create { title_from(messages) } else { None },
-            create,
-            count: message_count(messages),
-            rows: SqliteBatch::new(messages)?,
-        };
-        write_queue::append(self, turn).await
+        messages: &'life2 [NewMessage],
+    ) -> Call<'async_trait, i64>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        built_in_box(|| append(self, owner, id, target, messages))
     }
+}
+
+/// See [`TurnStore::load_history`].
+async fn history(
+    pool: &SqlitePool,
+    owner: &str,
+    id: Uuid,
+    last: Option<u32>,
+) -> Result<Vec<HistoryMessage>, StoreError> {
+    let mut connection = pool.acquire().await?;
+    Reader::<Sqlite>::new(&mut connection, true)
+        .history(owner, id, last, MessageColumn::Text)
+        .await
+}
+
+/// See [`TurnStore::append_turn`].
+async fn append(
+    pool: &SqlitePool,
+    owner: &str,
+    id: Uuid,
+    target: TurnTarget,
+    messages: &[NewMessage],
+) -> Result<i64, StoreError> {
+    let create = target == TurnTarget::NewConversation;
+    let turn = TurnRows {
+        owner: owner.to_owned(),
+        id,
+        title: if create { title_from(messages) } else { None },
+        create,
+        count: message_count(messages),
+        rows: SqliteBatch::new(messages)?,
+    };
+    write_queue::append(pool, turn).await
 }
 
 #[async_trait]
