@@ -119,6 +119,7 @@ mod future;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod in_place;
 pub mod items;
 mod layer;
 pub mod metrics;

@@ -19,6 +19,7 @@ use crate::chat::{ChatRequest, ConversationHeader, Mode, decide, trim_to_turn_bo
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::future::{ResponseFuture, respond};
+use crate::in_place::built_in_box;
 use crate::metrics::{self, Backend, LoadOutcome, RequestMode};
 use crate::request_body::{RequestBody, declared_length, read_body};
 use crate::responses;
@@ -105,13 +106,13 @@ where
             // Split here, not in `chat`: a future keeps its arguments beside its locals,
             // so a request split inside it would be held twice.
             let (parts, body) = request.into_parts();
-            return ResponseFuture::intercepted(Box::pin(chat(inner, config, parts, body)));
+            return ResponseFuture::intercepted(built_in_box(|| chat(inner, config, parts, body)));
         }
         if request.method() == Method::POST && config.responses_paths.iter().any(|p| p == path) {
             let inner = self.take_inner();
-            return ResponseFuture::intercepted(Box::pin(responses::call::create(
-                inner, config, request,
-            )));
+            return ResponseFuture::intercepted(built_in_box(|| {
+                responses::call::create(inner, config, request)
+            }));
         }
         if responses::endpoints::route(request.method(), path, &config.responses_paths).is_some() {
             let (parts, _body) = request.into_parts();
@@ -184,7 +185,7 @@ where
     // (the history load, the turn, the reply's capture): boxed on its own, it keeps the
     // future that every chat request allocates, and moves, to the size of the stateless
     // path.
-    Box::pin(converse(inner, &config, parts, &bytes, id, target, chat)).await
+    built_in_box(|| converse(inner, &config, parts, &bytes, id, target, chat)).await
 }
 
 /// Starts or continues conversation `id` with `chat`: loads and splices its history,

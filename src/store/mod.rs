@@ -20,7 +20,6 @@
 mod batch;
 mod error;
 mod fork;
-mod in_place;
 mod json_text;
 #[cfg(feature = "fuzzing")]
 pub(crate) use json_text::json_text;
@@ -47,6 +46,11 @@ pub use responses::{
     NewResponse, ResponseKey, ResponsePlacement, ResponsePosition, StoredResponse,
 };
 pub(crate) use text::{message_text, title_from, title_of};
+
+/// A boxed store call, as `#[async_trait]` types it: the stores' `TurnStore` methods
+/// are written out to build theirs in place (see `crate::in_place`).
+pub(crate) type Call<'a, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

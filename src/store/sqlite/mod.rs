@@ -18,16 +18,16 @@ use uuid::Uuid;
 
 use super::batch::{SqliteBatch, message_count, message_rows_json, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
-use super::in_place::{Call, built_in_box};
 use super::read::{MessageColumn, Reader};
 use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
 use super::{
-    Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
+    Call, Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
     ConversationUpdate, CursorQuery, HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage,
     MessageQuery, Metadata, NewConversation, NewMessage, NewResponse, ResponseKey,
     ResponsePosition, StoreError, StoredResponse, TurnStore, TurnTarget, title_from, title_of,
 };
+use crate::in_place::built_in_box;
 use crate::items::ItemId;
 
 /// `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, `?7`
@@ -240,7 +240,7 @@ SET message_count = message_count - ?3, updated_at = ?4
 WHERE id = ?1 AND owner = ?2
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
-// Written out, not through `#[async_trait]`: see `store::in_place`.
+// Written out, not through `#[async_trait]`: see `crate::in_place`.
 impl TurnStore for SqlitePool {
     fn load_history<'life0, 'life1, 'async_trait>(
         &'life0 self,
