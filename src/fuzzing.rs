@@ -177,11 +177,14 @@ pub fn chat_request(data: &[u8]) {
     json_reply(body);
 }
 
-/// Whether two decisions are the same mode (a new conversation's id is fresh each
-/// time, so only its request is compared).
+/// Whether the scan's decision (`left`) is the parse's (`right`): the same mode (a new
+/// conversation's id is fresh each time, so only its request is compared), or stateless
+/// where the parse refuses the body after the system message the scan stopped at; both
+/// forward the body as it came.
 fn same_mode(left: &Result<Mode<'_>, ModeError>, right: &Result<Mode<'_>, ModeError>) -> bool {
     match (left, right) {
         (Ok(Mode::New(_, left)), Ok(Mode::New(_, right))) => left == right,
+        (Ok(Mode::Stateless), Ok(Mode::Passthrough)) => true,
         _ => left == right,
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! | name | kind | labels | what it counts or measures |
 //! |---|---|---|---|
-//! | `tower_conversations_requests_total` | counter | `mode` | `POST`s to a chat path, each once, by how the layer handled it: `stateless` (a system message, forwarded as sent), `new`, `continue`, `passthrough` (not a chat request, forwarded untouched), `error` (answered by the layer itself: a body over the limit, a bad or unknown conversation id, a history that could not be loaded) |
+//! | `tower_conversations_requests_total` | counter | `mode` | `POST`s to a chat path, each once, by how the layer handled it: `stateless` (a system message, forwarded as sent; the layer reads a body only up to the end of its first system message, so a body malformed after it counts here too), `new`, `continue`, `passthrough` (not a chat request, forwarded untouched), `error` (answered by the layer itself: a body over the limit, a bad or unknown conversation id, a history that could not be loaded) |
 //! | `tower_conversations_history_loads_total` | counter | `backend`, `outcome` | history loads for continued conversations, by `outcome`: `loaded`, `not_found`, `timeout`, `unavailable` (the database could not be reached), `query` (it answered with an error) |
 //! | `tower_conversations_history_load_seconds` | histogram | `backend` | how long each history load took, whatever its outcome (a load that timed out counts the timeout) |
 //! | `tower_conversations_turns_stored_total` | counter | `backend`, `mode` | turns the store confirmed, `mode` being `new` or `continue` |

@@ -259,6 +259,10 @@ backend_tests! {
             r#"{"messages":"hi"}"#,
             "[1,2]",
             "",
+            // Read only up to the first system message: what is wrong after it is the
+            // upstream's to answer.
+            r#"{"messages":[{"role":"system","content":"x"}],"model":tru}"#,
+            r#"{"messages":[{"role":"system","content":"x"},{"role":1}]}"#,
         ] {
             let answer = send(&app, Method::POST, "/v1/chat/completions", &headers, body).await;
             let direct = send(

@@ -7,13 +7,23 @@
 //! most of what the layer added to a stateless request (the cost issue measured +6,600
 //! instructions on a 100-byte request, over a passthrough request of ~61,000).
 //!
-//! The contract with serde: [`scan_chat_request`] answers `Some` only for a body
-//! [`parse_chat_request`] reads as a chat request, with the same answer about system
-//! messages; `None` means "parse it" (the body may or may not be a chat request). It
-//! answers `None` on whatever it does not check itself: a key with an escape, `role` or
-//! `messages` twice, a `role` with an escape, a `\u` escape of a surrogate, inside a
-//! message a number that is not a plain integer of up to 18 digits (serde builds those as
-//! floats and refuses the ones out of range), deep nesting, and anything malformed. A
+//! The scan stops at the first system message: once one whole message with role
+//! `system` or `developer` has been read in the top-level `messages`, the request is
+//! forwarded as it came whatever follows, so the rest is not read. The layer's cost for
+//! a stateless request then depends on where its first system message ends, not on the
+//! length of what it sends after it (a stateless client's whole history, for one).
+//!
+//! The contract with serde: [`scan_chat_request`] answers `Some` with no system message
+//! only for a body [`parse_chat_request`] reads as a chat request without one, and
+//! `Some` with a system message only for a body the parse reads as a chat request with
+//! one, or refuses for something after that message (a later member malformed, trailing
+//! bytes, `messages` twice). The layer forwards such a body as it came either way; only
+//! its count in the metrics differs (`stateless`, not `passthrough`). `None` means
+//! "parse it" (the body may or may not be a chat request). Up to its stop, the scan
+//! answers `None` on whatever it does not check itself: a key with an escape, `role`
+//! twice, a `role` with an escape, a `\u` escape of a surrogate, inside a message a
+//! number that is not a plain integer of up to 18 digits (serde builds those as floats
+//! and refuses the ones out of range), deep nesting, and anything malformed. A
 //! differential property test and the `request_scan` fuzz target hold it to that.
 //!
 //! [`parse_chat_request`]: super::parse_chat_request
@@ -37,9 +47,16 @@ pub(crate) fn scan_chat_request(body: &[u8]) -> Option<RequestShape> {
     let mut scanner = Scanner {
         bytes: body,
         pos: 0,
+        system_message_read: false,
     };
     scanner.whitespace();
-    let shape = scanner.envelope()?;
+    let shape = scanner.envelope();
+    if scanner.system_message_read {
+        return Some(RequestShape {
+            has_system_message: true,
+        });
+    }
+    let shape = shape?;
     scanner.whitespace();
     (scanner.pos == scanner.bytes.len()).then_some(shape)
 }
@@ -144,6 +161,9 @@ enum Within {
 struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Set where the read stopped at a whole system message; the read then unwinds as
+    /// from a failure, and [`scan_chat_request`] looks here first.
+    system_message_read: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -163,14 +183,19 @@ impl<'a> Scanner<'a> {
         shape
     }
 
-    /// The `messages` array: objects, each with a string `role`.
+    /// The `messages` array: objects, each with a string `role`, read up to the end of
+    /// the first system message, where the read stops (see [`scan_chat_request`]).
     fn messages(&mut self) -> Option<RequestShape> {
-        let mut has_system_message = false;
         self.array(|scanner| {
-            has_system_message |= scanner.message()?;
+            if scanner.message()? {
+                scanner.system_message_read = true;
+                return None;
+            }
             Some(())
         })?;
-        Some(RequestShape { has_system_message })
+        Some(RequestShape {
+            has_system_message: false,
+        })
     }
 
     /// One message: whether its role is `system` or `developer`.
@@ -486,14 +511,15 @@ mod tests {
             .as_bytes(),
             // Not chat requests: malformed, truncated, not an object, no messages array,
             // a message that is not an object with a string role, trailing bytes.
-            br#"{"messages":[{"role":"system"}],"x":tru}"#,
-            br#"{"messages":[{"role":"system"}]"#,
+            br#"{"messages":[{"role":"user"}],"x":tru}"#,
+            br#"{"messages":[{"role":"user"}]"#,
+            br#"{"messages":[{"role":"system""#,
             br#"[{"role":"system"}]"#,
             br#"{"model":"m"}"#,
             br#"{"messages":{"role":"system"}}"#,
             br#"{"messages":[{"role":1}]}"#,
             br#"{"messages":["system"]}"#,
-            br#"{"messages":[{"role":"system"}]} {}"#,
+            br#"{"messages":[{"role":"user"}]} {}"#,
             b"\x0c{\"messages\":[]}",
             b"{\"messages\":[],\"x\":\"\xff\"}",
             b"",
@@ -505,6 +531,46 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
             scan_agrees_with_parse(body);
+        }
+    }
+
+    #[test]
+    fn a_body_is_read_up_to_the_end_of_its_first_system_message() {
+        // What follows it is not read: these the parse refuses, and the layer forwards
+        // them as they came all the same.
+        for body in [
+            &br#"{"messages":[{"role":"system"},{"role":1}]}"#[..],
+            br#"{"messages":[{"role":"developer"}],"x":tru}"#,
+            br#"{"messages":[{"role":"system"}"#,
+            br#"{"messages":[{"role":"system"}]"#,
+            br#"{"messages":[{"role":"system"}]} {}"#,
+            br#"{"messages":[{"role":"system"}],"messages":[{"role":"user"}]}"#,
+            b"{\"messages\":[{\"role\":\"system\"},\"\xff\"]}",
+        ] {
+            assert_eq!(
+                scan_chat_request(body),
+                Some(RequestShape {
+                    has_system_message: true
+                }),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(super::super::parse_chat_request(body).is_none());
+            assert!(scan_agrees_with_parse(body));
+        }
+        // Up to there it is read as before: a system message itself malformed, or with
+        // its role twice, is the parse's to decide.
+        for body in [
+            &br#"{"messages":[{"role":"system","x":tru}]}"#[..],
+            br#"{"messages":[{"role":"system","role":"user"}]}"#,
+            br#"{"messages":[{"role":"user","n":1.5},{"role":"system"}]}"#,
+        ] {
+            assert_eq!(
+                scan_chat_request(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -577,13 +643,15 @@ mod tests {
         assert!(scan_agrees_with_parse(body.as_bytes()));
         let shape = scan_chat_request(body.as_bytes()).expect("scanned");
         assert!(shape.has_system_message);
-        // A control character deep in a long value, ASCII or not around it, still sends
-        // the body to the parse.
-        for (from, to) in [("Say it", "Say\tit"), ("日本語も可", "日本語\tも可")] {
+        // A control character deep in the long prompt, ASCII or not around it, still
+        // sends the body to the parse; one in the message after it is not read.
+        for (from, to) in [("et en", "et\ten"), ("日本語も可", "日本語\tも可")] {
             let broken = body.replacen(from, to, 1);
             assert!(broken.contains('\t'));
             assert_eq!(scan_chat_request(broken.as_bytes()), None, "{to}");
         }
+        let after = body.replacen("Say it", "Say\tit", 1);
+        assert_eq!(scan_chat_request(after.as_bytes()), Some(shape));
     }
 
     #[test]
