@@ -140,12 +140,14 @@ struct NotAMessage;
 /// What a backend's `message` column holds, which decides how much of a stored message
 /// the history load checks before the layer splices it.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    not(all(feature = "postgres", feature = "sqlite")),
+    allow(dead_code, reason = "each backend names its own")
+)]
 pub(crate) enum MessageColumn {
     /// A JSON type: the database parsed the text when it was stored.
-    #[cfg(feature = "postgres")]
     Json,
     /// Any text: it is parsed again here.
-    #[cfg(feature = "sqlite")]
     Text,
 }
 
@@ -220,9 +222,7 @@ where
             };
             let role: String = row.try_get("role")?;
             let message = match column {
-                #[cfg(feature = "postgres")]
                 MessageColumn::Json => HistoryMessage::from_checked_json(role, message),
-                #[cfg(feature = "sqlite")]
                 MessageColumn::Text => HistoryMessage::new(role, message),
             };
             let message = message.ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
