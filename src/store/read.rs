@@ -15,29 +15,9 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, 
 use uuid::Uuid;
 
 use super::{
-    Conversation, ConversationDetail, ConversationList, ConversationPage, CursorQuery,
-    HistoryMessage, ListQuery, MessagePage, MessageQuery, Metadata, Order, StoreError,
-    StoredMessage,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, CursorQuery, ListQuery,
+    MessagePage, MessageQuery, Metadata, Order, StoreError, StoredMessage,
 };
-
-/// The history, or its last `$3` messages (NULL: all): each message's role and its JSON
-/// as text, which the layer splices as it is. One row with a NULL message when the
-/// conversation is empty, no row when it does not exist for this owner.
-///
-/// The window counts rows, not numbers (which have gaps after a truncation): it keeps
-/// what lies above the number of the `$3 + 1`-th newest message, found by walking the
-/// primary key backwards from the end, or everything when there are not that many.
-const HISTORY: &str = "
-SELECT m.role, CAST(m.message AS TEXT) AS message
-FROM conversations c
-LEFT JOIN messages m
-    ON m.conversation_id = c.id AND ($3 IS NULL OR m.sequence_number > coalesce((
-        SELECT older.sequence_number FROM messages older
-        WHERE older.conversation_id = $1
-        ORDER BY older.sequence_number DESC
-        LIMIT 1 OFFSET $3), -1))
-WHERE c.id = $1 AND c.owner = $2
-ORDER BY m.sequence_number";
 
 const LIST: &str = "
 SELECT id, title, created_at, updated_at, message_count, metadata
@@ -132,25 +112,6 @@ WHERE m.conversation_id = $1
       LIMIT 1), 9223372036854775807)
 ORDER BY m.sequence_number";
 
-/// A stored message whose text is not one JSON object.
-#[derive(Debug, thiserror::Error)]
-#[error("a stored message is not a JSON object")]
-struct NotAMessage;
-
-/// What a backend's `message` column holds, which decides how much of a stored message
-/// the history load checks before the layer splices it.
-#[derive(Clone, Copy, Debug)]
-#[cfg_attr(
-    not(all(feature = "postgres", feature = "sqlite")),
-    allow(dead_code, reason = "each backend names its own")
-)]
-pub(crate) enum MessageColumn {
-    /// A JSON type: the database parsed the text when it was stored.
-    Json,
-    /// Any text: it is parsed again here.
-    Text,
-}
-
 /// A Rust type a column of `DB` decodes into.
 pub(crate) trait Column<DB: Database>: for<'r> Decode<'r, DB> + Type<DB> {}
 
@@ -196,41 +157,6 @@ where
     Option<Json<Vec<u32>>>: Column<DB>,
     Json<Map<String, Value>>: Column<DB>,
 {
-    /// The messages to splice, as stored, in order; the last `last` when given. A
-    /// message that is not one JSON object makes the history [`StoreError::Corrupt`].
-    pub(crate) async fn history(
-        &mut self,
-        owner: &str,
-        id: Uuid,
-        last: Option<u32>,
-        column: MessageColumn,
-    ) -> Result<Vec<HistoryMessage>, StoreError> {
-        let rows = sqlx::query(HISTORY)
-            .persistent(self.named)
-            .bind(id)
-            .bind(owner)
-            .bind(last.map(i64::from))
-            .fetch_all(&mut *self.connection)
-            .await?;
-        if rows.is_empty() {
-            return Err(StoreError::NotFound);
-        }
-        let mut history = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let Some(message) = row.try_get::<Option<String>, _>("message")? else {
-                continue;
-            };
-            let role: String = row.try_get("role")?;
-            let message = match column {
-                MessageColumn::Json => HistoryMessage::from_checked_json(role, message),
-                MessageColumn::Text => HistoryMessage::new(role, message),
-            };
-            let message = message.ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
-            history.push(message);
-        }
-        Ok(history)
-    }
-
     /// A page of the owner's conversations, newest first, with the total before paging.
     pub(crate) async fn list(
         &mut self,

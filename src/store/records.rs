@@ -106,6 +106,7 @@ impl HistoryMessage {
     /// `json` type): text that begins and ends with a brace is then one object, and is
     /// taken without a second parse (about 1,100 instructions a message of a continued
     /// conversation's history); anything else goes through [`new`](Self::new).
+    #[cfg(feature = "postgres")]
     pub(crate) fn from_checked_json(role: String, json: String) -> Option<Self> {
         if json.starts_with('{') && json.ends_with('}') {
             return Some(Self {

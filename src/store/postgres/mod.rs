@@ -15,16 +15,18 @@ use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
 mod distribute;
+mod history;
 mod responses;
 mod retention;
 mod session;
 
 pub use self::distribute::distribute;
 
+use self::history::history;
 use self::session::Session;
 use super::batch::{MessageColumns, message_count, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
-use super::read::{MessageColumn, Reader};
+use super::read::Reader;
 use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
 use super::{
@@ -243,22 +245,6 @@ impl TurnStore for PgPool {
     {
         built_in_box(|| append(self, owner, id, target, messages))
     }
-}
-
-/// See [`TurnStore::load_history`].
-async fn history(
-    pool: &PgPool,
-    owner: &str,
-    id: Uuid,
-    last: Option<u32>,
-) -> Result<Vec<HistoryMessage>, StoreError> {
-    let mut session = Session::statement(pool).await?;
-    let named = session.named();
-    let history = Reader::<Postgres>::new(session.connection(), named)
-        .history(owner, id, last, MessageColumn::Json)
-        .await?;
-    session.commit().await?;
-    Ok(history)
 }
 
 /// See [`TurnStore::append_turn`].

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::batch::{SqliteBatch, message_count, message_rows_json, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
-use super::read::{MessageColumn, Reader};
+use super::read::Reader;
 use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
 use super::{
@@ -151,12 +151,14 @@ VALUES (?1, ",
 }
 
 // After the SQL macros above, which the turn statements there are built from too.
+mod history;
 mod responses;
 mod retention;
 mod search;
 mod search_index;
 mod write_queue;
 
+use history::history;
 use write_queue::{TurnRows, lock_write, timestamp};
 
 /// Creates a conversation with its first messages, as one call like a turn (see [`write_queue`]).
@@ -271,19 +273,6 @@ impl TurnStore for SqlitePool {
     {
         built_in_box(|| append(self, owner, id, target, messages))
     }
-}
-
-/// See [`TurnStore::load_history`].
-async fn history(
-    pool: &SqlitePool,
-    owner: &str,
-    id: Uuid,
-    last: Option<u32>,
-) -> Result<Vec<HistoryMessage>, StoreError> {
-    let mut connection = pool.acquire().await?;
-    Reader::<Sqlite>::new(&mut connection, true)
-        .history(owner, id, last, MessageColumn::Text)
-        .await
 }
 
 /// See [`TurnStore::append_turn`].
