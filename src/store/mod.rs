@@ -47,16 +47,16 @@ pub use responses::{
 };
 pub(crate) use text::{message_text, title_from, title_of};
 
-/// A boxed store call, as `#[async_trait]` types it: the stores' `TurnStore` methods
-/// are written out to build theirs in place (see `crate::in_place`).
-pub(crate) type Call<'a, T> =
-    std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::items::ItemId;
+
+/// A boxed store call, as `#[async_trait]` types it: the stores' `TurnStore` methods
+/// are written out to build theirs in place (see `crate::in_place`).
+pub(crate) type Call<'a, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Where the store records which of its migrations ran. A table of its own rather than
 /// sqlx's default `_sqlx_migrations`, so that an application's own sqlx migrations in the
