@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use crate::chat::ModeError;
 use crate::chat::{
     ConversationHeader, Mode, ModePolicy, ReplyAssembler, StorageFailedMarker, assemble_json_reply,
-    decide, decide_parsed, mark_storage_failed, parse_chat_request, scan_agrees_with_parse,
-    scanner_agrees_with_serde,
+    decide, decide_parsed, mark_storage_failed, object_check_agrees_with_serde, parse_chat_request,
+    scan_agrees_with_parse, scanner_agrees_with_serde,
 };
 use crate::sse::{StreamEnd, run_stream};
 use crate::store::HistoryMessage;
@@ -190,9 +190,13 @@ fn same_mode(left: &Result<Mode<'_>, ModeError>, right: &Result<Mode<'_>, ModeEr
 }
 
 /// One body read by the request scan and by the parse: the scan either answers as the
-/// parse does or leaves the body to it.
+/// parse does or leaves the body to it; and the same bytes, as text, checked as one
+/// stored message's object by the scan's reader and by serde.
 pub fn request_scan(data: &[u8]) {
     scan_agrees_with_parse(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        object_check_agrees_with_serde(text);
+    }
 }
 
 /// A JSON reply: assembled without panicking; marked `storage_failed` whole or as it

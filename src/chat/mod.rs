@@ -16,7 +16,9 @@ pub(crate) use reply::scanner_agrees_with_serde;
 pub(crate) use reply::{
     ReplyAssembler, StorageFailedMarker, assemble_json_reply, mark_storage_failed,
 };
-#[cfg(feature = "fuzzing")]
-pub(crate) use request::scan_agrees_with_parse;
+#[cfg(feature = "sqlite")]
+pub(crate) use request::is_one_object;
 pub(crate) use request::{ChatRequest, parse_chat_request, scan_chat_request};
+#[cfg(feature = "fuzzing")]
+pub(crate) use request::{object_check_agrees_with_serde, scan_agrees_with_parse};
 pub(crate) use window::trim_to_turn_boundary;

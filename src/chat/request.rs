@@ -14,6 +14,8 @@ use crate::store::{HistoryMessage, NewMessage};
 
 mod scan;
 
+#[cfg(any(feature = "sqlite", feature = "fuzzing", test))]
+pub(crate) use scan::is_one_object;
 pub(crate) use scan::scan_chat_request;
 
 /// A chat-completions body, read far enough to decide and splice, borrowing the bytes.
@@ -144,6 +146,20 @@ pub(crate) fn scan_agrees_with_parse(body: &[u8]) -> bool {
         ),
     }
     true
+}
+
+/// Checks the object check against serde on one text: when the check is sure, serde
+/// reads the text as exactly one object. Panics otherwise (the property tests and the
+/// `request_scan` fuzz target call it).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn object_check_agrees_with_serde(text: &str) {
+    if is_one_object(text.as_bytes()) {
+        let parsed = serde_json::value::RawValue::from_string(text.to_owned());
+        assert!(
+            parsed.is_ok_and(|raw| raw.get() == text && text.starts_with('{')),
+            "the check was sure of what serde does not read as one object: {text:?}"
+        );
+    }
 }
 
 /// Whether a message is instructions (`system`, or `developer` as newer OpenAI models

@@ -61,6 +61,24 @@ pub(crate) fn scan_chat_request(body: &[u8]) -> Option<RequestShape> {
     (scanner.pos == scanner.bytes.len()).then_some(shape)
 }
 
+/// Whether `text` is surely one JSON object as serde_json reads one (as
+/// `RawValue::from_string` does, which a stored message's text must pass before it is
+/// spliced), with nothing around it: the same checks the scan makes of a member it
+/// skips, a word at a time. `false` means the parse must decide (the text may still be
+/// an object, with whitespace around it, a key serde treats specially, or more nesting
+/// than the scan follows).
+#[cfg(any(feature = "sqlite", feature = "fuzzing", test))]
+pub(crate) fn is_one_object(text: &[u8]) -> bool {
+    let mut scanner = Scanner {
+        bytes: text,
+        pos: 0,
+        system_message_read: false,
+    };
+    scanner.peek() == Some(b'{')
+        && scanner.skip(0, Within::Skipped).is_some()
+        && scanner.pos == text.len()
+}
+
 /// The bytes that end the plain run of a string: the quote, the backslash, and the
 /// control characters JSON forbids there.
 const SPECIAL: [bool; 256] = {
@@ -884,6 +902,33 @@ mod tests {
             #[test]
             fn the_scan_agrees_with_the_parse_on_any_bytes(bytes in vec(any::<u8>(), 0..256)) {
                 scan_agrees_with_parse(&bytes);
+            }
+
+            #[test]
+            fn an_object_the_check_is_sure_of_is_one_for_serde(
+                value in crate::strategies::json_value(
+                    prop_oneof![Just(String::new()), "[a-z\"\\\\\u{0}-\u{1f}é🌍 ]{0,12}"].boxed()
+                ),
+                pretty in any::<bool>(),
+                cut in any::<prop::sample::Index>(),
+                truncate in any::<bool>(),
+            ) {
+                let text = if pretty {
+                    serde_json::to_string_pretty(&value).expect("serializes")
+                } else {
+                    value.to_string()
+                };
+                let text = if truncate { &text[..text.floor_char_boundary(cut.index(text.len() + 1))] } else { &text[..] };
+                crate::chat::request::object_check_agrees_with_serde(text);
+                // Keys with escapes, which the scan leaves to the parse, aside.
+                if value.is_object() && !truncate && !text.contains('\\') {
+                    prop_assert!(crate::chat::request::is_one_object(text.as_bytes()), "not sure of {}", text);
+                }
+            }
+
+            #[test]
+            fn the_object_check_agrees_with_serde_on_any_text(text in "[{}\\[\\]\":, a-z0-9.eE+\\-\\\\]{0,40}") {
+                crate::chat::request::object_check_agrees_with_serde(&text);
             }
         }
     }

@@ -48,7 +48,8 @@ struct NotAMessage;
 
 /// The messages to splice, as stored, in order; the last `last` when given. A message
 /// that is not one JSON object makes the history [`StoreError::Corrupt`]: SQLite's
-/// column is plain text, so each is parsed before it is spliced.
+/// column is plain text, so each is checked before it is spliced (see
+/// [`HistoryMessage::from_text`]).
 pub(super) async fn history(
     pool: &SqlitePool,
     owner: &str,
@@ -82,7 +83,7 @@ fn cut(mut text: &str) -> Option<Vec<HistoryMessage>> {
         let role = rest.get(..role_end)?;
         let json = rest.get(role_end..json_end)?;
         text = rest.get(json_end..)?;
-        let message = HistoryMessage::new(role, json.to_owned())?;
+        let message = HistoryMessage::from_text(role, json.to_owned())?;
         numbered.push((sequence.parse::<i64>().ok()?, message));
     }
     if !numbered.is_sorted_by_key(|(sequence, _)| *sequence) {
