@@ -37,6 +37,7 @@ mod text;
 pub use error::StoreError;
 #[cfg(feature = "postgres")]
 pub use postgres::distribute;
+pub(crate) use records::NotAMessage;
 pub use records::{
     Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationUpdate,
     CursorQuery, HistoryMessage, ListQuery, MessagePage, MessageQuery, Metadata, NewConversation,

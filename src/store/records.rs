@@ -162,6 +162,13 @@ impl HistoryMessage {
     }
 }
 
+/// A stored message whose text is not one JSON object (or, on SQLite, a history that
+/// does not read as messages): the history is
+/// [`StoreError::Corrupt`](super::StoreError::Corrupt), never spliced.
+#[derive(Debug, thiserror::Error)]
+#[error("a stored message is not a JSON object")]
+pub(crate) struct NotAMessage;
+
 /// A message as stored, with its place in the conversation.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]

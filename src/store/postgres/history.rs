@@ -10,7 +10,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::session::Session;
-use crate::store::{HistoryMessage, StoreError};
+use crate::store::{HistoryMessage, NotAMessage, StoreError};
 
 /// The history, or its last `$3` messages (NULL: all): each message's role and its JSON
 /// as text, which the layer splices as it is. One row with a NULL message when the
@@ -30,11 +30,6 @@ LEFT JOIN messages m
         LIMIT 1 OFFSET $3), -1))
 WHERE c.id = $1 AND c.owner = $2
 ORDER BY m.sequence_number";
-
-/// A stored message whose text is not one JSON object.
-#[derive(Debug, thiserror::Error)]
-#[error("a stored message is not a JSON object")]
-struct NotAMessage;
 
 /// The messages to splice, as stored, in order; the last `last` when given. A message
 /// that is not one JSON object makes the history [`StoreError::Corrupt`]. The `json`

@@ -16,7 +16,7 @@
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use crate::store::{HistoryMessage, StoreError};
+use crate::store::{HistoryMessage, NotAMessage, StoreError};
 
 /// The history, or its last `?3` messages (NULL: all), as one row: how many rows the
 /// conversation gave (0: it does not exist for this owner) and its messages as one text
@@ -39,12 +39,6 @@ LEFT JOIN messages m
         ORDER BY older.sequence_number DESC
         LIMIT 1 OFFSET ?3), -1))
 WHERE c.id = ?1 AND c.owner = ?2";
-
-/// A stored message whose text is not one JSON object, or a history text that does not
-/// read as messages.
-#[derive(Debug, thiserror::Error)]
-#[error("a stored message is not a JSON object")]
-struct NotAMessage;
 
 /// The messages to splice, as stored, in order; the last `last` when given. A message
 /// that is not one JSON object makes the history [`StoreError::Corrupt`]: SQLite's
