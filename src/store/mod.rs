@@ -59,6 +59,49 @@ use crate::items::ItemId;
 pub(crate) type Call<'a, T> =
     std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// Implements [`TurnStore`] for a backend's pool with its two functions, `history` and
+/// `append` (the trait methods' arguments, the pool first), written out with the
+/// signatures `#[async_trait]` gives the trait's methods so that each call's future is
+/// built in its box (see `crate::in_place`): the one place those signatures are spelled.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+macro_rules! turn_store_built_in_place {
+    ($pool:ty, $history:path, $append:path) => {
+        impl $crate::store::TurnStore for $pool {
+            fn load_history<'life0, 'life1, 'async_trait>(
+                &'life0 self,
+                owner: &'life1 str,
+                id: ::uuid::Uuid,
+                last: Option<u32>,
+            ) -> $crate::store::Call<'async_trait, Vec<$crate::store::HistoryMessage>>
+            where
+                'life0: 'async_trait,
+                'life1: 'async_trait,
+                Self: 'async_trait,
+            {
+                $crate::in_place::built_in_box(|| $history(self, owner, id, last))
+            }
+
+            fn append_turn<'life0, 'life1, 'life2, 'async_trait>(
+                &'life0 self,
+                owner: &'life1 str,
+                id: ::uuid::Uuid,
+                target: $crate::store::TurnTarget,
+                messages: &'life2 [$crate::store::NewMessage],
+            ) -> $crate::store::Call<'async_trait, i64>
+            where
+                'life0: 'async_trait,
+                'life1: 'async_trait,
+                'life2: 'async_trait,
+                Self: 'async_trait,
+            {
+                $crate::in_place::built_in_box(|| $append(self, owner, id, target, messages))
+            }
+        }
+    };
+}
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+use turn_store_built_in_place;
+
 /// Where the store records which of its migrations ran. A table of its own rather than
 /// sqlx's default `_sqlx_migrations`, so that an application's own sqlx migrations in the
 /// same database neither see these as unknown nor are seen as unknown by them.

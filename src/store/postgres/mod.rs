@@ -30,12 +30,11 @@ use super::read::Reader;
 use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
 use super::{
-    Call, Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
-    ConversationUpdate, CursorQuery, HistoryMessage, ListQuery, MIGRATIONS_TABLE, MessagePage,
-    MessageQuery, Metadata, NewConversation, NewMessage, NewResponse, ResponseKey,
-    ResponsePosition, StoreError, StoredResponse, TurnStore, TurnTarget, title_from, title_of,
+    Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationStore,
+    ConversationUpdate, CursorQuery, ListQuery, MIGRATIONS_TABLE, MessagePage, MessageQuery,
+    Metadata, NewConversation, NewMessage, NewResponse, ResponseKey, ResponsePosition, StoreError,
+    StoredResponse, TurnTarget, title_from, title_of, turn_store_built_in_place,
 };
-use crate::in_place::built_in_box;
 use crate::items::ItemId;
 
 /// Creates a conversation and stores its first messages, in one statement.
@@ -214,38 +213,7 @@ SET message_count = message_count - $3, updated_at = now()
 WHERE id = $1 AND owner = $2
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
-// Written out, not through `#[async_trait]`: see `crate::in_place`.
-impl TurnStore for PgPool {
-    fn load_history<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        owner: &'life1 str,
-        id: Uuid,
-        last: Option<u32>,
-    ) -> Call<'async_trait, Vec<HistoryMessage>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        built_in_box(|| history(self, owner, id, last))
-    }
-
-    fn append_turn<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        owner: &'life1 str,
-        id: Uuid,
-        target: TurnTarget,
-        messages: &'life2 [NewMessage],
-    ) -> Call<'async_trait, i64>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        built_in_box(|| append(self, owner, id, target, messages))
-    }
-}
+turn_store_built_in_place!(PgPool, history, append);
 
 /// See [`TurnStore::append_turn`].
 async fn append(
