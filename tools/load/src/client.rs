@@ -52,6 +52,8 @@ pub struct RunFigures {
     /// CPU microseconds per request during the measured time: proxy, database server,
     /// load generator.
     pub cpu: [f64; 3],
+    /// The proxy's user µs, system µs and context switches per request.
+    pub proxy_split: [f64; 3],
     pub failures: usize,
 }
 
@@ -357,6 +359,7 @@ impl Clients {
             done,
             held,
             cpu: before.per_request(&after, ended as f64),
+            proxy_split: before.proxy_split(&after, ended as f64),
             failures: failures.load(Ordering::Relaxed),
         }
     }

@@ -33,11 +33,70 @@ pub fn postgres_seconds() -> f64 {
 /// utime + stime: the 14th and 15th fields, counted after the parenthesised name, which
 /// may itself hold spaces.
 fn ticks(stat: &str) -> Option<u64> {
+    let (user, system) = user_and_system(stat)?;
+    Some(user + system)
+}
+
+/// utime and stime, apart.
+fn user_and_system(stat: &str) -> Option<(u64, u64)> {
     let (_, after_name) = stat.rsplit_once(')')?;
     let mut fields = after_name.split_whitespace().skip(11);
     let user: u64 = fields.next()?.parse().ok()?;
     let system: u64 = fields.next()?.parse().ok()?;
-    Some(user + system)
+    Some((user, system))
+}
+
+/// The proxy's CPU split between its own code (user) and the kernel's work for it
+/// (system: sockets, wake-ups), and how often its threads were switched out: what a
+/// change that saves instructions but adds a round trip or a wake-up would show.
+#[derive(Clone, Copy, Default)]
+pub struct Split {
+    user: f64,
+    system: f64,
+    switches: f64,
+}
+
+impl Split {
+    /// The process's user and system seconds, and its threads' context switches summed
+    /// from `/proc/<pid>/task/*/status` (the process's own status counts only its first
+    /// thread). Zeros when the process is gone.
+    pub fn take(pid: u32) -> Self {
+        let (user, system) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| user_and_system(&stat))
+            .unwrap_or_default();
+        let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+            .map(|status| context_switches(&status))
+            .sum::<u64>();
+        Self {
+            user: user as f64 / TICKS_PER_SECOND,
+            system: system as f64 / TICKS_PER_SECOND,
+            switches: switches as f64,
+        }
+    }
+
+    /// Per request between `self` and `later`: user µs, system µs, context switches.
+    pub fn per_request(&self, later: &Split, requests: f64) -> [f64; 3] {
+        let requests = requests.max(1.0);
+        [
+            (later.user - self.user).max(0.0) * 1e6 / requests,
+            (later.system - self.system).max(0.0) * 1e6 / requests,
+            (later.switches - self.switches).max(0.0) / requests,
+        ]
+    }
+}
+
+/// Voluntary and involuntary context switches of one thread's `status`.
+fn context_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter(|line| line.contains("ctxt_switches:"))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// CPU seconds of the three parties at one moment.
@@ -46,6 +105,7 @@ pub struct Sample {
     proxy: f64,
     database: f64,
     generator: f64,
+    split: Split,
 }
 
 impl Sample {
@@ -54,7 +114,14 @@ impl Sample {
             proxy: process_seconds(proxy),
             database: postgres_seconds(),
             generator: process_seconds(std::process::id()),
+            split: Split::take(proxy),
         }
+    }
+
+    /// The proxy's user µs, system µs and context switches per request between `self`
+    /// and `later`.
+    pub fn proxy_split(&self, later: &Sample, requests: f64) -> [f64; 3] {
+        self.split.per_request(&later.split, requests)
     }
 
     /// Microseconds of CPU per request between `self` and `later`: proxy, database

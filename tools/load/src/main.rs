@@ -493,13 +493,16 @@ async fn run(settings: &Settings) -> Result<Results, String> {
                     .await;
                 let row = Row::new(name, k, &figures, proxy.peak_rss());
                 eprintln!(
-                    "{name:<24} K={k:<3} {:>6} ended {:>7.0} req/s  TTFB p50 {:.3} ms  [DONE] p50 {:.3} ms  held {:.0} µs  CPU µs/req proxy {:.0} db {:.0} bench {:.0}  failed {}",
+                    "{name:<24} K={k:<3} {:>6} ended {:>7.0} req/s  TTFB p50 {:.3} ms  [DONE] p50 {:.3} ms  held {:.0} µs  CPU µs/req proxy {:.0} (user {:.0} sys {:.0}, {:.1} switches) db {:.0} bench {:.0}  failed {}",
                     row.completed,
                     row.requests_per_second,
                     row.first_byte_p50,
                     row.done_p50,
                     row.held_p50 * 1000.0,
                     row.cpu[0],
+                    figures.proxy_split[0],
+                    figures.proxy_split[1],
+                    figures.proxy_split[2],
                     row.cpu[1],
                     row.cpu[2],
                     row.failures
