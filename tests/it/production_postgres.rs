@@ -1,16 +1,19 @@
 //! PostgreSQL as it runs in production (contract section 13): behind a transaction-mode
-//! pooler, and through a server restart.
+//! pooler, through a server restart, and with the connections that store calls keep
+//! from one call to the next instead of giving them back to the pool.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use http::{Method, StatusCode};
 use serde_json::json;
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tower_conversations::ConversationLayer;
+use tower_conversations::store::{ConversationStore, NewConversation, NewMessage};
+use tower_conversations::{ConversationLayer, TurnStore};
 use uuid::Uuid;
 
 use crate::support::cluster::OwnCluster;
@@ -380,4 +383,140 @@ async fn the_text_stored_once_migration_keeps_every_row_and_search_still_finds_o
     assert_eq!(found("ancient").await, BTreeSet::from([old]));
     assert_eq!(found("modern").await, BTreeSet::from([new]));
     assert_eq!(found("words").await, BTreeSet::from([old, new]));
+}
+
+/// A migrated test database and a pool of `max_connections` on it that counts the
+/// connections given back to it (sqlx runs `after_release` for each), with `acquire` cut
+/// off after `acquire_timeout`.
+async fn counted_pool(
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Option<(TestDb, PgPool, Arc<AtomicUsize>)> {
+    let db = TestDb::postgres().await?;
+    let released = Arc::new(AtomicUsize::new(0));
+    let counter = released.clone();
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .after_release(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(true) })
+        })
+        .connect(&db.url)
+        .await
+        .expect("connect to the test database");
+    Some((db, pool, released))
+}
+
+/// A conversation of one message, stored through `pool`.
+async fn one_conversation(pool: &PgPool) -> Uuid {
+    pool.create(
+        "",
+        &NewConversation {
+            messages: vec![NewMessage::new(json!({"role": "user", "content": "hi"}))],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create a conversation")
+    .id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_one_after_another_reuse_a_kept_connection_instead_of_giving_it_back_each_time() {
+    let Some((_db, pool, released)) = counted_pool(4, Duration::from_secs(5)).await else {
+        return;
+    };
+    let id = one_conversation(&pool).await;
+    let before = released.load(Ordering::SeqCst);
+    let started = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(
+            pool.load_history("", id, None)
+                .await
+                .expect("history")
+                .len(),
+            1
+        );
+    }
+    // A connection goes back to the pool at least once a second; every call would be 50.
+    let seconds = started.elapsed().as_secs() as usize;
+    let given_back = released.load(Ordering::SeqCst) - before;
+    assert!(
+        given_back <= 2 * (seconds + 1),
+        "{given_back} connections given back to the pool over 50 calls in {seconds} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_goes_back_to_the_pool_within_a_second_or_two_of_the_last_call() {
+    let Some((_db, pool, released)) = counted_pool(4, Duration::from_secs(5)).await else {
+        return;
+    };
+    let id = one_conversation(&pool).await;
+    pool.load_history("", id, None).await.expect("history");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(
+        released.load(Ordering::SeqCst) >= 1,
+        "no connection given back"
+    );
+    assert_eq!(
+        pool.num_idle(),
+        pool.size() as usize,
+        "every connection is back in the pool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_pool_does_not_wait_for_a_kept_connection() {
+    let Some((_db, pool, _)) = counted_pool(4, Duration::from_secs(5)).await else {
+        return;
+    };
+    let id = one_conversation(&pool).await;
+    pool.load_history("", id, None).await.expect("history");
+    tokio::time::timeout(Duration::from_millis(500), pool.close())
+        .await
+        .expect("the pool closed at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_one_connection_has_it_free_for_others_right_after_a_call() {
+    let Some((_db, pool, _)) = counted_pool(1, Duration::from_millis(300)).await else {
+        return;
+    };
+    let id = one_conversation(&pool).await;
+    for _ in 0..5 {
+        pool.load_history("", id, None).await.expect("history");
+        let mut connection = pool.acquire().await.expect("the pool's one connection");
+        sqlx::query("SELECT 1")
+            .execute(&mut *connection)
+            .await
+            .expect("a query of the caller's own");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_the_server_closed_fails_at_most_one_call() {
+    let Some((db, pool, _)) = counted_pool(4, Duration::from_secs(5)).await else {
+        return;
+    };
+    let id = one_conversation(&pool).await;
+    pool.load_history("", id, None).await.expect("history");
+    // The server ends every other session on the database, the kept one among them.
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .expect("a connection of its own");
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS ended",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("terminate the pool's sessions");
+    assert!(ended >= 1, "the pool had a session to end");
+    let first = pool.load_history("", id, None).await;
+    let second = pool.load_history("", id, None).await;
+    assert_eq!(second.expect("the call after").len(), 1, "first: {first:?}");
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 mod distribute;
 mod history;
+mod kept;
 mod responses;
 mod retention;
 mod session;
@@ -498,7 +499,7 @@ impl ConversationStore for PgPool {
 /// Copies messages `0..=at_sequence` of `id` into a new conversation `fork_id` of the
 /// same owner, inside the caller's transaction; answers the new conversation's row.
 async fn fork_into(
-    tx: &mut Session,
+    tx: &mut Session<'_>,
     owner: &str,
     id: Uuid,
     at_sequence: i64,
@@ -543,7 +544,7 @@ async fn fork_into(
 
 /// Deletes the messages of conversation `id`, whose row `tx` has just deleted (see
 /// [`DELETE_MESSAGES`]).
-async fn delete_messages(tx: &mut Session, id: Uuid) -> Result<(), StoreError> {
+async fn delete_messages(tx: &mut Session<'_>, id: Uuid) -> Result<(), StoreError> {
     tx.query(DELETE_MESSAGES)
         .bind(id)
         .execute(tx.connection())

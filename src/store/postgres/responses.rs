@@ -99,7 +99,7 @@ pub(super) async fn append(
 }
 
 async fn create_turn(
-    tx: &mut Session,
+    tx: &mut Session<'_>,
     owner: &str,
     id: Uuid,
     messages: &[NewMessage],
@@ -120,7 +120,7 @@ async fn create_turn(
 }
 
 async fn append_turn(
-    tx: &mut Session,
+    tx: &mut Session<'_>,
     owner: &str,
     id: Uuid,
     messages: &[NewMessage],

@@ -16,45 +16,63 @@
 //! is taken to sit behind a transaction pooler. That is the setting every guide to sqlx
 //! behind PgBouncer already names; on its own it does not help, since sqlx then still
 //! names its statements (and never closes them).
+//!
+//! On a direct connection, a one-statement call that ended in good order leaves its
+//! connection for the next call rather than to the pool, for up to a second (see
+//! [`Kept`]): sqlx's pool tests every connection given back with a round trip.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnectOptions};
 use sqlx::query::Query;
 use sqlx::{Arguments, ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
+use tokio::time::Instant;
 
+use super::kept::{Kept, Taken};
 use crate::store::StoreError;
 
 /// The connection of one store call, and whether its statements may be named.
-pub(super) struct Session {
+pub(super) struct Session<'p> {
     connection: Connection,
     named: bool,
+    pool: &'p PgPool,
 }
 
 enum Connection {
-    Pooled(PoolConnection<Postgres>),
+    /// A connection of its own, to keep for the next call if this one ends in good
+    /// order.
+    Pooled(Taken, Arc<Kept>),
     Transaction(Transaction<'static, Postgres>),
 }
 
-impl Session {
-    /// For a call of one statement: the pool's connection as it is on a direct
-    /// connection, a transaction behind a transaction pooler.
-    pub(super) async fn statement(pool: &PgPool) -> Result<Self, StoreError> {
-        if behind_transaction_pooler(pool) {
+impl<'p> Session<'p> {
+    /// For a call of one statement: on a direct connection, a connection kept from an
+    /// earlier call or one from the pool; a transaction behind a transaction pooler.
+    pub(super) async fn statement(pool: &'p PgPool) -> Result<Self, StoreError> {
+        let known = known(pool);
+        if known.pooled {
             return Self::transaction(pool).await;
         }
+        let taken = match known.kept.take() {
+            Some(taken) => taken,
+            None => Taken {
+                connection: pool.acquire().await?,
+                since: Instant::now(),
+            },
+        };
         Ok(Self {
-            connection: Connection::Pooled(pool.acquire().await?),
+            connection: Connection::Pooled(taken, known.kept),
             named: true,
+            pool,
         })
     }
 
     /// For a call of several statements that commit together: a transaction.
-    pub(super) async fn transaction(pool: &PgPool) -> Result<Self, StoreError> {
+    pub(super) async fn transaction(pool: &'p PgPool) -> Result<Self, StoreError> {
         Ok(Self {
             connection: Connection::Transaction(pool.begin().await?),
-            named: !behind_transaction_pooler(pool),
+            named: !known(pool).pooled,
+            pool,
         })
     }
 
@@ -84,43 +102,57 @@ impl Session {
 
     pub(super) fn connection(&mut self) -> &mut PgConnection {
         match &mut self.connection {
-            Connection::Pooled(connection) => connection,
+            Connection::Pooled(taken, _) => &mut taken.connection,
             Connection::Transaction(transaction) => transaction,
         }
     }
 
-    /// Ends the call: commits its transaction, if it has one. Dropping a session
-    /// instead rolls the transaction back.
+    /// Ends the call in good order: commits its transaction, if it has one, or keeps its
+    /// connection for the next call. Dropping a session instead rolls the transaction
+    /// back, or gives the connection back to the pool, which tests it.
     pub(super) async fn commit(self) -> Result<(), StoreError> {
-        if let Connection::Transaction(transaction) = self.connection {
-            transaction.commit().await?;
+        match self.connection {
+            Connection::Transaction(transaction) => transaction.commit().await?,
+            Connection::Pooled(taken, kept) => kept.give_back(self.pool, taken),
         }
         Ok(())
     }
 }
 
-/// Whether `pool` has sqlx's statement cache off, remembered per pool: reading its
-/// options back costs more than the rest of a call's bookkeeping.
-fn behind_transaction_pooler(pool: &PgPool) -> bool {
-    type Seen = Mutex<Vec<(Weak<PgConnectOptions>, bool)>>;
+/// What the store remembers of one pool.
+struct Known {
+    /// Whether the pool has sqlx's statement cache off (it sits behind a transaction
+    /// pooler).
+    pooled: bool,
+    kept: Arc<Kept>,
+}
+
+/// What the store remembers of `pool`, found by its connect options: reading the options
+/// back costs more than the rest of a call's bookkeeping.
+fn known(pool: &PgPool) -> Known {
+    type Seen = Mutex<Vec<(Weak<PgConnectOptions>, bool, Arc<Kept>)>>;
     static SEEN: Seen = Mutex::new(Vec::new());
     let options = pool.connect_options();
     let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, pooled)) = seen
+    if let Some((_, pooled, kept)) = seen
         .iter()
         // A weak pointer no longer alive may share the address of a newer pool's options.
-        .find(|(known, _)| {
+        .find(|(known, _, _)| {
             known.strong_count() > 0 && std::ptr::eq(known.as_ptr(), Arc::as_ptr(&options))
         })
     {
-        return *pooled;
+        return Known {
+            pooled: *pooled,
+            kept: kept.clone(),
+        };
     }
     let pooled = options
         .to_url_lossy()
         .query_pairs()
         .any(|(key, value)| key == "statement-cache-capacity" && value == "0");
+    let kept = Arc::new(Kept::new(pool));
     // Pools closed since no longer need remembering; their address may come again.
-    seen.retain(|(known, _)| known.strong_count() > 0);
-    seen.push((Arc::downgrade(&options), pooled));
-    pooled
+    seen.retain(|(known, _, _)| known.strong_count() > 0);
+    seen.push((Arc::downgrade(&options), pooled, kept.clone()));
+    Known { pooled, kept }
 }
