@@ -1172,6 +1172,74 @@ async fn sqlite_writes_cut_off_inside_their_transaction_leave_no_part_and_the_ne
     db.check_search_index().await;
 }
 
+/// A SQLite turn that is a batch of its own begins and commits its transaction in the
+/// same call as its statements; cut off at any point of that call, it leaves no
+/// transaction open behind it: the very next write goes through.
+#[tokio::test]
+async fn sqlite_a_turn_cut_off_at_any_point_leaves_the_next_write_to_go_through() {
+    let db = TestDb::sqlite().await;
+    let store = db.store_with_connections(4).await;
+    let new_turn = |question: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .append_turn(
+                    "",
+                    Uuid::now_v7(),
+                    TurnTarget::NewConversation,
+                    &turn(question, "a"),
+                )
+                .await
+        }
+    };
+    // How long one write takes here, to cut the others at points all across it.
+    let started = std::time::Instant::now();
+    new_turn("first").await.expect("the first write");
+    let took = started.elapsed();
+    for step in 0..120u32 {
+        let cut_after = took * step / 100;
+        let _ = tokio::time::timeout(cut_after, new_turn("cut")).await;
+        new_turn("next")
+            .await
+            .unwrap_or_else(|error| panic!("the write after one cut at {cut_after:?}: {error}"));
+    }
+    let conversations = db.scalar("SELECT count(*) FROM conversations").await;
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM messages").await,
+        2 * conversations,
+        "every stored turn whole"
+    );
+    assert!(conversations >= 121, "{conversations} stored");
+    db.check_search_index().await;
+}
+
+/// A SQLite turn that fails on its own (here: a new conversation whose id is taken)
+/// leaves nothing of itself and no transaction open: the next write goes through.
+#[tokio::test]
+async fn sqlite_a_turn_that_fails_alone_leaves_the_next_write_to_go_through() {
+    let db = TestDb::sqlite().await;
+    let store = db.store();
+    let id = Uuid::now_v7();
+    let first = turn("first", "a");
+    store
+        .append_turn("", id, TurnTarget::NewConversation, &first)
+        .await
+        .expect("the first turn");
+    for _ in 0..3 {
+        store
+            .append_turn("", id, TurnTarget::NewConversation, &turn("again", "b"))
+            .await
+            .expect_err("the id is taken");
+        store
+            .append_turn("", id, TurnTarget::Existing, &turn("more", "c"))
+            .await
+            .expect("the write after the failed one");
+    }
+    assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 1);
+    assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 8);
+    db.check_search_index().await;
+}
+
 /// SQLite feeds its full-text index after the turn: a turn only puts its messages on the
 /// pending list, a batch of turns indexes the list at most every 200 ms, and a search
 /// indexes whatever is pending first, so it finds every message committed before it.

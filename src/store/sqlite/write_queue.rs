@@ -11,6 +11,8 @@
 //! its own so that one turn's failure leaves the others as they were. One commit, and
 //! one write of the table and index pages the turns share, then serves them all, and a
 //! turn that arrives while a batch is being written waits only for that batch to end.
+//! A batch of one turn, the usual batch when turns do not overlap, goes to SQLite as one
+//! call, its `BEGIN IMMEDIATE` and `COMMIT` included (see [`write_alone`]).
 //! Turns of one conversation are written in the order they joined. The full-text index
 //! is fed after the batch, at most every 200 ms (see [`search_index`](super::search_index)).
 //!
@@ -35,7 +37,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
 use sqlx::types::Json;
 use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{OwnedMutexGuard, oneshot};
@@ -49,20 +52,17 @@ use crate::store::{Metadata, StoreError};
 pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 /// Appends a turn: its messages, numbered on from the conversation's next sequence
-/// number (never from its count, which a truncation lowers), then both moved past them,
-/// inside the savepoint that keeps a failed turn of a batch from leaving anything behind
-/// ([`ROLLBACK_TURN`] undoes it). The statements are sent as one call, since every call
-/// is a round trip to the connection's worker thread; inside the batch's `BEGIN
-/// IMMEDIATE` nothing can come between them. An unknown id (or another owner's) inserts
-/// nothing and returns no row.
+/// number (never from its count, which a truncation lowers), then both moved past them.
+/// The statements are sent as one call, since every call is a round trip to the
+/// connection's worker thread; inside the batch's `BEGIN IMMEDIATE` nothing can come
+/// between them. An unknown id (or another owner's) inserts nothing and returns no row.
 ///
 /// `?1` id, `?2` owner, `?3` message count, `?4` now, then the messages: `?5` the batch
 /// ([`APPEND_TURN`]), or `?5` to `?16` the columns of a pair ([`APPEND_PAIR`]).
 macro_rules! append_turn {
     ($($rows:tt)+) => {
         concat!(
-            "SAVEPOINT turn;
-INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
+            "INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
 SELECT c.id, c.next_sequence + batch.key, ?4, batch.role, batch.message, batch.text,
        batch.reasoning, batch.events, batch.metadata
@@ -72,41 +72,65 @@ FROM conversations AS c, ",
 UPDATE conversations
 SET message_count = message_count + ?3, next_sequence = next_sequence + ?3, updated_at = ?4
 WHERE id = ?1 AND owner = ?2;
-SELECT next_sequence - ?3 AS first_sequence FROM conversations WHERE id = ?1 AND owner = ?2;
-RELEASE turn"
+SELECT next_sequence - ?3 AS first_sequence FROM conversations WHERE id = ?1 AND owner = ?2"
         )
     };
 }
 
-const APPEND_TURN: &str = append_turn!(message_json!("?5"));
-
-const APPEND_PAIR: &str = append_turn!(message_pair!(
-    "?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16"
-));
-
 /// The first turn of a conversation: its row and messages as `CREATE_WITH_MESSAGES`
-/// writes them, without the `RETURNING` clause (a turn reads nothing back), inside the
-/// savepoint of [`APPEND_TURN`]: `?1` id, `?2` owner, `?3` title, `?4` now, `?5` message
-/// count, `?6` metadata, then `?7` the batch ([`CREATE_TURN`]) or `?7` to `?18` the
-/// columns of a pair ([`CREATE_PAIR`], each message inserted on its own: see
-/// `insert_messages!`).
-const CREATE_TURN: &str = concat!(
-    "SAVEPOINT turn;\n",
-    insert_conversation!(),
-    ";\n",
-    insert_messages!(message_json!("?7")),
-    ";\nRELEASE turn"
-);
+/// writes them, without the `RETURNING` clause (a turn reads nothing back): `?1` id,
+/// `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, then `?7` the
+/// batch ([`CREATE_TURN`]) or `?7` to `?18` the columns of a pair ([`CREATE_PAIR`], each
+/// message inserted on its own: see `insert_messages!`).
+macro_rules! create_turn {
+    (json) => {
+        concat!(
+            insert_conversation!(),
+            ";\n",
+            insert_messages!(message_json!("?7"))
+        )
+    };
+    (pair) => {
+        concat!(
+            insert_conversation!(),
+            ";\n",
+            insert_message!("0", "?7", "?8", "?9", "?10", "?11", "?12"),
+            ";\n",
+            insert_message!("1", "?13", "?14", "?15", "?16", "?17", "?18")
+        )
+    };
+}
 
-const CREATE_PAIR: &str = concat!(
-    "SAVEPOINT turn;\n",
-    insert_conversation!(),
-    ";\n",
-    insert_message!("0", "?7", "?8", "?9", "?10", "?11", "?12"),
-    ";\n",
-    insert_message!("1", "?13", "?14", "?15", "?16", "?17", "?18"),
-    ";\nRELEASE turn"
-);
+/// A turn of a batch of several: inside a savepoint, so that a failed turn leaves
+/// nothing behind ([`ROLLBACK_TURN`] undoes it) and the batch's other turns commit.
+macro_rules! in_savepoint {
+    ($($turn:tt)+) => {
+        concat!("SAVEPOINT turn;\n", $($turn)+, ";\nRELEASE turn")
+    };
+}
+
+/// A batch of one turn: its transaction begun and committed in the same call as its
+/// statements (see [`write_alone`]).
+macro_rules! alone {
+    ($($turn:tt)+) => {
+        concat!("BEGIN IMMEDIATE;\n", $($turn)+, ";\nCOMMIT")
+    };
+}
+
+const APPEND_TURN: &str = in_savepoint!(append_turn!(message_json!("?5")));
+const APPEND_TURN_ALONE: &str = alone!(append_turn!(message_json!("?5")));
+
+const APPEND_PAIR: &str = in_savepoint!(append_turn!(message_pair!(
+    "?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16"
+)));
+const APPEND_PAIR_ALONE: &str = alone!(append_turn!(message_pair!(
+    "?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16"
+)));
+
+const CREATE_TURN: &str = in_savepoint!(create_turn!(json));
+const CREATE_TURN_ALONE: &str = alone!(create_turn!(json));
+const CREATE_PAIR: &str = in_savepoint!(create_turn!(pair));
+const CREATE_PAIR_ALONE: &str = alone!(create_turn!(pair));
 
 /// Undoes what a turn that failed halfway wrote, and leaves the batch's transaction open.
 const ROLLBACK_TURN: &str = "ROLLBACK TO turn; RELEASE turn";
@@ -153,6 +177,9 @@ struct Writer {
     held: Option<Held>,
     /// Whether a write took the connection since the idle check last looked.
     wrote: bool,
+    /// Whether a call that begins and commits its own transaction ([`write_alone`]) is
+    /// under way on the held connection: cut off, it may leave that transaction open.
+    may_be_open: bool,
 }
 
 /// A connection the writer holds.
@@ -300,6 +327,9 @@ pub(super) struct WriteLock {
     writer: OwnedMutexGuard<Writer>,
     pool: SqlitePool,
     queue: Arc<FileQueue>,
+    /// Whether the pool's database is private to each connection (`:memory:`), whose
+    /// connection must never be closed: its database would go with it.
+    private: bool,
 }
 
 /// Waits for this process's turn to write to the pool's database file.
@@ -309,6 +339,7 @@ pub(super) async fn lock_write(pool: &SqlitePool) -> WriteLock {
     WriteLock {
         writer,
         pool: pool.clone(),
+        private: is_private(pool.connect_options().get_filename()),
         queue,
     }
 }
@@ -340,10 +371,23 @@ impl WriteLock {
     fn let_go(&mut self) {
         self.writer.held = None;
     }
+
+    /// Closes the held connection, which a cut-off or failed call may have left inside a
+    /// transaction that sqlx does not know of: back in the pool, it would hand that
+    /// transaction to the next write. Detached, its drop needs no runtime.
+    fn close_held(&mut self) {
+        self.writer.may_be_open = false;
+        if let Some(held) = self.writer.held.take() {
+            drop(held.connection.detach());
+        }
+    }
 }
 
 impl Drop for WriteLock {
     fn drop(&mut self) {
+        if self.writer.may_be_open {
+            self.close_held();
+        }
         // A connection of the caller's pool goes back to it at once.
         self.writer.held.take_if(|held| held.generation.is_none());
     }
@@ -388,6 +432,7 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
         writer,
         pool: pool.clone(),
         queue: queue.clone(),
+        private: false,
     };
     write_waiting_turns(&mut writing).await;
     index_if_due(writing);
@@ -477,10 +522,16 @@ async fn write_batch(
 
 async fn write_in_one_transaction(
     writing: &mut WriteLock,
-    turns: Vec<TurnRows>,
+    mut turns: Vec<TurnRows>,
 ) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
-    let mut tx = writing.begin().await?;
     let now = timestamp();
+    if turns.len() == 1
+        && !writing.private
+        && let Some(turn) = turns.pop()
+    {
+        return Ok(vec![write_alone(writing, turn, &now).await]);
+    }
+    let mut tx = writing.begin().await?;
     let mut outcomes = Vec::with_capacity(turns.len());
     for turn in turns {
         outcomes.push(write_turn(&mut tx, turn, &now).await?);
@@ -539,6 +590,60 @@ pub(super) async fn write_turn(
     turn: TurnRows,
     now: &str,
 ) -> Result<Result<i64, StoreError>, StoreError> {
+    let (query, create) = turn_query(turn, now, Wrapped::InSavepoint);
+    match query.fetch_all(&mut *tx).await {
+        Ok(rows) => Ok(turn_outcome(create, &rows)),
+        Err(error) => {
+            sqlx::query(ROLLBACK_TURN).execute(&mut *tx).await?;
+            Ok(Err(error.into()))
+        }
+    }
+}
+
+/// A batch of one turn, the usual batch when turns do not overlap: `BEGIN IMMEDIATE`,
+/// the turn and `COMMIT` go as one call rather than three, since each call is a round
+/// trip to the connection's worker thread and back, two hand-offs between threads
+/// (see `docs/performance.md`). sqlx stops a call at its first failing statement, so
+/// `COMMIT` runs only after the whole turn did; a failed or cut-off call may leave the
+/// transaction open, so the writer then closes that connection (SQLite rolls back what
+/// it held) rather than keep it, and the next write opens another.
+async fn write_alone(
+    writing: &mut WriteLock,
+    turn: TurnRows,
+    now: &str,
+) -> Result<i64, StoreError> {
+    let (query, create) = turn_query(turn, now, Wrapped::Alone);
+    writing.writer.may_be_open = true;
+    let written = match writing.connection().await {
+        Ok(connection) => query.fetch_all(connection).await.map_err(StoreError::from),
+        Err(error) => Err(error),
+    };
+    match written {
+        Ok(rows) => {
+            writing.writer.may_be_open = false;
+            turn_outcome(create, &rows)
+        }
+        Err(error) => {
+            writing.close_held();
+            Err(error)
+        }
+    }
+}
+
+/// How a turn's statements are wrapped: [`in_savepoint!`] or [`alone!`].
+#[derive(Clone, Copy)]
+enum Wrapped {
+    InSavepoint,
+    Alone,
+}
+
+/// The statements of `turn` with their parameters bound, and whether they create the
+/// conversation.
+fn turn_query(
+    turn: TurnRows,
+    now: &str,
+    wrapped: Wrapped,
+) -> (Query<'static, Sqlite, SqliteArguments>, bool) {
     // The rows are taken by value: sqlx copies every borrowed string it binds, and
     // moves an owned one.
     let TurnRows {
@@ -549,21 +654,25 @@ pub(super) async fn write_turn(
         count,
         rows,
     } = turn;
-    let statement = match (create, &rows) {
-        (true, SqliteBatch::Pair(_)) => CREATE_PAIR,
-        (true, SqliteBatch::Json(_)) => CREATE_TURN,
-        (false, SqliteBatch::Pair(_)) => APPEND_PAIR,
-        (false, SqliteBatch::Json(_)) => APPEND_TURN,
+    let statement = match (create, &rows, wrapped) {
+        (true, SqliteBatch::Pair(_), Wrapped::InSavepoint) => CREATE_PAIR,
+        (true, SqliteBatch::Pair(_), Wrapped::Alone) => CREATE_PAIR_ALONE,
+        (true, SqliteBatch::Json(_), Wrapped::InSavepoint) => CREATE_TURN,
+        (true, SqliteBatch::Json(_), Wrapped::Alone) => CREATE_TURN_ALONE,
+        (false, SqliteBatch::Pair(_), Wrapped::InSavepoint) => APPEND_PAIR,
+        (false, SqliteBatch::Pair(_), Wrapped::Alone) => APPEND_PAIR_ALONE,
+        (false, SqliteBatch::Json(_), Wrapped::InSavepoint) => APPEND_TURN,
+        (false, SqliteBatch::Json(_), Wrapped::Alone) => APPEND_TURN_ALONE,
     };
     let query = sqlx::query(statement).bind(id).bind(owner);
     let query = if create {
         query
             .bind(title)
-            .bind(now)
+            .bind(now.to_owned())
             .bind(count)
             .bind(Json(Metadata::new()))
     } else {
-        query.bind(count).bind(now)
+        query.bind(count).bind(now.to_owned())
     };
     let query = match rows {
         SqliteBatch::Json(rows) => query.bind(rows),
@@ -577,26 +686,23 @@ pub(super) async fn write_turn(
                 .bind(message.metadata)
         }),
     };
-    let written = query.fetch_all(&mut *tx).await;
-    let rows = match written {
-        Ok(rows) => rows,
-        Err(error) => {
-            sqlx::query(ROLLBACK_TURN).execute(&mut *tx).await?;
-            return Ok(Err(error.into()));
-        }
-    };
-    // All rows were fetched, not the first: the call has to step every statement to its
-    // end. A new conversation's statements return none (an id taken fails them); an
-    // appended turn's, its first number, or none for an unknown conversation.
+    (query, create)
+}
+
+/// What a turn's statements returned, read as its outcome. All rows were fetched, not
+/// the first: the call has to step every statement to its end. A new conversation's
+/// statements return none (an id taken fails them); an appended turn's, its first
+/// number, or none for an unknown conversation.
+fn turn_outcome(create: bool, rows: &[SqliteRow]) -> Result<i64, StoreError> {
     if create {
-        return Ok(Ok(0));
+        return Ok(0);
     }
-    Ok(match rows.first() {
+    match rows.first() {
         None => Err(StoreError::NotFound),
         Some(row) => row
             .try_get::<i64, _>("first_sequence")
             .map_err(StoreError::from),
-    })
+    }
 }
 
 /// The current time as the schema stores it (see [`stored_time`]).
