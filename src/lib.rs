@@ -108,16 +108,20 @@
 //! SQLite drops a connection's page cache whenever another connection wrote the file, so
 //! one writer keeps it warm, and a write never waits for one of the pool's connections.
 //!
-//! On PostgreSQL a one-statement store call that ended in good order (a turn, a history
-//! read, most management reads) leaves its connection for the next call rather than
-//! giving it back to the pool, for up to a second from the moment a call took it from the
-//! pool: sqlx tests every connection given back with a round trip to the server, one of
-//! the two a turn would otherwise cost. The pool's `before_acquire` and `after_release`
-//! hooks therefore run once a second for a busy connection, not at every call; a
-//! connection the server closed within that second fails the one call that meets it; at
-//! most half the pool's `max_connections` are kept (none of a pool of one), and
+//! A pool built with `test_before_acquire(false)` (the example proxy's, which pings only
+//! a connection idle for over a second) has store calls that ended in good order leave
+//! their connection for the next call rather than give it back to the pool, for up to a
+//! second from the moment a call took it from the pool: PostgreSQL's one-statement calls
+//! (a turn, a history read, most management reads) and SQLite's history reads. sqlx
+//! tests every connection given back, with a round trip to the server or to the SQLite
+//! connection's worker thread: one of the two round trips a PostgreSQL turn would
+//! otherwise cost. The pool's `before_acquire` and `after_release` hooks therefore run
+//! once a second for a busy connection, not at every call; a connection the server closed
+//! within that second fails the one call that meets it; at most half the pool's
+//! `max_connections` are kept (none of a pool of one), and
 //! [`Pool::close`](sqlx::Pool::close) gives them back at once. A call that failed or was
-//! cancelled gives its connection back to the pool, which tests it, as before.
+//! cancelled gives its connection back to the pool, which tests it, as before. A pool
+//! that tests every connection it hands out (sqlx's default) keeps none.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

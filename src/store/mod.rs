@@ -21,6 +21,10 @@ mod batch;
 mod error;
 mod fork;
 mod json_text;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod kept;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod per_pool;
 #[cfg(feature = "fuzzing")]
 pub(crate) use json_text::json_text;
 #[cfg(feature = "postgres")]

@@ -387,10 +387,20 @@ async fn the_text_stored_once_migration_keeps_every_row_and_search_still_finds_o
 
 /// A migrated test database and a pool of `max_connections` on it that counts the
 /// connections given back to it (sqlx runs `after_release` for each), with `acquire` cut
-/// off after `acquire_timeout`.
+/// off after `acquire_timeout`; as the example proxy's, it does not test each connection
+/// it hands out.
 async fn counted_pool(
     max_connections: u32,
     acquire_timeout: Duration,
+) -> Option<(TestDb, PgPool, Arc<AtomicUsize>)> {
+    counted_pool_testing(max_connections, acquire_timeout, false).await
+}
+
+/// [`counted_pool`], testing each connection it hands out when `test_before_acquire`.
+async fn counted_pool_testing(
+    max_connections: u32,
+    acquire_timeout: Duration,
+    test_before_acquire: bool,
 ) -> Option<(TestDb, PgPool, Arc<AtomicUsize>)> {
     let db = TestDb::postgres().await?;
     let released = Arc::new(AtomicUsize::new(0));
@@ -398,6 +408,7 @@ async fn counted_pool(
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        .test_before_acquire(test_before_acquire)
         .after_release(move |_, _| {
             counter.fetch_add(1, Ordering::SeqCst);
             Box::pin(async { Ok(true) })
@@ -446,6 +457,24 @@ async fn calls_one_after_another_reuse_a_kept_connection_instead_of_giving_it_ba
         given_back <= 2 * (seconds + 1),
         "{given_back} connections given back to the pool over 50 calls in {seconds} s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_tests_every_connection_it_hands_out_has_none_kept() {
+    let Some((_db, pool, released)) = counted_pool_testing(4, Duration::from_secs(5), true).await
+    else {
+        return;
+    };
+    let id = one_conversation(&pool).await;
+    let before = released.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        pool.load_history("", id, None).await.expect("history");
+    }
+    // The release runs in a task of its own after each call (the create's may come
+    // after `before` was read).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let given_back = released.load(Ordering::SeqCst) - before;
+    assert!(given_back >= 20, "{given_back} given back over 20 calls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -863,6 +863,79 @@ async fn sqlite_delete_and_truncate_do_not_rely_on_foreign_keys() {
     db.check_search_index().await;
 }
 
+/// A SQLite pool on a migrated test database that counts the connections given back to
+/// it (sqlx runs `after_release` for each) and, as the example proxy's, does not test
+/// each connection it hands out.
+async fn sqlite_counted_pool() -> (
+    TestDb,
+    sqlx::SqlitePool,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let db = TestDb::sqlite().await;
+    let options: SqliteConnectOptions = db.url.parse().unwrap();
+    let released = Arc::new(AtomicUsize::new(0));
+    let counter = released.clone();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .test_before_acquire(false)
+        .after_release(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(true) })
+        })
+        .connect_with(options)
+        .await
+        .unwrap();
+    (db, pool, released)
+}
+
+/// A history read on SQLite leaves its connection for the next read, for up to a
+/// second, rather than giving it back to the pool (which tests it with a round trip to
+/// its worker thread) each time.
+#[tokio::test]
+async fn sqlite_history_reads_one_after_another_reuse_a_kept_connection() {
+    use std::sync::atomic::Ordering;
+    let (_db, pool, released) = sqlite_counted_pool().await;
+    let id = Uuid::now_v7();
+    pool.append_turn("", id, TurnTarget::NewConversation, &turn("kept", "a"))
+        .await
+        .unwrap();
+    let before = released.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        assert_eq!(pool.load_history("", id, None).await.unwrap().len(), 2);
+    }
+    let seconds = started.elapsed().as_secs() as usize;
+    let given_back = released.load(Ordering::SeqCst) - before;
+    assert!(
+        given_back <= 2 * (seconds + 1),
+        "{given_back} connections given back to the pool over 50 reads in {seconds} s"
+    );
+}
+
+/// A connection a SQLite history read kept goes back to the pool within a second or two,
+/// and at once when the pool closes.
+#[tokio::test]
+async fn sqlite_a_kept_connection_goes_back_to_the_pool_in_time_and_at_its_close() {
+    let (_db, pool, _) = sqlite_counted_pool().await;
+    let id = Uuid::now_v7();
+    pool.append_turn("", id, TurnTarget::NewConversation, &turn("kept", "a"))
+        .await
+        .unwrap();
+    pool.load_history("", id, None).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(
+        pool.num_idle(),
+        pool.size() as usize,
+        "every connection back"
+    );
+    pool.load_history("", id, None).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_millis(500), pool.close())
+        .await
+        .expect("the pool closed at once");
+}
+
 /// The SQLite migration switches the database file to write-ahead logging.
 #[tokio::test]
 async fn sqlite_databases_use_write_ahead_logging() {

@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 mod distribute;
 mod history;
-mod kept;
 mod responses;
 mod retention;
 mod session;

@@ -21,15 +21,15 @@
 //! connection for the next call rather than to the pool, for up to a second (see
 //! [`Kept`]): sqlx's pool tests every connection given back with a round trip.
 
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 
 use sqlx::postgres::{PgArguments, PgConnectOptions};
 use sqlx::query::Query;
 use sqlx::{Arguments, ConnectOptions, PgConnection, PgPool, Postgres, Transaction};
-use tokio::time::Instant;
 
-use super::kept::{Kept, Taken};
 use crate::store::StoreError;
+use crate::store::kept::{Kept, Taken};
+use crate::store::per_pool::PerPool;
 
 /// The connection of one store call, and whether its statements may be named.
 pub(super) struct Session<'p> {
@@ -41,7 +41,7 @@ pub(super) struct Session<'p> {
 enum Connection {
     /// A connection of its own, to keep for the next call if this one ends in good
     /// order.
-    Pooled(Taken, Arc<Kept>),
+    Pooled(Taken<Postgres>, Arc<Kept<Postgres>>),
     Transaction(Transaction<'static, Postgres>),
 }
 
@@ -53,13 +53,7 @@ impl<'p> Session<'p> {
         if known.pooled {
             return Self::transaction(pool).await;
         }
-        let taken = match known.kept.take() {
-            Some(taken) => taken,
-            None => Taken {
-                connection: pool.acquire().await?,
-                since: Instant::now(),
-            },
-        };
+        let taken = known.kept.take_or_acquire(pool).await?;
         Ok(Self {
             connection: Connection::Pooled(taken, known.kept),
             named: true,
@@ -120,39 +114,23 @@ impl<'p> Session<'p> {
 }
 
 /// What the store remembers of one pool.
+#[derive(Clone)]
 struct Known {
     /// Whether the pool has sqlx's statement cache off (it sits behind a transaction
     /// pooler).
     pooled: bool,
-    kept: Arc<Kept>,
+    kept: Arc<Kept<Postgres>>,
 }
 
-/// What the store remembers of `pool`, found by its connect options: reading the options
-/// back costs more than the rest of a call's bookkeeping.
+/// What the store remembers of `pool`.
 fn known(pool: &PgPool) -> Known {
-    type Seen = Mutex<Vec<(Weak<PgConnectOptions>, bool, Arc<Kept>)>>;
-    static SEEN: Seen = Mutex::new(Vec::new());
-    let options = pool.connect_options();
-    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, pooled, kept)) = seen
-        .iter()
-        // A weak pointer no longer alive may share the address of a newer pool's options.
-        .find(|(known, _, _)| {
-            known.strong_count() > 0 && std::ptr::eq(known.as_ptr(), Arc::as_ptr(&options))
-        })
-    {
-        return Known {
-            pooled: *pooled,
-            kept: kept.clone(),
-        };
-    }
-    let pooled = options
-        .to_url_lossy()
-        .query_pairs()
-        .any(|(key, value)| key == "statement-cache-capacity" && value == "0");
-    let kept = Arc::new(Kept::new(pool));
-    // Pools closed since no longer need remembering; their address may come again.
-    seen.retain(|(known, _, _)| known.strong_count() > 0);
-    seen.push((Arc::downgrade(&options), pooled, kept.clone()));
-    Known { pooled, kept }
+    static KNOWN: PerPool<PgConnectOptions, Known> = PerPool::new();
+    KNOWN.get(&pool.connect_options(), || Known {
+        pooled: pool
+            .connect_options()
+            .to_url_lossy()
+            .query_pairs()
+            .any(|(key, value)| key == "statement-cache-capacity" && value == "0"),
+        kept: Arc::new(Kept::new(pool)),
+    })
 }

@@ -13,9 +13,14 @@
 //! it saved. The rows come in the primary key's order anyway; [`cut`] sorts them by their
 //! sequence numbers only when they do not.
 
-use sqlx::{Row, SqlitePool};
+use std::sync::Arc;
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
+use crate::store::kept::Kept;
+use crate::store::per_pool::PerPool;
 use crate::store::{HistoryMessage, NotAMessage, StoreError};
 
 /// The history, or its last `?3` messages (NULL: all), as one row: how many rows the
@@ -43,20 +48,24 @@ WHERE c.id = ?1 AND c.owner = ?2";
 /// The messages to splice, as stored, in order; the last `last` when given. A message
 /// that is not one JSON object makes the history [`StoreError::Corrupt`]: SQLite's
 /// column is plain text, so each is checked before it is spliced (see
-/// [`HistoryMessage::from_text`]).
+/// [`HistoryMessage::from_text`]). The read's connection is kept for the next one (see
+/// [`Kept`]): given back to the pool, it would cost a round trip to its worker thread.
 pub(super) async fn history(
     pool: &SqlitePool,
     owner: &str,
     id: Uuid,
     last: Option<u32>,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
-    let mut connection = pool.acquire().await?;
+    static KEPT: PerPool<SqliteConnectOptions, Arc<Kept<Sqlite>>> = PerPool::new();
+    let kept = KEPT.get(&pool.connect_options(), || Arc::new(Kept::new(pool)));
+    let mut taken = kept.take_or_acquire(pool).await?;
     let row = sqlx::query(HISTORY)
         .bind(id)
         .bind(owner)
         .bind(last.map(i64::from))
-        .fetch_one(&mut *connection)
+        .fetch_one(&mut *taken.connection)
         .await?;
+    kept.give_back(pool, taken);
     if row.try_get::<i64, _>(0)? == 0 {
         return Err(StoreError::NotFound);
     }

@@ -1,18 +1,23 @@
 //! [`Kept`]: connections that store calls ended in good order, kept for the next call
 //! for up to a second instead of going back to the pool.
 //!
-//! sqlx tests every connection that goes back to its pool, with a round trip to the
-//! server, in a task that the connection's drop spawns (`Floating::return_to_pool` in
-//! sqlx-core; it cannot be turned off), and the next call's acquire runs the pool's
-//! bookkeeping and its `before_acquire` hook. For a turn that is one of its two round
+//! sqlx tests every connection that goes back to its pool, in a task that the
+//! connection's drop spawns (`Floating::return_to_pool` in sqlx-core; it cannot be
+//! turned off): on PostgreSQL a round trip to the server, on SQLite one to the
+//! connection's worker thread. The next call's acquire then runs the pool's bookkeeping
+//! and its `before_acquire` hook. For a PostgreSQL turn that was one of its two round
 //! trips and about 15,000 of the proxy's instructions (see `docs/performance.md`). A
 //! connection whose last statement was read to its end a moment ago needs none of it.
 //!
+//! Used by PostgreSQL's one-statement calls (`Session`) and SQLite's history reads.
+//!
 //! The rules:
-//! - A call's connection is kept only when the call ended in good order
-//!   ([`Session::commit`](super::session::Session::commit)): every statement read to its
-//!   end. A call that failed or was cancelled drops its connection as before, and the
-//!   pool's test decides what becomes of it.
+//! - Only a pool that does not test each connection it hands out
+//!   (`test_before_acquire(false)`) has connections kept: one that does (sqlx's default)
+//!   was promised a tested connection at every acquire, and gets it.
+//! - A call's connection is kept only when the call ended in good order: every
+//!   statement read to its end. A call that failed or was cancelled drops its connection
+//!   as before, and the pool's test decides what becomes of it.
 //! - A connection is out of the pool for at most [`KEEP_FOR`] from the moment a call took
 //!   it from the pool; then it goes back, and the pool tests it as usual. So the pool's
 //!   hooks, its `max_lifetime` and its `idle_timeout` still see every connection at least
@@ -32,51 +37,72 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::{Database, Pool};
 use tokio::time::Instant;
+
+use super::StoreError;
 
 /// How long a connection may stay out of the pool, counted from the moment a call took
 /// it from the pool: the same second within which the example proxy's pool takes a
 /// connection as alive without a ping.
-pub(super) const KEEP_FOR: Duration = Duration::from_secs(1);
+pub(crate) const KEEP_FOR: Duration = Duration::from_secs(1);
 
 /// A pool's kept connections.
-pub(super) struct Kept {
-    shelf: Mutex<Shelf>,
+pub(crate) struct Kept<DB: Database> {
+    shelf: Mutex<Shelf<DB>>,
     /// How many connections may be kept at once.
     room: usize,
 }
 
-#[derive(Default)]
-struct Shelf {
-    connections: Vec<Taken>,
+struct Shelf<DB: Database> {
+    connections: Vec<Taken<DB>>,
     /// Whether a task is watching the shelf; there is one exactly when it is not empty.
     watched: bool,
 }
 
 /// A connection out of the pool, and when a call took it from the pool.
-pub(super) struct Taken {
-    pub(super) connection: PoolConnection<Postgres>,
-    pub(super) since: Instant,
+pub(crate) struct Taken<DB: Database> {
+    pub(crate) connection: PoolConnection<DB>,
+    since: Instant,
 }
 
-impl Taken {
+impl<DB: Database> Taken<DB> {
     fn expired(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.since) >= KEEP_FOR
     }
 }
 
-impl Kept {
-    /// The kept connections of `pool`: none yet.
-    pub(super) fn new(pool: &PgPool) -> Self {
+impl<DB: Database> Kept<DB> {
+    /// The kept connections of `pool`: none yet, and none ever if the pool tests every
+    /// connection it hands out.
+    pub(crate) fn new(pool: &Pool<DB>) -> Self {
+        let options = pool.options();
+        let room = match options.get_test_before_acquire() {
+            true => 0,
+            false => options.get_max_connections() as usize / 2,
+        };
         Self {
-            shelf: Mutex::default(),
-            room: pool.options().get_max_connections() as usize / 2,
+            shelf: Mutex::new(Shelf {
+                connections: Vec::new(),
+                watched: false,
+            }),
+            room,
         }
     }
 
+    /// A kept connection whose second is not over, else one from `pool`.
+    pub(crate) async fn take_or_acquire(&self, pool: &Pool<DB>) -> Result<Taken<DB>, StoreError> {
+        if let Some(taken) = self.take() {
+            return Ok(taken);
+        }
+        Ok(Taken {
+            connection: pool.acquire().await?,
+            since: Instant::now(),
+        })
+    }
+
     /// The connection given back last, if one is kept whose second is not over.
-    pub(super) fn take(&self) -> Option<Taken> {
+    fn take(&self) -> Option<Taken<DB>> {
         let now = Instant::now();
         let mut shelf = self.lock();
         while let Some(taken) = shelf.connections.pop() {
@@ -93,7 +119,7 @@ impl Kept {
 
     /// Keeps `taken` for the next call, or gives it back to `pool` when its second is
     /// over, the shelf is full or the pool is closing.
-    pub(super) fn give_back(self: &Arc<Self>, pool: &PgPool, taken: Taken) {
+    pub(crate) fn give_back(self: &Arc<Self>, pool: &Pool<DB>, taken: Taken<DB>) {
         if taken.expired(Instant::now()) || pool.is_closed() {
             return;
         }
@@ -108,7 +134,7 @@ impl Kept {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shelf> {
+    fn lock(&self) -> MutexGuard<'_, Shelf<DB>> {
         // Every change to the shelf is one step: a panicking holder leaves it whole.
         self.shelf.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -116,7 +142,7 @@ impl Kept {
     /// Takes the connections whose second is over (all of them when `all`), and the
     /// time the next one's is, if one is left. With none left, the shelf is no longer
     /// watched.
-    fn expire(&self, all: bool) -> (Vec<Taken>, Option<Instant>) {
+    fn expire(&self, all: bool) -> (Vec<Taken<DB>>, Option<Instant>) {
         let now = Instant::now();
         let mut shelf = self.lock();
         let (gone, left) = std::mem::take(&mut shelf.connections)
@@ -135,7 +161,7 @@ impl Kept {
 
 /// Gives `kept`'s connections back to their pool as their second ends, and all of them
 /// once `closed` (the pool's close) fires; returns when the shelf is empty.
-async fn watch(kept: Arc<Kept>, closed: impl Future<Output = ()>) {
+async fn watch<DB: Database>(kept: Arc<Kept<DB>>, closed: impl Future<Output = ()>) {
     let mut watching = Watching { kept, done: false };
     let mut closed = pin!(closed);
     let mut all = false;
@@ -154,12 +180,12 @@ async fn watch(kept: Arc<Kept>, closed: impl Future<Output = ()>) {
 /// The watching task's hold on the shelf: dropped before the task ended on its own (the
 /// runtime is ending), it closes every kept connection, since no task is left to give
 /// them back.
-struct Watching {
-    kept: Arc<Kept>,
+struct Watching<DB: Database> {
+    kept: Arc<Kept<DB>>,
     done: bool,
 }
 
-impl Drop for Watching {
+impl<DB: Database> Drop for Watching<DB> {
     fn drop(&mut self) {
         if self.done {
             return;
