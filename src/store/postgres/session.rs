@@ -17,9 +17,10 @@
 //! behind PgBouncer already names; on its own it does not help, since sqlx then still
 //! names its statements (and never closes them).
 //!
-//! On a direct connection, a one-statement call that ended in good order leaves its
-//! connection for the next call rather than to the pool, for up to a second (see
-//! [`Kept`]): sqlx's pool tests every connection given back with a round trip.
+//! On a direct connection, and a pool that does not test each connection it hands out,
+//! a one-statement call that ended in good order leaves its connection for the next call
+//! rather than to the pool, for up to a second (see [`Kept`]): sqlx's pool tests every
+//! connection given back with a round trip.
 
 use std::sync::Arc;
 

@@ -48,8 +48,9 @@ WHERE c.id = ?1 AND c.owner = ?2";
 /// The messages to splice, as stored, in order; the last `last` when given. A message
 /// that is not one JSON object makes the history [`StoreError::Corrupt`]: SQLite's
 /// column is plain text, so each is checked before it is spliced (see
-/// [`HistoryMessage::from_text`]). The read's connection is kept for the next one (see
-/// [`Kept`]): given back to the pool, it would cost a round trip to its worker thread.
+/// [`HistoryMessage::from_text`]). On a pool that does not test each connection it hands
+/// out, the read's connection is kept for the next one (see [`Kept`]): given back to the
+/// pool, it would cost a round trip to its worker thread.
 pub(super) async fn history(
     pool: &SqlitePool,
     owner: &str,

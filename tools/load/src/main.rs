@@ -44,7 +44,9 @@
 //! with 20 stored messages on SQLite and on PostgreSQL; no memory table. Its table:
 //! requests ended in the measured time, the proxy's CPU per request (user + system,
 //! from `/proc`) and that against passthrough's, the database's and the load
-//! generator's, latencies, the proxy's peak RSS, failures. Each stream holds two sockets
+//! generator's, latencies, the proxy's peak RSS, failures. Its progress lines on stderr
+//! also split the proxy's CPU into user and system time and count its threads' context
+//! switches per request. Each stream holds two sockets
 //! in the tool and two in the proxy: the tool stops at once when the limit on open files
 //! is too low for that.
 //!
