@@ -92,7 +92,9 @@ impl<DB: Database> Kept<DB> {
 
     /// A kept connection whose second is not over, else one from `pool`.
     pub(crate) async fn take_or_acquire(&self, pool: &Pool<DB>) -> Result<Taken<DB>, StoreError> {
-        if let Some(taken) = self.take() {
+        if self.room > 0
+            && let Some(taken) = self.take()
+        {
             return Ok(taken);
         }
         Ok(Taken {
@@ -120,7 +122,7 @@ impl<DB: Database> Kept<DB> {
     /// Keeps `taken` for the next call, or gives it back to `pool` when its second is
     /// over, the shelf is full or the pool is closing.
     pub(crate) fn give_back(self: &Arc<Self>, pool: &Pool<DB>, taken: Taken<DB>) {
-        if taken.expired(Instant::now()) || pool.is_closed() {
+        if self.room == 0 || taken.expired(Instant::now()) || pool.is_closed() {
             return;
         }
         let mut shelf = self.lock();

@@ -52,7 +52,7 @@ impl<'p> Session<'p> {
     pub(super) async fn statement(pool: &'p PgPool) -> Result<Self, StoreError> {
         let known = known(pool);
         if known.pooled {
-            return Self::transaction(pool).await;
+            return Self::begin(pool, false).await;
         }
         let taken = known.kept.take_or_acquire(pool).await?;
         Ok(Self {
@@ -64,9 +64,14 @@ impl<'p> Session<'p> {
 
     /// For a call of several statements that commit together: a transaction.
     pub(super) async fn transaction(pool: &'p PgPool) -> Result<Self, StoreError> {
+        Self::begin(pool, !known(pool).pooled).await
+    }
+
+    /// A transaction whose statements are prepared under a name when `named`.
+    async fn begin(pool: &'p PgPool, named: bool) -> Result<Self, StoreError> {
         Ok(Self {
             connection: Connection::Transaction(pool.begin().await?),
-            named: !known(pool).pooled,
+            named,
             pool,
         })
     }

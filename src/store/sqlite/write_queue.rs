@@ -327,9 +327,6 @@ pub(super) struct WriteLock {
     writer: OwnedMutexGuard<Writer>,
     pool: SqlitePool,
     queue: Arc<FileQueue>,
-    /// Whether the pool's database is private to each connection (`:memory:`), whose
-    /// connection must never be closed: its database would go with it.
-    private: bool,
 }
 
 /// Waits for this process's turn to write to the pool's database file.
@@ -339,7 +336,6 @@ pub(super) async fn lock_write(pool: &SqlitePool) -> WriteLock {
     WriteLock {
         writer,
         pool: pool.clone(),
-        private: is_private(pool.connect_options().get_filename()),
         queue,
     }
 }
@@ -365,6 +361,12 @@ impl WriteLock {
     /// it is rolled back before the connection's next statement.
     pub(super) async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>, StoreError> {
         Ok(self.connection().await?.begin_with(BEGIN_WRITE).await?)
+    }
+
+    /// Whether the pool's database is private to each connection (`:memory:`), whose
+    /// connection must never be closed: its database would go with it.
+    fn private(&self) -> bool {
+        is_private(self.pool.connect_options().get_filename())
     }
 
     /// Gives the held connection back to its pool, after a failure that may have broken it.
@@ -432,7 +434,6 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
         writer,
         pool: pool.clone(),
         queue: queue.clone(),
-        private: false,
     };
     write_waiting_turns(&mut writing).await;
     index_if_due(writing);
@@ -526,7 +527,7 @@ async fn write_in_one_transaction(
 ) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
     let now = timestamp();
     if turns.len() == 1
-        && !writing.private
+        && !writing.private()
         && let Some(turn) = turns.pop()
     {
         return Ok(vec![write_alone(writing, turn, &now).await]);
@@ -654,15 +655,15 @@ fn turn_query(
         count,
         rows,
     } = turn;
-    let statement = match (create, &rows, wrapped) {
-        (true, SqliteBatch::Pair(_), Wrapped::InSavepoint) => CREATE_PAIR,
-        (true, SqliteBatch::Pair(_), Wrapped::Alone) => CREATE_PAIR_ALONE,
-        (true, SqliteBatch::Json(_), Wrapped::InSavepoint) => CREATE_TURN,
-        (true, SqliteBatch::Json(_), Wrapped::Alone) => CREATE_TURN_ALONE,
-        (false, SqliteBatch::Pair(_), Wrapped::InSavepoint) => APPEND_PAIR,
-        (false, SqliteBatch::Pair(_), Wrapped::Alone) => APPEND_PAIR_ALONE,
-        (false, SqliteBatch::Json(_), Wrapped::InSavepoint) => APPEND_TURN,
-        (false, SqliteBatch::Json(_), Wrapped::Alone) => APPEND_TURN_ALONE,
+    let (in_savepoint, alone) = match (create, &rows) {
+        (true, SqliteBatch::Pair(_)) => (CREATE_PAIR, CREATE_PAIR_ALONE),
+        (true, SqliteBatch::Json(_)) => (CREATE_TURN, CREATE_TURN_ALONE),
+        (false, SqliteBatch::Pair(_)) => (APPEND_PAIR, APPEND_PAIR_ALONE),
+        (false, SqliteBatch::Json(_)) => (APPEND_TURN, APPEND_TURN_ALONE),
+    };
+    let statement = match wrapped {
+        Wrapped::InSavepoint => in_savepoint,
+        Wrapped::Alone => alone,
     };
     let query = sqlx::query(statement).bind(id).bind(owner);
     let query = if create {
