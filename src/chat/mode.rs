@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::request::chat_request_from_spans;
 use super::{ChatRequest, parse_chat_request, scan_chat_request};
 
 /// How the layer decides whether a chat request is stateless or part of a conversation.
@@ -110,15 +111,14 @@ pub(crate) enum ModeError {
 
 /// Decides the mode from the policy, the header and the body.
 ///
-/// A stateless request is forwarded as it came, so its mode is settled by a scan of the
-/// body ([`scan_chat_request`]) that builds no messages; a request that starts or
-/// continues a conversation, or one the scan is unsure of, is parsed whole and decided by
-/// [`decide_parsed`], the reference. Both give the same mode for every body (a
-/// differential property test and the `request_scan` fuzz target check the scan).
-///
-/// The scan runs only where the request may turn out stateless: where the policy and the
-/// header leave that to the body. Anywhere else a chat request is parsed whatever the
-/// scan says, and a scan would be thrown away.
+/// The body is read once, by a scan ([`scan_chat_request`]) that builds no values: a
+/// stateless request is forwarded as it came, so its mode is settled by the scan alone;
+/// a request that starts or continues a conversation builds its messages from the spans
+/// the scan noted. A body the scan is unsure of, or one with a system message where the
+/// request cannot be stateless (it names a conversation), is parsed whole and decided by
+/// [`decide_parsed`], the reference. Both give the same mode and the same request for
+/// every body (a differential property test and the `request_scan` fuzz target check
+/// the scan).
 pub(crate) fn decide(
     policy: ModePolicy,
     header: ConversationHeader,
@@ -128,20 +128,26 @@ pub(crate) fn decide(
     if header == ConversationHeader::Invalid {
         return Err(ModeError::InvalidConversationId);
     }
+    let Some(shape) = scan_chat_request(body) else {
+        return decide_parsed(policy, header, parse_chat_request(body));
+    };
     if may_be_stateless(policy, header)
-        && let Some(shape) = scan_chat_request(body)
         && let Some(settled) = settled_without_messages(policy, header, shape.has_system_message)
     {
         return settled;
     }
-    decide_parsed(policy, header, parse_chat_request(body))
+    let request = shape
+        .spans
+        .and_then(|spans| chat_request_from_spans(body, spans))
+        .or_else(|| parse_chat_request(body));
+    decide_parsed(policy, header, request)
 }
 
 /// Whether a chat request under `policy` with `header` can be stateless: with a system
 /// message under [`ModePolicy::SystemMessage`] when the header names no conversation, and
 /// always under [`ModePolicy::Header`] without the header. A request that names a
 /// conversation, or asks for a new one under the header policy, is a conversation or an
-/// error, both of which need the parse.
+/// error, which whether it has a system message does not settle alone.
 fn may_be_stateless(policy: ModePolicy, header: ConversationHeader) -> bool {
     use ConversationHeader::{Absent, New};
 
@@ -295,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn the_body_is_scanned_only_where_the_request_may_be_stateless() {
+    fn the_scan_settles_the_mode_alone_only_where_the_request_may_be_stateless() {
         use ConversationHeader::{Absent, Id, New};
         let system = ModePolicy::SystemMessage;
         assert!(may_be_stateless(system, Absent));

@@ -16,7 +16,7 @@ mod scan;
 
 #[cfg(any(feature = "sqlite", feature = "fuzzing", test))]
 pub(crate) use scan::is_one_object;
-pub(crate) use scan::scan_chat_request;
+pub(crate) use scan::{MessageSpans, scan_chat_request};
 
 /// A chat-completions body, read far enough to decide and splice, borrowing the bytes.
 #[derive(Debug, PartialEq)]
@@ -66,6 +66,25 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Option<ChatRequest<'_>> {
         messages_span,
         messages,
         message_spans,
+    })
+}
+
+/// The chat request the scan read, its messages built from the spans the scan noted:
+/// what [`parse_chat_request`] gives for the same body (the scan's differential tests
+/// hold it to that), without the parse's own reads of the envelope and of the array.
+/// `None` only where a message does not read as serde reads it, which the scan rules out.
+pub(crate) fn chat_request_from_spans(body: &[u8], spans: MessageSpans) -> Option<ChatRequest<'_>> {
+    let mut messages = Vec::with_capacity(spans.messages.len());
+    for span in &spans.messages {
+        let message: Value = serde_json::from_slice(body.get(span.clone())?).ok()?;
+        message.get("role")?.as_str()?;
+        messages.push(message);
+    }
+    Some(ChatRequest {
+        body,
+        messages_span: spans.array,
+        messages,
+        message_spans: spans.messages,
     })
 }
 
@@ -123,20 +142,37 @@ impl<'a> ChatRequest<'a> {
 
 /// Checks the scan against the parse on one body: when the scan answers, the parse reads
 /// the body as a chat request with the same answer about system messages, or (after a
-/// system message, where the scan stops) refuses it. Panics otherwise (the property tests and the `request_scan` fuzz target call it). Returns
-/// whether the scan answered.
+/// system message, where the scan stops) refuses it; without a system message, the
+/// request built from the scan's spans is the parse's, span for span. Panics otherwise
+/// (the property tests and the `request_scan` fuzz target call it). Returns whether the
+/// scan answered.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn scan_agrees_with_parse(body: &[u8]) -> bool {
     let Some(shape) = scan_chat_request(body) else {
         return false;
     };
     match parse_chat_request(body) {
-        Some(parsed) => assert_eq!(
-            shape.has_system_message,
-            parsed.has_system_message(),
-            "the scan and the parse differ on system messages in {:?}",
-            String::from_utf8_lossy(body)
-        ),
+        Some(parsed) => {
+            assert_eq!(
+                shape.has_system_message,
+                parsed.has_system_message(),
+                "the scan and the parse differ on system messages in {:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(
+                shape.has_system_message,
+                shape.spans.is_none(),
+                "spans are noted exactly when there is no system message"
+            );
+            if let Some(spans) = shape.spans {
+                assert_eq!(
+                    chat_request_from_spans(body, spans).as_ref(),
+                    Some(&parsed),
+                    "the scan's spans build another request than the parse in {:?}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
         // The scan stops at a system message; a body refused for what follows it is
         // forwarded as it came all the same. One without a system message it reads whole.
         None => assert!(
@@ -396,6 +432,26 @@ mod tests {
         assert_eq!(
             turn[0].message.to_string(),
             r#"{"content":"x","n":2.0560445015586303e-308,"role":"user"}"#
+        );
+    }
+
+    #[test]
+    fn a_request_built_from_the_scans_spans_is_the_parses() {
+        let body = br#" { "model" : "m", "messages" : [ { "role" : "user", "content" : "a" } ,
+            {"role":"tool","n":[1,{"x":null}]} ] , "stream": true } "#;
+        let spans = scan_chat_request(body)
+            .and_then(|shape| shape.spans)
+            .expect("the scan reads it and notes its spans");
+        assert_eq!(
+            chat_request_from_spans(body, spans),
+            parse_chat_request(body),
+            "the same messages, the same spans, the same array"
+        );
+        let stateless = br#"{"messages":[{"role":"system","content":"s"},{"role":"user"}]}"#;
+        let shape = scan_chat_request(stateless).expect("read up to its system message");
+        assert_eq!(
+            shape.spans, None,
+            "nothing noted where the scan stopped early"
         );
     }
 
