@@ -140,7 +140,7 @@ pub fn chat_request(data: &[u8]) {
             "the scan decided {decided:?}, the parse {reference:?}"
         );
     }
-    if let Some(chat) = &chat {
+    if let Some(chat) = chat {
         let history = [
             json!({"role": "user", "content": "earlier"}),
             json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c"}]}),
@@ -169,7 +169,7 @@ pub fn chat_request(data: &[u8]) {
             let messages: Vec<&Value> = messages.as_array().expect("an array").iter().collect();
             assert_eq!(messages, expected, "messages out of order");
             assert_eq!(
-                chat.turn_messages().len(),
+                chat.into_turn_messages().len(),
                 sent.iter().filter(|m| !is_system(m)).count()
             );
         }

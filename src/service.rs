@@ -248,7 +248,7 @@ where
             owner,
             id,
             target,
-            messages: chat.turn_messages(),
+            messages: chat.into_turn_messages(),
             timeout: config.storage_timeout,
             pending: config.writes.start(),
             // A service is always called inside the runtime that the store's driver needs.

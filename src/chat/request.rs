@@ -129,12 +129,12 @@ impl<'a> ChatRequest<'a> {
     }
 
     /// The messages of this request that belong in the stored turn: all but
-    /// system/developer ones, in order.
-    pub(crate) fn turn_messages(&self) -> Vec<NewMessage> {
+    /// system/developer ones, in order. Taken, not copied: a turn needs the request only
+    /// for the splice, which comes first.
+    pub(crate) fn into_turn_messages(self) -> Vec<NewMessage> {
         self.messages
-            .iter()
+            .into_iter()
             .filter(|m| !is_system(m))
-            .cloned()
             .map(NewMessage::new)
             .collect()
     }
@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn the_turn_holds_the_requests_non_system_messages_in_order() {
         let body = br#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":"a"},{"role":"developer"},{"role":"tool","content":"b"}]}"#;
-        let turn = parse_chat_request(body).unwrap().turn_messages();
+        let turn = parse_chat_request(body).unwrap().into_turn_messages();
         assert_eq!(
             turn,
             [
@@ -428,7 +428,7 @@ mod tests {
         // Parsed without care, this reads as 2.056044501558631e-308: one unit off, and
         // the history spliced into the next request would differ from what was sent.
         let body = br#"{"messages":[{"role":"user","content":"x","n":2.0560445015586303e-308}]}"#;
-        let turn = parse_chat_request(body).unwrap().turn_messages();
+        let turn = parse_chat_request(body).unwrap().into_turn_messages();
         assert_eq!(
             turn[0].message.to_string(),
             r#"{"content":"x","n":2.0560445015586303e-308,"role":"user"}"#
