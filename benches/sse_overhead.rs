@@ -185,7 +185,7 @@ impl NoDatabase {
     fn new() -> Self {
         let history = (0..HISTORY_LEN / 2)
             .flat_map(history_turn)
-            .filter_map(|m| HistoryMessage::from_value(&m.message))
+            .filter_map(|m| HistoryMessage::new(m.role(), m.json().to_owned()))
             .collect();
         Self {
             history: Arc::new(history),

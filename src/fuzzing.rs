@@ -91,8 +91,8 @@ pub fn sse_stream(data: &[u8]) {
         reference.take_message(done),
         "the assembler and serde alone differ"
     );
-    assert_eq!(message.message["role"], "assistant");
-    let text = serde_json::to_string(&message.message).expect("the message serializes");
+    assert_eq!(message.to_value()["role"], "assistant");
+    let text = serde_json::to_string(&message.to_value()).expect("the message serializes");
     serde_json::from_str::<Value>(&text).expect("and reads back");
     let end = StreamEnd::default();
     let mut closing = VecDeque::new();
@@ -203,7 +203,7 @@ pub fn request_scan(data: &[u8]) {
 /// streams past, both giving JSON with the mark and every other member unchanged.
 fn json_reply(body: &[u8]) {
     if let Some(message) = assemble_json_reply(body) {
-        serde_json::to_string(&message.message).expect("the message serializes");
+        serde_json::to_string(&message.to_value()).expect("the message serializes");
     }
     let original = serde_json::from_slice::<Value>(body).ok();
     // Valid JSON serde_json cannot hold whole (a number beyond f64) stays so when

@@ -159,7 +159,7 @@ where
     let items: Vec<Value> = messages
         .iter()
         .zip(first..)
-        .flat_map(|(message, sequence)| to_items_numbered(sequence, &message.message, None))
+        .flat_map(|(message, sequence)| to_items_numbered(sequence, &message.to_value(), None))
         .collect();
     Ok(json_response(StatusCode::OK, &item_list(items, false)))
 }

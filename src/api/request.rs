@@ -296,12 +296,11 @@ fn seed_message(index: usize, message: Value) -> Result<NewMessage, ApiError> {
             ));
         }
     };
-    Ok(NewMessage {
-        message: Value::Object(fields),
-        reasoning,
-        reasoning_events,
-        metadata,
-    })
+    let mut message = NewMessage::new(Value::Object(fields));
+    message.reasoning = reasoning;
+    message.reasoning_events = reasoning_events;
+    message.metadata = metadata;
+    Ok(message)
 }
 
 fn invalid(param: impl Into<Cow<'static, str>>, message: impl Into<Cow<'static, str>>) -> ApiError {
@@ -335,7 +334,7 @@ mod tests {
         assert_eq!(new.title.as_deref(), Some("Trip"));
         assert_eq!(new.metadata["project"], "alps");
         assert_eq!(
-            new.messages[0].message,
+            new.messages[0].to_value(),
             json!({"role": "user", "content": "Where to?"})
         );
     }
@@ -349,12 +348,15 @@ mod tests {
         }, {"role": "assistant", "content": "Yo", "reasoning_content": "hm"}]});
         let new = new_conversation(body.to_string().as_bytes()).unwrap();
         let first = &new.messages[0];
-        assert_eq!(first.message, json!({"role": "assistant", "content": "Hi"}));
+        assert_eq!(
+            first.to_value(),
+            json!({"role": "assistant", "content": "Hi"})
+        );
         assert_eq!(first.reasoning.as_deref(), Some("thought"));
         assert_eq!(first.reasoning_events, vec![json!({"type": "step"})]);
         assert_eq!(first.metadata["model"], "m");
         assert_eq!(
-            new.messages[1].message,
+            new.messages[1].to_value(),
             json!({"role": "assistant", "content": "Yo"})
         );
         assert_eq!(new.messages[1].reasoning.as_deref(), Some("hm"));

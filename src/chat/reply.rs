@@ -224,17 +224,24 @@ impl ReplyAssembler {
         // What the pattern's chunk applied is taken below.
         self.pattern.clear();
         let mut calls = mem::take(&mut self.tool_calls);
-        calls.sort_by_key(|call| call.index);
-        let tool_calls: Vec<Value> = calls.into_iter().map(ToolCall::into_json).collect();
         let refusal = mem::take(&mut self.refusal);
         let content = mem::take(&mut self.content);
-        // Chat APIs spell "no text, only tool calls (or a refusal)" as `content: null`.
-        let content = if content.is_empty() && (!tool_calls.is_empty() || !refusal.is_empty()) {
-            Value::Null
+        let mut message = if calls.is_empty() && refusal.is_empty() {
+            // Nearly every reply: its text is written straight from the content.
+            NewMessage::assistant(content)
         } else {
-            Value::String(content)
+            calls.sort_by_key(|call| call.index);
+            let tool_calls: Vec<Value> = calls.into_iter().map(ToolCall::into_json).collect();
+            // Chat APIs spell "no text, only tool calls (or a refusal)" as `content: null`.
+            let content = if content.is_empty() {
+                Value::Null
+            } else {
+                Value::String(content)
+            };
+            NewMessage::new(Value::Object(assistant_message(
+                content, tool_calls, refusal,
+            )))
         };
-        let message = Value::Object(assistant_message(content, tool_calls, refusal));
 
         let mut metadata = Map::new();
         insert_known(&mut metadata, "model", self.model.clone().map(Value::from));
@@ -257,12 +264,10 @@ impl ReplyAssembler {
         insert_known(&mut metadata, "error", error);
 
         let reasoning = mem::take(&mut self.reasoning);
-        NewMessage {
-            message,
-            reasoning: (!reasoning.is_empty()).then_some(reasoning),
-            reasoning_events: mem::take(&mut self.reasoning_events),
-            metadata,
-        }
+        message.reasoning = (!reasoning.is_empty()).then_some(reasoning);
+        message.reasoning_events = mem::take(&mut self.reasoning_events);
+        message.metadata = metadata;
+        message
     }
 
     /// The chunk that tells the client its turn was not stored, to be sent as the last
@@ -381,7 +386,7 @@ mod tests {
         ]);
         let message = assembler.take_message(true);
         assert_eq!(
-            message.message,
+            message.to_value(),
             json!({"role": "assistant", "content": "Hello, \"wörld\"\n"})
         );
     }
@@ -435,7 +440,7 @@ mod tests {
         ]);
         let message = assembler.take_message(true);
         assert_eq!(
-            message.message,
+            message.to_value(),
             json!({
                 "role": "assistant",
                 "content": null,
@@ -462,7 +467,7 @@ mod tests {
                 {"index": 0, "function": {"arguments": "}"}},
             ]})),
         ]);
-        let message = assembler.take_message(true).message;
+        let message = assembler.take_message(true).to_value();
         assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{}");
         assert_eq!(message["tool_calls"][1]["function"]["arguments"], "[]");
     }
@@ -478,7 +483,7 @@ mod tests {
                 json!({"tool_calls": [{"id": "b", "function": {"name": "g", "arguments": "{}"}}]}),
             ),
         ]);
-        let message = assembler.take_message(true).message;
+        let message = assembler.take_message(true).to_value();
         assert_eq!(
             message["tool_calls"],
             json!([
@@ -497,7 +502,7 @@ mod tests {
                 "function": {"name": "f", "arguments": "{}"}}]}),
             ),
         ]);
-        let message = assembler.take_message(true).message;
+        let message = assembler.take_message(true).to_value();
         assert_eq!(message["content"], "Let me check.");
         assert_eq!(message["tool_calls"][0]["id"], "a");
     }
@@ -511,7 +516,7 @@ mod tests {
             finish("stop"),
         ]);
         assert_eq!(
-            assembler.take_message(true).message,
+            assembler.take_message(true).to_value(),
             json!({"role": "assistant", "content": null, "refusal": "I can't help with that."})
         );
     }
@@ -520,7 +525,7 @@ mod tests {
     fn an_empty_reply_has_empty_content() {
         let mut assembler = assemble(&[finish("length")]);
         assert_eq!(
-            assembler.take_message(true).message,
+            assembler.take_message(true).to_value(),
             json!({"role": "assistant", "content": ""})
         );
     }
@@ -536,7 +541,7 @@ mod tests {
         let message = assembler.take_message(true);
         assert_eq!(message.reasoning.as_deref(), Some("First, think. Then"));
         assert_eq!(
-            message.message,
+            message.to_value(),
             json!({"role": "assistant", "content": "42"})
         );
     }
@@ -557,7 +562,7 @@ mod tests {
                 json!({"type": "end", "n": 2})
             ]
         );
-        assert!(message.message.get("reasoning_event").is_none());
+        assert!(message.to_value().get("reasoning_event").is_none());
     }
 
     #[test]
@@ -575,7 +580,7 @@ mod tests {
         let message = assembler.take_message(true);
         assert_eq!(message.metadata["usage"], usage);
         assert_eq!(message.metadata["finish_reason"], "stop");
-        assert_eq!(message.message["content"], "hi");
+        assert_eq!(message.to_value()["content"], "hi");
     }
 
     #[test]
@@ -586,7 +591,7 @@ mod tests {
         ]});
         let mut assembler = assemble(&[both.to_string()]);
         assert!(!assembler.finished());
-        assert_eq!(assembler.take_message(true).message["content"], "mine");
+        assert_eq!(assembler.take_message(true).to_value()["content"], "mine");
     }
 
     #[test]
@@ -597,7 +602,7 @@ mod tests {
             json!({"error": error}).to_string(),
         ]);
         let message = assembler.take_message(true);
-        assert_eq!(message.message["content"], "par");
+        assert_eq!(message.to_value()["content"], "par");
         assert_eq!(message.metadata["incomplete"], true);
         assert_eq!(message.metadata["error"], error);
     }
@@ -633,7 +638,7 @@ mod tests {
         ]);
         let message = assembler.take_message(true);
         assert_eq!(
-            message.message,
+            message.to_value(),
             json!({"role": "assistant", "content": "ab"})
         );
         assert!(!message.metadata.contains_key("incomplete"));
@@ -644,7 +649,7 @@ mod tests {
         let mut assembler = assemble(&[chunk(json!({"content": "a"}))]);
         assembler.take_message(true);
         assert_eq!(
-            assembler.take_message(true).message,
+            assembler.take_message(true).to_value(),
             json!({"role": "assistant", "content": ""})
         );
     }
@@ -700,7 +705,7 @@ mod tests {
         ]);
         let message = assembler.take_message(true);
         assert_eq!(
-            message.message,
+            message.to_value(),
             json!({"role": "assistant", "content": "Hello, \"wörld\" \u{1F30D}!?", "refusal": "nono"})
         );
         assert_eq!(message.metadata["finish_reason"], "stop");
@@ -720,7 +725,7 @@ mod tests {
         assembler.on_event_bytes(b"{\"choices\":[],\"usage\":\"\xff\"}");
         assembler.on_event_bytes(word.as_bytes());
         let message = assembler.take_message(true);
-        assert_eq!(message.message["content"], "wordword");
+        assert_eq!(message.to_value()["content"], "wordword");
         assert!(!message.metadata.contains_key("usage"));
     }
 
@@ -736,7 +741,7 @@ mod tests {
         assembler.on_event(&last);
         let message = assembler.take_message(true);
         assert_eq!(message.metadata["usage"], json!({"n": 1}));
-        assert_eq!(message.message["content"], "a");
+        assert_eq!(message.to_value()["content"], "a");
     }
 
     mod properties {

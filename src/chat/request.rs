@@ -24,10 +24,20 @@ pub(crate) struct ChatRequest<'a> {
     body: &'a [u8],
     /// Where the `messages` array stands in `body`.
     messages_span: Range<usize>,
-    /// The request's messages, parsed.
-    messages: Vec<Value>,
-    /// Where each message stands in `body`, so splicing can copy it as it came.
-    message_spans: Vec<Range<usize>>,
+    /// The request's messages, in order.
+    messages: Vec<RequestMessage>,
+    /// Those that belong in the stored turn (all but instructions), in order, each as
+    /// the very text the client sent.
+    turn: Vec<NewMessage>,
+}
+
+/// One message of a request.
+#[derive(Debug, PartialEq)]
+struct RequestMessage {
+    /// Where it stands in the body, so splicing can copy it as it came.
+    span: Range<usize>,
+    /// Whether it is instructions (see [`is_system_role`]).
+    system: bool,
 }
 
 /// The one top-level field the layer reads. Other fields are skipped (still checked to
@@ -54,50 +64,53 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Option<ChatRequest<'_>> {
     let raw_messages: Vec<&RawValue> = serde_json::from_str(envelope.messages.get()).ok()?;
 
     let mut messages = Vec::with_capacity(raw_messages.len());
-    let mut message_spans = Vec::with_capacity(raw_messages.len());
+    let mut turn = Vec::with_capacity(raw_messages.len());
     for raw in raw_messages {
         let message: Value = serde_json::from_str(raw.get()).ok()?;
-        message.get("role")?.as_str()?;
-        messages.push(message);
-        message_spans.push(span_within(body, raw.get())?);
+        let system = is_system_role(message.get("role")?.as_str()?);
+        if !system {
+            turn.push(NewMessage::from_request_value(raw.get(), &message));
+        }
+        let span = span_within(body, raw.get())?;
+        messages.push(RequestMessage { span, system });
     }
     Some(ChatRequest {
         body,
         messages_span,
         messages,
-        message_spans,
+        turn,
     })
 }
 
 /// The chat request the scan read, its messages built from the spans the scan noted:
 /// what [`parse_chat_request`] gives for the same body (the scan's differential tests
-/// hold it to that), without the parse's own reads of the envelope and of the array.
-/// `None` only where a message does not read as serde reads it, which the scan rules out.
+/// hold it to that), without the parse's own reads of the envelope and of the array, and
+/// without a tree of each message (see [`NewMessage::from_request`]). The scan notes
+/// spans only for a request without instructions. `None` only where a message does not
+/// read as serde reads it, which the scan rules out.
 pub(crate) fn chat_request_from_spans(body: &[u8], spans: MessageSpans) -> Option<ChatRequest<'_>> {
     let mut messages = Vec::with_capacity(spans.messages.len());
-    for span in &spans.messages {
-        let message: Value = serde_json::from_slice(body.get(span.clone())?).ok()?;
-        message.get("role")?.as_str()?;
-        messages.push(message);
+    let mut turn = Vec::with_capacity(spans.messages.len());
+    for span in spans.messages {
+        let text = std::str::from_utf8(body.get(span.clone())?).ok()?;
+        turn.push(NewMessage::from_request(text)?);
+        messages.push(RequestMessage {
+            span,
+            system: false,
+        });
     }
     Some(ChatRequest {
         body,
         messages_span: spans.array,
         messages,
-        message_spans: spans.messages,
+        turn,
     })
 }
 
 impl<'a> ChatRequest<'a> {
-    /// The request's messages in order.
-    #[cfg(test)]
-    pub(crate) fn messages(&self) -> &[Value] {
-        &self.messages
-    }
-
     /// Whether any message has role `system` or `developer`.
     pub(crate) fn has_system_message(&self) -> bool {
-        self.messages.iter().any(is_system)
+        self.messages.iter().any(|message| message.system)
     }
 
     /// The body with `messages` replaced by: the request's system/developer messages,
@@ -112,15 +125,14 @@ impl<'a> ChatRequest<'a> {
         out.extend_from_slice(before);
 
         let mut array = ArrayWriter::open(&mut out);
-        let request_messages = self.messages.iter().zip(&self.message_spans);
-        for (_, span) in request_messages.clone().filter(|(m, _)| is_system(m)) {
-            array.raw(&self.body[span.clone()]);
+        for message in self.messages.iter().filter(|m| m.system) {
+            array.raw(&self.body[message.span.clone()]);
         }
         for message in history {
             array.raw(message.json().as_bytes());
         }
-        for (_, span) in request_messages.filter(|(m, _)| !is_system(m)) {
-            array.raw(&self.body[span.clone()]);
+        for message in self.messages.iter().filter(|m| !m.system) {
+            array.raw(&self.body[message.span.clone()]);
         }
         array.close();
 
@@ -129,14 +141,10 @@ impl<'a> ChatRequest<'a> {
     }
 
     /// The messages of this request that belong in the stored turn: all but
-    /// system/developer ones, in order. Taken, not copied: a turn needs the request only
-    /// for the splice, which comes first.
+    /// system/developer ones, in order, each as the client wrote it. Taken, not copied: a
+    /// turn needs the request only for the splice, which comes first.
     pub(crate) fn into_turn_messages(self) -> Vec<NewMessage> {
-        self.messages
-            .into_iter()
-            .filter(|m| !is_system(m))
-            .map(NewMessage::new)
-            .collect()
+        self.turn
     }
 }
 
@@ -198,13 +206,10 @@ pub(crate) fn object_check_agrees_with_serde(text: &str) {
     }
 }
 
-/// Whether a message is instructions (`system`, or `developer` as newer OpenAI models
-/// call it) rather than part of the dialogue.
-fn is_system(message: &Value) -> bool {
-    matches!(
-        message.get("role").and_then(Value::as_str),
-        Some("system" | "developer")
-    )
+/// Whether a message of this role is instructions (`system`, or `developer` as newer
+/// OpenAI models call it) rather than part of the dialogue.
+fn is_system_role(role: &str) -> bool {
+    matches!(role, "system" | "developer")
 }
 
 /// Writes a JSON array element by element, commas included.
@@ -278,16 +283,16 @@ mod tests {
     fn a_json_object_with_a_messages_array_is_a_chat_request() {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
         let request = parse_chat_request(body).expect("a chat request");
-        assert_eq!(
-            request.messages(),
-            &[json!({"role": "user", "content": "hi"})]
-        );
+        let turn = request.into_turn_messages();
+        assert_eq!(turn.len(), 1);
+        assert_eq!(turn[0].to_value(), json!({"role": "user", "content": "hi"}));
     }
 
     #[test]
     fn an_empty_messages_array_is_a_chat_request() {
         let request = parse_chat_request(br#"{"messages":[]}"#).expect("a chat request");
-        assert!(request.messages().is_empty());
+        assert!(!request.has_system_message());
+        assert!(request.into_turn_messages().is_empty());
     }
 
     #[test]
@@ -414,25 +419,48 @@ mod tests {
     fn the_turn_holds_the_requests_non_system_messages_in_order() {
         let body = br#"{"messages":[{"role":"system","content":"s"},{"role":"user","content":"a"},{"role":"developer"},{"role":"tool","content":"b"}]}"#;
         let turn = parse_chat_request(body).unwrap().into_turn_messages();
+        let texts: Vec<&str> = turn.iter().map(NewMessage::json).collect();
         assert_eq!(
-            turn,
+            texts,
             [
-                NewMessage::new(json!({"role": "user", "content": "a"})),
-                NewMessage::new(json!({"role": "tool", "content": "b"})),
+                r#"{"role":"user","content":"a"}"#,
+                r#"{"role":"tool","content":"b"}"#
             ]
         );
     }
 
     #[test]
-    fn numbers_in_messages_are_kept_exactly_for_the_stored_turn() {
-        // Parsed without care, this reads as 2.056044501558631e-308: one unit off, and
-        // the history spliced into the next request would differ from what was sent.
+    fn numbers_in_a_stored_message_read_back_exactly() {
+        // Parsed without care, this reads as 2.056044501558631e-308: one unit off.
         let body = br#"{"messages":[{"role":"user","content":"x","n":2.0560445015586303e-308}]}"#;
         let turn = parse_chat_request(body).unwrap().into_turn_messages();
         assert_eq!(
-            turn[0].message.to_string(),
+            turn[0].to_value().to_string(),
             r#"{"content":"x","n":2.0560445015586303e-308,"role":"user"}"#
         );
+    }
+
+    #[test]
+    fn the_turn_keeps_each_message_as_the_client_wrote_it() {
+        let request = |message: &str| format!(r#"{{"messages":[ {message} ]}}"#);
+        // Parsed and written again, the number would read 2.056044501558631e-308, one
+        // unit off, and the spaces and the escape would be gone. (A float inside a
+        // message is left to the parse by the scan.)
+        let float = r#"{ "role":"user", "content" : "h\u00e9", "n":2.0560445015586303e-308 }"#;
+        let turn = parse_chat_request(request(float).as_bytes())
+            .expect("a chat request")
+            .into_turn_messages();
+        assert_eq!(turn[0].json(), float);
+
+        let plain = r#"{ "n" : [1, 2], "content":"h\u00e9\n", "role" :"user" }"#;
+        let body = request(plain);
+        let spans = scan_chat_request(body.as_bytes())
+            .and_then(|shape| shape.spans)
+            .expect("read by the scan");
+        let turn = chat_request_from_spans(body.as_bytes(), spans)
+            .expect("a chat request")
+            .into_turn_messages();
+        assert_eq!(turn[0].json(), plain);
     }
 
     #[test]
@@ -560,8 +588,10 @@ mod tests {
                 let forwarded = spliced.remove("messages").expect("messages");
                 prop_assert_eq!(&spliced, &others);
 
-                let (system, rest): (Vec<Value>, Vec<Value>) =
-                    messages.iter().cloned().partition(is_system);
+                let (system, rest): (Vec<Value>, Vec<Value>) = messages
+                    .iter()
+                    .cloned()
+                    .partition(|m| matches!(m["role"].as_str(), Some("system" | "developer")));
                 let expected: Vec<Value> = system.into_iter().chain(history).chain(rest).collect();
                 prop_assert_eq!(forwarded, Value::Array(expected));
             }

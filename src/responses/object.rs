@@ -140,7 +140,7 @@ pub(crate) fn output_items(reply: &NewMessage, sequence: i64, status: &Status) -
     if let Some(reasoning) = &reply.reasoning {
         items.push(reasoning_item(sequence, reasoning));
     }
-    for mut item in to_items(sequence, &reply.message) {
+    for mut item in to_items(sequence, &reply.to_value()) {
         item["status"] = json!(status.item_status());
         items.push(item);
     }
@@ -247,13 +247,12 @@ mod tests {
 
     #[test]
     fn renumbering_follows_the_items_view() {
-        let reply = NewMessage {
-            reasoning: Some("think".to_owned()),
-            ..NewMessage::new(json!({"role": "assistant", "content": "a", "tool_calls": [
+        let mut reply =
+            NewMessage::new(json!({"role": "assistant", "content": "a", "tool_calls": [
                 {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
                 {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}}
-            ]}))
-        };
+            ]}));
+        reply.reasoning = Some("think".to_owned());
         let items = output_items(&reply, 3, &Status::Completed);
         let mut object = json!({"output": items.clone()});
         renumber(&mut object, 3);

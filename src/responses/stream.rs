@@ -468,7 +468,7 @@ pub(crate) fn replay(reply: NewMessage, finisher: Finisher) -> mpsc::Receiver<By
         let created = finisher.in_progress();
         events.event("response.created", json!({"response": created}));
         events.event("response.in_progress", json!({"response": created}));
-        let message = &reply.message;
+        let message = &reply.to_value();
         let calls: Vec<Value> = message["tool_calls"]
             .as_array()
             .map(|calls| {

@@ -17,7 +17,8 @@ use serde_json::{Map, Value};
 
 #[cfg(feature = "sqlite")]
 use super::StoreError;
-use super::json_text::json_text;
+#[cfg(feature = "postgres")]
+use super::records::SearchText;
 use super::{NewMessage, message_text};
 
 /// One element of the array: the columns of a `messages` row, by name.
@@ -172,24 +173,26 @@ const BOUND_SLACK: usize = 256;
 /// up to about 16 KiB inside one TLS record (see `docs/performance.md`). The text goes
 /// beside the message when its words sit elsewhere (content parts, a refusal) or when the
 /// message holds NUL anywhere, in a value or a field name: PostgreSQL refuses to unescape
-/// it into text, and `->>` unescapes more of the message than the field it reads.
+/// it into text, and `->>` unescapes more of the message than the field it reads. JSON
+/// text can only spell NUL as `\u0000`; a text that merely reads so (an escaped
+/// backslash before `u0000`) sends its words beside too, which is as correct.
 #[cfg(feature = "postgres")]
-fn search_text_beside(message: &Value) -> Option<String> {
-    match (message.get("content"), message.get("refusal")) {
-        (Some(Value::String(_)), None | Some(Value::Null)) if !has_nul(message) => None,
-        _ => Some(search_text(message)),
+fn search_text_beside(message: &NewMessage) -> Option<String> {
+    match message.search_text() {
+        SearchText::Content(_) if !message.json().contains("\\u0000") => None,
+        text => Some(string_without_nul(text.words().to_owned())),
     }
 }
 
 /// SQLite's search text: always sent, since its FTS5 table is fed the text of every
 /// message.
 #[cfg(feature = "sqlite")]
-fn search_text_always(message: &Value) -> Option<String> {
-    Some(search_text(message))
+fn search_text_always(message: &NewMessage) -> Option<String> {
+    Some(string_without_nul(message.search_text().words().to_owned()))
 }
 
-/// The words search indexes, for every message stored or rewritten: the message's plain
-/// text, NUL replaced (PostgreSQL text cannot hold it, and search has no use for it).
+/// The words search indexes, for every message rewritten: the message's plain text, NUL
+/// replaced (PostgreSQL text cannot hold it, and search has no use for it).
 pub(crate) fn search_text(message: &Value) -> String {
     string_without_nul(message_text(message))
 }
@@ -197,18 +200,21 @@ pub(crate) fn search_text(message: &Value) -> String {
 /// Each message as the columns of its row, with the search text `text` gives.
 fn message_rows(
     messages: &[NewMessage],
-    text: impl Fn(&Value) -> Option<String>,
+    text: impl Fn(&NewMessage) -> Option<String>,
 ) -> Vec<MessageRow<'_>> {
     messages.iter().map(|m| message_row(m, &text)).collect()
 }
 
 /// One message as the columns of its row.
-fn message_row<'a>(m: &'a NewMessage, text: &impl Fn(&Value) -> Option<String>) -> MessageRow<'a> {
+fn message_row<'a>(
+    m: &'a NewMessage,
+    text: &impl Fn(&NewMessage) -> Option<String>,
+) -> MessageRow<'a> {
     MessageRow {
         // The role column is text too; the message keeps its role as sent.
         role: text_without_nul(m.role()),
-        message: json_text(&m.message),
-        text: text(&m.message),
+        message: m.json().to_owned(),
+        text: text(m),
         // What is kept beside the message goes into text and jsonb columns,
         // which cannot hold NUL either; it is never sent upstream, so a space
         // stands in for it. (The message itself is stored as its JSON text.)
@@ -346,24 +352,51 @@ mod search_text_tests {
     #[test]
     fn a_plain_string_content_is_read_by_the_database_and_not_sent_twice() {
         let message = json!({"role": "assistant", "content": "hello", "refusal": null});
-        assert_eq!(search_text_beside(&message), None);
+        assert_eq!(search_text_beside(&NewMessage::new(message)), None);
     }
 
     #[test]
     fn text_kept_outside_a_plain_content_string_is_sent_beside_the_message() {
         let parts = json!({"role": "user", "content": [{"type": "text", "text": "a"}]});
-        assert_eq!(search_text_beside(&parts).as_deref(), Some("a"));
+        assert_eq!(
+            search_text_beside(&NewMessage::new(parts)).as_deref(),
+            Some("a")
+        );
         let refusal = json!({"role": "assistant", "content": null, "refusal": "no"});
-        assert_eq!(search_text_beside(&refusal).as_deref(), Some("no"));
+        assert_eq!(
+            search_text_beside(&NewMessage::new(refusal)).as_deref(),
+            Some("no")
+        );
         let both = json!({"role": "assistant", "content": "a", "refusal": "no"});
-        assert_eq!(search_text_beside(&both).as_deref(), Some("a\nno"));
+        assert_eq!(
+            search_text_beside(&NewMessage::new(both)).as_deref(),
+            Some("a\nno")
+        );
         let tool_call = json!({"role": "assistant", "tool_calls": []});
-        assert_eq!(search_text_beside(&tool_call).as_deref(), Some(""));
+        assert_eq!(
+            search_text_beside(&NewMessage::new(tool_call)).as_deref(),
+            Some("")
+        );
     }
 
     #[test]
     fn content_holding_nul_is_sent_beside_with_a_space_for_it() {
         let message = json!({"role": "user", "content": "a\u{0}b"});
-        assert_eq!(search_text_beside(&message).as_deref(), Some("a b"));
+        assert_eq!(
+            search_text_beside(&NewMessage::new(message)).as_deref(),
+            Some("a b")
+        );
+    }
+
+    #[test]
+    fn a_message_holding_nul_anywhere_sends_its_words_beside() {
+        let in_a_key = json!({"role": "user", "content": "hi", "x\u{0}": 1});
+        assert_eq!(
+            search_text_beside(&NewMessage::new(in_a_key)).as_deref(),
+            Some("hi")
+        );
+        let as_sent = r#"{"role":"user","content":"hi","name":"a\u0000"}"#;
+        let from_request = NewMessage::from_request(as_sent).expect("a message");
+        assert_eq!(search_text_beside(&from_request).as_deref(), Some("hi"));
     }
 }

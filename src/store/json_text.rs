@@ -18,6 +18,18 @@ pub(crate) fn json_text(value: &Value) -> String {
     text
 }
 
+/// The text [`json_text`] writes for `{"role": "assistant", "content": content}`, written
+/// straight from `content`: the reply of nearly every turn.
+pub(crate) fn assistant_content(content: &str) -> String {
+    const BEFORE: &str = r#"{"content":"#;
+    const AFTER: &str = r#","role":"assistant"}"#;
+    let mut text = String::with_capacity(BEFORE.len() + content.len() + 2 + AFTER.len());
+    text.push_str(BEFORE);
+    write_string(content, &mut text);
+    text.push_str(AFTER);
+    text
+}
+
 /// About how long `value`'s text is: exact when no string needs an escape and no number
 /// is longer than 20 characters, so that the text is written without growing its buffer.
 fn length_without_escapes(value: &Value) -> usize {
@@ -128,7 +140,7 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
-    use super::json_text;
+    use super::{assistant_content, json_text};
     use crate::strategies::json_value;
 
     /// Text with every kind of byte serde_json escapes, and runs long enough for the
@@ -173,6 +185,12 @@ mod tests {
         fn any_value_is_written_as_serde_json_writes_it(value in value()) {
             let expected = serde_json::to_string(&value).expect("a value serializes");
             prop_assert_eq!(json_text(&value), expected);
+        }
+
+        #[test]
+        fn a_reply_of_content_alone_is_written_as_its_value_is(content in text()) {
+            let message = json!({"role": "assistant", "content": content});
+            prop_assert_eq!(assistant_content(&content), json_text(&message));
         }
     }
 }

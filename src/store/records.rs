@@ -35,12 +35,36 @@ pub struct Conversation {
     pub metadata: Metadata,
 }
 
-/// A message to store.
+/// A message to store: its JSON text, made once, and what is kept beside it.
+///
+/// The message itself is held as the JSON text it is stored as and sent upstream again,
+/// never as a [`Value`]: a turn's messages reach the store as text (the request's as the
+/// client wrote them, the reply's as the layer assembled it), and parsing them into a
+/// tree only to write it out again cost every turn thousands of instructions. Make one
+/// from a value with [`new`](Self::new); read it back with [`json`](Self::json) or
+/// [`to_value`](Self::to_value).
+///
+/// ```
+/// use serde_json::json;
+/// use tower_conversations::store::NewMessage;
+///
+/// let mut answer = NewMessage::new(json!({"role": "assistant", "content": "Four."}));
+/// answer.reasoning = Some("Two and two make four.".into());
+/// answer.metadata.insert("model".into(), json!("gpt-4o"));
+/// assert_eq!(answer.json(), r#"{"content":"Four.","role":"assistant"}"#);
+/// assert_eq!(answer.role(), "assistant");
+/// assert_eq!(answer.to_value()["content"], "Four.");
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewMessage {
-    /// The message object exactly as it must be sent upstream again
-    /// (`role`, `content`, `name`, `tool_calls`, `tool_call_id`, ...).
-    pub message: Value,
+    /// One JSON object (`role`, `content`, `name`, `tool_calls`, `tool_call_id`, ...),
+    /// without whitespace around it.
+    json: String,
+    /// Its `role`, or `""` when it has none (only a message made from a value can lack
+    /// one).
+    role: String,
+    /// The words full-text search indexes, taken when the message was made.
+    text: SearchText,
     /// Reasoning text the model produced with this message; never spliced back.
     pub reasoning: Option<String>,
     /// Structured reasoning events, in order; never spliced back.
@@ -50,16 +74,65 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
-    /// A message with no reasoning and no metadata.
+    /// A message with no reasoning and no metadata, stored as the JSON text
+    /// `serde_json::to_string` writes for `message` (members in key order).
     ///
     /// ```
     /// use tower_conversations::store::NewMessage;
     /// let m = NewMessage::new(serde_json::json!({"role": "user", "content": "hi"}));
     /// assert!(m.reasoning.is_none());
+    /// assert_eq!(m.json(), r#"{"content":"hi","role":"user"}"#);
     /// ```
     pub fn new(message: Value) -> Self {
+        let json = super::json_text::json_text(&message);
+        Self::with_value(json, &message)
+    }
+
+    /// A message of a request, stored as the very text the client sent: `json` is one
+    /// JSON object with a string `role`, as the request's scan or parse found it. Its
+    /// role and search text are read from the text without building a tree where the
+    /// message is plain (a string `content`, nothing else to search), from its value
+    /// otherwise. `None` when the text is no such object.
+    pub(crate) fn from_request(json: &str) -> Option<Self> {
+        match super::text::plain_message(json) {
+            Some((role, content)) => Some(Self::made(
+                json.to_owned(),
+                role,
+                SearchText::Content(content),
+            )),
+            None => {
+                let message: Value = serde_json::from_str(json).ok()?;
+                message.get("role")?.as_str()?;
+                Some(Self::from_request_value(json, &message))
+            }
+        }
+    }
+
+    /// A message of a request, stored as the text `json` the client sent, read from its
+    /// value `message` (which the request's parse built).
+    pub(crate) fn from_request_value(json: &str, message: &Value) -> Self {
+        Self::with_value(json.to_owned(), message)
+    }
+
+    /// The assistant message of a reply that says only `content`: its text written
+    /// straight from the content, exactly as [`new`](Self::new) writes
+    /// `{"role": "assistant", "content": content}`.
+    pub(crate) fn assistant(content: String) -> Self {
+        let json = super::json_text::assistant_content(&content);
+        Self::made(json, "assistant".to_owned(), SearchText::Content(content))
+    }
+
+    /// `json`, the text of `message`, with what is read from the value.
+    fn with_value(json: String, message: &Value) -> Self {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("");
+        Self::made(json, role.to_owned(), SearchText::of(message))
+    }
+
+    fn made(json: String, role: String, text: SearchText) -> Self {
         Self {
-            message,
+            json,
+            role,
+            text,
             reasoning: None,
             reasoning_events: Vec::new(),
             metadata: Map::new(),
@@ -68,10 +141,54 @@ impl NewMessage {
 
     /// The message's `role`, or `""` when it has none.
     pub fn role(&self) -> &str {
-        self.message
-            .get("role")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        &self.role
+    }
+
+    /// The message's JSON text, exactly as it is stored.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The message parsed, for callers that need to look inside it.
+    pub fn to_value(&self) -> Value {
+        // The text is JSON by construction: written from a value, or checked as a request's.
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// The words full-text search indexes.
+    pub(crate) fn search_text(&self) -> &SearchText {
+        &self.text
+    }
+}
+
+/// The words of a message that full-text search indexes (see
+/// [`message_text`](super::message_text)), and whether they are its `content` alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SearchText {
+    /// `content` is a string and there is no refusal: the words are that string, which
+    /// PostgreSQL can read out of the stored message itself.
+    Content(String),
+    /// Anything else: the texts of the content's parts and the refusal, joined.
+    Joined(String),
+}
+
+impl SearchText {
+    /// The search text of `message`.
+    pub(crate) fn of(message: &Value) -> Self {
+        let refusal = message
+            .get("refusal")
+            .is_some_and(|refusal| !refusal.is_null());
+        match message.get("content") {
+            Some(Value::String(content)) if !refusal => Self::Content(content.clone()),
+            _ => Self::Joined(super::message_text(message)),
+        }
+    }
+
+    /// The words, whichever way they were found.
+    pub(crate) fn words(&self) -> &str {
+        match self {
+            Self::Content(text) | Self::Joined(text) => text,
+        }
     }
 }
 
@@ -335,4 +452,109 @@ pub struct ConversationUpdate {
     pub title: Option<String>,
     /// The new metadata, replacing the old whole.
     pub metadata: Option<Metadata>,
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::{NewMessage, SearchText};
+    use crate::strategies::json_value;
+
+    #[test]
+    fn a_request_message_keeps_the_text_the_client_wrote() {
+        let written = r#"{ "content" : "caf\u00e9", "role":"user", "n": 1.50 }"#;
+        let message = NewMessage::from_request(written).expect("a message");
+        assert_eq!(message.json(), written);
+        assert_eq!(message.role(), "user");
+        assert_eq!(
+            message.search_text(),
+            &SearchText::Content("café".to_owned())
+        );
+        assert_eq!(
+            message.to_value(),
+            json!({"role": "user", "content": "café", "n": 1.5})
+        );
+    }
+
+    #[test]
+    fn a_request_message_that_is_not_plain_is_read_from_its_value() {
+        for (written, words) in [
+            (
+                r#"{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}"#,
+                SearchText::Joined("a\nb".to_owned()),
+            ),
+            (
+                r#"{"role":"assistant","content":"a","refusal":"no"}"#,
+                SearchText::Joined("a\nno".to_owned()),
+            ),
+            (
+                r#"{"role":"assistant","content":null,"tool_calls":[]}"#,
+                SearchText::Joined(String::new()),
+            ),
+            (
+                r#"{"role":"user","content":"first","content":"last"}"#,
+                SearchText::Content("last".to_owned()),
+            ),
+        ] {
+            let message = NewMessage::from_request(written).expect("a message");
+            assert_eq!(message.json(), written);
+            assert_eq!(message.search_text(), &words, "{written}");
+        }
+    }
+
+    #[test]
+    fn text_that_is_no_message_is_refused() {
+        for text in [
+            r#"["user","hi"]"#,
+            r#"{"content":"hi"}"#,
+            r#"{"role":1}"#,
+            "{",
+            "null",
+        ] {
+            assert_eq!(NewMessage::from_request(text), None, "{text}");
+        }
+    }
+
+    /// A message of a request: any members, `role` a string, `content` of any kind.
+    fn message() -> impl Strategy<Value = Value> {
+        let content = prop_oneof![
+            3 => any::<String>().prop_map(Value::String),
+            1 => json_value(any::<String>().boxed()),
+        ];
+        let refusal = prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            any::<String>().prop_map(|r| Some(Value::String(r)))
+        ];
+        (any::<String>(), proptest::option::of(content), refusal).prop_map(
+            |(role, content, refusal)| {
+                let mut message = json!({"role": role});
+                if let Some(content) = content {
+                    message["content"] = content;
+                }
+                if let Some(refusal) = refusal {
+                    message["refusal"] = refusal;
+                }
+                message
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_request_message_reads_as_its_value_does(message in message(), pretty in any::<bool>()) {
+            let written = if pretty {
+                serde_json::to_string_pretty(&message).expect("serializes")
+            } else {
+                message.to_string()
+            };
+            let read = NewMessage::from_request(&written).expect("a message");
+            prop_assert_eq!(&read, &NewMessage::from_request_value(&written, &message));
+            prop_assert_eq!(read.search_text(), &SearchText::of(&message));
+        }
+    }
 }

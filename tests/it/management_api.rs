@@ -307,12 +307,10 @@ backend_tests! {
         let mut metadata = Map::new();
         metadata.insert("model".into(), json!("test-model"));
         metadata.insert("finish_reason".into(), json!("stop"));
-        let answer = NewMessage {
-            message: assistant("Four."),
-            reasoning: Some("Two and two make four.".into()),
-            reasoning_events: vec![json!({"type": "thinking", "text": "adding"}), json!({"type": "done"})],
-            metadata: metadata.clone(),
-        };
+        let mut answer = NewMessage::new(assistant("Four."));
+        answer.reasoning = Some("Two and two make four.".into());
+        answer.reasoning_events = vec![json!({"type": "thinking", "text": "adding"}), json!({"type": "done"})];
+        answer.metadata = metadata.clone();
         let store = db.store();
         store.append_turn("alice", id, TurnTarget::NewConversation, &[NewMessage::new(user("2+2?")), answer]).await.unwrap();
         store.append_turn("alice", id, TurnTarget::Existing, &[NewMessage::new(user("thanks")), NewMessage::new(assistant("welcome"))]).await.unwrap();
@@ -342,12 +340,10 @@ backend_tests! {
     async fn an_exported_conversation_imports_unchanged(db: TestDb) {
         let client = Client::axum(&db).await;
         let id = Uuid::now_v7();
-        let answer = NewMessage {
-            message: assistant("Four."),
-            reasoning: Some("adding".into()),
-            reasoning_events: vec![json!({"type": "done"})],
-            metadata: [("model".to_owned(), json!("m"))].into_iter().collect(),
-        };
+        let mut answer = NewMessage::new(assistant("Four."));
+        answer.reasoning = Some("adding".into());
+        answer.reasoning_events = vec![json!({"type": "done"})];
+        answer.metadata = [("model".to_owned(), json!("m"))].into_iter().collect();
         db.store().append_turn("alice", id, TurnTarget::NewConversation, &[NewMessage::new(user("2+2?")), answer]).await.unwrap();
         let exported = client.detail(&id.to_string()).await;
         let imported = client.create(json!({"title": exported["title"], "messages": exported["messages"]})).await;

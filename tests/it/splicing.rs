@@ -1,7 +1,7 @@
 //! Splicing the stored history into each request (contract section 4), over loopback
 //! with a real client against a real database.
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tower_conversations::ConversationLayer;
 
@@ -85,6 +85,30 @@ backend_tests! {
             stored_messages(&db, "", id).await,
             vec![first, assistant("42"), user("And 7 x 8?"), assistant("56")]
         );
+    }
+
+    async fn a_message_is_spliced_back_as_the_client_wrote_it(db: TestDb) {
+        let model = TestModel::new();
+        let app = serve_layered(&model, ConversationLayer::new(db.store())).await;
+        // Spaces, a line break, escapes, a number serde would write otherwise, members out
+        // of key order: none of it is the stored text's business to change.
+        let written = "{ \"role\" : \"user\",\n  \"content\" : \"caf\\u00e9 \\/ ok\", \"n\": 1.50 }";
+        let body = format!(r#"{{"model":"{MODEL}","stream":true,"messages":[ {written} ]}}"#);
+        model.push(Reply::text(["fine"]));
+        let headers = [("content-type", "application/json")];
+        let first = send(&app, Method::POST, "/v1/chat/completions", &headers, body).await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+
+        model.push(Reply::text(["again"]));
+        let next = send_chat(&app, Some(first.id()), &chat_body(json!([user("next")]))).await;
+        assert_eq!(next.status, StatusCode::OK, "{}", next.text());
+        let seen = String::from_utf8(model.last_request().body.to_vec()).expect("UTF-8");
+        assert!(
+            seen.contains(&format!("[{written},")),
+            "the stored message went upstream as it was written: {seen}"
+        );
+        let stored = stored_messages(&db, "", first.id()).await;
+        assert_eq!(stored[0], json!({"role": "user", "content": "café / ok", "n": 1.5}));
     }
 
     async fn reasoning_is_stored_beside_the_message_and_never_spliced(db: TestDb) {

@@ -80,7 +80,7 @@ fn assert_stored_as_sent(detail: &ConversationDetail, messages: &[NewMessage]) {
     assert_eq!(detail.messages.len(), messages.len());
     for (index, (stored, sent)) in detail.messages.iter().zip(messages).enumerate() {
         assert_eq!(stored.sequence_number, index as i64);
-        assert_eq!(stored.message, sent.message, "message {index}");
+        assert_eq!(stored.message, sent.to_value(), "message {index}");
         assert_eq!(stored.reasoning, sent.reasoning, "reasoning {index}");
         assert_eq!(
             stored.reasoning_events, sent.reasoning_events,
@@ -134,7 +134,7 @@ backend_tests! {
             assert_eq!(stored.created_at, detail.conversation.updated_at);
         }
         let history = values(store.load_history("", id, None).await.unwrap());
-        let sent: Vec<Value> = messages.iter().map(|m| m.message.clone()).collect();
+        let sent: Vec<Value> = messages.iter().map(|m| m.to_value().clone()).collect();
         assert_eq!(history, sent);
     }
 

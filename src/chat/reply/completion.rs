@@ -96,12 +96,10 @@ pub(crate) fn assemble_json_reply(body: &[u8]) -> Option<NewMessage> {
         "system_fingerprint",
         completion.system_fingerprint,
     );
-    Some(NewMessage {
-        message: Value::Object(message),
-        reasoning,
-        reasoning_events: Vec::new(),
-        metadata,
-    })
+    let mut message = NewMessage::new(Value::Object(message));
+    message.reasoning = reasoning;
+    message.metadata = metadata;
+    Some(message)
 }
 
 /// The one top-level field `mark_storage_failed` looks at. A present `null` counts as
@@ -208,7 +206,7 @@ mod tests {
         let body = completion(json!({"role": "assistant", "content": "Hi!", "refusal": null}));
         let message = assemble_json_reply(&body).expect("a chat completion");
         assert_eq!(
-            message.message,
+            message.to_value(),
             json!({"role": "assistant", "content": "Hi!"})
         );
         assert_eq!(
@@ -232,7 +230,7 @@ mod tests {
             "role": "assistant", "content": null, "tool_calls": calls, "refusal": null,
         }));
         assert_eq!(
-            assemble_json_reply(&with_calls).unwrap().message,
+            assemble_json_reply(&with_calls).unwrap().to_value(),
             json!({"role": "assistant", "content": null, "tool_calls": calls})
         );
 
@@ -240,7 +238,7 @@ mod tests {
             "role": "assistant", "content": null, "tool_calls": [], "refusal": "No.",
         }));
         assert_eq!(
-            assemble_json_reply(&refused).unwrap().message,
+            assemble_json_reply(&refused).unwrap().to_value(),
             json!({"role": "assistant", "content": null, "refusal": "No."})
         );
     }
@@ -256,7 +254,7 @@ mod tests {
         }));
         let message = assemble_json_reply(&body).unwrap();
         assert_eq!(
-            message.message,
+            message.to_value(),
             json!({"role": "assistant", "content": "42"})
         );
         assert_eq!(message.reasoning.as_deref(), Some("Let me think."));
@@ -276,7 +274,7 @@ mod tests {
         let call = json!({"name": "f", "arguments": "{}"});
         let body = completion(json!({"role": "assistant", "content": null, "function_call": call}));
         assert_eq!(
-            assemble_json_reply(&body).unwrap().message["function_call"],
+            assemble_json_reply(&body).unwrap().to_value()["function_call"],
             call
         );
     }
@@ -310,7 +308,7 @@ mod tests {
         let body = json!({"choices": [{"message": {"role": "assistant", "content": "ok"}}]});
         let message = assemble_json_reply(body.to_string().as_bytes()).unwrap();
         assert_eq!(
-            message.message,
+            message.to_value(),
             json!({"role": "assistant", "content": "ok"})
         );
         assert!(message.metadata.is_empty());
