@@ -85,17 +85,22 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Option<ChatRequest<'_>> {
 /// The chat request the scan read, its messages built from the spans the scan noted:
 /// what [`parse_chat_request`] gives for the same body (the scan's differential tests
 /// hold it to that), without the parse's own reads of the envelope and of the array, and
-/// without a tree of each message (see [`NewMessage::from_request`]). The scan notes
-/// spans only for a request without instructions. `None` only where a message does not
+/// without a tree of each message: a plain message's role and content are where the scan
+/// found them, any other's are read from its text (see [`NewMessage::from_request`]). The
+/// scan notes spans only for a request without instructions. `None` only where a message does not
 /// read as serde reads it, which the scan rules out.
 pub(crate) fn chat_request_from_spans(body: &[u8], spans: MessageSpans) -> Option<ChatRequest<'_>> {
     let mut messages = Vec::with_capacity(spans.messages.len());
     let mut turn = Vec::with_capacity(spans.messages.len());
-    for span in spans.messages {
-        let text = std::str::from_utf8(body.get(span.clone())?).ok()?;
-        turn.push(NewMessage::from_request(text)?);
+    let text = |span: &Range<usize>| std::str::from_utf8(body.get(span.clone())?).ok();
+    for scanned in spans.messages {
+        let json = text(&scanned.span)?;
+        turn.push(match &scanned.content {
+            Some(content) => NewMessage::plain(json, text(&scanned.role)?, text(content)?),
+            None => NewMessage::from_request(json)?,
+        });
         messages.push(RequestMessage {
-            span,
+            span: scanned.span,
             system: false,
         });
     }

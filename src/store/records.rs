@@ -108,6 +108,17 @@ impl NewMessage {
         }
     }
 
+    /// A plain message of a request (a string `content` and no refusal), stored as the
+    /// text `json` the client sent, whose role and content the request's scan found:
+    /// `content` is the string's text without escapes, so its words as they are.
+    pub(crate) fn plain(json: &str, role: &str, content: &str) -> Self {
+        Self::made(
+            json.to_owned(),
+            role.to_owned(),
+            SearchText::Content(content.to_owned()),
+        )
+    }
+
     /// A message of a request, stored as the text `json` the client sent, read from its
     /// value `message` (which the request's parse built).
     pub(crate) fn from_request_value(json: &str, message: &Value) -> Self {

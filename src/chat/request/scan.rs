@@ -51,7 +51,26 @@ pub(crate) struct RequestShape {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct MessageSpans {
     pub(crate) array: Range<usize>,
-    pub(crate) messages: Vec<Range<usize>>,
+    pub(crate) messages: Vec<ScannedMessage>,
+}
+
+/// Where a message stands, and the parts of it a turn stores beside its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ScannedMessage {
+    /// The message, from its opening brace to its closing one.
+    pub(crate) span: Range<usize>,
+    /// Its role's text (the scan reads only a role without escapes).
+    pub(crate) role: Range<usize>,
+    /// Its `content` string's text, when the message is plain: one `content`, a string
+    /// without escapes, and no `refusal` but a null one. Its words are then that text.
+    pub(crate) content: Option<Range<usize>>,
+}
+
+/// What the scan read of one message.
+struct MessageRead {
+    system: bool,
+    role: Range<usize>,
+    content: Option<Range<usize>>,
 }
 
 /// Reads `body` far enough to decide its mode: `Some` when it is a chat request exactly
@@ -228,11 +247,16 @@ impl<'a> Scanner<'a> {
         let mut messages = Vec::new();
         self.array(|scanner| {
             let at = scanner.pos;
-            if scanner.message()? {
+            let read = scanner.message()?;
+            if read.system {
                 scanner.system_message_read = true;
                 return None;
             }
-            messages.push(at..scanner.pos);
+            messages.push(ScannedMessage {
+                span: at..scanner.pos,
+                role: read.role,
+                content: read.content,
+            });
             Some(())
         })?;
         Some(RequestShape {
@@ -244,24 +268,52 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    /// One message: whether its role is `system` or `developer`.
-    fn message(&mut self) -> Option<bool> {
-        let mut system = None;
-        self.object(|scanner, key| {
-            if key != b"role" {
-                return scanner.skip(4, Within::Message);
+    /// One message: whether its role is `system` or `developer`, where its role's text
+    /// stands, and where its content's does when the message is plain (see
+    /// [`ScannedMessage::content`]).
+    fn message(&mut self) -> Option<MessageRead> {
+        let mut role = None;
+        let mut content = None;
+        let mut contents = 0;
+        let mut refused = false;
+        self.object(|scanner, key| match key {
+            b"role" => {
+                if role.is_some() {
+                    return None;
+                }
+                let start = scanner.pos + 1;
+                let (text, escaped) = scanner.string()?;
+                if escaped {
+                    return None;
+                }
+                role = Some((
+                    matches!(text, b"system" | b"developer"),
+                    start..scanner.pos - 1,
+                ));
+                Some(())
             }
-            if system.is_some() {
-                return None;
+            b"content" => {
+                contents += 1;
+                if scanner.peek() != Some(b'"') {
+                    return scanner.skip(4, Within::Message);
+                }
+                let start = scanner.pos + 1;
+                let (_, escaped) = scanner.string()?;
+                content = (!escaped).then(|| start..scanner.pos - 1);
+                Some(())
             }
-            let (role, escaped) = scanner.string()?;
-            if escaped {
-                return None;
+            b"refusal" => {
+                refused |= scanner.peek() != Some(b'n');
+                scanner.skip(4, Within::Message)
             }
-            system = Some(matches!(role, b"system" | b"developer"));
-            Some(())
+            _ => scanner.skip(4, Within::Message),
         })?;
-        system
+        let (system, role) = role?;
+        Some(MessageRead {
+            system,
+            role,
+            content: content.filter(|_| contents == 1 && !refused),
+        })
     }
 
     /// An object at the cursor, calling `member` at each value with its key.
@@ -708,6 +760,34 @@ mod tests {
         assert!(scan_agrees_with_parse(body));
     }
 
+    #[test]
+    fn only_a_plain_message_has_its_content_noted() {
+        let content = |body: &[u8]| {
+            assert!(
+                scan_agrees_with_parse(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            let spans = scan_chat_request(body).and_then(|shape| shape.spans);
+            let message = spans.expect("spans").messages.remove(0);
+            message
+                .content
+                .map(|at| String::from_utf8_lossy(&body[at]).into_owned())
+        };
+        let plain = br#"{"messages":[{"role":"user","content":"hi","refusal":null}]}"#;
+        assert_eq!(content(plain).as_deref(), Some("hi"));
+        for other in [
+            &br#"{"messages":[{"role":"user","content":"h\u0069"}]}"#[..],
+            br#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
+            br#"{"messages":[{"role":"assistant","content":"a","refusal":"no"}]}"#,
+            br#"{"messages":[{"role":"user","content":"a","content":[{"type":"text","text":"b"}]}]}"#,
+            br#"{"messages":[{"role":"user","content":"a","content":"b"}]}"#,
+            br#"{"messages":[{"role":"user"}]}"#,
+        ] {
+            assert_eq!(content(other), None, "{}", String::from_utf8_lossy(other));
+        }
+    }
+
     mod properties {
         use proptest::collection::vec;
         use proptest::prelude::*;
@@ -804,7 +884,7 @@ mod tests {
 
         fn key() -> impl Strategy<Value = String> {
             prop_oneof![
-                4 => prop::sample::select(&["\"messages\"", "\"role\"", "\"content\"", "\"model\""][..])
+                4 => prop::sample::select(&["\"messages\"", "\"role\"", "\"content\"", "\"refusal\"", "\"model\""][..])
                     .prop_map(str::to_owned),
                 1 => Just(r#""m\u0065ssages""#.to_owned()),
                 1 => Just(r#""r\u006fle""#.to_owned()),
@@ -859,15 +939,23 @@ mod tests {
 
             #[test]
             fn the_scan_reads_well_formed_requests_itself_as_the_parse_does(
-                messages in vec((role(), in_message(), prop::collection::btree_map("[a-z_]{1,8}", in_message(), 0..3)), 0..5),
+                messages in vec((
+                    role(),
+                    in_message(),
+                    prop::option::of(prop_oneof![Just(Value::Null), any::<String>().prop_map(Value::from)]),
+                    prop::collection::btree_map("[a-z_]{1,8}", in_message(), 0..3),
+                ), 0..5),
                 others in prop::collection::btree_map("[a-z_]{1,12}", written(), 0..5),
                 pretty in any::<bool>(),
             ) {
                 let messages: Vec<Value> = messages
                     .into_iter()
-                    .map(|(role, content, mut extra)| {
+                    .map(|(role, content, refusal, mut extra)| {
                         extra.insert("role".to_owned(), Value::from(role));
                         extra.insert("content".to_owned(), content);
+                        if let Some(refusal) = refusal {
+                            extra.insert("refusal".to_owned(), refusal);
+                        }
                         Value::Object(extra.into_iter().collect())
                     })
                     .collect();
