@@ -40,6 +40,10 @@ struct RequestMessage {
     system: bool,
 }
 
+/// Room a turn's messages leave for the reply, pushed after them when it has arrived
+/// (growing the list then would copy it).
+const REPLY: usize = 1;
+
 /// The one top-level field the layer reads. Other fields are skipped (still checked to
 /// be valid JSON); a second `messages` key is an error, since upstream parsers disagree
 /// on which of the two wins.
@@ -64,7 +68,7 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Option<ChatRequest<'_>> {
     let raw_messages: Vec<&RawValue> = serde_json::from_str(envelope.messages.get()).ok()?;
 
     let mut messages = Vec::with_capacity(raw_messages.len());
-    let mut turn = Vec::with_capacity(raw_messages.len());
+    let mut turn = Vec::with_capacity(raw_messages.len() + REPLY);
     for raw in raw_messages {
         let message: Value = serde_json::from_str(raw.get()).ok()?;
         let system = is_system_role(message.get("role")?.as_str()?);
@@ -91,7 +95,7 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Option<ChatRequest<'_>> {
 /// read as serde reads it, which the scan rules out.
 pub(crate) fn chat_request_from_spans(body: &[u8], spans: MessageSpans) -> Option<ChatRequest<'_>> {
     let mut messages = Vec::with_capacity(spans.messages.len());
-    let mut turn = Vec::with_capacity(spans.messages.len());
+    let mut turn = Vec::with_capacity(spans.messages.len() + REPLY);
     let text = |span: &Range<usize>| std::str::from_utf8(body.get(span.clone())?).ok();
     for scanned in spans.messages {
         let json = text(&scanned.span)?;

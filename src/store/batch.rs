@@ -32,7 +32,7 @@ use super::{NewMessage, message_text};
 #[derive(Debug, Serialize)]
 struct MessageRow<'a> {
     role: Cow<'a, str>,
-    message: String,
+    message: &'a str,
     text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning: Option<Cow<'a, str>>,
@@ -91,7 +91,8 @@ impl MessageBinds {
     fn new(row: MessageRow<'_>) -> Result<Self, serde_json::Error> {
         Ok(Self {
             role: row.role.into_owned(),
-            message: row.message,
+            // sqlx copies a borrowed string it binds to SQLite, and moves an owned one.
+            message: row.message.to_owned(),
             text: row.text,
             reasoning: row.reasoning.map(Cow::into_owned),
             events: if row.events.is_empty() {
@@ -109,7 +110,7 @@ impl MessageBinds {
 #[cfg(feature = "postgres")]
 pub(crate) struct MessageColumns<'a> {
     pub(crate) roles: Vec<Cow<'a, str>>,
-    pub(crate) messages: Vec<String>,
+    pub(crate) messages: Vec<&'a str>,
     pub(crate) texts: Vec<Option<String>>,
     pub(crate) reasoning: Vec<Option<Cow<'a, str>>>,
     pub(crate) events: Vec<Option<sqlx::types::Json<Cow<'a, [Value]>>>>,
@@ -149,7 +150,7 @@ impl<'a> MessageColumns<'a> {
     /// [`BOUND_SLACK`]). Enough room made up front saves sqlx growing its buffer.
     pub(crate) fn bound_size(&self) -> usize {
         let texts: usize = self.roles.iter().map(|role| role.len()).sum::<usize>()
-            + self.messages.iter().map(String::len).sum::<usize>()
+            + self.messages.iter().map(|message| message.len()).sum::<usize>()
             + self.texts.iter().flatten().map(String::len).sum::<usize>()
             + self
                 .reasoning
@@ -213,7 +214,7 @@ fn message_row<'a>(
     MessageRow {
         // The role column is text too; the message keeps its role as sent.
         role: text_without_nul(m.role()),
-        message: m.json().to_owned(),
+        message: m.json(),
         text: text(m),
         // What is kept beside the message goes into text and jsonb columns,
         // which cannot hold NUL either; it is never sent upstream, so a space
