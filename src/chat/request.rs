@@ -90,9 +90,9 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Option<ChatRequest<'_>> {
 /// what [`parse_chat_request`] gives for the same body (the scan's differential tests
 /// hold it to that), without the parse's own reads of the envelope and of the array, and
 /// without a tree of each message: a plain message's role and content are where the scan
-/// found them, any other's are read from its text (see [`NewMessage::from_request`]). The
-/// scan notes spans only for a request without instructions. `None` only where a message does not
-/// read as serde reads it, which the scan rules out.
+/// found them, any other's are read from its text (see [`NewMessage::from_request`]).
+/// The scan notes spans only for a request without instructions. `None` only where a
+/// message does not read as serde reads it, which the scan rules out.
 pub(crate) fn chat_request_from_spans(body: &[u8], spans: MessageSpans) -> Option<ChatRequest<'_>> {
     let mut messages = Vec::with_capacity(spans.messages.len());
     let mut turn = Vec::with_capacity(spans.messages.len() + REPLY);

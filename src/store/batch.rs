@@ -150,7 +150,11 @@ impl<'a> MessageColumns<'a> {
     /// [`BOUND_SLACK`]). Enough room made up front saves sqlx growing its buffer.
     pub(crate) fn bound_size(&self) -> usize {
         let texts: usize = self.roles.iter().map(|role| role.len()).sum::<usize>()
-            + self.messages.iter().map(|message| message.len()).sum::<usize>()
+            + self
+                .messages
+                .iter()
+                .map(|message| message.len())
+                .sum::<usize>()
             + self.texts.iter().flatten().map(String::len).sum::<usize>()
             + self
                 .reasoning
