@@ -1,9 +1,10 @@
 //! The fast read of a request: whether a body is a chat request and whether it holds a
 //! system message, found in one pass over the bytes, with [`parse_chat_request`] as the
 //! reference it defers to. Without a system message it also notes where the `messages`
-//! array and each message stand, so that a turn builds its messages from those spans
-//! instead of reading the body again (the parse's reads of the envelope and of the
-//! array took about 4,000 instructions of a new turn).
+//! array and each message stand, and a plain message's role and content, so that a turn
+//! builds its messages from those spans instead of reading the body again (the parse's
+//! reads of the envelope and of the array took about 3,000 instructions of a new turn,
+//! reading a message's role and content again with serde 1,500 more).
 //!
 //! Why a scan: a stateless request is forwarded as it came, so all the layer needs of it
 //! is those two answers; building every message as a `serde_json::Value` to get them was

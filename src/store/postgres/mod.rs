@@ -55,9 +55,9 @@ WITH conversation AS (
                           reasoning, reasoning_events, metadata, created_at)
     SELECT conversation.id, batch.position - 1, batch.role, batch.message::json,
            to_tsvector('simple', coalesce(batch.text, batch.message::json ->> 'content')),
-           batch.reasoning, batch.events, batch.metadata, conversation.created_at
+           batch.reasoning, batch.events, batch.metadata::jsonb, conversation.created_at
     FROM conversation,
-         unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[])
+         unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::text[])
              WITH ORDINALITY AS batch (role, message, text, reasoning, events, metadata, position)
 )
 SELECT id, title, created_at, updated_at, message_count, metadata FROM conversation";
@@ -86,9 +86,9 @@ WITH conversation AS (
     SELECT conversation.id, conversation.first_sequence + batch.position - 1, batch.role,
            batch.message::json,
            to_tsvector('simple', coalesce(batch.text, batch.message::json ->> 'content')),
-           batch.reasoning, batch.events, batch.metadata, conversation.updated_at
+           batch.reasoning, batch.events, batch.metadata::jsonb, conversation.updated_at
     FROM conversation,
-         unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::jsonb[])
+         unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
              WITH ORDINALITY AS batch (role, message, text, reasoning, events, metadata, position)
 )
 SELECT first_sequence FROM conversation";
