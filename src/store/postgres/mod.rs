@@ -236,7 +236,7 @@ async fn append(
         .await?;
         return Ok(0);
     }
-    let columns = MessageColumns::new(messages);
+    let columns = MessageColumns::new(messages)?;
     let mut session = Session::statement(pool).await?;
     let row = bind_columns(
         session
@@ -561,7 +561,7 @@ async fn insert_conversation(
     metadata: &Metadata,
     messages: &[NewMessage],
 ) -> Result<PgRow, StoreError> {
-    let columns = MessageColumns::new(messages);
+    let columns = MessageColumns::new(messages)?;
     let mut session = Session::statement(pool).await?;
     let size = columns.bound_size() + owner.len() + title.map_or(0, str::len);
     let row = bind_columns(

@@ -112,7 +112,7 @@ async fn create_turn(
             .bind(title)
             .bind(message_count(messages))
             .bind(Json(Metadata::new())),
-        MessageColumns::new(messages),
+        MessageColumns::new(messages)?,
     )
     .fetch_one(tx.connection())
     .await?;
@@ -130,7 +130,7 @@ async fn append_turn(
             .bind(id)
             .bind(owner.to_owned())
             .bind(message_count(messages)),
-        MessageColumns::new(messages),
+        MessageColumns::new(messages)?,
     )
     .fetch_optional(tx.connection())
     .await?
