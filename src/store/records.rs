@@ -89,23 +89,13 @@ impl NewMessage {
     }
 
     /// A message of a request, stored as the very text the client sent: `json` is one
-    /// JSON object with a string `role`, as the request's scan or parse found it. Its
-    /// role and search text are read from the text without building a tree where the
-    /// message is plain (a string `content`, nothing else to search), from its value
-    /// otherwise. `None` when the text is no such object.
+    /// JSON object with a string `role`, as the request's scan or parse found it, read
+    /// from its value (the scan has already read the role and content of a plain one:
+    /// see [`plain`](Self::plain)). `None` when the text is no such object.
     pub(crate) fn from_request(json: &str) -> Option<Self> {
-        match super::text::plain_message(json) {
-            Some((role, content)) => Some(Self::made(
-                json.to_owned(),
-                role,
-                SearchText::Content(content),
-            )),
-            None => {
-                let message: Value = serde_json::from_str(json).ok()?;
-                message.get("role")?.as_str()?;
-                Some(Self::from_request_value(json, &message))
-            }
-        }
+        let message: Value = serde_json::from_str(json).ok()?;
+        message.get("role")?.as_str()?;
+        Some(Self::from_request_value(json, &message))
     }
 
     /// A plain message of a request (a string `content` and no refusal), stored as the

@@ -1,10 +1,6 @@
 //! Text taken from messages: titles and the words full-text search indexes.
 
-use std::borrow::Cow;
-
-use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::batch::text_without_nul;
 use super::{NewConversation, NewMessage};
@@ -30,34 +26,6 @@ pub(crate) fn message_text(message: &Value) -> String {
     }
     pieces.extend(refusal);
     pieces.join("\n")
-}
-
-/// A message whose searched words are its `content` string alone: read from its text
-/// without building a tree of it. A second `role` or `content` makes it fail, and
-/// [`plain_message`] leaves it to the value, where the last one wins.
-#[derive(Deserialize)]
-struct Plain<'a> {
-    #[serde(borrow)]
-    role: Cow<'a, str>,
-    #[serde(borrow)]
-    content: Cow<'a, str>,
-    #[serde(default, borrow)]
-    refusal: Option<&'a RawValue>,
-}
-
-/// The role and the `content` of the JSON object `json` when its content is a string
-/// and it has no refusal (or a null one), the shape of nearly every message a client
-/// sends; `None` for any other message, whose words are then read from its value.
-pub(crate) fn plain_message(json: &str) -> Option<(String, String)> {
-    // A derived struct would also read an array, its fields by position.
-    if !json.starts_with('{') {
-        return None;
-    }
-    let plain: Plain<'_> = serde_json::from_str(json).ok()?;
-    plain
-        .refusal
-        .is_none()
-        .then(|| (plain.role.into_owned(), plain.content.into_owned()))
 }
 
 /// The title a new conversation starts with: the one given, else the first user
