@@ -35,15 +35,17 @@ fn turn(n: usize) -> Vec<NewMessage> {
         "content": "Put a middleware in front of the chat-completions endpoint that stores each \
                     turn and splices the stored history into the next request. ".repeat(8),
     }));
-    answer.metadata = json!({
-        "model": "demo-1",
-        "id": format!("chatcmpl-{n}"),
-        "finish_reason": "stop",
-        "usage": {"prompt_tokens": 812, "completion_tokens": 240, "total_tokens": 1052},
-    })
-    .as_object()
-    .cloned()
-    .unwrap_or_default();
+    answer.set_metadata(
+        json!({
+            "model": "demo-1",
+            "id": format!("chatcmpl-{n}"),
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 812, "completion_tokens": 240, "total_tokens": 1052},
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
+    );
     vec![question, answer]
 }
 

@@ -299,7 +299,7 @@ fn seed_message(index: usize, message: Value) -> Result<NewMessage, ApiError> {
     let mut message = NewMessage::new(Value::Object(fields));
     message.reasoning = reasoning;
     message.reasoning_events = reasoning_events;
-    message.metadata = metadata;
+    message.set_metadata(metadata);
     Ok(message)
 }
 
@@ -354,7 +354,7 @@ mod tests {
         );
         assert_eq!(first.reasoning.as_deref(), Some("thought"));
         assert_eq!(first.reasoning_events, vec![json!({"type": "step"})]);
-        assert_eq!(first.metadata["model"], "m");
+        assert_eq!(first.metadata()["model"], "m");
         assert_eq!(
             new.messages[1].to_value(),
             json!({"role": "assistant", "content": "Yo"})

@@ -7,6 +7,7 @@
 
 mod chunk;
 mod completion;
+mod facts;
 mod marker;
 mod pattern;
 
@@ -18,6 +19,7 @@ use serde_json::{Map, Value, json};
 pub(crate) use self::chunk::scanner_agrees_with_serde;
 use self::chunk::{ChunkParts, DeltaParts, Text, ToolCallDelta};
 pub(crate) use self::completion::{assemble_json_reply, mark_storage_failed};
+use self::facts::{ReplyFacts, known};
 pub(crate) use self::marker::StorageFailedMarker;
 use self::pattern::Pattern;
 use crate::store::NewMessage;
@@ -243,30 +245,23 @@ impl ReplyAssembler {
             )))
         };
 
-        let mut metadata = Map::new();
-        insert_known(&mut metadata, "model", self.model.clone().map(Value::from));
-        insert_known(&mut metadata, "id", self.id.clone().map(Value::from));
-        insert_known(
-            &mut metadata,
-            "finish_reason",
-            self.finish_reason.take().map(Value::from),
-        );
-        insert_known(&mut metadata, "usage", self.usage.take());
-        insert_known(
-            &mut metadata,
-            "system_fingerprint",
-            self.system_fingerprint.clone().map(Value::from),
-        );
         let error = self.error.take();
-        if !complete || error.is_some() {
-            metadata.insert("incomplete".to_owned(), Value::Bool(true));
-        }
-        insert_known(&mut metadata, "error", error);
+        let usage = self.usage.take();
+        let finish_reason = self.finish_reason.take();
+        let facts = ReplyFacts {
+            error: known(error.as_ref()),
+            finish_reason: finish_reason.as_deref(),
+            id: self.id.as_deref(),
+            incomplete: !complete || error.is_some(),
+            model: self.model.as_deref(),
+            system_fingerprint: self.system_fingerprint.as_deref(),
+            usage: known(usage.as_ref()),
+        };
+        message.set_metadata_json(facts.to_json());
 
         let reasoning = mem::take(&mut self.reasoning);
         message.reasoning = (!reasoning.is_empty()).then_some(reasoning);
         message.reasoning_events = mem::take(&mut self.reasoning_events);
-        message.metadata = metadata;
         message
     }
 
@@ -332,13 +327,6 @@ fn assistant_message(
     message
 }
 
-/// Inserts a metadata entry when its value is known (neither missing nor null).
-fn insert_known(metadata: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(value) = value.filter(|value| !value.is_null()) {
-        metadata.insert(key.to_owned(), value);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,7 +385,7 @@ mod tests {
         assert!(assembler.finished());
         let message = assembler.take_message(true);
         assert_eq!(
-            Value::Object(message.metadata),
+            Value::Object(message.metadata()),
             json!({
                 "model": "gpt-4o",
                 "id": "chatcmpl-1",
@@ -452,7 +440,7 @@ mod tests {
                 ],
             })
         );
-        assert_eq!(message.metadata["finish_reason"], "tool_calls");
+        assert_eq!(message.metadata()["finish_reason"], "tool_calls");
     }
 
     #[test]
@@ -578,8 +566,8 @@ mod tests {
             last.to_string(),
         ]);
         let message = assembler.take_message(true);
-        assert_eq!(message.metadata["usage"], usage);
-        assert_eq!(message.metadata["finish_reason"], "stop");
+        assert_eq!(message.metadata()["usage"], usage);
+        assert_eq!(message.metadata()["finish_reason"], "stop");
         assert_eq!(message.to_value()["content"], "hi");
     }
 
@@ -603,17 +591,17 @@ mod tests {
         ]);
         let message = assembler.take_message(true);
         assert_eq!(message.to_value()["content"], "par");
-        assert_eq!(message.metadata["incomplete"], true);
-        assert_eq!(message.metadata["error"], error);
+        assert_eq!(message.metadata()["incomplete"], true);
+        assert_eq!(message.metadata()["error"], error);
     }
 
     #[test]
     fn a_stream_cut_short_marks_the_message_incomplete() {
         let mut cut = assemble(&[chunk(json!({"content": "par"}))]);
-        assert_eq!(cut.take_message(false).metadata["incomplete"], true);
+        assert_eq!(cut.take_message(false).metadata()["incomplete"], true);
 
         let mut whole = assemble(&[chunk(json!({"content": "all"})), finish("stop")]);
-        let metadata = whole.take_message(true).metadata;
+        let metadata = whole.take_message(true).metadata();
         assert!(!metadata.contains_key("incomplete"));
         assert!(!metadata.contains_key("error"));
     }
@@ -641,7 +629,7 @@ mod tests {
             message.to_value(),
             json!({"role": "assistant", "content": "ab"})
         );
-        assert!(!message.metadata.contains_key("incomplete"));
+        assert!(!message.metadata().contains_key("incomplete"));
     }
 
     #[test]
@@ -708,7 +696,7 @@ mod tests {
             message.to_value(),
             json!({"role": "assistant", "content": "Hello, \"wörld\" \u{1F30D}!?", "refusal": "nono"})
         );
-        assert_eq!(message.metadata["finish_reason"], "stop");
+        assert_eq!(message.metadata()["finish_reason"], "stop");
     }
 
     #[test]
@@ -726,7 +714,7 @@ mod tests {
         assembler.on_event_bytes(word.as_bytes());
         let message = assembler.take_message(true);
         assert_eq!(message.to_value()["content"], "wordword");
-        assert!(!message.metadata.contains_key("usage"));
+        assert!(!message.metadata().contains_key("usage"));
     }
 
     #[test]
@@ -735,12 +723,12 @@ mod tests {
             .to_string();
         let mut assembler = assemble(&[&last]);
         assert_eq!(
-            assembler.take_message(true).metadata["usage"],
+            assembler.take_message(true).metadata()["usage"],
             json!({"n": 1})
         );
         assembler.on_event(&last);
         let message = assembler.take_message(true);
-        assert_eq!(message.metadata["usage"], json!({"n": 1}));
+        assert_eq!(message.metadata()["usage"], json!({"n": 1}));
         assert_eq!(message.to_value()["content"], "a");
     }
 

@@ -26,9 +26,8 @@ pub(crate) enum Status {
 }
 
 impl Status {
-    /// How the reply assembled into `reply` ended.
-    pub(crate) fn of(reply: &NewMessage) -> Self {
-        let metadata = &reply.metadata;
+    /// How a reply ended, from the metadata the layer assembled for it.
+    pub(crate) fn of(metadata: &Map<String, Value>) -> Self {
         if let Some(error) = metadata.get("error") {
             let message = error["message"]
                 .as_str()
@@ -76,10 +75,11 @@ pub(crate) fn finished(
     reply: &NewMessage,
     sequence: i64,
 ) -> Value {
-    let status = Status::of(reply);
+    let mut metadata = reply.metadata();
+    let status = Status::of(&metadata);
     let mut object = skeleton(id, created_at, request);
-    if let Some(model) = reply.metadata.get("model").filter(|m| m.is_string()) {
-        object.insert("model".to_owned(), model.clone());
+    if let Some(model) = metadata.remove("model").filter(Value::is_string) {
+        object.insert("model".to_owned(), model);
     }
     let output = output_items(reply, sequence, &status);
     object.insert("output_text".to_owned(), json!(output_text(&output)));
@@ -94,7 +94,7 @@ pub(crate) fn finished(
         }
         Status::Completed => {}
     }
-    object.insert("usage".to_owned(), usage(reply.metadata.get("usage")));
+    object.insert("usage".to_owned(), usage(metadata.get("usage")));
     Value::Object(object)
 }
 
@@ -235,12 +235,9 @@ mod tests {
 
     #[test]
     fn a_length_finish_is_incomplete_for_max_output_tokens() {
-        let mut reply = NewMessage::new(json!({"role": "assistant", "content": "cut"}));
-        reply
-            .metadata
-            .insert("finish_reason".to_owned(), json!("length"));
+        let reply = json!({"finish_reason": "length"});
         assert_eq!(
-            Status::of(&reply),
+            Status::of(reply.as_object().unwrap()),
             Status::Incomplete(Some("max_output_tokens"))
         );
     }

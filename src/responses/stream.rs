@@ -435,7 +435,7 @@ async fn conclude(
     sender: &mpsc::Sender<Bytes>,
     connected: bool,
 ) {
-    let status = Status::of(&reply);
+    let status = Status::of(&reply.metadata());
     events.close(if status == Status::Completed {
         "completed"
     } else {

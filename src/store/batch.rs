@@ -12,22 +12,34 @@
 
 use std::borrow::Cow;
 
+#[cfg(feature = "sqlite")]
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+#[cfg(feature = "sqlite")]
+use serde_json::value::RawValue;
+#[cfg(feature = "postgres")]
+use sqlx::Postgres;
+#[cfg(feature = "postgres")]
+use sqlx::postgres::{PgArguments, PgBindIterExt};
+#[cfg(feature = "postgres")]
+use sqlx::query::Query;
+#[cfg(feature = "postgres")]
+use sqlx::types::Json;
 
+#[cfg(feature = "sqlite")]
 use super::StoreError;
+use super::json_text::json_text;
 #[cfg(feature = "postgres")]
 use super::records::SearchText;
 use super::{NewMessage, message_text};
 
-/// One element of the array: the columns of a `messages` row, by name.
+/// The columns of a SQLite `messages` row, by name: one element of the array a batch
+/// binds, or the values a pair binds one by one.
 ///
 /// `message` is the message's own JSON text, carried as a string: the database stores
-/// that text untouched, and never has to unescape what is inside it (PostgreSQL refuses
-/// to unescape `\u0000` into text, which a client's message may well contain).
-/// `text` is the plain text search indexes, where the backend wants it sent (see
-/// [`search_text_beside`]). Absent `reasoning` and empty `events` are left out, so the SQL
-/// reads them as NULL.
+/// that text untouched. `text` is the plain text search indexes. Absent `reasoning` and
+/// empty `events` are left out, so the SQL reads them as NULL.
+#[cfg(feature = "sqlite")]
 #[derive(Debug, Serialize)]
 struct MessageRow<'a> {
     role: Cow<'a, str>,
@@ -37,14 +49,30 @@ struct MessageRow<'a> {
     reasoning: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "<[Value]>::is_empty")]
     events: Cow<'a, [Value]>,
-    metadata: Cow<'a, Map<String, Value>>,
+    /// The metadata's JSON text, written into a row's JSON as the object it is.
+    #[serde(serialize_with = "object_text")]
+    metadata: Cow<'a, str>,
+}
+
+/// Writes `text`, a JSON object's text, as that object.
+#[cfg(feature = "sqlite")]
+#[expect(
+    clippy::ptr_arg,
+    reason = "serde's `serialize_with` hands over the field as it is"
+)]
+fn object_text<S: serde::Serializer>(
+    text: &Cow<'_, str>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let object: &RawValue = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+    object.serialize(serializer)
 }
 
 /// The messages as a JSON array of rows, in order (the SQL numbers them from their
 /// position): the one parameter a batch insert binds.
 #[cfg(feature = "sqlite")]
 pub(crate) fn message_rows_json(messages: &[NewMessage]) -> Result<String, StoreError> {
-    let rows = message_rows(messages, search_text_always);
+    let rows = message_rows(messages);
     serde_json::to_string(&rows).map_err(serialization)
 }
 
@@ -77,7 +105,7 @@ impl SqliteBatch {
         let [first, second] = messages else {
             return message_rows_json(messages).map(Self::Json);
         };
-        let binds = |message| MessageBinds::new(message_row(message, &search_text_always));
+        let binds = |message| MessageBinds::new(message_row(message));
         Ok(Self::Pair(Box::new([
             binds(first).map_err(serialization)?,
             binds(second).map_err(serialization)?,
@@ -99,24 +127,17 @@ impl MessageBinds {
             } else {
                 Some(serde_json::to_string(&row.events)?)
             },
-            metadata: serde_json::to_string(&row.metadata)?,
+            metadata: row.metadata.into_owned(),
         })
     }
 }
 
 /// The same rows as one array per column, each in message order: the parameters of a
-/// PostgreSQL `unnest`.
+/// PostgreSQL `unnest`. Each array is encoded straight from the messages (sqlx encodes an
+/// iterator as an array), with no list of rows or columns made first.
 #[cfg(feature = "postgres")]
 pub(crate) struct MessageColumns<'a> {
-    pub(crate) roles: Vec<Cow<'a, str>>,
-    pub(crate) messages: Vec<&'a str>,
-    pub(crate) texts: Vec<Option<String>>,
-    pub(crate) reasoning: Vec<Option<Cow<'a, str>>>,
-    pub(crate) events: Vec<Option<sqlx::types::Json<Cow<'a, [Value]>>>>,
-    /// Each message's metadata as its JSON text, which the statement casts to `jsonb`:
-    /// an array of text costs sqlx less to bind than one of `Json` values (about 1,000
-    /// instructions a turn), and the server parses the JSON either way.
-    pub(crate) metadata: Vec<String>,
+    messages: &'a [NewMessage],
 }
 
 #[cfg(feature = "postgres")]
@@ -124,51 +145,69 @@ impl<'a> MessageColumns<'a> {
     /// How many column arrays there are: one a field.
     pub(crate) const ARRAYS: usize = 6;
 
-    pub(crate) fn new(messages: &'a [NewMessage]) -> Result<Self, StoreError> {
-        let rows = message_rows(messages, search_text_beside);
-        let mut columns = Self {
-            roles: Vec::with_capacity(rows.len()),
-            messages: Vec::with_capacity(rows.len()),
-            texts: Vec::with_capacity(rows.len()),
-            reasoning: Vec::with_capacity(rows.len()),
-            events: Vec::with_capacity(rows.len()),
-            metadata: Vec::with_capacity(rows.len()),
-        };
-        for row in rows {
-            columns.roles.push(row.role);
-            columns.messages.push(row.message);
-            columns.texts.push(row.text);
-            columns.reasoning.push(row.reasoning);
-            columns
-                .events
-                .push((!row.events.is_empty()).then_some(sqlx::types::Json(row.events)));
-            columns
-                .metadata
-                .push(serde_json::to_string(&row.metadata).map_err(serialization)?);
-        }
-        Ok(columns)
+    pub(crate) fn new(messages: &'a [NewMessage]) -> Self {
+        Self { messages }
     }
 
-    /// About the bytes the columns take once bound: their text, a length before each
-    /// value and a header for each array (what reasoning events add is left in
-    /// [`BOUND_SLACK`]). Enough room made up front saves sqlx growing its buffer.
+    /// Binds the six arrays, in the order of the statements' `unnest`: role, message,
+    /// search text (see [`search_text_beside`]), reasoning, reasoning events, and the
+    /// metadata as its JSON text, which the statement casts to `jsonb` (an array of text
+    /// costs sqlx less to bind than one of `Json` values, about 1,000 instructions a
+    /// turn, and the server parses the JSON either way).
+    pub(crate) fn bind(
+        self,
+        query: Query<'a, Postgres, PgArguments>,
+    ) -> Query<'a, Postgres, PgArguments> {
+        let messages = self.messages.iter();
+        query
+            .bind(
+                messages
+                    .clone()
+                    .map(|m| text_without_nul(m.role()))
+                    .bind_iter(),
+            )
+            .bind(messages.clone().map(NewMessage::json).bind_iter())
+            .bind(messages.clone().map(search_text_beside).bind_iter())
+            .bind(
+                messages
+                    .clone()
+                    .map(|m| m.reasoning.as_deref().map(text_without_nul))
+                    .bind_iter(),
+            )
+            .bind(
+                messages
+                    .clone()
+                    .map(|m| {
+                        let events = events_without_nul(&m.reasoning_events);
+                        (!events.is_empty()).then_some(Json(events))
+                    })
+                    .bind_iter(),
+            )
+            .bind(
+                messages
+                    .map(|m| metadata_without_nul(m.metadata_json()))
+                    .bind_iter(),
+            )
+    }
+
+    /// About the bytes the columns take once bound: their text (a message's search words
+    /// counted whether or not they go beside it), a length before each value and a
+    /// header for each array (what reasoning events add is left in [`BOUND_SLACK`]).
+    /// Enough room made up front saves sqlx growing its buffer.
     pub(crate) fn bound_size(&self) -> usize {
-        let texts: usize = self.roles.iter().map(|role| role.len()).sum::<usize>()
-            + self
-                .messages
-                .iter()
-                .map(|message| message.len())
-                .sum::<usize>()
-            + self.texts.iter().flatten().map(String::len).sum::<usize>()
-            + self
-                .reasoning
-                .iter()
-                .flatten()
-                .map(|text| text.len())
-                .sum::<usize>()
-            + self.metadata.iter().map(String::len).sum::<usize>();
+        let texts: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                m.role().len()
+                    + m.json().len()
+                    + m.search_text().words().len()
+                    + m.reasoning.as_ref().map_or(0, String::len)
+                    + m.metadata_json().len()
+            })
+            .sum();
         // Each array's header, and each of its values' 4-byte length.
-        texts + Self::ARRAYS * (24 + 4 * self.roles.len()) + BOUND_SLACK
+        texts + Self::ARRAYS * (24 + 4 * self.messages.len()) + BOUND_SLACK
     }
 }
 
@@ -207,57 +246,56 @@ pub(crate) fn search_text(message: &Value) -> String {
     string_without_nul(message_text(message))
 }
 
-/// Each message as the columns of its row, with the search text `text` gives.
-fn message_rows(
-    messages: &[NewMessage],
-    text: impl Fn(&NewMessage) -> Option<String>,
-) -> Vec<MessageRow<'_>> {
-    messages.iter().map(|m| message_row(m, &text)).collect()
+/// Each message as the columns of its row.
+#[cfg(feature = "sqlite")]
+fn message_rows(messages: &[NewMessage]) -> Vec<MessageRow<'_>> {
+    messages.iter().map(message_row).collect()
 }
 
 /// One message as the columns of its row.
-fn message_row<'a>(
-    m: &'a NewMessage,
-    text: &impl Fn(&NewMessage) -> Option<String>,
-) -> MessageRow<'a> {
+#[cfg(feature = "sqlite")]
+fn message_row(m: &NewMessage) -> MessageRow<'_> {
     MessageRow {
         // The role column is text too; the message keeps its role as sent.
         role: text_without_nul(m.role()),
         message: m.json(),
-        text: text(m),
+        text: search_text_always(m),
         // What is kept beside the message goes into text and jsonb columns,
         // which cannot hold NUL either; it is never sent upstream, so a space
         // stands in for it. (The message itself is stored as its JSON text.)
         reasoning: m.reasoning.as_deref().map(text_without_nul),
-        events: if m.reasoning_events.iter().any(has_nul) {
-            Cow::Owned(
-                m.reasoning_events
-                    .iter()
-                    .cloned()
-                    .map(without_nul)
-                    .collect(),
-            )
-        } else {
-            Cow::Borrowed(&m.reasoning_events)
-        },
-        metadata: if m
-            .metadata
-            .iter()
-            .any(|(k, v)| k.contains('\0') || has_nul(v))
-        {
-            Cow::Owned(
-                m.metadata
-                    .iter()
-                    .map(|(k, v)| (k.replace('\0', " "), without_nul(v.clone())))
-                    .collect(),
-            )
-        } else {
-            Cow::Borrowed(&m.metadata)
-        },
+        events: events_without_nul(&m.reasoning_events),
+        metadata: metadata_without_nul(m.metadata_json()),
+    }
+}
+
+/// Reasoning events with every NUL in their strings and keys replaced by a space,
+/// borrowed as they are when they hold none.
+fn events_without_nul(events: &[Value]) -> Cow<'_, [Value]> {
+    if events.iter().any(has_nul) {
+        Cow::Owned(events.iter().cloned().map(without_nul).collect())
+    } else {
+        Cow::Borrowed(events)
+    }
+}
+
+/// A message's metadata text with every NUL in its strings and keys replaced by a space
+/// (jsonb cannot hold it), borrowed as it is when it holds none. JSON text can only spell
+/// NUL as `\u0000`; a text that merely reads so (an escaped backslash before `u0000`) is
+/// read and written again, unchanged.
+fn metadata_without_nul(text: &str) -> Cow<'_, str> {
+    if !text.contains("\\u0000") {
+        return Cow::Borrowed(text);
+    }
+    match serde_json::from_str(text) {
+        Ok(value) => Cow::Owned(json_text(&without_nul(value))),
+        // Never taken: the text is a JSON object by construction (see `NewMessage`).
+        Err(_) => Cow::Borrowed(text),
     }
 }
 
 /// Values and string-keyed maps always serialize: this cannot happen in practice.
+#[cfg(feature = "sqlite")]
 fn serialization(error: serde_json::Error) -> StoreError {
     StoreError::Query(Box::new(error))
 }
@@ -342,14 +380,29 @@ mod tests {
         let mut message = NewMessage::new(json!({"role": "assistant", "content": "a\u{0}b"}));
         message.reasoning = Some("r\u{0}".into());
         message.reasoning_events = vec![json!({"t\u{0}": ["e\u{0}", 1]})];
-        message.metadata.insert("model".into(), json!("m\u{0}"));
+        let metadata = json!({"model": "m\u{0}", "k\u{0}": {"usage": ["\u{0}"]}});
+        message.set_metadata(metadata.as_object().cloned().unwrap());
         let rows: Value = serde_json::from_str(&message_rows_json(&[message]).unwrap()).unwrap();
         assert_eq!(
             rows,
             json!([{"role": "assistant", "message": r#"{"content":"a\u0000b","role":"assistant"}"#,
                     "text": "a b", "reasoning": "r ", "events": [{"t ": ["e ", 1]}],
-                    "metadata": {"model": "m "}}])
+                    "metadata": {"model": "m ", "k ": {"usage": [" "]}}}])
         );
+    }
+
+    #[test]
+    fn metadata_that_only_reads_like_nul_is_kept_as_it_is() {
+        let mut message = NewMessage::new(json!({"role": "assistant", "content": "a"}));
+        let metadata = json!({"model": "\\u0000", "n": 1.50});
+        message.set_metadata(metadata.as_object().cloned().unwrap());
+        assert_eq!(message.metadata_json(), r#"{"model":"\\u0000","n":1.5}"#);
+        assert_eq!(
+            metadata_without_nul(message.metadata_json()),
+            message.metadata_json()
+        );
+        let rows: Value = serde_json::from_str(&message_rows_json(&[message]).unwrap()).unwrap();
+        assert_eq!(rows[0]["metadata"], metadata);
     }
 }
 

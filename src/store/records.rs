@@ -5,6 +5,7 @@
 //! public fields and a `Default`: build it as `ListQuery { limit: 10, ..Default::default() }`
 //! and a field added later leaves your code compiling.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -50,10 +51,11 @@ pub struct Conversation {
 ///
 /// let mut answer = NewMessage::new(json!({"role": "assistant", "content": "Four."}));
 /// answer.reasoning = Some("Two and two make four.".into());
-/// answer.metadata.insert("model".into(), json!("gpt-4o"));
+/// answer.set_metadata(json!({"model": "gpt-4o"}).as_object().cloned().unwrap_or_default());
 /// assert_eq!(answer.json(), r#"{"content":"Four.","role":"assistant"}"#);
 /// assert_eq!(answer.role(), "assistant");
 /// assert_eq!(answer.to_value()["content"], "Four.");
+/// assert_eq!(answer.metadata_json(), r#"{"model":"gpt-4o"}"#);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewMessage {
@@ -69,9 +71,14 @@ pub struct NewMessage {
     pub reasoning: Option<String>,
     /// Structured reasoning events, in order; never spliced back.
     pub reasoning_events: Vec<Value>,
-    /// Facts about the message (`model`, `finish_reason`, `usage`, `incomplete`, ...).
-    pub metadata: Map<String, Value>,
+    /// Facts about the message (`model`, `finish_reason`, `usage`, `incomplete`, ...), as
+    /// the text of the JSON object they are stored as: the layer writes a reply's facts
+    /// straight into it (see [`metadata`](Self::metadata)).
+    metadata: Cow<'static, str>,
 }
+
+/// The metadata of a message that has none.
+const NO_METADATA: &str = "{}";
 
 impl NewMessage {
     /// A message with no reasoning and no metadata, stored as the JSON text
@@ -136,7 +143,7 @@ impl NewMessage {
             text,
             reasoning: None,
             reasoning_events: Vec::new(),
-            metadata: Map::new(),
+            metadata: Cow::Borrowed(NO_METADATA),
         }
     }
 
@@ -154,6 +161,63 @@ impl NewMessage {
     pub fn to_value(&self) -> Value {
         // The text is JSON by construction: written from a value, or checked as a request's.
         serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// Facts about the message (`model`, `id`, `finish_reason`, `usage`,
+    /// `system_fingerprint`, `incomplete`, `error` on a reply the layer stored), parsed
+    /// from the text they are stored as; empty when there are none.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use tower_conversations::store::NewMessage;
+    ///
+    /// let mut answer = NewMessage::new(json!({"role": "assistant", "content": "Four."}));
+    /// assert!(answer.metadata().is_empty());
+    /// let facts = json!({"finish_reason": "stop", "model": "gpt-4o"});
+    /// answer.set_metadata(facts.as_object().cloned().unwrap_or_default());
+    /// assert_eq!(answer.metadata()["finish_reason"], "stop");
+    /// ```
+    pub fn metadata(&self) -> Map<String, Value> {
+        // The text is a JSON object by construction: written from a map, or by the layer.
+        serde_json::from_str(&self.metadata).unwrap_or_default()
+    }
+
+    /// The metadata's JSON text, exactly as it is stored: `{}` when there is none.
+    ///
+    /// ```
+    /// use tower_conversations::store::NewMessage;
+    /// let m = NewMessage::new(serde_json::json!({"role": "user", "content": "hi"}));
+    /// assert_eq!(m.metadata_json(), "{}");
+    /// ```
+    pub fn metadata_json(&self) -> &str {
+        &self.metadata
+    }
+
+    /// Replaces the metadata with `metadata`, stored as the text `serde_json::to_string`
+    /// writes for it (members in key order).
+    ///
+    /// ```
+    /// use serde_json::{Map, json};
+    /// use tower_conversations::store::NewMessage;
+    ///
+    /// let mut answer = NewMessage::new(json!({"role": "assistant", "content": "Four."}));
+    /// let mut facts = Map::new();
+    /// facts.insert("model".into(), json!("gpt-4o"));
+    /// facts.insert("finish_reason".into(), json!("stop"));
+    /// answer.set_metadata(facts);
+    /// assert_eq!(answer.metadata_json(), r#"{"finish_reason":"stop","model":"gpt-4o"}"#);
+    /// ```
+    pub fn set_metadata(&mut self, metadata: Map<String, Value>) {
+        self.metadata = if metadata.is_empty() {
+            Cow::Borrowed(NO_METADATA)
+        } else {
+            Cow::Owned(super::json_text::json_text(&Value::Object(metadata)))
+        };
+    }
+
+    /// Replaces the metadata with `json`, the text of a JSON object the layer wrote.
+    pub(crate) fn set_metadata_json(&mut self, json: String) {
+        self.metadata = Cow::Owned(json);
     }
 
     /// The words full-text search indexes.

@@ -310,7 +310,7 @@ backend_tests! {
         let mut answer = NewMessage::new(assistant("Four."));
         answer.reasoning = Some("Two and two make four.".into());
         answer.reasoning_events = vec![json!({"type": "thinking", "text": "adding"}), json!({"type": "done"})];
-        answer.metadata = metadata.clone();
+        answer.set_metadata(metadata.clone());
         let store = db.store();
         store.append_turn("alice", id, TurnTarget::NewConversation, &[NewMessage::new(user("2+2?")), answer]).await.unwrap();
         store.append_turn("alice", id, TurnTarget::Existing, &[NewMessage::new(user("thanks")), NewMessage::new(assistant("welcome"))]).await.unwrap();
@@ -343,7 +343,7 @@ backend_tests! {
         let mut answer = NewMessage::new(assistant("Four."));
         answer.reasoning = Some("adding".into());
         answer.reasoning_events = vec![json!({"type": "done"})];
-        answer.metadata = [("model".to_owned(), json!("m"))].into_iter().collect();
+        answer.set_metadata([("model".to_owned(), json!("m"))].into_iter().collect());
         db.store().append_turn("alice", id, TurnTarget::NewConversation, &[NewMessage::new(user("2+2?")), answer]).await.unwrap();
         let exported = client.detail(&id.to_string()).await;
         let imported = client.create(json!({"title": exported["title"], "messages": exported["messages"]})).await;

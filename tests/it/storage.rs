@@ -46,16 +46,18 @@ fn rich_messages() -> Vec<NewMessage> {
         json!({"type": "thinking", "text": "first"}),
         json!({"type": "signature", "value": "c2ln", "index": 1}),
     ];
-    call.metadata = json!({
-        "model": "demo-1",
-        "id": "chatcmpl-1",
-        "finish_reason": "tool_calls",
-        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
-        "system_fingerprint": null
-    })
-    .as_object()
-    .unwrap()
-    .clone();
+    call.set_metadata(
+        json!({
+            "model": "demo-1",
+            "id": "chatcmpl-1",
+            "finish_reason": "tool_calls",
+            "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+            "system_fingerprint": null
+        })
+        .as_object()
+        .unwrap()
+        .clone(),
+    );
     let result = NewMessage::new(json!({
         "role": "tool",
         "tool_call_id": "call_1",
@@ -67,10 +69,12 @@ fn rich_messages() -> Vec<NewMessage> {
         "refusal": null,
         "extra": {"nested": [1, 2.5, -3, true, false, null, "", {}], "max": 18446744073709551615u64}
     }));
-    answer.metadata = json!({"incomplete": true, "error": {"message": "cut"}})
-        .as_object()
-        .unwrap()
-        .clone();
+    answer.set_metadata(
+        json!({"incomplete": true, "error": {"message": "cut"}})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
     vec![question, call, result, answer]
 }
 
@@ -86,7 +90,7 @@ fn assert_stored_as_sent(detail: &ConversationDetail, messages: &[NewMessage]) {
             stored.reasoning_events, sent.reasoning_events,
             "events {index}"
         );
-        assert_eq!(stored.metadata, sent.metadata, "metadata {index}");
+        assert_eq!(stored.metadata, sent.metadata(), "metadata {index}");
     }
 }
 

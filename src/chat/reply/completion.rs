@@ -7,7 +7,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{assistant_message, insert_known};
+use super::assistant_message;
+use super::facts::{ReplyFacts, known};
 use crate::chat::request::{span_within, starts_with_object};
 use crate::store::NewMessage;
 
@@ -86,19 +87,18 @@ pub(crate) fn assemble_json_reply(body: &[u8]) -> Option<NewMessage> {
             _ => None,
         });
 
-    let mut metadata = Map::new();
-    insert_known(&mut metadata, "model", completion.model);
-    insert_known(&mut metadata, "id", completion.id);
-    insert_known(&mut metadata, "finish_reason", choice.finish_reason);
-    insert_known(&mut metadata, "usage", completion.usage);
-    insert_known(
-        &mut metadata,
-        "system_fingerprint",
-        completion.system_fingerprint,
-    );
+    let facts = ReplyFacts {
+        error: None,
+        finish_reason: known(choice.finish_reason.as_ref()),
+        id: known(completion.id.as_ref()),
+        incomplete: false,
+        model: known(completion.model.as_ref()),
+        system_fingerprint: known(completion.system_fingerprint.as_ref()),
+        usage: known(completion.usage.as_ref()),
+    };
     let mut message = NewMessage::new(Value::Object(message));
     message.reasoning = reasoning;
-    message.metadata = metadata;
+    message.set_metadata_json(facts.to_json());
     Some(message)
 }
 
@@ -210,7 +210,7 @@ mod tests {
             json!({"role": "assistant", "content": "Hi!"})
         );
         assert_eq!(
-            Value::Object(message.metadata),
+            Value::Object(message.metadata()),
             json!({
                 "model": "gpt-4o",
                 "id": "chatcmpl-9",
@@ -311,7 +311,7 @@ mod tests {
             message.to_value(),
             json!({"role": "assistant", "content": "ok"})
         );
-        assert!(message.metadata.is_empty());
+        assert!(message.metadata().is_empty());
     }
 
     fn marked(body: &str) -> String {

@@ -8,8 +8,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::query::Query;
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
@@ -236,23 +235,20 @@ async fn append(
         .await?;
         return Ok(0);
     }
-    let columns = MessageColumns::new(messages)?;
+    let columns = MessageColumns::new(messages);
     let mut session = Session::statement(pool).await?;
-    let row = bind_columns(
-        session
-            .query_sized(
-                APPEND,
-                3 + MessageColumns::ARRAYS,
-                columns.bound_size() + owner.len(),
-            )
-            .bind(id)
-            .bind(owner)
-            .bind(message_count(messages)),
-        columns,
-    )
-    .fetch_optional(session.connection())
-    .await?
-    .ok_or(StoreError::NotFound)?;
+    let size = columns.bound_size() + owner.len();
+    let row = columns
+        .bind(
+            session
+                .query_sized(APPEND, 3 + MessageColumns::ARRAYS, size)
+                .bind(id)
+                .bind(owner)
+                .bind(message_count(messages)),
+        )
+        .fetch_optional(session.connection())
+        .await?
+        .ok_or(StoreError::NotFound)?;
     session.commit().await?;
     Ok(row.try_get("first_sequence")?)
 }
@@ -561,35 +557,21 @@ async fn insert_conversation(
     metadata: &Metadata,
     messages: &[NewMessage],
 ) -> Result<PgRow, StoreError> {
-    let columns = MessageColumns::new(messages)?;
+    let columns = MessageColumns::new(messages);
     let mut session = Session::statement(pool).await?;
     let size = columns.bound_size() + owner.len() + title.map_or(0, str::len);
-    let row = bind_columns(
-        session
-            .query_sized(CREATE, 5 + MessageColumns::ARRAYS, size)
-            .bind(id)
-            .bind(owner)
-            .bind(title)
-            .bind(message_count(messages))
-            .bind(Json(metadata)),
-        columns,
-    )
-    .fetch_one(session.connection())
-    .await?;
+    let row = columns
+        .bind(
+            session
+                .query_sized(CREATE, 5 + MessageColumns::ARRAYS, size)
+                .bind(id)
+                .bind(owner)
+                .bind(title)
+                .bind(message_count(messages))
+                .bind(Json(metadata)),
+        )
+        .fetch_one(session.connection())
+        .await?;
     session.commit().await?;
     Ok(row)
-}
-
-/// Binds the six column arrays an `unnest` of messages reads, in its order.
-fn bind_columns<'q>(
-    query: Query<'q, Postgres, PgArguments>,
-    columns: MessageColumns<'q>,
-) -> Query<'q, Postgres, PgArguments> {
-    query
-        .bind(columns.roles)
-        .bind(columns.messages)
-        .bind(columns.texts)
-        .bind(columns.reasoning)
-        .bind(columns.events)
-        .bind(columns.metadata)
 }

@@ -10,7 +10,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::session::Session;
-use super::{APPEND, CREATE, bind_columns, fork_into};
+use super::{APPEND, CREATE, fork_into};
 use crate::store::batch::{MessageColumns, message_count};
 use crate::store::{
     Metadata, NewMessage, NewResponse, ResponseKey, ResponsePlacement, ResponsePosition,
@@ -105,17 +105,17 @@ async fn create_turn(
     messages: &[NewMessage],
 ) -> Result<(), StoreError> {
     let title = title_from(messages);
-    bind_columns(
-        tx.query(CREATE)
-            .bind(id)
-            .bind(owner)
-            .bind(title)
-            .bind(message_count(messages))
-            .bind(Json(Metadata::new())),
-        MessageColumns::new(messages)?,
-    )
-    .fetch_one(tx.connection())
-    .await?;
+    MessageColumns::new(messages)
+        .bind(
+            tx.query(CREATE)
+                .bind(id)
+                .bind(owner)
+                .bind(title)
+                .bind(message_count(messages))
+                .bind(Json(Metadata::new())),
+        )
+        .fetch_one(tx.connection())
+        .await?;
     Ok(())
 }
 
@@ -125,16 +125,16 @@ async fn append_turn(
     id: Uuid,
     messages: &[NewMessage],
 ) -> Result<i64, StoreError> {
-    let row = bind_columns(
-        tx.query(APPEND)
-            .bind(id)
-            .bind(owner.to_owned())
-            .bind(message_count(messages)),
-        MessageColumns::new(messages)?,
-    )
-    .fetch_optional(tx.connection())
-    .await?
-    .ok_or(StoreError::NotFound)?;
+    let row = MessageColumns::new(messages)
+        .bind(
+            tx.query(APPEND)
+                .bind(id)
+                .bind(owner.to_owned())
+                .bind(message_count(messages)),
+        )
+        .fetch_optional(tx.connection())
+        .await?
+        .ok_or(StoreError::NotFound)?;
     Ok(row.try_get("first_sequence")?)
 }
 
