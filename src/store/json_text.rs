@@ -52,7 +52,8 @@ fn length_without_escapes(value: &Value) -> usize {
     }
 }
 
-fn write_value(value: &Value, out: &mut String) {
+/// Writes `value` to `out` as [`json_text`] does.
+pub(crate) fn write_value(value: &Value, out: &mut String) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -89,7 +90,7 @@ fn write_value(value: &Value, out: &mut String) {
 /// `text` as a JSON string, with serde_json's escapes: the short ones for quote,
 /// backslash, backspace, form feed, newline, carriage return and tab, `\u00XX` (lowercase
 /// hex) for the other control characters, every other character as it is.
-fn write_string(text: &str, out: &mut String) {
+pub(crate) fn write_string(text: &str, out: &mut String) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push('"');

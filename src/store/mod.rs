@@ -20,7 +20,7 @@
 mod batch;
 mod error;
 mod fork;
-mod json_text;
+pub(crate) mod json_text;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod kept;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
