@@ -100,7 +100,12 @@ pub(crate) fn chat_request_from_spans(body: &[u8], spans: MessageSpans) -> Optio
     for scanned in spans.messages {
         let json = text(&scanned.span)?;
         turn.push(match &scanned.content {
-            Some(content) => NewMessage::plain(json, text(&scanned.role)?, text(content)?),
+            Some(content) => {
+                // Where the content stands within the message's own text.
+                let start = content.start.checked_sub(scanned.span.start)?;
+                let end = content.end.checked_sub(scanned.span.start)?;
+                NewMessage::plain(json, text(&scanned.role)?, start..end)?
+            }
             None => NewMessage::from_request(json)?,
         });
         messages.push(RequestMessage {

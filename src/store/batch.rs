@@ -29,8 +29,6 @@ use sqlx::types::Json;
 #[cfg(feature = "sqlite")]
 use super::StoreError;
 use super::json_text::json_text;
-#[cfg(feature = "postgres")]
-use super::records::SearchText;
 use super::{NewMessage, message_text};
 
 /// The columns of a SQLite `messages` row, by name: one element of the array a batch
@@ -201,7 +199,7 @@ impl<'a> MessageColumns<'a> {
             .map(|m| {
                 m.role().len()
                     + m.json().len()
-                    + m.search_text().words().len()
+                    + m.search_words().len()
                     + m.reasoning.as_ref().map_or(0, String::len)
                     + m.metadata_json().len()
             })
@@ -227,17 +225,17 @@ const BOUND_SLACK: usize = 256;
 /// backslash before `u0000`) sends its words beside too, which is as correct.
 #[cfg(feature = "postgres")]
 fn search_text_beside(message: &NewMessage) -> Option<String> {
-    match message.search_text() {
-        SearchText::Content(_) if !message.json().contains("\\u0000") => None,
-        text => Some(string_without_nul(text.words().to_owned())),
+    if message.words_are_content() && !message.json().contains("\\u0000") {
+        return None;
     }
+    Some(string_without_nul(message.search_words().to_owned()))
 }
 
 /// SQLite's search text: always sent, since its FTS5 table is fed the text of every
 /// message.
 #[cfg(feature = "sqlite")]
 fn search_text_always(message: &NewMessage) -> Option<String> {
-    Some(string_without_nul(message.search_text().words().to_owned()))
+    Some(string_without_nul(message.search_words().to_owned()))
 }
 
 /// The words search indexes, for every message rewritten: the message's plain text, NUL

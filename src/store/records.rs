@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -57,14 +58,14 @@ pub struct Conversation {
 /// assert_eq!(answer.to_value()["content"], "Four.");
 /// assert_eq!(answer.metadata_json(), r#"{"model":"gpt-4o"}"#);
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct NewMessage {
     /// One JSON object (`role`, `content`, `name`, `tool_calls`, `tool_call_id`, ...),
     /// without whitespace around it.
     json: String,
     /// Its `role`, or `""` when it has none (only a message made from a value can lack
-    /// one).
-    role: String,
+    /// one); the usual roles are not copied.
+    role: Cow<'static, str>,
     /// The words full-text search indexes, taken when the message was made.
     text: SearchText,
     /// Reasoning text the model produced with this message; never spliced back.
@@ -107,13 +108,15 @@ impl NewMessage {
 
     /// A plain message of a request (a string `content` and no refusal), stored as the
     /// text `json` the client sent, whose role and content the request's scan found:
-    /// `content` is the string's text without escapes, so its words as they are.
-    pub(crate) fn plain(json: &str, role: &str, content: &str) -> Self {
-        Self::made(
+    /// `content` is where the string's text stands in `json`, a text without escapes, so
+    /// its words as they are. `None` when `content` is not within `json`.
+    pub(crate) fn plain(json: &str, role: &str, content: Range<usize>) -> Option<Self> {
+        json.get(content.clone())?;
+        Some(Self::made(
             json.to_owned(),
-            role.to_owned(),
-            SearchText::Content(content.to_owned()),
-        )
+            role_text(role),
+            SearchText::ContentAt(content),
+        ))
     }
 
     /// A message of a request, stored as the text `json` the client sent, read from its
@@ -127,16 +130,20 @@ impl NewMessage {
     /// `{"role": "assistant", "content": content}`.
     pub(crate) fn assistant(content: String) -> Self {
         let json = super::json_text::assistant_content(&content);
-        Self::made(json, "assistant".to_owned(), SearchText::Content(content))
+        Self::made(
+            json,
+            Cow::Borrowed("assistant"),
+            SearchText::Content(content),
+        )
     }
 
     /// `json`, the text of `message`, with what is read from the value.
     fn with_value(json: String, message: &Value) -> Self {
         let role = message.get("role").and_then(Value::as_str).unwrap_or("");
-        Self::made(json, role.to_owned(), SearchText::of(message))
+        Self::made(json, role_text(role), SearchText::of(message))
     }
 
-    fn made(json: String, role: String, text: SearchText) -> Self {
+    fn made(json: String, role: Cow<'static, str>, text: SearchText) -> Self {
         Self {
             json,
             role,
@@ -221,15 +228,55 @@ impl NewMessage {
     }
 
     /// The words full-text search indexes.
-    pub(crate) fn search_text(&self) -> &SearchText {
-        &self.text
+    pub(crate) fn search_words(&self) -> &str {
+        match &self.text {
+            // Checked to lie within the text when the message was made.
+            SearchText::ContentAt(at) => self.json.get(at.clone()).unwrap_or_default(),
+            SearchText::Content(text) | SearchText::Joined(text) => text,
+        }
+    }
+
+    /// Whether the words are the message's `content` string alone (and there is no
+    /// refusal), which PostgreSQL can read out of the stored message itself.
+    pub(crate) fn words_are_content(&self) -> bool {
+        !matches!(self.text, SearchText::Joined(_))
+    }
+}
+
+/// Two messages are equal when they are stored alike: the same text, role, search
+/// words, and what is kept beside them, however their words were found.
+impl PartialEq for NewMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
+            && self.role == other.role
+            && self.search_words() == other.search_words()
+            && self.words_are_content() == other.words_are_content()
+            && self.reasoning == other.reasoning
+            && self.reasoning_events == other.reasoning_events
+            && self.metadata == other.metadata
+    }
+}
+
+/// `role` as a message keeps it: the usual roles without a copy.
+fn role_text(role: &str) -> Cow<'static, str> {
+    match role {
+        "user" => Cow::Borrowed("user"),
+        "assistant" => Cow::Borrowed("assistant"),
+        "tool" => Cow::Borrowed("tool"),
+        "system" => Cow::Borrowed("system"),
+        "developer" => Cow::Borrowed("developer"),
+        other => Cow::Owned(other.to_owned()),
     }
 }
 
 /// The words of a message that full-text search indexes (see
 /// [`message_text`](super::message_text)), and whether they are its `content` alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum SearchText {
+enum SearchText {
+    /// `content` is a string without escapes and there is no refusal: the words are its
+    /// text, which stands at this range of the message's JSON (a request's plain message,
+    /// whose words are not copied).
+    ContentAt(Range<usize>),
     /// `content` is a string and there is no refusal: the words are that string, which
     /// PostgreSQL can read out of the stored message itself.
     Content(String),
@@ -239,20 +286,13 @@ pub(crate) enum SearchText {
 
 impl SearchText {
     /// The search text of `message`.
-    pub(crate) fn of(message: &Value) -> Self {
+    fn of(message: &Value) -> Self {
         let refusal = message
             .get("refusal")
             .is_some_and(|refusal| !refusal.is_null());
         match message.get("content") {
             Some(Value::String(content)) if !refusal => Self::Content(content.clone()),
             _ => Self::Joined(super::message_text(message)),
-        }
-    }
-
-    /// The words, whichever way they were found.
-    pub(crate) fn words(&self) -> &str {
-        match self {
-            Self::Content(text) | Self::Joined(text) => text,
         }
     }
 }
@@ -533,10 +573,8 @@ mod tests {
         let message = NewMessage::from_request(written).expect("a message");
         assert_eq!(message.json(), written);
         assert_eq!(message.role(), "user");
-        assert_eq!(
-            message.search_text(),
-            &SearchText::Content("café".to_owned())
-        );
+        assert_eq!(message.search_words(), "café");
+        assert!(message.words_are_content());
         assert_eq!(
             message.to_value(),
             json!({"role": "user", "content": "café", "n": 1.5})
@@ -548,25 +586,37 @@ mod tests {
         for (written, words) in [
             (
                 r#"{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}"#,
-                SearchText::Joined("a\nb".to_owned()),
+                ("a\nb", false),
             ),
             (
                 r#"{"role":"assistant","content":"a","refusal":"no"}"#,
-                SearchText::Joined("a\nno".to_owned()),
+                ("a\nno", false),
             ),
             (
                 r#"{"role":"assistant","content":null,"tool_calls":[]}"#,
-                SearchText::Joined(String::new()),
+                ("", false),
             ),
             (
                 r#"{"role":"user","content":"first","content":"last"}"#,
-                SearchText::Content("last".to_owned()),
+                ("last", true),
             ),
         ] {
             let message = NewMessage::from_request(written).expect("a message");
             assert_eq!(message.json(), written);
-            assert_eq!(message.search_text(), &words, "{written}");
+            let read = (message.search_words(), message.words_are_content());
+            assert_eq!(read, words, "{written}");
         }
+    }
+
+    #[test]
+    fn a_plain_message_reads_as_its_value_does_without_copying_its_words() {
+        let written = r#"{"role":"user","content":"Where is the café?"}"#;
+        let at = written.find("Where").expect("the content")..written.len() - 2;
+        let plain = NewMessage::plain(written, "user", at).expect("within the text");
+        assert!(matches!(plain.text, SearchText::ContentAt(_)));
+        assert_eq!(plain.search_words(), "Where is the café?");
+        assert_eq!(Some(&plain), NewMessage::from_request(written).as_ref());
+        assert_eq!(NewMessage::plain(written, "user", 40..60), None);
     }
 
     #[test]
@@ -619,7 +669,6 @@ mod tests {
             };
             let read = NewMessage::from_request(&written).expect("a message");
             prop_assert_eq!(&read, &NewMessage::from_request_value(&written, &message));
-            prop_assert_eq!(read.search_text(), &SearchText::of(&message));
         }
     }
 }

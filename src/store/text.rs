@@ -42,7 +42,7 @@ pub(crate) fn title_of(conversation: &NewConversation) -> Option<String> {
 pub(crate) fn title_from(messages: &[NewMessage]) -> Option<String> {
     let first_user = messages.iter().find(|m| m.role() == "user")?;
     // A title goes into a text column, which cannot hold NUL on PostgreSQL.
-    let text = text_without_nul(first_user.search_text().words());
+    let text = text_without_nul(first_user.search_words());
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return None;
