@@ -1317,9 +1317,74 @@ async fn sqlite_a_turn_that_fails_alone_leaves_the_next_write_to_go_through() {
     db.check_search_index().await;
 }
 
+/// A file whose index predates `columnsize=0` (migration 0008): the index is made
+/// again from the messages, indexed and pending alike, and keeps no table of sizes.
+#[tokio::test]
+async fn sqlite_the_index_made_again_without_sizes_finds_every_message_once() {
+    let db = TestDb::sqlite_unmigrated().await;
+    let TestPool::Sqlite(pool) = &db.pool else {
+        unreachable!("a SQLite database")
+    };
+    let mut migrator = sqlx::migrate!("migrations/sqlite");
+    migrator.dangerous_set_table_name("_tower_conversations_migrations");
+    migrator
+        .run_to(7, pool)
+        .await
+        .expect("the migrations before 0008");
+    db.execute(
+        "INSERT INTO conversations (id, owner, title, created_at, updated_at, message_count, next_sequence, metadata) VALUES
+         (X'018f0000000070008000000000000001', '', NULL, '2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z', 3, 3, '{}')",
+    )
+    .await;
+    db.execute(
+        "INSERT INTO messages (conversation_id, sequence_number, role, message, content_text, metadata, created_at) VALUES
+         (X'018f0000000070008000000000000001', 0, 'user', '{\"role\":\"user\",\"content\":\"indexed alpha\"}', 'indexed alpha', '{}', '2024-01-01T00:00:00.000000Z'),
+         (X'018f0000000070008000000000000001', 1, 'assistant', '{\"role\":\"assistant\",\"content\":\"indexed beta\"}', 'indexed beta', '{}', '2024-01-01T00:00:00.000000Z')",
+    )
+    .await;
+    // The first two indexed, as a batch of turns would have; the third left pending.
+    db.execute(
+        "INSERT INTO messages_search (rowid, content_text)
+         SELECT m.id, m.content_text FROM search_pending p JOIN messages m ON m.id = p.id",
+    )
+    .await;
+    db.execute("DELETE FROM search_pending").await;
+    db.execute(
+        "INSERT INTO messages (conversation_id, sequence_number, role, message, content_text, metadata, created_at) VALUES
+         (X'018f0000000070008000000000000001', 2, 'user', '{\"role\":\"user\",\"content\":\"pending gamma\"}', 'pending gamma', '{}', '2024-01-01T00:00:00.000000Z')",
+    )
+    .await;
+    assert_eq!(db.scalar("SELECT count(*) FROM search_pending").await, 1);
+
+    db.store().migrate().await.expect("migration 0008");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'messages_search_docsize'")
+            .await,
+        0,
+        "no table of sizes"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM search_pending").await,
+        0,
+        "the pending message indexed with the rest"
+    );
+    for (word, found) in [("indexed", 2), ("alpha", 1), ("beta", 1), ("gamma", 1)] {
+        let matches: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM messages_search WHERE messages_search MATCH ?1",
+        )
+        .bind(word)
+        .fetch_one(pool)
+        .await
+        .expect("a match");
+        assert_eq!(matches, found, "{word}");
+    }
+    db.check_search_index().await;
+}
+
 /// SQLite feeds its full-text index after the turn: a turn only puts its messages on the
-/// pending list, a batch of turns indexes the list at most every 200 ms, and a search
-/// indexes whatever is pending first, so it finds every message committed before it.
+/// pending list, a batch of turns indexes the list at most once a second (unless many
+/// turns wait: see `search_index.rs`), and a search indexes whatever is pending first,
+/// so it finds every message committed before it.
 #[tokio::test]
 async fn sqlite_the_search_index_is_fed_after_turns_and_a_search_sees_every_committed_message() {
     let db = TestDb::sqlite().await;
@@ -1371,7 +1436,7 @@ async fn sqlite_the_search_index_is_fed_after_turns_and_a_search_sees_every_comm
     }
     db.check_search_index().await;
 
-    // Without a search, the next batch 200 ms or more after the last indexing feeds it.
+    // Without a search, the next batch a second or more after the last indexing feeds it.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     store
         .append_turn("", first, TurnTarget::Existing, &turn("eta", "h"))

@@ -8,9 +8,10 @@
 //! statement, so one segment serves many turns. That runs:
 //!
 //! - after a batch of turns, in a task that holds the file's place in the write queue,
-//!   when the last indexing is [`INDEX_EVERY`] old or more ([`Indexing::due`]); the
-//!   batch's turns have their answers without waiting for it. The only work a turn adds
-//!   to the index is an insert into a plain table;
+//!   when the last indexing is [`INDEX_EVERY`] old or more, or [`INDEX_AFTER_TURNS`]
+//!   turns were written since ([`Indexing::due`]); the batch's turns have their answers
+//!   without waiting for it. The only work a turn adds to the index is an insert into a
+//!   plain table;
 //! - before every search ([`catch_up`]), when anything is pending, so a search sees
 //!   every message committed before it began, as it did when the trigger fed the index.
 //!
@@ -26,11 +27,19 @@ use super::write_queue::{BEGIN_WRITE, lock_write};
 use crate::store::StoreError;
 
 /// How long pending messages may wait for a batch of turns to index them. Searches never
-/// wait for it: they index what is pending first. Short enough that one indexing holds
-/// few turns: FTS5 builds a batch's terms in memory, and at once a second (about 1,200
-/// messages under the soak's load) the proxy's resident memory grew 10 to 12 % over
-/// 20,000 turns, against 6 to 8 % at 200 ms.
-pub(super) const INDEX_EVERY: Duration = Duration::from_millis(200);
+/// wait for it: they index what is pending first. Each indexing costs much the same
+/// whether it holds a few turns or a hundred (FTS5 writes a segment, its structure and
+/// their pages, and merges segments): at a turn every 25 ms or so, indexing every
+/// 200 ms cost each turn about 14,000 instructions, which a second brings down to a
+/// few thousand (`docs/performance.md`).
+pub(super) const INDEX_EVERY: Duration = Duration::from_secs(1);
+
+/// How many turns written since the last indexing make the next batch index at once,
+/// however recent the last indexing. FTS5 builds an indexing's terms in memory: at once
+/// a second under the soak's load (about 1,200 messages a second) the proxy's resident
+/// memory grew 10 to 12 % over 20,000 turns, against 6 to 8 % at every 200 ms, which is
+/// about what this many turns take at that load.
+pub(super) const INDEX_AFTER_TURNS: usize = 120;
 
 /// Moves every pending message into the full-text index, with its current text: one
 /// call, two statements, inside a write transaction.
@@ -41,30 +50,45 @@ DELETE FROM search_pending";
 
 const ANY_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM search_pending)";
 
-/// When a database file's pending messages were last indexed by a batch of turns.
+/// When a database file's pending messages were last indexed by a batch of turns, and
+/// how many turns were written since.
 #[derive(Debug)]
 pub(super) struct Indexing {
-    last: Mutex<Instant>,
+    since: Mutex<Since>,
+}
+
+#[derive(Debug)]
+struct Since {
+    indexed: Instant,
+    turns: usize,
 }
 
 impl Default for Indexing {
     fn default() -> Self {
         Self {
-            last: Mutex::new(Instant::now()),
+            since: Mutex::new(Since {
+                indexed: Instant::now(),
+                turns: 0,
+            }),
         }
     }
 }
 
 impl Indexing {
-    /// Whether the writer that just wrote a batch should index what is pending, and if
-    /// so, notes that it does (indexing that fails leaves the list for the next time).
-    pub(super) fn due(&self) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Whether the writer that just wrote a batch of `turns` should index what is
+    /// pending, and if so, notes that it does (indexing that fails leaves the list for
+    /// the next time).
+    pub(super) fn due(&self, turns: usize) -> bool {
+        let mut since = self.since.lock().unwrap_or_else(PoisonError::into_inner);
+        since.turns = since.turns.saturating_add(turns);
         let now = Instant::now();
-        if now.duration_since(*last) < INDEX_EVERY {
+        if since.turns < INDEX_AFTER_TURNS && now.duration_since(since.indexed) < INDEX_EVERY {
             return false;
         }
-        *last = now;
+        *since = Since {
+            indexed: now,
+            turns: 0,
+        };
         true
     }
 }
@@ -87,4 +111,29 @@ pub(super) async fn catch_up(pool: &SqlitePool) -> Result<(), StoreError> {
     }
     let mut writing = lock_write(pool).await;
     index_pending(writing.connection().await?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enough_turns_make_an_indexing_due_before_its_time() {
+        let indexing = Indexing::default();
+        assert!(!indexing.due(1), "one turn, just after the last indexing");
+        assert!(!indexing.due(INDEX_AFTER_TURNS - 2));
+        assert!(
+            indexing.due(1),
+            "the turn that makes it {INDEX_AFTER_TURNS}"
+        );
+        assert!(!indexing.due(1), "counted afresh from the indexing");
+    }
+
+    #[test]
+    fn a_batch_indexes_once_the_last_indexing_is_old_enough() {
+        let indexing = Indexing::default();
+        indexing.since.lock().unwrap().indexed -= INDEX_EVERY;
+        assert!(indexing.due(1));
+        assert!(!indexing.due(1));
+    }
 }

@@ -14,7 +14,8 @@
 //! A batch of one turn, the usual batch when turns do not overlap, goes to SQLite as one
 //! call, its `BEGIN IMMEDIATE` and `COMMIT` included (see [`write_alone`]).
 //! Turns of one conversation are written in the order they joined. The full-text index
-//! is fed after the batch, at most every 200 ms (see [`search_index`](super::search_index)).
+//! is fed after a batch, at most once a second unless many turns wait (see
+//! [`search_index`](super::search_index)).
 //!
 //! Writes of one process also go through one connection of their own, which the file's
 //! writer keeps from write to write (see [`Writer`] and [`Writes`]): SQLite drops a
@@ -406,7 +407,7 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
             .await
             .pop()
             .unwrap_or_else(|| Err(abandoned()));
-        index_if_due(writing);
+        index_if_due(writing, 1);
         return outcome;
     }
     let (written, mut result) = oneshot::channel();
@@ -435,8 +436,8 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
         pool: pool.clone(),
         queue: queue.clone(),
     };
-    write_waiting_turns(&mut writing).await;
-    index_if_due(writing);
+    let written = write_waiting_turns(&mut writing).await;
+    index_if_due(writing, written);
     result.await.unwrap_or_else(|_| Err(abandoned()))
 }
 
@@ -462,29 +463,31 @@ async fn writer_or_outcome(
     .await
 }
 
-/// Takes every turn on the list, writes them as one batch and answers their callers.
-/// Only the file's writer calls this.
-async fn write_waiting_turns(writing: &mut WriteLock) {
+/// Takes every turn on the list, writes them as one batch, answers their callers and
+/// returns how many there were. Only the file's writer calls this.
+async fn write_waiting_turns(writing: &mut WriteLock) -> usize {
     let batch = std::mem::take(&mut *lock(&writing.queue.waiting));
     let (turns, callers): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|queued| (queued.turn, queued.written))
         .unzip();
     let outcomes = write_batch(writing, turns).await;
+    let written = callers.len();
     for (caller, outcome) in callers.into_iter().zip(outcomes) {
         // A caller that stopped waiting (its future dropped) needs no answer.
         let _ = caller.send(outcome);
     }
+    written
 }
 
-/// Feeds the full-text index what is pending, at most once per
-/// [`INDEX_EVERY`](super::search_index::INDEX_EVERY), in a task of its own that keeps
-/// the file's place in the queue (`writing`) until it is done: the batch's callers,
-/// the writer's own included, have their answers without waiting for it (see
+/// Feeds the full-text index what is pending, after a batch of `turns`, when
+/// [`Indexing::due`](super::search_index::Indexing::due) says so, in a task of its own
+/// that keeps the file's place in the queue (`writing`) until it is done: the batch's
+/// callers, the writer's own included, have their answers without waiting for it (see
 /// [`search_index`](super::search_index)). A failure only leaves the messages pending,
 /// for the next time or the next search.
-fn index_if_due(mut writing: WriteLock) {
-    if !writing.queue.indexing.due() {
+fn index_if_due(mut writing: WriteLock, turns: usize) {
+    if !writing.queue.indexing.due(turns) {
         return;
     }
     tokio::spawn(async move {
