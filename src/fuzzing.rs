@@ -150,8 +150,12 @@ pub fn chat_request(data: &[u8]) {
             .filter_map(HistoryMessage::from_value)
             .collect();
         let spliced = chat.splice(&stored);
-        let spliced: Value = serde_json::from_slice(&spliced).expect("spliced is JSON");
+        serde_json::from_slice::<serde::de::IgnoredAny>(&spliced).expect("spliced is JSON");
+        // Compared member by member where serde_json's `Value` can hold the body: JSON
+        // numbers may be of any size, a `Value`'s may not, and the splice keeps them as
+        // they came.
         if let Ok(Value::Object(mut original)) = serde_json::from_slice::<Value>(body) {
+            let spliced: Value = serde_json::from_slice(&spliced).expect("spliced is a value");
             let Value::Object(mut spliced) = spliced else {
                 panic!("spliced is not an object");
             };
