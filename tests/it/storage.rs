@@ -11,7 +11,7 @@ use tower_conversations::store::{
 };
 use uuid::Uuid;
 
-use crate::support::db::{Backend, TestDb, TestPool};
+use crate::support::db::{Backend, SQLITE_PENDING_SEARCH, TestDb, TestPool};
 use crate::support::store::*;
 
 fn metadata(pairs: &[(&str, &str)]) -> Metadata {
@@ -1364,9 +1364,14 @@ async fn sqlite_the_index_made_again_without_sizes_finds_every_message_once() {
         "no table of sizes"
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM search_pending").await,
+        db.scalar(SQLITE_PENDING_SEARCH).await,
         0,
         "the pending message indexed with the rest"
+    );
+    assert_eq!(
+        db.scalar("SELECT through FROM search_indexed").await,
+        db.scalar("SELECT max(id) FROM messages").await,
+        "the mark past every message"
     );
     for (word, found) in [("indexed", 2), ("alpha", 1), ("beta", 1), ("gamma", 1)] {
         let matches: i64 = sqlx::query_scalar(
@@ -1381,17 +1386,41 @@ async fn sqlite_the_index_made_again_without_sizes_finds_every_message_once() {
     db.check_search_index().await;
 }
 
-/// SQLite feeds its full-text index after the turn: a turn only puts its messages on the
-/// pending list, a batch of turns indexes the list at most once a second (unless many
-/// turns wait: see `search_index.rs`), and a search indexes whatever is pending first,
-/// so it finds every message committed before it.
+/// SQLite hands out the highest message id again once its row is gone: a message that
+/// gets an id the index had passed is still indexed, and the index stays whole.
+#[tokio::test]
+async fn sqlite_a_message_given_a_deleted_highest_id_is_still_found() {
+    let db = TestDb::sqlite().await;
+    let store = db.store();
+    conversation_with(&store, "", &[turn("alpha question", "a")]).await;
+    let last = conversation_with(&store, "", &[turn("beta question", "b")]).await;
+    assert_eq!(store.list("", &search("beta")).await.unwrap().total, 1);
+    let highest = db.scalar("SELECT max(id) FROM messages").await;
+
+    store.delete("", last).await.unwrap();
+    conversation_with(&store, "", &[turn("gamma question", "c")]).await;
+    assert_eq!(
+        db.scalar("SELECT max(id) FROM messages").await,
+        highest,
+        "the deleted ids handed out again"
+    );
+    assert_eq!(store.list("", &search("gamma")).await.unwrap().total, 1);
+    assert_eq!(store.list("", &search("beta")).await.unwrap().total, 0);
+    assert_eq!(store.list("", &search("question")).await.unwrap().total, 2);
+    db.check_search_index().await;
+}
+
+/// SQLite feeds its full-text index after the turn: a turn's messages wait, a batch of
+/// turns indexes what waits at most once a second (unless many turns wait: see
+/// `search_index.rs`), and a search indexes whatever is pending first, so it finds every
+/// message committed before it.
 #[tokio::test]
 async fn sqlite_the_search_index_is_fed_after_turns_and_a_search_sees_every_committed_message() {
     let db = TestDb::sqlite().await;
     let store = db.store();
     let first = conversation_with(&store, "", &[turn("alpha question", "a")]).await;
     assert_eq!(
-        db.scalar("SELECT count(*) FROM search_pending").await,
+        db.scalar(SQLITE_PENDING_SEARCH).await,
         2,
         "a turn leaves its messages pending"
     );
@@ -1401,7 +1430,7 @@ async fn sqlite_the_search_index_is_fed_after_turns_and_a_search_sees_every_comm
         "a search finds them"
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM search_pending").await,
+        db.scalar(SQLITE_PENDING_SEARCH).await,
         0,
         "having indexed them"
     );
@@ -1444,12 +1473,12 @@ async fn sqlite_the_search_index_is_fed_after_turns_and_a_search_sees_every_comm
         .unwrap();
     // In a task of its own, after the turn has its answer: wait for it (at most 5 s).
     for _ in 0..100 {
-        if db.scalar("SELECT count(*) FROM search_pending").await == 0 {
+        if db.scalar(SQLITE_PENDING_SEARCH).await == 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(db.scalar("SELECT count(*) FROM search_pending").await, 0);
+    assert_eq!(db.scalar(SQLITE_PENDING_SEARCH).await, 0);
     assert_eq!(
         db.scalar("SELECT count(*) FROM messages_search WHERE messages_search MATCH 'eta'")
             .await,

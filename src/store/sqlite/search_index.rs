@@ -3,20 +3,24 @@
 //! FTS5 writes a segment of its index at every commit that added terms (and at every
 //! savepoint release: each turn of a batch has one), and merges segments later; fed row
 //! by row by a trigger, the index took most of a turn's instructions (see
-//! `docs/performance.md`). Since migration 0007 an inserted message goes on a list,
-//! `search_pending`, and [`INDEX_PENDING`] moves the whole list into the index in one
-//! statement, so one segment serves many turns. That runs:
+//! `docs/performance.md`). Since migration 0007 a message waits to be indexed, and
+//! [`INDEX_PENDING`] moves every waiting message into the index in one statement, so one
+//! segment serves many turns. Since migration 0008 a new message waits by its id alone:
+//! `search_indexed.through` marks how far the index has come, and the list
+//! `search_pending` holds only messages the index had passed whose text was rewritten
+//! (the migration says how a deleted highest id is kept from coming back unindexed).
+//! [`INDEX_PENDING`] runs:
 //!
 //! - after a batch of turns, in a task that holds the file's place in the write queue,
 //!   when the last indexing is [`INDEX_EVERY`] old or more, or [`INDEX_AFTER_TURNS`]
 //!   turns were written since ([`Indexing::due`]); the batch's turns have their answers
-//!   without waiting for it. The only work a turn adds to the index is an insert into a
-//!   plain table;
+//!   without waiting for it. A turn adds no work to the index itself;
 //! - before every search ([`catch_up`]), when anything is pending, so a search sees
 //!   every message committed before it began, as it did when the trigger fed the index.
 //!
-//! Nothing else reads the index. Pending rows are in the database file, so they survive
-//! a restart and another process on the same file indexes them as well.
+//! Nothing else reads the index. The mark and the list are in the database file, so
+//! pending messages survive a restart and another process on the same file indexes them
+//! as well.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -41,14 +45,20 @@ pub(super) const INDEX_EVERY: Duration = Duration::from_secs(1);
 /// about what this many turns take at that load.
 pub(super) const INDEX_AFTER_TURNS: usize = 120;
 
-/// Moves every pending message into the full-text index, with its current text: one
-/// call, two statements, inside a write transaction.
+/// Moves every pending message into the full-text index, with its current text (the new
+/// ones, past the mark, and the rewritten ones on the list), and moves the mark to the
+/// highest id: one call, three statements, inside a write transaction.
 const INDEX_PENDING: &str = "
 INSERT INTO messages_search (rowid, content_text)
+SELECT id, content_text FROM messages WHERE id > (SELECT through FROM search_indexed)
+UNION ALL
 SELECT m.id, m.content_text FROM search_pending p JOIN messages m ON m.id = p.id;
-DELETE FROM search_pending";
+DELETE FROM search_pending;
+UPDATE search_indexed SET through = (SELECT coalesce(max(id), 0) FROM messages)";
 
-const ANY_PENDING: &str = "SELECT EXISTS (SELECT 1 FROM search_pending)";
+const ANY_PENDING: &str = "
+SELECT EXISTS (SELECT 1 FROM search_pending)
+    OR EXISTS (SELECT 1 FROM messages WHERE id > (SELECT through FROM search_indexed))";
 
 /// When a database file's pending messages were last indexed by a batch of turns, and
 /// how many turns were written since.
