@@ -106,9 +106,8 @@ VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5, ?6)"
 /// The first messages of conversation `?1`, numbered from 0 and created at `?4`, read
 /// from `$rows` (one of the two macros above).
 ///
-/// SQLite writes the rows an `INSERT … SELECT` reads into a temporary table first when
-/// the table has a row trigger, as `messages` has (the search's pending list), so a turn
-/// of two messages inserts each with an `insert_message!` of its own instead.
+/// A new conversation's first two messages, its usual first turn, go in by
+/// `insert_message_pair!`, a plain `INSERT … VALUES`, instead.
 macro_rules! insert_messages {
     ($($rows:tt)+) => {
         concat!(
@@ -121,29 +120,38 @@ SELECT ?1, batch.key, ?4, batch.role, batch.message, batch.text, batch.reasoning
     };
 }
 
-/// One message of conversation `?1`, created at `?4`, with sequence number `$key`, from
-/// its columns in `message_pair!`'s order: a plain `INSERT … VALUES` (see
-/// `insert_messages!`).
-macro_rules! insert_message {
-    ($key:literal, $role:literal, $message:literal, $text:literal, $reasoning:literal,
-     $events:literal, $metadata:literal) => {
+/// A question and its reply in conversation `?1`, created at `?4`, numbered 0 and 1, from
+/// their columns in `message_pair!`'s order: one plain `INSERT … VALUES` of two rows.
+macro_rules! insert_message_pair {
+    ($r0:literal, $m0:literal, $t0:literal, $s0:literal, $e0:literal, $d0:literal,
+     $r1:literal, $m1:literal, $t1:literal, $s1:literal, $e1:literal, $d1:literal) => {
         concat!(
             "INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
-VALUES (?1, ",
-            $key,
-            ", ?4, ",
-            $role,
+VALUES (?1, 0, ?4, ",
+            $r0,
             ", ",
-            $message,
+            $m0,
             ", ",
-            $text,
+            $t0,
             ", ",
-            $reasoning,
+            $s0,
             ", ",
-            $events,
+            $e0,
             ", ",
-            $metadata,
+            $d0,
+            "), (?1, 1, ?4, ",
+            $r1,
+            ", ",
+            $m1,
+            ", ",
+            $t1,
+            ", ",
+            $s1,
+            ", ",
+            $e1,
+            ", ",
+            $d1,
             ")"
         )
     };

@@ -47,6 +47,7 @@ use uuid::Uuid;
 
 use super::search_index::{Indexing, index_pending};
 use crate::store::batch::SqliteBatch;
+use crate::store::per_pool::PerPool;
 use crate::store::{Metadata, StoreError};
 
 /// Takes the write lock at once rather than at the first write.
@@ -81,8 +82,8 @@ SELECT next_sequence - ?3 AS first_sequence FROM conversations WHERE id = ?1 AND
 /// The first turn of a conversation: its row and messages as `CREATE_WITH_MESSAGES`
 /// writes them, without the `RETURNING` clause (a turn reads nothing back): `?1` id,
 /// `?2` owner, `?3` title, `?4` now, `?5` message count, `?6` metadata, then `?7` the
-/// batch ([`CREATE_TURN`]) or `?7` to `?18` the columns of a pair ([`CREATE_PAIR`], each
-/// message inserted on its own: see `insert_messages!`).
+/// batch ([`CREATE_TURN`]) or `?7` to `?18` the columns of a pair ([`CREATE_PAIR`], in
+/// one `INSERT … VALUES`: see `insert_message_pair!`).
 macro_rules! create_turn {
     (json) => {
         concat!(
@@ -95,9 +96,9 @@ macro_rules! create_turn {
         concat!(
             insert_conversation!(),
             ";\n",
-            insert_message!("0", "?7", "?8", "?9", "?10", "?11", "?12"),
-            ";\n",
-            insert_message!("1", "?13", "?14", "?15", "?16", "?17", "?18")
+            insert_message_pair!(
+                "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16", "?17", "?18"
+            )
         )
     };
 }
@@ -305,6 +306,14 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// The queue of the pool's database file, remembered per pool: finding it by the file's
+/// name hashed the name and copied it for every write (about 1,500 instructions a turn).
+fn pool_queue(pool: &SqlitePool) -> Arc<FileQueue> {
+    static QUEUES: PerPool<SqliteConnectOptions, Arc<FileQueue>> = PerPool::new();
+    let options = pool.connect_options();
+    QUEUES.get(&options, || file_queue(options.get_filename()))
+}
+
 /// The queue of a database file; every pool on one file shares it.
 fn file_queue(file: &Path) -> Arc<FileQueue> {
     type Queues = Mutex<HashMap<PathBuf, Arc<FileQueue>>>;
@@ -332,7 +341,7 @@ pub(super) struct WriteLock {
 
 /// Waits for this process's turn to write to the pool's database file.
 pub(super) async fn lock_write(pool: &SqlitePool) -> WriteLock {
-    let queue = file_queue(pool.connect_options().get_filename());
+    let queue = pool_queue(pool);
     let writer = queue.writer.clone().lock_owned().await;
     WriteLock {
         writer,
@@ -399,9 +408,8 @@ impl Drop for WriteLock {
 /// Writes `turn`, in a batch with every other turn waiting for the same file, and
 /// returns the sequence number of its first message.
 pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, StoreError> {
-    let options = pool.connect_options();
-    let queue = file_queue(options.get_filename());
-    if is_private(options.get_filename()) {
+    let queue = pool_queue(pool);
+    if is_private(pool.connect_options().get_filename()) {
         let mut writing = lock_write(pool).await;
         let outcome = write_batch(&mut writing, vec![turn])
             .await
