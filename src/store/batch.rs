@@ -11,6 +11,8 @@
 //! which profiles of a loaded server showed as a large share of a turn's CPU there.
 
 use std::borrow::Cow;
+#[cfg(feature = "sqlite")]
+use std::sync::Arc;
 
 #[cfg(feature = "sqlite")]
 use serde::Serialize;
@@ -86,15 +88,20 @@ pub(crate) enum SqliteBatch {
 
 /// The columns of one message as SQLite binds them: text, and JSON text for `events`
 /// and `metadata`, as `json_each` would hand them over.
+///
+/// Texts copied out of the message are held as `Arc<str>`, which sqlx binds without a
+/// copy; a `String` it wraps in an `Arc` of its own, one more allocation a text. Texts
+/// made here (the search words, the events) stay `String`s: making an `Arc<str>` of one
+/// copies it.
 #[cfg(feature = "sqlite")]
 #[derive(Debug)]
 pub(crate) struct MessageBinds {
-    pub(crate) role: String,
-    pub(crate) message: String,
+    pub(crate) role: Arc<str>,
+    pub(crate) message: Arc<str>,
     pub(crate) text: Option<String>,
-    pub(crate) reasoning: Option<String>,
+    pub(crate) reasoning: Option<Arc<str>>,
     pub(crate) events: Option<String>,
-    pub(crate) metadata: String,
+    pub(crate) metadata: Arc<str>,
 }
 
 #[cfg(feature = "sqlite")]
@@ -115,17 +122,16 @@ impl SqliteBatch {
 impl MessageBinds {
     fn new(row: MessageRow<'_>) -> Result<Self, serde_json::Error> {
         Ok(Self {
-            role: row.role.into_owned(),
-            // sqlx copies a borrowed string it binds to SQLite, and moves an owned one.
-            message: row.message.to_owned(),
+            role: Arc::from(row.role.as_ref()),
+            message: Arc::from(row.message),
             text: row.text,
-            reasoning: row.reasoning.map(Cow::into_owned),
+            reasoning: row.reasoning.as_deref().map(Arc::from),
             events: if row.events.is_empty() {
                 None
             } else {
                 Some(serde_json::to_string(&row.events)?)
             },
-            metadata: row.metadata.into_owned(),
+            metadata: Arc::from(row.metadata.as_ref()),
         })
     }
 }

@@ -625,21 +625,43 @@ mod tests {
         assert!(now.ends_with('Z'));
     }
 
+    /// The pattern the text was first written with: stored times compare as text against
+    /// it, so the form can never change.
+    const STORED_TIME_PATTERN: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
     #[test]
     fn stored_times_are_the_text_the_schema_always_held() {
-        // The pattern the text was first written with: stored times compare as text
-        // against it, so the form can never change.
-        let pattern = "%Y-%m-%dT%H:%M:%S%.6fZ";
         for (seconds, nanos) in [
             (0, 0),
             (1_704_067_200, 5_000),
             (1_733_333_333, 999_999_999),
             (253_402_300_799, 123_456_789),
+            // Past four digits of year, and a leap second: chrono's writer.
+            (253_402_300_800, 0),
+            (1_483_228_799, 1_500_000_000),
         ] {
             let time = DateTime::from_timestamp(seconds, nanos).expect("in range");
             assert_eq!(
                 super::write_queue::stored_time(time),
-                time.format(pattern).to_string()
+                time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            );
+            if seconds < 253_402_300_800 && nanos < 1_000_000_000 {
+                let written = time.format(STORED_TIME_PATTERN).to_string();
+                assert_eq!(super::write_queue::stored_time(time), written);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_stored_time_is_the_patterns_text(
+            seconds in 0_i64..253_402_300_800,
+            nanos in 0_u32..1_000_000_000,
+        ) {
+            let time = DateTime::from_timestamp(seconds, nanos).expect("in range");
+            proptest::prop_assert_eq!(
+                super::write_queue::stored_time(time),
+                time.format(STORED_TIME_PATTERN).to_string()
             );
         }
     }
