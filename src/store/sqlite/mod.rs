@@ -54,38 +54,29 @@ macro_rules! message_json {
     };
 }
 
+/// One message's columns in a row of `VALUES`, in [`write_turn`](write_queue::write_turn)'s
+/// order: role, message, text, reasoning, events, metadata.
+macro_rules! message_columns {
+    ($role:literal, $message:literal, $text:literal, $reasoning:literal, $events:literal,
+     $metadata:literal) => {
+        concat!(
+            $role, ", ", $message, ", ", $text, ", ", $reasoning, ", ", $events, ", ", $metadata
+        )
+    };
+}
+
 /// The same rows for a question and its reply, from their columns bound one by one (see
-/// [`SqliteBatch`](crate::store::batch::SqliteBatch)), in [`write_turn`](write_queue::write_turn)'s order:
-/// role, message, text, reasoning, events, metadata of the first, then of the second.
+/// [`SqliteBatch`](crate::store::batch::SqliteBatch)), each message's in
+/// `message_columns!`'s order, the first's then the second's.
 macro_rules! message_pair {
     ($r0:literal, $m0:literal, $t0:literal, $s0:literal, $e0:literal, $d0:literal,
      $r1:literal, $m1:literal, $t1:literal, $s1:literal, $e1:literal, $d1:literal) => {
         concat!(
             "(SELECT column1 AS key, column2 AS role, column3 AS message, column4 AS text, ",
             "column5 AS reasoning, column6 AS events, column7 AS metadata FROM (VALUES (0, ",
-            $r0,
-            ", ",
-            $m0,
-            ", ",
-            $t0,
-            ", ",
-            $s0,
-            ", ",
-            $e0,
-            ", ",
-            $d0,
+            message_columns!($r0, $m0, $t0, $s0, $e0, $d0),
             "), (1, ",
-            $r1,
-            ", ",
-            $m1,
-            ", ",
-            $t1,
-            ", ",
-            $s1,
-            ", ",
-            $e1,
-            ", ",
-            $d1,
+            message_columns!($r1, $m1, $t1, $s1, $e1, $d1),
             "))) AS batch"
         )
     };
@@ -129,29 +120,9 @@ macro_rules! insert_message_pair {
             "INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
 VALUES (?1, 0, ?4, ",
-            $r0,
-            ", ",
-            $m0,
-            ", ",
-            $t0,
-            ", ",
-            $s0,
-            ", ",
-            $e0,
-            ", ",
-            $d0,
+            message_columns!($r0, $m0, $t0, $s0, $e0, $d0),
             "), (?1, 1, ?4, ",
-            $r1,
-            ", ",
-            $m1,
-            ", ",
-            $t1,
-            ", ",
-            $s1,
-            ", ",
-            $e1,
-            ", ",
-            $d1,
+            message_columns!($r1, $m1, $t1, $s1, $e1, $d1),
             ")"
         )
     };
