@@ -308,7 +308,8 @@ impl SearchText {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryMessage {
-    role: String,
+    /// Borrowed for the usual roles: a history of 100 messages is 100 allocations fewer.
+    role: Cow<'static, str>,
     /// One JSON object, without whitespace around it.
     json: Box<str>,
 }
@@ -319,7 +320,7 @@ impl HistoryMessage {
     pub fn new(role: impl Into<String>, json: String) -> Option<Self> {
         let json = RawValue::from_string(json).ok()?;
         json.get().starts_with('{').then(|| Self {
-            role: role.into(),
+            role: Cow::Owned(role.into()),
             json: json.into(),
         })
     }
@@ -329,10 +330,10 @@ impl HistoryMessage {
     /// taken without a second parse (about 1,100 instructions a message of a continued
     /// conversation's history); anything else goes through [`new`](Self::new).
     #[cfg(feature = "postgres")]
-    pub(crate) fn from_checked_json(role: String, json: String) -> Option<Self> {
+    pub(crate) fn from_checked_json(role: &str, json: String) -> Option<Self> {
         if json.starts_with('{') && json.ends_with('}') {
             return Some(Self {
-                role,
+                role: role_text(role),
                 json: json.into_boxed_str(),
             });
         }
@@ -347,7 +348,7 @@ impl HistoryMessage {
     pub(crate) fn from_text(role: &str, json: String) -> Option<Self> {
         if crate::chat::is_one_object(json.as_bytes()) {
             return Some(Self {
-                role: role.to_owned(),
+                role: role_text(role),
                 json: json.into_boxed_str(),
             });
         }
