@@ -709,6 +709,12 @@ backend_tests! {
             db.execute("UPDATE messages SET message = '{\"role\":\"user\"' WHERE sequence_number = 0").await;
             let result = store.load_history("", id, None).await;
             assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+            // Roles come back joined by NUL, which the store never writes into one: a
+            // role that holds it anyway puts the roles out of step, and nothing is
+            // spliced under the wrong role.
+            db.execute("UPDATE messages SET message = '{\"role\":\"user\"}', role = 'us' || char(0) || 'er' WHERE sequence_number = 0").await;
+            let result = store.load_history("", id, None).await;
+            assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
         }
     }
 
