@@ -20,8 +20,15 @@ use crate::proxy::Proxy;
 /// The end of an OpenAI-compatible stream.
 const DONE: &[u8] = b"data: [DONE]\n\n";
 /// Continued conversations are cut back to their seeded length after this many turns,
-/// so that they hold between S and S + 2 × this many messages during a run.
+/// so that they hold between S and S + 2 × this many messages during a run (at a
+/// model's pace, only before the measured time: see [`Requests::Continue`]).
 pub const TURNS_BEFORE_TRUNCATION: usize = 5;
+
+/// Whether a client cuts its conversation back before its `turn`-th turn (from 0),
+/// which begins in the measured time or not (see [`Requests::Continue`]).
+fn cuts_before(turn: usize, measured: bool, cut_while_measured: bool) -> bool {
+    turn.is_multiple_of(TURNS_BEFORE_TRUNCATION) && (cut_while_measured || !measured)
+}
 
 /// What each request of a run sends.
 #[derive(Clone)]
@@ -33,6 +40,14 @@ pub enum Requests {
         ids: Arc<Vec<String>>,
         seeded: usize,
         body: Bytes,
+        /// Whether conversations are cut back during the measured time too. A cut is a
+        /// management call (`DELETE …/messages`), whose CPU the proxy's figure would
+        /// count against the chat requests: on SQLite, deleting a cut's ten messages
+        /// from the full-text index costs about what five turns' histories do. The
+        /// fast mode needs the cuts (a client makes hundreds of turns); at a model's
+        /// pace a client makes one turn every few seconds, so its conversation is cut
+        /// back only while warming up and grows by two messages a turn after that.
+        cut_while_measured: bool,
     },
 }
 
@@ -305,9 +320,15 @@ impl Clients {
                     let began = Instant::now();
                     let outcome = match &requests {
                         Requests::Plain(body) => clients.chat(None, body.clone()).await,
-                        Requests::Continue { ids, seeded, body } => {
+                        Requests::Continue {
+                            ids,
+                            seeded,
+                            body,
+                            cut_while_measured,
+                        } => {
                             let id = &ids[task];
-                            if turns % TURNS_BEFORE_TRUNCATION == 0
+                            let measured = began >= counted_from;
+                            if cuts_before(turns, measured, *cut_while_measured)
                                 && let Err(error) = clients.truncate(id, *seeded).await
                             {
                                 report_failure(&failures, &error);
@@ -438,4 +459,21 @@ pub fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     }
     let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_a_models_pace_no_conversation_is_cut_in_the_measured_time() {
+        let cut =
+            |turn, measured, cut_while_measured| cuts_before(turn, measured, cut_while_measured);
+        // The fast mode cuts every few turns, measured or not.
+        assert!(cut(0, false, true) && cut(5, true, true) && cut(10, true, true));
+        assert!(!cut(3, true, true));
+        // At a model's pace, only while warming up.
+        assert!(cut(0, false, false) && cut(5, false, false));
+        assert!(!cut(5, true, false) && !cut(0, true, false));
+    }
 }
