@@ -56,7 +56,7 @@ pub(super) async fn history(
     let mut history = Vec::with_capacity(rows.len());
     for row in &rows {
         // Read by place and as the text the statement casts each column to, without
-        // sqlx's check of the column's type and name for each value (about 1,300
+        // sqlx's check of the column's type and name for each value (about 1,200
         // instructions a message): the statement above is the only one read here.
         let message = row.try_get_raw(1)?;
         if message.is_null() {
