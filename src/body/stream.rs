@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::chat::ReplyAssembler;
 use crate::metrics::{self, ReplyFormat};
-use crate::sse::StreamEnd;
+use crate::sse::{Fed, StreamEnd};
 use crate::turn::PendingTurn;
 
 pin_project! {
@@ -77,7 +77,11 @@ impl<B: Body<Data = Bytes>> Body for CapturedStream<B> {
                 Phase::Streaming => match ready!(this.inner.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) => {
-                            if this.capture.on_data(data, this.out) {
+                            let fed = this.capture.on_data(data, this.out);
+                            if let Some(whole) = fed.whole {
+                                return Poll::Ready(Some(Ok(Frame::data(whole))));
+                            }
+                            if fed.done {
                                 *this.phase = Phase::Storing {
                                     stored: this.capture.finish(this.out),
                                     inner_open: true,
@@ -165,9 +169,9 @@ impl StreamCapture {
         }
     }
 
-    /// Takes one data frame and queues what the client gets now. Returns whether the
-    /// reply's `[DONE]` has arrived (and is being held back).
-    fn on_data(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> bool {
+    /// Takes one data frame: hands it back to go on whole, or queues what the client
+    /// gets now; says whether the reply's `[DONE]` has arrived (and is held back).
+    fn on_data(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Fed {
         self.captured = self.captured.saturating_add(chunk.len());
         if self.captured > self.limit
             && let Some(turn) = self.turn.take()

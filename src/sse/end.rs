@@ -18,6 +18,25 @@ use super::SseParser;
 /// The event that ends an OpenAI-compatible stream.
 const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
+/// What [`StreamEnd::feed`] made of a frame.
+#[must_use]
+pub(crate) struct Fed {
+    /// Whether `[DONE]` has come.
+    pub(crate) done: bool,
+    /// The frame itself when it goes on whole and nothing waits in the queue before it,
+    /// as nearly every frame does: the caller hands it on at once. At a model's pace
+    /// each frame finds its stream's state out of the cache, and the queue's buffer is
+    /// one more line to fetch (see `docs/performance.md`).
+    pub(crate) whole: Option<Bytes>,
+}
+
+impl Fed {
+    /// Everything for the client, if anything, is in the queue.
+    fn done(done: bool) -> Self {
+        Self { done, whole: None }
+    }
+}
+
 /// Splits a streamed reply into what goes to the client now and what waits for the
 /// turn to be stored, and parses a copy of it into events on the way.
 #[derive(Debug, Default)]
@@ -35,19 +54,20 @@ impl StreamEnd {
     }
 
     /// Takes one data frame of the inner body: calls `on_event` with the data of each
-    /// event it completes (as bytes, UTF-8 or not) and queues in `out` what the client gets now (the frame
-    /// itself in the usual case, or slices of it). Returns whether `[DONE]` has come.
+    /// event it completes (as bytes, UTF-8 or not), and says what the client gets now:
+    /// the frame itself, handed back (see [`Fed::whole`]), or what it queues in `out`
+    /// (slices of the frame, bytes held before it).
     pub(crate) fn feed(
         &mut self,
         chunk: Bytes,
         on_event: impl FnMut(&[u8]),
         out: &mut VecDeque<Bytes>,
-    ) -> bool {
+    ) -> Fed {
         let fed = self.parser.feed(&chunk, on_event);
         if fed.done && fed.forward == 0 {
             // The `[DONE]` line began in the held bytes: they go nowhere.
             self.held.clear();
-            return true;
+            return Fed::done(true);
         }
         // Nearly every frame ends on an event's blank line, so nothing is held and the
         // frame goes on as it came.
@@ -55,8 +75,14 @@ impl StreamEnd {
             out.extend(self.held.drain(..));
         }
         if fed.forward == chunk.len() {
-            out.push_back(chunk);
-            return fed.done;
+            if fed.done || !out.is_empty() {
+                out.push_back(chunk);
+                return Fed::done(fed.done);
+            }
+            return Fed {
+                done: false,
+                whole: Some(chunk),
+            };
         }
         if fed.forward > 0 {
             out.push_back(chunk.slice(..fed.forward));
@@ -66,7 +92,7 @@ impl StreamEnd {
         } else {
             self.held.push(chunk.slice(fed.forward..));
         }
-        fed.done
+        Fed::done(fed.done)
     }
 
     /// The inner body ended. Without `[DONE]`, the bytes held for a `[DONE]` that never
@@ -117,11 +143,12 @@ pub(crate) fn run(
         if stop_capturing_at == Some(at) {
             end.stop_capturing();
         }
-        end.feed(
+        let fed = end.feed(
             Bytes::copy_from_slice(piece),
             |data| events.push(data.to_owned()),
             &mut out,
         );
+        out.extend(fed.whole);
     }
     end.finish(|data| events.push(data.to_owned()), &mut out);
     let sent = out.iter().flat_map(|bytes| bytes.iter().copied()).collect();
@@ -191,20 +218,24 @@ mod tests {
         let mut end = StreamEnd::default();
         let mut out = VecDeque::new();
         let frame = Bytes::from_static(b"data: {\"x\":1}\n\n");
-        end.feed(frame.clone(), |_| {}, &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].as_ptr(), frame.as_ptr());
+        let fed = end.feed(frame.clone(), |_| {}, &mut out);
+        // Handed back, not queued.
+        assert!(out.is_empty() && !fed.done);
+        let whole = fed.whole.expect("the frame goes on whole");
+        assert_eq!(whole.as_ptr(), frame.as_ptr());
+        assert_eq!(whole.len(), frame.len());
     }
 
     #[test]
     fn a_durable_turn_closes_with_done_alone() {
         let mut end = StreamEnd::default();
         let mut out = VecDeque::new();
-        end.feed(
+        let fed = end.feed(
             Bytes::from_static(b"data: a\n\ndata: [DONE]\n\n"),
             |_| {},
             &mut out,
         );
+        assert!(fed.done && fed.whole.is_none());
         out.clear();
         end.close(true, || unreachable!("no storage_failed chunk"), &mut out);
         assert_eq!(out, [Bytes::from_static(DONE_EVENT)]);
@@ -214,7 +245,8 @@ mod tests {
     fn a_failed_turn_closes_with_storage_failed_then_done() {
         let mut end = StreamEnd::default();
         let mut out = VecDeque::new();
-        end.feed(Bytes::from_static(b"data: [DONE]\n\n"), |_| {}, &mut out);
+        let fed = end.feed(Bytes::from_static(b"data: [DONE]\n\n"), |_| {}, &mut out);
+        assert!(fed.done && fed.whole.is_none());
         end.close(false, || "{\"x\":1}".to_owned(), &mut out);
         assert_eq!(
             out,
@@ -229,7 +261,8 @@ mod tests {
     fn a_stream_that_had_no_done_gets_none_at_its_close() {
         let mut end = StreamEnd::default();
         let mut out = VecDeque::new();
-        end.feed(Bytes::from_static(b"data: a\n\n"), |_| {}, &mut out);
+        let fed = end.feed(Bytes::from_static(b"data: a\n\n"), |_| {}, &mut out);
+        assert!(!fed.done && fed.whole.is_some());
         end.finish(|_| {}, &mut out);
         out.clear();
         end.close(false, || "{}".to_owned(), &mut out);

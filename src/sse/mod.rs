@@ -5,7 +5,7 @@
 mod end;
 mod parser;
 
-pub(crate) use end::StreamEnd;
 #[cfg(feature = "fuzzing")]
 pub(crate) use end::run as run_stream;
+pub(crate) use end::{Fed, StreamEnd};
 pub(crate) use parser::SseParser;
