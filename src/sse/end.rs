@@ -32,7 +32,7 @@ pub(crate) struct Fed {
 
 impl Fed {
     /// Everything for the client, if anything, is in the queue.
-    fn done(done: bool) -> Self {
+    fn queued(done: bool) -> Self {
         Self { done, whole: None }
     }
 }
@@ -67,7 +67,7 @@ impl StreamEnd {
         if fed.done && fed.forward == 0 {
             // The `[DONE]` line began in the held bytes: they go nowhere.
             self.held.clear();
-            return Fed::done(true);
+            return Fed::queued(true);
         }
         // Nearly every frame ends on an event's blank line, so nothing is held and the
         // frame goes on as it came.
@@ -77,7 +77,7 @@ impl StreamEnd {
         if fed.forward == chunk.len() {
             if fed.done || !out.is_empty() {
                 out.push_back(chunk);
-                return Fed::done(fed.done);
+                return Fed::queued(fed.done);
             }
             return Fed {
                 done: false,
@@ -92,7 +92,7 @@ impl StreamEnd {
         } else {
             self.held.push(chunk.slice(fed.forward..));
         }
-        Fed::done(fed.done)
+        Fed::queued(fed.done)
     }
 
     /// The inner body ended. Without `[DONE]`, the bytes held for a `[DONE]` that never

@@ -407,7 +407,6 @@ impl Drop for WriteLock {
 /// Writes `turn`, in a batch with every other turn waiting for the same file, and
 /// returns the sequence number of its first message.
 pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, StoreError> {
-    let queue = pool_queue(pool);
     if is_private(pool.connect_options().get_filename()) {
         let mut writing = lock_write(pool).await;
         let outcome = write_batch(&mut writing, vec![turn])
@@ -417,6 +416,7 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
         index_if_due(writing, 1);
         return outcome;
     }
+    let queue = pool_queue(pool);
     let (written, mut result) = oneshot::channel();
     let ticket = Ticket {
         queue: &queue,
