@@ -1,12 +1,16 @@
-//! [`PendingTurn`]: a turn whose request is known and whose reply is still arriving, and
-//! [`PendingWrites`], the count of turns being stored that shutdown waits for.
+//! [`PendingTurn`]: a turn whose request is known and whose reply is still arriving;
+//! [`Storing`], its write under way; and [`PendingWrites`], the count of turns being
+//! stored that shutdown waits for.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -36,12 +40,16 @@ pub(crate) struct PendingTurn {
 }
 
 impl PendingTurn {
-    /// Appends the turn, ending with `reply`, in a task of its own, so that neither a
-    /// dropped response nor a dropped future cancels the write. The receiver answers
-    /// whether the turn is durable; a write that fails or outlasts the timeout answers
-    /// `false` (a write abandoned at the timeout may still have reached the database).
-    pub(crate) fn store(self, reply: NewMessage) -> oneshot::Receiver<bool> {
-        let (sender, receiver) = oneshot::channel();
+    /// Appends the turn, ending with `reply`. The write runs as the returned future is
+    /// polled, in the task of whoever waits for it (the reply's body), and starts at once:
+    /// written in a task of its own, it waited for that task's turn on a busy runtime and
+    /// then for the body's, and `[DONE]` was held about twice as long (see
+    /// `docs/performance.md`). Dropped before the write ends, the future hands it to a
+    /// task of its own, so that neither a dropped response nor a dropped future cancels
+    /// the write. The future answers whether the turn is durable; a write that fails or
+    /// outlasts the timeout answers `false` (a write abandoned at the timeout may still
+    /// have reached the database).
+    pub(crate) fn store(self, reply: NewMessage) -> Storing {
         let PendingTurn {
             store,
             backend,
@@ -55,44 +63,76 @@ impl PendingTurn {
         } = self;
         messages.push(reply);
         let span = tracing::Span::current();
-        runtime.spawn(
-            async move {
-                let started = Instant::now();
-                let write = store.append_turn(&owner, id, target, &messages);
-                let outcome = tokio::time::timeout(timeout, write).await;
-                let elapsed = started.elapsed();
-                let stored = match outcome {
-                    Ok(Ok(_)) => {
-                        metrics::turn_stored(backend, target, elapsed);
-                        true
-                    }
-                    Ok(Err(error)) => {
-                        metrics::turn_failed(backend, target, FailureCause::of(&error), elapsed);
-                        tracing::error!(
-                            "gen_ai.conversation.id" = %id,
-                            error = %error,
-                            cause = ?std::error::Error::source(&error),
-                            "storing the turn failed"
-                        );
-                        false
-                    }
-                    Err(_) => {
-                        metrics::turn_failed(backend, target, FailureCause::Timeout, elapsed);
-                        tracing::error!(
-                            "gen_ai.conversation.id" = %id,
-                            ?timeout,
-                            "storing the turn timed out"
-                        );
-                        false
-                    }
-                };
-                // The client may be gone; the turn is stored (or not) all the same.
-                let _ = sender.send(stored);
-                drop(pending);
-            }
-            .instrument(span),
-        );
-        receiver
+        let write = async move {
+            let started = Instant::now();
+            let write = store.append_turn(&owner, id, target, &messages);
+            let outcome = tokio::time::timeout(timeout, write).await;
+            let elapsed = started.elapsed();
+            let stored = match outcome {
+                Ok(Ok(_)) => {
+                    metrics::turn_stored(backend, target, elapsed);
+                    true
+                }
+                Ok(Err(error)) => {
+                    metrics::turn_failed(backend, target, FailureCause::of(&error), elapsed);
+                    tracing::error!(
+                        "gen_ai.conversation.id" = %id,
+                        error = %error,
+                        cause = ?std::error::Error::source(&error),
+                        "storing the turn failed"
+                    );
+                    false
+                }
+                Err(_) => {
+                    metrics::turn_failed(backend, target, FailureCause::Timeout, elapsed);
+                    tracing::error!(
+                        "gen_ai.conversation.id" = %id,
+                        ?timeout,
+                        "storing the turn timed out"
+                    );
+                    false
+                }
+            };
+            drop(pending);
+            stored
+        };
+        Storing {
+            write: Some(Box::pin(write.instrument(span))),
+            runtime,
+        }
+    }
+}
+
+/// A turn's write under way: see [`PendingTurn::store`].
+pub(crate) struct Storing {
+    /// `None` once the write ended, or was handed to a task of its own.
+    write: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+    /// Where a write left unfinished goes on: the runtime the request came in on, since
+    /// the future may be dropped outside any runtime's context (a client gone).
+    runtime: Handle,
+}
+
+impl Future for Storing {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let Some(write) = self.write.as_mut() else {
+            // Polled again after it answered: nothing is being written any more.
+            return Poll::Ready(false);
+        };
+        let durable = ready!(write.as_mut().poll(cx));
+        self.write = None;
+        Poll::Ready(durable)
+    }
+}
+
+impl Drop for Storing {
+    /// The caller stopped waiting (the client went away): the write goes on in a task
+    /// of its own, and the turn is stored (or not) all the same.
+    fn drop(&mut self) {
+        if let Some(write) = self.write.take() {
+            drop(self.runtime.spawn(write));
+        }
     }
 }
 

@@ -79,7 +79,7 @@ where
     }
     let bytes = join_data(&frames);
     let durable = match assemble_json_reply(&bytes) {
-        Some(reply) => turn.store(reply).await.unwrap_or(false),
+        Some(reply) => turn.store(reply).await,
         None => {
             tracing::warn!(
                 "gen_ai.conversation.id" = %turn.id,

@@ -2,7 +2,6 @@
 //! while a copy is assembled into the turn's assistant message and stored.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
@@ -11,12 +10,11 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 
 use crate::chat::ReplyAssembler;
 use crate::metrics::{self, ReplyFormat};
 use crate::sse::{Fed, StreamEnd};
-use crate::turn::PendingTurn;
+use crate::turn::{PendingTurn, Storing};
 
 pin_project! {
     /// Forwards each frame of the inner body as it comes, as the same bytes, while
@@ -39,7 +37,7 @@ enum Phase {
     /// drained meanwhile if it is still open, so its connection can be reused. The end
     /// of the stream is held back since `held_since`.
     Storing {
-        stored: Option<oneshot::Receiver<bool>>,
+        stored: Option<Storing>,
         inner_open: bool,
         held_since: Instant,
     },
@@ -122,7 +120,7 @@ impl<B: Body<Data = Bytes>> Body for CapturedStream<B> {
                         }
                     }
                     let durable = match stored {
-                        Some(receiver) => ready!(Pin::new(receiver).poll(cx)).unwrap_or(false),
+                        Some(storing) => ready!(Pin::new(storing).poll(cx)),
                         None => false,
                     };
                     metrics::stream_end_held(held_since.elapsed());
@@ -188,10 +186,10 @@ impl StreamCapture {
         self.end.feed(chunk, |data| reply.on_event_bytes(data), out)
     }
 
-    /// The inner body ended (or sent `[DONE]`): hands the turn to storage. `None` when
+    /// The inner body ended (or sent `[DONE]`): starts storing the turn. `None` when
     /// there is nothing to store (the reply outgrew the capture limit), which the client
     /// must hear as a failure.
-    fn finish(&mut self, out: &mut VecDeque<Bytes>) -> Option<oneshot::Receiver<bool>> {
+    fn finish(&mut self, out: &mut VecDeque<Bytes>) -> Option<Storing> {
         let reply = &mut self.reply;
         self.end.finish(|data| reply.on_event_bytes(data), out);
         let complete = self.end.is_done() || self.reply.finished();
@@ -209,6 +207,7 @@ impl StreamCapture {
     fn abandon(&mut self) {
         if let Some(turn) = self.turn.take() {
             // Nobody waits for the outcome: the client is already being told of the error.
+            // Dropped, the write goes on in a task of its own.
             drop(turn.store(self.reply.take_message(false)));
         }
     }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_conversations::{ConversationLayer, ConversationStore, RequestBody};
 
-use crate::support::db::TestDb;
+use crate::support::db::{TestDb, TestPool};
 use crate::support::server::*;
 use crate::support::upstream::*;
 
@@ -95,5 +95,76 @@ async fn waiting_for_pending_writes_covers_a_reply_whose_body_is_not_dropped_yet
         db.scalar("SELECT count(*) FROM messages").await,
         2,
         "the partial turn"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_dropped_while_its_turn_is_stored_still_stores_the_whole_turn() {
+    let db = TestDb::sqlite().await;
+    let TestPool::Sqlite(pool) = &db.pool else {
+        unreachable!("a SQLite test database")
+    };
+    let upstream = service_fn(|_request: Request<RequestBody<Full<Bytes>>>| async {
+        let reply = Bytes::from(concat(&text_stream(&["Hi", "!"])));
+        Ok::<_, Infallible>(sse_response(Full::new(reply)))
+    });
+    let layer = ConversationLayer::new(db.store());
+    let mut service = ServiceBuilder::new().layer(layer.clone()).service(upstream);
+    let request = Request::post(tower_conversations::DEFAULT_CHAT_PATH)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            chat_body(json!([user("hello")])).to_string(),
+        )))
+        .unwrap();
+
+    // Another connection holds the file's write lock: the turn's write waits for it.
+    let mut blocker = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let response = service.ready().await.unwrap().call(request).await.unwrap();
+    let mut body = response.into_body();
+    let mut forwarded = Vec::new();
+    let held = loop {
+        match tokio::time::timeout(std::time::Duration::from_millis(300), body.frame()).await {
+            Ok(Some(Ok(frame))) => forwarded.extend_from_slice(frame.data_ref().unwrap()),
+            Ok(other) => panic!("the stream ended before its turn was stored: {other:?}"),
+            Err(_) => break forwarded,
+        }
+    };
+    let held = String::from_utf8(held).unwrap();
+    assert!(
+        held.contains("\"!\""),
+        "the whole reply went through: {held}"
+    );
+    assert!(
+        !held.contains("[DONE]"),
+        "[DONE] waits for the write: {held}"
+    );
+
+    // The client goes away while the write waits; then the lock is let go.
+    drop(body);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    sqlx::query("COMMIT").execute(&mut *blocker).await.unwrap();
+    drop(blocker);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        layer.wait_for_pending_writes(),
+    )
+    .await
+    .expect("the write ends");
+
+    let conversations = db.store().list("", &Default::default()).await.unwrap();
+    let [conversation] = &conversations.conversations[..] else {
+        panic!("one conversation: {conversations:?}")
+    };
+    let messages = db.store().get("", conversation.id).await.unwrap().messages;
+    assert_eq!(messages.len(), 2, "the whole turn");
+    assert_eq!(messages[1].message["content"], "Hi!");
+    assert_eq!(
+        messages[1].metadata.get("incomplete"),
+        None,
+        "a complete reply"
     );
 }
