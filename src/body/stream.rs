@@ -19,12 +19,19 @@ use crate::turn::{PendingTurn, Storing};
 pin_project! {
     /// Forwards each frame of the inner body as it comes, as the same bytes, while
     /// capturing a copy; `[DONE]` waits until the turn is stored.
+    ///
+    /// Laid out as declared (`repr(C)`), what every frame reads first: at a model's pace
+    /// each frame finds its stream's state out of the cache, so the fields a frame reads
+    /// (the inner body, the queue's length, the phase, the stream's end and the reply's
+    /// content and pattern, see [`StreamCapture`]) sit together in the fewest lines, and
+    /// the rest after them (see `docs/performance.md`).
+    #[repr(C)]
     pub(crate) struct CapturedStream<B> {
         #[pin]
         inner: B,
-        capture: StreamCapture,
         out: VecDeque<Bytes>,
         phase: Phase,
+        capture: StreamCapture,
         trailers: Option<HeaderMap>,
     }
 }
@@ -146,12 +153,14 @@ impl<B: Body<Data = Bytes>> Body for CapturedStream<B> {
 }
 
 /// What the capturing body keeps of a streamed reply: the stream's end, the assistant
-/// message being assembled, and the turn waiting for it.
+/// message being assembled, and the turn waiting for it. Laid out as declared, what a
+/// frame reads first (see [`CapturedStream`]).
+#[repr(C)]
 struct StreamCapture {
     end: StreamEnd,
-    reply: ReplyAssembler,
     captured: usize,
     limit: usize,
+    reply: ReplyAssembler,
     /// `None` once the turn was handed to storage, or given up past the capture limit.
     turn: Option<PendingTurn>,
 }

@@ -29,9 +29,16 @@ use crate::store::NewMessage;
 const CONTENT_START: usize = 1024;
 
 /// Builds the assistant message of a streamed reply from its SSE events' data.
+///
+/// Laid out as declared (`repr(C)`): the content and the pattern, all that a chunk
+/// repeating the pattern touches, come first and fill one cache line between them.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(crate) struct ReplyAssembler {
     content: String,
+    /// The last chunk read in full, when the chunks that repeat it but for their
+    /// content need only that content appended.
+    pattern: Pattern,
     /// In order of first appearance; sorted by index when the message is taken.
     tool_calls: Vec<ToolCall>,
     refusal: String,
@@ -44,9 +51,6 @@ pub(crate) struct ReplyAssembler {
     system_fingerprint: Option<String>,
     usage: Option<Value>,
     error: Option<Value>,
-    /// The last chunk read in full, when the chunks that repeat it but for their
-    /// content need only that content appended.
-    pattern: Pattern,
 }
 
 /// One tool call, merged from the deltas that share its index.
