@@ -148,6 +148,7 @@ pub mod store;
 mod strategies;
 mod swar;
 mod turn;
+mod wake_flag;
 
 pub use api::ConversationApi;
 pub use body::ResponseBody;

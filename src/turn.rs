@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::metrics::{self, Backend, FailureCause};
 use crate::store::{NewMessage, TurnStore, TurnTarget};
+use crate::wake_flag::WakeFlag;
 
 /// Everything needed to store a turn once its assistant message is assembled. Built once
 /// per stateful request, by the service, before the inner service is called.
@@ -96,8 +97,11 @@ impl PendingTurn {
             drop(pending);
             stored
         };
+        let (woken, waker) = WakeFlag::new();
         Storing {
             write: Some(Box::pin(write.instrument(span))),
+            woken,
+            waker,
             runtime,
         }
     }
@@ -107,6 +111,11 @@ impl PendingTurn {
 pub(crate) struct Storing {
     /// `None` once the write ended, or was handed to a task of its own.
     write: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+    /// Set when the write asks to be polled again: the task that polls it is also woken
+    /// by the reply's inner body and its connection (see [`WakeFlag`]).
+    woken: Arc<WakeFlag>,
+    /// The waker the write is polled with, which sets `woken`.
+    waker: Waker,
     /// Where a write left unfinished goes on: the runtime the request came in on, since
     /// the future may be dropped outside any runtime's context (a client gone).
     runtime: Handle,
@@ -115,13 +124,17 @@ pub(crate) struct Storing {
 impl Future for Storing {
     type Output = bool;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
-        let Some(write) = self.write.as_mut() else {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let this = self.get_mut();
+        let Some(write) = this.write.as_mut() else {
             // Polled again after it answered: nothing is being written any more.
             return Poll::Ready(false);
         };
-        let durable = ready!(write.as_mut().poll(cx));
-        self.write = None;
+        if !this.woken.take(cx) {
+            return Poll::Pending;
+        }
+        let durable = ready!(write.as_mut().poll(&mut Context::from_waker(&this.waker)));
+        this.write = None;
         Poll::Ready(durable)
     }
 }
