@@ -5,7 +5,7 @@
 //! [`Storing`](crate::turn::Storing)), and the connection's task that polls the body is
 //! woken by either, and by the connection itself. Polled at every wake-up, the write
 //! tried its database socket again each time, for nothing: on PostgreSQL five polls a
-//! turn where two do, three reads through TLS that found no data, and some 3,000
+//! turn where two do, three reads through TLS that found no data, and about 4,000
 //! instructions a turn (see `docs/performance.md`). The same bookkeeping as
 //! `FuturesUnordered`'s, for one future, with the standard library alone.
 
