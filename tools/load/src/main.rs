@@ -47,7 +47,12 @@
 //! messages (20 s at 4 s a reply: from about 22 to about 32). Its table:
 //! requests ended in the measured time, the proxy's CPU per request (user + system,
 //! from `/proc`) and that against passthrough's, the database's and the load
-//! generator's, latencies, the proxy's peak RSS, failures. Its progress lines on stderr
+//! generator's, latencies, the proxy's peak RSS, failures. With `LOAD_PACED_ROUNDS` = R
+//! above 1, a second passthrough proxy runs beside the others, and each configuration is
+//! measured R times, each time just after a window of that passthrough, and read against
+//! it: on a shared machine passthrough's own figure drifts by a tenth from minute to
+//! minute, more than the layer's share. A last table gives each configuration's R
+//! ratios and their median. Its progress lines on stderr
 //! also split the proxy's CPU into user and system time and count its threads' context
 //! switches per request. Each stream holds two sockets
 //! in the tool and two in the proxy: the tool stops at once when the limit on open files
@@ -90,6 +95,10 @@ struct Settings {
     /// How long the model takes over each reply, in the paced mode; `None`: as fast as
     /// the proxy takes it.
     pace: Option<Duration>,
+    /// Paced, how many times each configuration is measured, each time just after a
+    /// window of passthrough that it is read against (1: once, against the passthrough
+    /// row).
+    rounds: usize,
     database_url: String,
     /// Only configurations whose name contains this (passthrough always runs).
     filter: Option<String>,
@@ -129,7 +138,7 @@ Build the proxy first: cargo build --release --example proxy
 Environment: LOAD_SECONDS (6; paced 20), LOAD_WARMUP (1; paced LOAD_PACED_SECONDS + 1),
 LOAD_CONCURRENCY (1,8,32,64), LOAD_CHUNKS (256), LOAD_HELD (256),
 LOAD_PACED_STREAMS (500), LOAD_PACED_CHUNKS (66), LOAD_PACED_SECONDS (4),
-DATABASE_URL, PROXY_BIN.";
+LOAD_PACED_ROUNDS (1), DATABASE_URL, PROXY_BIN.";
 
 impl Arguments {
     /// `Err` carries what to print: the usage alone when asked for, else after the
@@ -220,6 +229,10 @@ impl Settings {
             chunks: chunks as usize,
             held: number("LOAD_HELD", 256) as usize,
             pace,
+            rounds: match pace {
+                Some(_) => number("LOAD_PACED_ROUNDS", 1).max(1) as usize,
+                None => 1,
+            },
             database_url: variable("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
             filter,
@@ -427,6 +440,18 @@ async fn run(settings: &Settings) -> Result<Results, String> {
         Err(error) => eprintln!("postgres rows skipped: {error}"),
     }
 
+    // Paced rounds: a passthrough proxy kept for the whole run, whose windows pair with
+    // each configuration's.
+    let paired = match settings.rounds {
+        1 => None,
+        _ => Some(Proxy::start(
+            &settings.binary,
+            upstream.addr,
+            &["--passthrough"],
+        )?),
+    };
+    let paired_clients = paired.as_ref().map(Clients::new);
+
     let mut rows = Vec::new();
     let mut memory = Vec::new();
     for stack in &stacks {
@@ -483,10 +508,45 @@ async fn run(settings: &Settings) -> Result<Results, String> {
                     }
                 }
             };
-            for &k in &settings.levels {
+            let rounds = match (&paired, &paired_clients) {
+                (Some(paired), Some(paired_clients)) if name != PASSTHROUGH => {
+                    Some((paired, paired_clients))
+                }
+                _ => None,
+            };
+            for (&k, round) in settings
+                .levels
+                .iter()
+                .flat_map(|k| (0..rounds.map_or(1, |_| settings.rounds)).map(move |r| (k, r)))
+            {
+                let stagger = settings.pace.unwrap_or_default();
+                // The passthrough window this round's is read against, just before it.
+                let paired_passthrough = match rounds {
+                    Some((paired, paired_clients)) => {
+                        let pid = paired.pid();
+                        let plain = Requests::Plain(chat_body(false));
+                        let figures = paired_clients
+                            .run(
+                                k,
+                                &plain,
+                                settings.warmup,
+                                settings.measure,
+                                stagger,
+                                || cpu::Sample::take(pid),
+                            )
+                            .await;
+                        eprintln!(
+                            "{PASSTHROUGH:<24} K={k:<3} round {} of {}: CPU µs/req proxy {:.0}",
+                            round + 1,
+                            settings.rounds,
+                            figures.cpu[0]
+                        );
+                        Some(figures.cpu[0])
+                    }
+                    None => None,
+                };
                 proxy.reset_peak();
                 let pid = proxy.pid();
-                let stagger = settings.pace.unwrap_or_default();
                 let figures = clients
                     .run(
                         k,
@@ -497,7 +557,8 @@ async fn run(settings: &Settings) -> Result<Results, String> {
                         || cpu::Sample::take(pid),
                     )
                     .await;
-                let row = Row::new(name, k, &figures, proxy.peak_rss());
+                let mut row = Row::new(name, k, &figures, proxy.peak_rss());
+                row.paired_passthrough = paired_passthrough;
                 eprintln!(
                     "{name:<24} K={k:<3} {:>6} ended {:>7.0} req/s  TTFB p50 {:.3} ms  [DONE] p50 {:.3} ms  held {:.0} µs  CPU µs/req proxy {:.0} (user {:.0} sys {:.0}, {:.1} switches) db {:.0} bench {:.0}  failed {}",
                     row.completed,
@@ -518,6 +579,7 @@ async fn run(settings: &Settings) -> Result<Results, String> {
         }
         drop(proxy);
     }
+    drop(paired);
 
     if let Ok((admin, _, database)) = postgres {
         let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
@@ -646,6 +708,7 @@ mod tests {
         assert_eq!(paced.levels, [500]);
         assert_eq!(paced.measure, Duration::from_secs(20));
         assert_eq!(paced.warmup, Duration::from_secs(5));
+        assert_eq!(paced.rounds, 1);
 
         let told = settings(
             true,
@@ -654,6 +717,7 @@ mod tests {
                 ("LOAD_PACED_CHUNKS", "33"),
                 ("LOAD_PACED_SECONDS", "2"),
                 ("LOAD_SECONDS", "10"),
+                ("LOAD_PACED_ROUNDS", "3"),
                 // The fast mode's own settings do not reach a paced run.
                 ("LOAD_CONCURRENCY", "1,8"),
                 ("LOAD_CHUNKS", "256"),
@@ -663,8 +727,13 @@ mod tests {
         assert_eq!((told.chunks, told.levels.as_slice()), (33, &[200][..]));
         assert_eq!(told.measure, Duration::from_secs(10));
         assert_eq!(told.warmup, Duration::from_secs(3));
+        assert_eq!(told.rounds, 3);
 
-        let fast = settings(false, &[("LOAD_PACED_STREAMS", "200")]);
+        let fast = settings(
+            false,
+            &[("LOAD_PACED_STREAMS", "200"), ("LOAD_PACED_ROUNDS", "3")],
+        );
+        assert_eq!(fast.rounds, 1);
         assert_eq!(fast.pace, None);
         assert_eq!(
             (fast.chunks, fast.levels.as_slice()),

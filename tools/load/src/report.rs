@@ -35,6 +35,9 @@ pub struct Row {
     pub cpu: [f64; 3],
     pub peak_rss: u64,
     pub failures: usize,
+    /// The paced mode's rounds: passthrough's CPU per request in the window measured just
+    /// before this row's, which this row is read against instead of the passthrough row.
+    pub paired_passthrough: Option<f64>,
 }
 
 impl Row {
@@ -52,7 +55,19 @@ impl Row {
             cpu: run.cpu,
             peak_rss,
             failures: run.failures,
+            paired_passthrough: None,
         }
+    }
+
+    /// This row's proxy CPU against passthrough's: the window paired with it, else the
+    /// passthrough row at the same concurrency; `None` when there is neither.
+    fn against_passthrough(&self, rows: &[Row]) -> Option<f64> {
+        let base = self.paired_passthrough.or_else(|| {
+            rows.iter()
+                .find(|r| r.configuration == PASSTHROUGH && r.concurrency == self.concurrency)
+                .map(|base| base.cpu[0])
+        })?;
+        (base > 0.0).then(|| self.cpu[0] / base)
     }
 }
 
@@ -104,13 +119,9 @@ pub fn paced_markdown(setup: &str, rows: &[Row], measure: Duration) -> String {
          |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
     );
     for row in rows {
-        let ratio = rows
-            .iter()
-            .find(|r| r.configuration == PASSTHROUGH && r.concurrency == row.concurrency)
-            .filter(|base| base.cpu[0] > 0.0)
-            .map_or("–".to_owned(), |base| {
-                format!("{:.2}", row.cpu[0] / base.cpu[0])
-            });
+        let ratio = row
+            .against_passthrough(rows)
+            .map_or("–".to_owned(), |ratio| format!("{ratio:.2}"));
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.1} | {:.0} | {ratio} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {} |",
@@ -129,7 +140,54 @@ pub fn paced_markdown(setup: &str, rows: &[Row], measure: Duration) -> String {
             row.failures
         );
     }
+    out.push_str(&round_medians(rows));
     out
+}
+
+/// The paced mode's rounds, when there were several: each configuration's ratios to the
+/// passthrough window before each of its own, and their median, the figure that decides.
+fn round_medians(rows: &[Row]) -> String {
+    let mut configurations: Vec<(&str, usize, Vec<f64>)> = Vec::new();
+    for row in rows.iter().filter(|row| row.paired_passthrough.is_some()) {
+        let Some(ratio) = row.against_passthrough(rows) else {
+            continue;
+        };
+        match configurations
+            .iter_mut()
+            .find(|(name, k, _)| *name == row.configuration && *k == row.concurrency)
+        {
+            Some((_, _, ratios)) => ratios.push(ratio),
+            None => configurations.push((&row.configuration, row.concurrency, vec![ratio])),
+        }
+    }
+    if configurations.is_empty() {
+        return String::new();
+    }
+    let mut out = "\n| configuration | streams | rounds | × passthrough, each round | median |\n\
+                   |---|--:|--:|---|--:|\n"
+        .to_owned();
+    for (name, k, ratios) in configurations {
+        let each: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
+        let _ = writeln!(
+            out,
+            "| {name} | {k} | {} | {} | {:.2} |",
+            ratios.len(),
+            each.join(", "),
+            median(ratios)
+        );
+    }
+    out
+}
+
+/// The middle value; the mean of the middle two when their number is even.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[middle],
+        _ => (values[middle - 1] + values[middle]) / 2.0,
+    }
 }
 
 /// The table: absolute figures, then each row against passthrough at the same K.
@@ -244,6 +302,7 @@ mod tests {
             cpu: [3000.0, 0.0, 1500.0],
             peak_rss: 20 * 1024 * 1024,
             failures: 0,
+            paired_passthrough: None,
         }
     }
 
@@ -307,6 +366,40 @@ mod tests {
             lines[6].starts_with("| new · sqlite | 200 | 300 | 50.0 | 1000 | – | "),
             "{markdown}"
         );
+    }
+
+    #[test]
+    fn paced_rounds_are_read_against_their_own_passthrough_window_and_their_median_decides() {
+        let round = |cpu: f64, passthrough: f64| {
+            let mut row = row("new · postgres", 500, 125.0);
+            row.cpu[0] = cpu;
+            row.paired_passthrough = Some(passthrough);
+            row
+        };
+        let rows = [
+            row(PASSTHROUGH, 500, 125.0),
+            round(1300.0, 1000.0),
+            round(1100.0, 1000.0),
+            round(2400.0, 2000.0),
+        ];
+        let markdown = paced_markdown("setup", &rows, Duration::from_secs(6));
+        // Each round against the window before it, not the passthrough row's 3,000.
+        assert!(markdown.contains("| new · postgres | 500 | 750 | 125.0 | 1300 | 1.30 | "));
+        assert!(markdown.contains("| new · postgres | 500 | 750 | 125.0 | 2400 | 1.20 | "));
+        assert!(
+            markdown.contains("| new · postgres | 500 | 3 | 1.30, 1.10, 1.20 | 1.20 |"),
+            "{markdown}"
+        );
+        // Without rounds, no table of them.
+        let single = paced_markdown("setup", &rows[..1], Duration::from_secs(6));
+        assert!(!single.contains("median"), "{single}");
+    }
+
+    #[test]
+    fn a_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![1.3, 1.1, 1.2]), 1.2);
+        assert_eq!(median(vec![1.4, 1.0, 1.2, 1.3]), 1.25);
+        assert!(median(Vec::new()).is_nan());
     }
 
     #[test]
