@@ -514,10 +514,11 @@ async fn run(settings: &Settings) -> Result<Results, String> {
                 }
                 _ => None,
             };
+            let round_count = rounds.map_or(1, |_| settings.rounds);
             for (&k, round) in settings
                 .levels
                 .iter()
-                .flat_map(|k| (0..rounds.map_or(1, |_| settings.rounds)).map(move |r| (k, r)))
+                .flat_map(|k| (0..round_count).map(move |round| (k, round)))
             {
                 let stagger = settings.pace.unwrap_or_default();
                 // The passthrough window this round's is read against, just before it.
