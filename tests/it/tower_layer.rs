@@ -64,12 +64,7 @@ async fn waiting_for_pending_writes_covers_a_reply_whose_body_is_not_dropped_yet
     });
     let layer = ConversationLayer::new(db.store());
     let mut service = ServiceBuilder::new().layer(layer.clone()).service(upstream);
-    let request = Request::post(tower_conversations::DEFAULT_CHAT_PATH)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            chat_body(json!([user("hello")])).to_string(),
-        )))
-        .unwrap();
+    let request = hello_request();
     let response = service.ready().await.unwrap().call(request).await.unwrap();
     let mut body = response.into_body();
     body.frame().await.expect("the first frame").expect("data");
@@ -110,12 +105,7 @@ async fn a_reply_dropped_while_its_turn_is_stored_still_stores_the_whole_turn() 
     });
     let layer = ConversationLayer::new(db.store());
     let mut service = ServiceBuilder::new().layer(layer.clone()).service(upstream);
-    let request = Request::post(tower_conversations::DEFAULT_CHAT_PATH)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            chat_body(json!([user("hello")])).to_string(),
-        )))
-        .unwrap();
+    let request = hello_request();
 
     // Another connection holds the file's write lock: the turn's write waits for it.
     let mut blocker = pool.acquire().await.unwrap();
@@ -167,4 +157,14 @@ async fn a_reply_dropped_while_its_turn_is_stored_still_stores_the_whole_turn() 
         None,
         "a complete reply"
     );
+}
+
+/// A new conversation's first request, "hello", for a service called in process.
+fn hello_request() -> Request<Full<Bytes>> {
+    Request::post(tower_conversations::DEFAULT_CHAT_PATH)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            chat_body(json!([user("hello")])).to_string(),
+        )))
+        .unwrap()
 }

@@ -80,7 +80,7 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use crate::client::{Clients, Requests, chat_body};
+use crate::client::{Clients, Requests, RunFigures, chat_body};
 use crate::proxy::Proxy;
 use crate::report::{Memory, PASSTHROUGH, Row};
 use crate::upstream::{DELTA, Upstream};
@@ -444,13 +444,12 @@ async fn run(settings: &Settings) -> Result<Results, String> {
     // each configuration's.
     let paired = match settings.rounds {
         1 => None,
-        _ => Some(Proxy::start(
-            &settings.binary,
-            upstream.addr,
-            &["--passthrough"],
-        )?),
+        _ => {
+            let proxy = Proxy::start(&settings.binary, upstream.addr, &["--passthrough"])?;
+            let clients = Clients::new(&proxy);
+            Some((proxy, clients))
+        }
     };
-    let paired_clients = paired.as_ref().map(Clients::new);
 
     let mut rows = Vec::new();
     let mut memory = Vec::new();
@@ -508,34 +507,18 @@ async fn run(settings: &Settings) -> Result<Results, String> {
                     }
                 }
             };
-            let rounds = match (&paired, &paired_clients) {
-                (Some(paired), Some(paired_clients)) if name != PASSTHROUGH => {
-                    Some((paired, paired_clients))
-                }
-                _ => None,
-            };
+            let rounds = paired.as_ref().filter(|_| name != PASSTHROUGH);
             let round_count = rounds.map_or(1, |_| settings.rounds);
             for (&k, round) in settings
                 .levels
                 .iter()
                 .flat_map(|k| (0..round_count).map(move |round| (k, round)))
             {
-                let stagger = settings.pace.unwrap_or_default();
                 // The passthrough window this round's is read against, just before it.
                 let paired_passthrough = match rounds {
                     Some((paired, paired_clients)) => {
-                        let pid = paired.pid();
                         let plain = Requests::Plain(chat_body(false));
-                        let figures = paired_clients
-                            .run(
-                                k,
-                                &plain,
-                                settings.warmup,
-                                settings.measure,
-                                stagger,
-                                || cpu::Sample::take(pid),
-                            )
-                            .await;
+                        let figures = window(settings, paired_clients, paired, k, &plain).await;
                         eprintln!(
                             "{PASSTHROUGH:<24} K={k:<3} round {} of {}: CPU µs/req proxy {:.0}",
                             round + 1,
@@ -547,17 +530,7 @@ async fn run(settings: &Settings) -> Result<Results, String> {
                     None => None,
                 };
                 proxy.reset_peak();
-                let pid = proxy.pid();
-                let figures = clients
-                    .run(
-                        k,
-                        &requests,
-                        settings.warmup,
-                        settings.measure,
-                        stagger,
-                        || cpu::Sample::take(pid),
-                    )
-                    .await;
+                let figures = window(settings, &clients, &proxy, k, &requests).await;
                 let mut row = Row::new(name, k, &figures, proxy.peak_rss());
                 row.paired_passthrough = paired_passthrough;
                 eprintln!(
@@ -593,6 +566,29 @@ async fn run(settings: &Settings) -> Result<Results, String> {
     }
 
     Ok(Results { rows, memory })
+}
+
+/// One measured run of `requests` from `k` clients at once, with the CPU of `proxy`'s
+/// process sampled over it.
+async fn window(
+    settings: &Settings,
+    clients: &Clients,
+    proxy: &Proxy,
+    k: usize,
+    requests: &Requests,
+) -> RunFigures {
+    let pid = proxy.pid();
+    let stagger = settings.pace.unwrap_or_default();
+    clients
+        .run(
+            k,
+            requests,
+            settings.warmup,
+            settings.measure,
+            stagger,
+            || cpu::Sample::take(pid),
+        )
+        .await
 }
 
 /// The proxy with the layer on `database_url`, and the configurations measured on it;
