@@ -715,6 +715,11 @@ backend_tests! {
             db.execute("UPDATE messages SET message = '{\"role\":\"user\"}', role = 'us' || char(0) || 'er' WHERE sequence_number = 0").await;
             let result = store.load_history("", id, None).await;
             assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+            // Messages come back joined by NUL, which no JSON text holds: a text that
+            // holds it anyway is not cut into two messages.
+            db.execute("UPDATE messages SET message = '{\"role\":\"user\"}' || char(0) || '{}', role = 'user' WHERE sequence_number = 0").await;
+            let result = store.load_history("", id, None).await;
+            assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
         }
     }
 
