@@ -128,9 +128,10 @@ fn cut(texts: Texts<'_>) -> Option<Vec<HistoryMessage>> {
     Some(numbered.into_iter().map(|(_, message)| message).collect())
 }
 
-/// The parts of a text between single `separator` bytes (ASCII), found a byte at a
-/// time: the parts here are short (a role, a number), where `str::split` spent more
-/// setting up its search than scanning (about 130 instructions a part).
+/// The parts of a text between single `separator` bytes (ASCII), found with `memchr`: a
+/// byte at a time, the messages cost a 26-message history 23,000 instructions more, and
+/// `str::split` spent more setting up its search than scanning the short parts (a role,
+/// a number: about 130 instructions a part).
 struct Parts<'a> {
     rest: Option<&'a str>,
     separator: u8,
