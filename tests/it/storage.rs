@@ -723,6 +723,37 @@ backend_tests! {
         }
     }
 
+    async fn a_history_read_sees_what_another_connection_wrote_since_the_last_turn(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q", "a")]).await;
+        assert_eq!(values(store.load_history("", id, None).await.unwrap())[0]["content"], "q");
+        // Not through the store: on SQLite, another connection than the one the store's
+        // writes (and, between them, its history reads) go through.
+        db.execute("UPDATE messages SET message = '{\"role\":\"user\",\"content\":\"edited\"}' WHERE sequence_number = 0").await;
+        let history = values(store.load_history("", id, None).await.unwrap());
+        assert_eq!(history[0]["content"], "edited");
+        assert_eq!(history.len(), 2);
+    }
+
+    async fn a_history_read_cut_off_leaves_the_next_turn_and_read_whole(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q0", "a0")]).await;
+        for n in 1..=5 {
+            // Polled once and dropped, its statement perhaps already on its way to the
+            // connection; the turn that follows needs the same connection on SQLite.
+            let read = store.load_history("", id, None);
+            let _ = tokio::time::timeout(std::time::Duration::ZERO, read).await;
+            let question = format!("q{n}");
+            store
+                .append_turn("", id, TurnTarget::Existing, &turn(&question, "a"))
+                .await
+                .unwrap();
+            let history = values(store.load_history("", id, None).await.unwrap());
+            assert_eq!(history.len(), 2 * (n + 1));
+            assert_eq!(history[2 * n]["content"], question.as_str());
+        }
+    }
+
     async fn migrating_again_is_harmless(db: TestDb) {
         let store = db.store();
         let id = conversation_with(&store, "", &[turn("q", "a")]).await;

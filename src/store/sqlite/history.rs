@@ -36,6 +36,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
+use super::write_queue::{IdleWriter, idle_writer};
 use crate::store::kept::Kept;
 use crate::store::per_pool::PerPool;
 use crate::store::{HistoryMessage, NotAMessage, StoreError};
@@ -65,8 +66,12 @@ WHERE c.id = ?1 AND c.owner = ?2";
 /// The messages to splice, as stored, in order; the last `last` when given. A message
 /// that is not one JSON object makes the history [`StoreError::Corrupt`]: SQLite's
 /// column is plain text, so each is checked before it is spliced (see
-/// [`HistoryMessage::from_text`]). On a pool that does not test each connection it hands
-/// out, the read's connection is kept for the next one (see [`Kept`]): given back to the
+/// [`HistoryMessage::from_text`]).
+///
+/// The read goes to the connection the file's writer holds while no write is under way:
+/// its page cache holds the pages the last turns wrote (see [`idle_writer`]). Otherwise
+/// it goes to the pool, and on a pool that does not test each connection it hands out,
+/// the read's connection is kept for the next one (see [`Kept`]): given back to the
 /// pool, it would cost a round trip to its worker thread.
 pub(super) async fn history(
     pool: &SqlitePool,
@@ -75,15 +80,22 @@ pub(super) async fn history(
     last: Option<u32>,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
     static KEPT: PerPool<SqliteConnectOptions, Arc<Kept<Sqlite>>> = PerPool::new();
-    let kept = KEPT.get(&pool.connect_options(), || Arc::new(Kept::new(pool)));
-    let mut taken = kept.take_or_acquire(pool).await?;
-    let row = sqlx::query(HISTORY)
+    let query = sqlx::query(HISTORY)
         .bind(id)
         .bind(owner)
-        .bind(last.map(i64::from))
-        .fetch_one(&mut *taken.connection)
-        .await?;
-    kept.give_back(pool, taken);
+        .bind(last.map(i64::from));
+    let mut idle = idle_writer(pool);
+    let row = match idle.as_mut().and_then(IdleWriter::connection) {
+        Some(connection) => query.fetch_one(connection).await?,
+        None => {
+            let kept = KEPT.get(&pool.connect_options(), || Arc::new(Kept::new(pool)));
+            let mut taken = kept.take_or_acquire(pool).await?;
+            let row = query.fetch_one(&mut *taken.connection).await?;
+            kept.give_back(pool, taken);
+            row
+        }
+    };
+    drop(idle);
     if row.try_get::<i64, _>(0)? == 0 {
         return Err(StoreError::NotFound);
     }

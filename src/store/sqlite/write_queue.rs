@@ -404,6 +404,41 @@ impl Drop for WriteLock {
     }
 }
 
+/// The connection the file's writer holds, lent to a read while no write is under way.
+///
+/// SQLite drops a connection's whole page cache when it begins a transaction and finds
+/// that another connection wrote the file since its last one. A pool's connection that
+/// reads a history just after a turn was written therefore reads every page again, each
+/// one a system call (13 a continued turn at a model's pace, 20 stored messages), after
+/// emptying its cache. The writer's connection wrote those pages itself and still holds
+/// them. Lent while the queue is idle and given back when the read ends, it costs a
+/// write that comes meanwhile at most the read's time; a read that finds a write under
+/// way, or no connection held, reads on the pool as before (`None`). Like the writes,
+/// such a read does not go through the caller's pool (none of its hooks runs on it).
+pub(super) fn idle_writer(pool: &SqlitePool) -> Option<IdleWriter> {
+    if pool.is_closed() {
+        return None;
+    }
+    let writer = pool_queue(pool).writer.clone().try_lock_owned().ok()?;
+    let held = writer.held.as_ref()?;
+    // A connection of the caller's pool (a private database's) goes back to it after
+    // each write; one a cut-off call may have left in a transaction is not lent.
+    (held.generation.is_some() && !writer.may_be_open).then_some(IdleWriter { writer })
+}
+
+/// The writer's connection, lent to a read by [`idle_writer`]: no write takes it until
+/// this is dropped.
+pub(super) struct IdleWriter {
+    writer: OwnedMutexGuard<Writer>,
+}
+
+impl IdleWriter {
+    /// The connection to read on.
+    pub(super) fn connection(&mut self) -> Option<&mut SqliteConnection> {
+        self.writer.held.as_mut().map(|held| &mut *held.connection)
+    }
+}
+
 /// Writes `turn`, in a batch with every other turn waiting for the same file, and
 /// returns the sequence number of its first message.
 pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, StoreError> {
