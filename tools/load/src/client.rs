@@ -67,8 +67,9 @@ pub struct RunFigures {
     /// CPU microseconds per request during the measured time: proxy, database server,
     /// load generator.
     pub cpu: [f64; 3],
-    /// The proxy's user µs, system µs and context switches per request.
-    pub proxy_split: [f64; 3],
+    /// The proxy's user µs, system µs, context switches and µs on SQLite's worker
+    /// threads per request.
+    pub proxy_split: [f64; 4],
     pub failures: usize,
 }
 

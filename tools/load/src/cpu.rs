@@ -48,13 +48,21 @@ fn user_and_system(stat: &str) -> Option<(u64, u64)> {
 
 /// The proxy's CPU split between its own code (user) and the kernel's work for it
 /// (system: sockets, wake-ups), and how often its threads were switched out: what a
-/// change that saves instructions but adds a round trip or a wake-up would show.
+/// change that saves instructions but adds a round trip or a wake-up would show. Apart,
+/// the CPU of sqlx's SQLite worker threads (one a connection, where SQLite itself runs
+/// each statement), included in user and system: what the database's own work costs a
+/// request inside the proxy, beside what the layer and the runtime cost around it.
 #[derive(Clone, Copy, Default)]
 pub struct Split {
     user: f64,
     system: f64,
     switches: f64,
+    sqlite: f64,
 }
+
+/// How sqlx names the thread that runs a SQLite connection (`sqlx-sqlite-worker-N`), as
+/// `/proc` shows it: cut to 15 bytes.
+const SQLITE_THREAD: &str = "(sqlx-sqlite-wor";
 
 impl Split {
     /// The process's user and system seconds, and its threads' context switches summed
@@ -65,29 +73,46 @@ impl Split {
             .ok()
             .and_then(|stat| user_and_system(&stat))
             .unwrap_or_default();
-        let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
+        let (mut switches, mut sqlite) = (0, 0);
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
             .into_iter()
             .flatten()
-            .filter_map(Result::ok)
-            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-            .map(|status| context_switches(&status))
-            .sum::<u64>();
+            .filter_map(Result::ok);
+        for task in tasks {
+            if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {
+                switches += context_switches(&status);
+            }
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) {
+                sqlite += sqlite_ticks(&stat);
+            }
+        }
         Self {
             user: user as f64 / TICKS_PER_SECOND,
             system: system as f64 / TICKS_PER_SECOND,
             switches: switches as f64,
+            sqlite: sqlite as f64 / TICKS_PER_SECOND,
         }
     }
 
-    /// Per request between `self` and `later`: user µs, system µs, context switches.
-    pub fn per_request(&self, later: &Split, requests: f64) -> [f64; 3] {
+    /// Per request between `self` and `later`: user µs, system µs, context switches,
+    /// µs on SQLite's worker threads.
+    pub fn per_request(&self, later: &Split, requests: f64) -> [f64; 4] {
         let requests = requests.max(1.0);
         [
             (later.user - self.user).max(0.0) * 1e6 / requests,
             (later.system - self.system).max(0.0) * 1e6 / requests,
             (later.switches - self.switches).max(0.0) / requests,
+            (later.sqlite - self.sqlite).max(0.0) * 1e6 / requests,
         ]
     }
+}
+
+/// A thread's CPU ticks when it is one of sqlx's SQLite workers, else 0.
+fn sqlite_ticks(stat: &str) -> u64 {
+    if !stat.contains(SQLITE_THREAD) {
+        return 0;
+    }
+    ticks(stat).unwrap_or(0)
 }
 
 /// Voluntary and involuntary context switches of one thread's `status`.
@@ -118,9 +143,9 @@ impl Sample {
         }
     }
 
-    /// The proxy's user µs, system µs and context switches per request between `self`
-    /// and `later`.
-    pub fn proxy_split(&self, later: &Sample, requests: f64) -> [f64; 3] {
+    /// The proxy's user µs, system µs, context switches and µs on SQLite's worker threads
+    /// per request between `self` and `later`.
+    pub fn proxy_split(&self, later: &Sample, requests: f64) -> [f64; 4] {
         self.split.per_request(&later.split, requests)
     }
 
@@ -133,5 +158,21 @@ impl Sample {
             per(self.database, later.database),
             per(self.generator, later.generator),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sqlite_worker_threads_count_as_sqlite() {
+        let fields = "S 1 2 3 4 5 6 7 8 9 10 17 25 0 0 20 0 4 0";
+        let worker = format!("4242 (sqlx-sqlite-wor) {fields}");
+        let runtime = format!("4243 (tokio-rt-worker) {fields}");
+        assert_eq!(ticks(&worker), Some(42));
+        assert_eq!(sqlite_ticks(&worker), 42);
+        assert_eq!(sqlite_ticks(&runtime), 0);
+        assert_eq!(sqlite_ticks("4244 (sqlx-sqlite-wor"), 0);
     }
 }

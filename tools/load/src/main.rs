@@ -53,8 +53,9 @@
 //! it: on a shared machine passthrough's own figure drifts by a tenth from minute to
 //! minute, more than the layer's share. A last table gives each configuration's R
 //! ratios and their median. Its progress lines on stderr
-//! also split the proxy's CPU into user and system time and count its threads' context
-//! switches per request. Each stream holds two sockets
+//! also split the proxy's CPU into user and system time, count its threads' context
+//! switches per request, and give the part of its CPU spent on sqlx's SQLite worker
+//! threads, where SQLite itself runs each statement. Each stream holds two sockets
 //! in the tool and two in the proxy: the tool stops at once when the limit on open files
 //! is too low for that.
 //!
@@ -534,7 +535,7 @@ async fn run(settings: &Settings) -> Result<Results, String> {
                 let mut row = Row::new(name, k, &figures, proxy.peak_rss());
                 row.paired_passthrough = paired_passthrough;
                 eprintln!(
-                    "{name:<24} K={k:<3} {:>6} ended {:>7.0} req/s  TTFB p50 {:.3} ms  [DONE] p50 {:.3} ms  held {:.0} µs  CPU µs/req proxy {:.0} (user {:.0} sys {:.0}, {:.1} switches) db {:.0} bench {:.0}  failed {}",
+                    "{name:<24} K={k:<3} {:>6} ended {:>7.0} req/s  TTFB p50 {:.3} ms  [DONE] p50 {:.3} ms  held {:.0} µs  CPU µs/req proxy {:.0} (user {:.0} sys {:.0}, {:.1} switches, SQLite's threads {:.0}) db {:.0} bench {:.0}  failed {}",
                     row.completed,
                     row.requests_per_second,
                     row.first_byte_p50,
@@ -544,6 +545,7 @@ async fn run(settings: &Settings) -> Result<Results, String> {
                     figures.proxy_split[0],
                     figures.proxy_split[1],
                     figures.proxy_split[2],
+                    figures.proxy_split[3],
                     row.cpu[1],
                     row.cpu[2],
                     row.failures
