@@ -107,12 +107,16 @@
 //! last write, and when the pool closes.
 //! SQLite drops a connection's page cache whenever another connection wrote the file, so
 //! one writer keeps it warm, and a write never waits for one of the pool's connections.
+//! A history read goes to that connection too while no write is under way (a read that
+//! finds one under way goes to the pool): the pages the last turns wrote are in its
+//! cache, where a pool's connection would read each of them from the file again.
 //!
 //! A pool built with `test_before_acquire(false)` (the example proxy's, which pings only
 //! a connection idle for over a second) has store calls that ended in good order leave
 //! their connection for the next call rather than give it back to the pool, for up to a
 //! second from the moment a call took it from the pool: PostgreSQL's one-statement calls
-//! (a turn, a history read, most management reads) and SQLite's history reads. sqlx
+//! (a turn, a history read, most management reads) and SQLite's history reads made
+//! while a write is under way. sqlx
 //! tests every connection given back, with a round trip to the server or to the SQLite
 //! connection's worker thread: one of the two round trips a PostgreSQL turn would
 //! otherwise cost. The pool's `before_acquire` and `after_release` hooks therefore run

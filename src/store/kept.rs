@@ -9,7 +9,8 @@
 //! trips and about 15,000 of the proxy's instructions (see `docs/performance.md`). A
 //! connection whose last statement was read to its end a moment ago needs none of it.
 //!
-//! Used by PostgreSQL's one-statement calls (`Session`) and SQLite's history reads.
+//! Used by PostgreSQL's one-statement calls (`Session`) and SQLite's history reads that
+//! find the file's writer busy (see `sqlite::write_queue::idle_writer`).
 //!
 //! The rules:
 //! - Only a pool that does not test each connection it hands out

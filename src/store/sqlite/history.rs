@@ -10,9 +10,10 @@
 //!
 //! Messages are joined by NUL: a JSON text holds no raw control character (inside a
 //! string it must be escaped, and outside one only spaces, tabs and line breaks may
-//! stand), and every stored message is JSON as serde_json wrote it. Cutting at NUL needs
-//! no lengths, which cost SQLite an aggregate of their own (`octet_length`, the number
-//! made text, a step a message: 12,000 of 120,000 instructions for a 26-message history).
+//! stand), and every message is stored as a JSON text, checked as one when written.
+//! Cutting at NUL needs no lengths, which cost SQLite an aggregate of their own
+//! (`octet_length`, the number made text, a step a message: 12,000 of 120,000
+//! instructions for a 26-message history).
 //! A stored text that did hold a NUL would cut into more messages than there are roles,
 //! and the history is [`StoreError::Corrupt`].
 //!

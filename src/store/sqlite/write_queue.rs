@@ -409,12 +409,13 @@ impl Drop for WriteLock {
 /// SQLite drops a connection's whole page cache when it begins a transaction and finds
 /// that another connection wrote the file since its last one. A pool's connection that
 /// reads a history just after a turn was written therefore reads every page again, each
-/// one a system call (13 a continued turn at a model's pace, 20 stored messages), after
-/// emptying its cache. The writer's connection wrote those pages itself and still holds
-/// them. Lent while the queue is idle and given back when the read ends, it costs a
-/// write that comes meanwhile at most the read's time; a read that finds a write under
-/// way, or no connection held, reads on the pool as before (`None`). Like the writes,
-/// such a read does not go through the caller's pool (none of its hooks runs on it).
+/// one a system call (about 15 a continued request at a model's pace, 20 stored
+/// messages), after emptying its cache. The writer's connection wrote those pages
+/// itself and still holds them. Lent while the queue is idle and given back when the
+/// read ends, it costs a write that comes meanwhile at most the read's time; a read that
+/// finds a write under way, or no connection held, reads on the pool as before (`None`).
+/// Like the writes, such a read does not go through the caller's pool (none of its hooks
+/// runs on it).
 pub(super) fn idle_writer(pool: &SqlitePool) -> Option<IdleWriter> {
     if pool.is_closed() {
         return None;

@@ -52,12 +52,11 @@
 //! measured R times, each time just after a window of that passthrough, and read against
 //! it: on a shared machine passthrough's own figure drifts by a tenth from minute to
 //! minute, more than the layer's share. A last table gives each configuration's R
-//! ratios and their median. Its progress lines on stderr
-//! also split the proxy's CPU into user and system time, count its threads' context
-//! switches per request, and give the part of its CPU spent on sqlx's SQLite worker
-//! threads, where SQLite itself runs each statement. Each stream holds two sockets
-//! in the tool and two in the proxy: the tool stops at once when the limit on open files
-//! is too low for that.
+//! ratios and their median. Its progress lines on stderr also split the proxy's CPU into
+//! user and system time, count its threads' context switches per request, and give the
+//! part of its CPU spent on sqlx's SQLite worker threads, where SQLite itself runs each
+//! statement. Each stream holds two sockets in the tool and two in the proxy: the tool
+//! stops at once when the limit on open files is too low for that.
 //!
 //! `--instructions` measures something else: the instructions the proxy executes per
 //! request, per chunk and per turn, under callgrind, one request at a time (see
