@@ -51,7 +51,9 @@ fn user_and_system(stat: &str) -> Option<(u64, u64)> {
 /// change that saves instructions but adds a round trip or a wake-up would show. Apart,
 /// the CPU of sqlx's SQLite worker threads (one a connection, where SQLite itself runs
 /// each statement), included in user and system: what the database's own work costs a
-/// request inside the proxy, beside what the layer and the runtime cost around it.
+/// request inside the proxy, beside what the layer and the runtime cost around it. A
+/// worker thread that ends within the window (its connection closed) takes its ticks
+/// with it, and the figure reads low.
 #[derive(Clone, Copy, Default)]
 pub struct Split {
     user: f64,
