@@ -111,6 +111,15 @@
 //! finds one under way goes to the pool): the pages the last turns wrote are in its
 //! cache, where a pool's connection would read each of them from the file again.
 //!
+//! Each pool keeps in process the history it last read or wrote of each conversation,
+//! with the conversation's revision (a column every change the store makes to its
+//! messages moves on), within 16 MiB of messages, least recently used out first. A
+//! history read sends the revision held and the database sends the messages only when
+//! the row no longer has it, so a continued turn whose last turn went through the same
+//! process reads one row; a turn the store writes on top of the history it holds extends
+//! it. Messages changed by hand must move `conversations.revision` on too (see the
+//! README's "Storage").
+//!
 //! A pool built with `test_before_acquire(false)` (the example proxy's, which pings only
 //! a connection idle for over a second) has store calls that ended in good order leave
 //! their connection for the next call rather than give it back to the pool, for up to a

@@ -20,6 +20,8 @@
 mod batch;
 mod error;
 mod fork;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod history_cache;
 pub(crate) mod json_text;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod kept;

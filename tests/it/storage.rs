@@ -697,27 +697,27 @@ backend_tests! {
         let store = db.store();
         let id = conversation_with(&store, "", &[turn("q", "a")]).await;
         // JSON that either column type takes, but not a message: nothing to splice.
-        db.execute("UPDATE messages SET message = '[\"q\"]' WHERE sequence_number = 0").await;
+        db.change_messages("UPDATE messages SET message = '[\"q\"]' WHERE sequence_number = 0").await;
         let result = store.load_history("", id, None).await;
         assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
         // Whitespace around an object is still the object, spliced without it.
-        db.execute("UPDATE messages SET message = ' {\"role\":\"user\",\"content\":\"q\"} ' WHERE sequence_number = 0").await;
+        db.change_messages("UPDATE messages SET message = ' {\"role\":\"user\",\"content\":\"q\"} ' WHERE sequence_number = 0").await;
         let history = store.load_history("", id, None).await.unwrap();
         assert_eq!(history[0].json(), r#"{"role":"user","content":"q"}"#);
         if matches!(db.pool, TestPool::Sqlite(_)) {
             // SQLite keeps any text: a message cut short is not spliced either.
-            db.execute("UPDATE messages SET message = '{\"role\":\"user\"' WHERE sequence_number = 0").await;
+            db.change_messages("UPDATE messages SET message = '{\"role\":\"user\"' WHERE sequence_number = 0").await;
             let result = store.load_history("", id, None).await;
             assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
             // Roles come back joined by NUL, which the store never writes into one: a
             // role that holds it anyway puts the roles out of step, and nothing is
             // spliced under the wrong role.
-            db.execute("UPDATE messages SET message = '{\"role\":\"user\"}', role = 'us' || char(0) || 'er' WHERE sequence_number = 0").await;
+            db.change_messages("UPDATE messages SET message = '{\"role\":\"user\"}', role = 'us' || char(0) || 'er' WHERE sequence_number = 0").await;
             let result = store.load_history("", id, None).await;
             assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
             // Messages come back joined by NUL, which no JSON text holds: a text that
             // holds it anyway is not cut into two messages.
-            db.execute("UPDATE messages SET message = '{\"role\":\"user\"}' || char(0) || '{}', role = 'user' WHERE sequence_number = 0").await;
+            db.change_messages("UPDATE messages SET message = '{\"role\":\"user\"}' || char(0) || '{}', role = 'user' WHERE sequence_number = 0").await;
             let result = store.load_history("", id, None).await;
             assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
         }
@@ -729,10 +729,115 @@ backend_tests! {
         assert_eq!(values(store.load_history("", id, None).await.unwrap())[0]["content"], "q");
         // Not through the store: on SQLite, another connection than the one the store's
         // writes (and, between them, its history reads) go through.
-        db.execute("UPDATE messages SET message = '{\"role\":\"user\",\"content\":\"edited\"}' WHERE sequence_number = 0").await;
+        db.change_messages("UPDATE messages SET message = '{\"role\":\"user\",\"content\":\"edited\"}' WHERE sequence_number = 0").await;
         let history = values(store.load_history("", id, None).await.unwrap());
         assert_eq!(history[0]["content"], "edited");
         assert_eq!(history.len(), 2);
+    }
+
+    async fn a_history_held_in_process_is_what_a_fresh_read_gives(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q0", "a0")]).await;
+        // Read (and so held) once, then extended by each turn this store writes.
+        store.load_history("", id, None).await.unwrap();
+        let odd = [
+            user("tab\t quote\" backslash\\ nul\u{0} emoji 🦀 \u{2028}"),
+            NewMessage::new(json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": [1, 2.50, 1e3]}"}}
+            ]})),
+            NewMessage::new(json!({"role": "tool", "tool_call_id": "c1", "content": "é"})),
+            NewMessage::new(json!({"role": "custom\u{0}role", "content": "x"})),
+        ];
+        for messages in [&odd[..], &rich_messages()[..], &turn("q2", "a2")[..]] {
+            store.append_turn("", id, TurnTarget::Existing, messages).await.unwrap();
+            let held = store.load_history("", id, None).await.unwrap();
+            let fresh = db.store_with_connections(1).await.load_history("", id, None).await.unwrap();
+            assert_eq!(held, fresh);
+        }
+        let windowed = store.load_history("", id, Some(3)).await.unwrap();
+        let all = store.load_history("", id, None).await.unwrap();
+        assert_eq!(windowed, all[all.len() - 3..]);
+    }
+
+    async fn a_history_is_read_whole_after_another_instance_wrote_a_turn(db: TestDb) {
+        let (here, there) = (db.store(), db.store_with_connections(2).await);
+        let id = conversation_with(&here, "", &[turn("q0", "a0")]).await;
+        assert_eq!(here.load_history("", id, None).await.unwrap().len(), 2);
+        there.append_turn("", id, TurnTarget::Existing, &turn("q1", "a1")).await.unwrap();
+        let history = values(here.load_history("", id, None).await.unwrap());
+        assert_eq!(history.len(), 4);
+        assert_eq!(history[2]["content"], "q1");
+        // Another turn elsewhere between this store's read and its own turn: what it held
+        // is not extended with its turn, but read again.
+        there.append_turn("", id, TurnTarget::Existing, &turn("q2", "a2")).await.unwrap();
+        here.append_turn("", id, TurnTarget::Existing, &turn("q3", "a3")).await.unwrap();
+        let contents: Vec<Value> = values(here.load_history("", id, None).await.unwrap())
+            .iter()
+            .map(|m| m["content"].clone())
+            .collect();
+        assert_eq!(contents, ["q0", "a0", "q1", "a1", "q2", "a2", "q3", "a3"]);
+    }
+
+    async fn a_truncation_is_seen_by_the_next_history_read(db: TestDb) {
+        let (here, there) = (db.store(), db.store_with_connections(2).await);
+        let id = conversation_with(&here, "", &[turn("q0", "a0"), turn("q1", "a1"), turn("q2", "a2")]).await;
+        assert_eq!(here.load_history("", id, None).await.unwrap().len(), 6);
+        assert_eq!(there.truncate("", id, 4).await.unwrap(), 2);
+        assert_eq!(here.load_history("", id, None).await.unwrap().len(), 4);
+        // Through the same store, and again down to the same count with a new turn after:
+        // the revision still tells the histories apart.
+        here.append_turn("", id, TurnTarget::Existing, &turn("q3", "a3")).await.unwrap();
+        assert_eq!(here.load_history("", id, None).await.unwrap().len(), 6);
+        assert_eq!(here.truncate("", id, 6).await.unwrap(), 2);
+        let history = values(here.load_history("", id, None).await.unwrap());
+        assert_eq!(history.len(), 4);
+        assert_eq!(history[3]["content"], "a1");
+    }
+
+    async fn an_item_delete_that_only_rewrites_a_message_is_seen_by_the_next_history_read(db: TestDb) {
+        let (here, there) = (db.store(), db.store_with_connections(2).await);
+        let calls = NewMessage::new(json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "clock", "arguments": "{}"}},
+            {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+        ]}));
+        let id = conversation_with(&here, "", &[vec![user("time and weather?"), calls]]).await;
+        assert_eq!(values(here.load_history("", id, None).await.unwrap())[1]["tool_calls"].as_array().map(Vec::len), Some(2));
+        // Neither call has an output: the delete rewrites the one message, and the count
+        // and the next sequence number stay as they were.
+        let after = there.delete_item("", id, "fc_1_0".parse().unwrap()).await.unwrap();
+        assert_eq!(after.message_count, 2);
+        let history = values(here.load_history("", id, None).await.unwrap());
+        assert_eq!(history[1]["tool_calls"].as_array().map(Vec::len), Some(1));
+        assert_eq!(history[1]["tool_calls"][0]["id"], "c2");
+    }
+
+    async fn a_truncation_by_an_instance_that_knows_no_revision_is_seen_by_the_next_turn(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q0", "a0")]).await;
+        assert_eq!(store.load_history("", id, None).await.unwrap().len(), 2);
+        // As an earlier version truncates: the count moves, the revision does not.
+        db.execute("DELETE FROM messages WHERE sequence_number = 1").await;
+        db.execute("UPDATE conversations SET message_count = 1").await;
+        assert_eq!(store.load_history("", id, None).await.unwrap().len(), 1);
+        // And between this store's read and its turn: what it held is not extended.
+        store.load_history("", id, None).await.unwrap();
+        db.execute("DELETE FROM messages WHERE sequence_number = 0").await;
+        db.execute("UPDATE conversations SET message_count = 0").await;
+        store.append_turn("", id, TurnTarget::Existing, &turn("q1", "a1")).await.unwrap();
+        let contents: Vec<Value> = values(store.load_history("", id, None).await.unwrap())
+            .iter()
+            .map(|m| m["content"].clone())
+            .collect();
+        assert_eq!(contents, ["q1", "a1"]);
+    }
+
+    async fn a_conversation_deleted_elsewhere_is_not_found_by_the_next_history_read(db: TestDb) {
+        let (here, there) = (db.store(), db.store_with_connections(2).await);
+        let id = conversation_with(&here, "", &[turn("q0", "a0")]).await;
+        assert_eq!(here.load_history("", id, None).await.unwrap().len(), 2);
+        there.delete("", id).await.unwrap();
+        assert_not_found(here.load_history("", id, None).await, "a deleted conversation's history");
+        assert_not_found(here.load_history("other", id, None).await, "another owner's");
     }
 
     async fn a_history_read_cut_off_leaves_the_next_turn_and_read_whole(db: TestDb) {

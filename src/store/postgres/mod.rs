@@ -25,6 +25,7 @@ use self::history::history;
 use self::session::Session;
 use super::batch::{MessageColumns, message_count, search_text};
 use super::fork::{FORK_SPAN, fork_copies};
+use super::history_cache::Revision;
 use super::read::Reader;
 use super::removal::{deleted_count, plan};
 use super::retention::Sweep;
@@ -68,7 +69,8 @@ SELECT id, title, created_at, updated_at, message_count, metadata FROM conversat
 /// this one left, so sequence numbers never collide and each turn stays contiguous.
 /// Numbers come from `next_sequence`, never from the row count: after a truncation the
 /// count is lower, and the numbers it dropped are not handed out again. No row (unknown
-/// id, or another owner's) means nothing is inserted either.
+/// id, or another owner's) means nothing is inserted either. The row returned says
+/// where the turn starts and the conversation's [`Revision`] after it.
 ///
 /// `$1` id, `$2` owner, `$3` message count, `$4`..`$9` the messages' columns from
 /// [`MessageColumns`].
@@ -76,9 +78,10 @@ const APPEND: &str = "
 WITH conversation AS (
     UPDATE conversations
     SET message_count = message_count + $3, next_sequence = next_sequence + $3,
-        updated_at = now()
+        updated_at = now(), revision = revision + 1
     WHERE id = $1 AND owner = $2
-    RETURNING id, next_sequence - $3 AS first_sequence, updated_at
+    RETURNING id, next_sequence - $3 AS first_sequence, updated_at,
+              revision, next_sequence, message_count
 ), turn AS (
     INSERT INTO messages (conversation_id, sequence_number, role, message, content_search,
                           reasoning, reasoning_events, metadata, created_at)
@@ -90,7 +93,7 @@ WITH conversation AS (
          unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
              WITH ORDINALITY AS batch (role, message, text, reasoning, events, metadata, position)
 )
-SELECT first_sequence FROM conversation";
+SELECT first_sequence, revision, next_sequence, message_count FROM conversation";
 
 /// `plainto_tsquery` reads `$4` as plain words joined by AND: operators, quotes and
 /// punctuation in it are text, never query syntax.
@@ -187,10 +190,11 @@ const TRUNCATE_MESSAGES: &str =
 /// Lowers the row count by the `$3` messages deleted, run only when there were some, so
 /// `updated_at` moves only when messages go. The condition is decided in Rust, not in a
 /// `CASE` around `now()`: Citus refuses functions that are not immutable inside `CASE`
-/// and `COALESCE` of a distributed modification. `next_sequence` stays where it is.
+/// and `COALESCE` of a distributed modification. `next_sequence` stays where it is;
+/// `revision` moves on.
 const TRUNCATE_CONVERSATION: &str = "
 UPDATE conversations
-SET message_count = message_count - $3, updated_at = now()
+SET message_count = message_count - $3, updated_at = now(), revision = revision + 1
 WHERE id = $1 AND owner = $2";
 
 /// The messages an item delete takes: `$2` their sequence numbers.
@@ -205,10 +209,11 @@ SET message = $3::json, call_numbers = $4, content_search = to_tsvector('simple'
 WHERE conversation_id = $1 AND sequence_number = $2";
 
 /// After an item delete: the row count lowered by the `$3` messages deleted (perhaps
-/// none, when a message was only rewritten), `updated_at` moved; `next_sequence` stays.
+/// none, when a message was only rewritten), `updated_at` and `revision` moved;
+/// `next_sequence` stays.
 const ITEM_DELETED: &str = "
 UPDATE conversations
-SET message_count = message_count - $3, updated_at = now()
+SET message_count = message_count - $3, updated_at = now(), revision = revision + 1
 WHERE id = $1 AND owner = $2
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
@@ -233,6 +238,13 @@ async fn append(
             messages,
         )
         .await?;
+        let count = message_count(messages);
+        let created = Revision {
+            revision: 0,
+            next_sequence: count,
+            message_count: count,
+        };
+        history::cache(pool).created(owner, id, created, messages);
         return Ok(0);
     }
     let columns = MessageColumns::new(messages);
@@ -250,7 +262,14 @@ async fn append(
         .await?
         .ok_or(StoreError::NotFound)?;
     session.commit().await?;
-    Ok(row.try_get("first_sequence")?)
+    let after = Revision {
+        revision: row.try_get("revision")?,
+        next_sequence: row.try_get("next_sequence")?,
+        message_count: row.try_get("message_count")?,
+    };
+    let count = message_count(messages);
+    history::cache(pool).appended(id, after.around_turn(count), messages);
+    Ok(after.first_of_turn(count))
 }
 
 #[async_trait]

@@ -33,35 +33,46 @@
 
 use std::sync::Arc;
 
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::write_queue::{IdleWriter, idle_writer};
+use crate::store::history_cache::{HISTORY_CACHE_BYTES, HistoryCache, Revision};
 use crate::store::kept::Kept;
 use crate::store::per_pool::PerPool;
 use crate::store::{HistoryMessage, NotAMessage, StoreError};
 
 /// The history, or its last `?3` messages (NULL: all), as one row: how many rows the
-/// conversation gave (0: it does not exist for this owner), then its messages' JSON
-/// texts and their roles, each joined by NUL, and their sequence numbers joined by a
-/// space (all three NULL when it has no message).
+/// conversation gave (0: it does not exist for this owner), its [`Revision`], then its
+/// messages' JSON texts and their roles, each joined by NUL, and their sequence numbers
+/// joined by a space (all three NULL when it has no message).
+///
+/// When the revision is `?4`, `?5`, `?6` (what the cache holds), no message is read: the
+/// range of sequence numbers asked for starts past the largest there can be, so the look
+/// up in the primary key finds nothing. (A condition on the conversation's row beside the
+/// join would not stop SQLite from reading every message and testing it.)
 ///
 /// The window counts rows, not numbers (which have gaps after a truncation): it keeps
 /// what lies above the number of the `?3 + 1`-th newest message, found by walking the
 /// primary key backwards from the end, or everything when there are not that many.
 const HISTORY: &str = "
-SELECT count(c.id),
+SELECT count(c.id), c.revision, c.next_sequence, c.message_count,
        string_agg(m.message, char(0)),
        string_agg(m.role, char(0)),
        string_agg(m.sequence_number, ' ')
 FROM conversations c
 LEFT JOIN messages m
-    ON m.conversation_id = c.id AND (?3 IS NULL OR m.sequence_number > coalesce((
-        SELECT older.sequence_number FROM messages older
-        WHERE older.conversation_id = ?1
-        ORDER BY older.sequence_number DESC
-        LIMIT 1 OFFSET ?3), -1))
+    ON m.conversation_id = c.id AND m.sequence_number > CASE
+        WHEN c.revision IS ?4 AND c.next_sequence IS ?5 AND c.message_count IS ?6
+            THEN 9223372036854775807
+        WHEN ?3 IS NULL THEN -1
+        ELSE coalesce((
+            SELECT older.sequence_number FROM messages older
+            WHERE older.conversation_id = ?1
+            ORDER BY older.sequence_number DESC
+            LIMIT 1 OFFSET ?3), -1)
+    END
 WHERE c.id = ?1 AND c.owner = ?2";
 
 /// The messages to splice, as stored, in order; the last `last` when given. A message
@@ -69,22 +80,79 @@ WHERE c.id = ?1 AND c.owner = ?2";
 /// column is plain text, so each is checked before it is spliced (see
 /// [`HistoryMessage::from_text`]).
 ///
-/// The read goes to the connection the file's writer holds while no write is under way:
-/// its page cache holds the pages the last turns wrote (see [`idle_writer`]). Otherwise
-/// it goes to the pool, and on a pool that does not test each connection it hands out,
-/// the read's connection is kept for the next one (see [`Kept`]): given back to the
-/// pool, it would cost a round trip to its worker thread.
+/// What the pool's [`HistoryCache`] holds of the conversation is read only when the
+/// conversation's row no longer has the revision it was held at; what is read is kept.
 pub(super) async fn history(
     pool: &SqlitePool,
     owner: &str,
     id: Uuid,
     last: Option<u32>,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
+    let cache = cache(pool);
+    let mut known = cache.revision(owner, id, last);
+    loop {
+        let row = read(pool, owner, id, last, known).await?;
+        if row.try_get::<i64, _>(0)? == 0 {
+            cache.forget(id);
+            return Err(StoreError::NotFound);
+        }
+        let revision = Revision {
+            revision: row.try_get(1)?,
+            next_sequence: row.try_get(2)?,
+            message_count: row.try_get(3)?,
+        };
+        if known == Some(revision) {
+            match cache.messages(owner, id, last, revision) {
+                Some(history) => return Ok(history),
+                // Dropped since it was looked at (a turn of this conversation moved it on,
+                // or it was the least recently used): read the messages after all.
+                None => {
+                    known = None;
+                    continue;
+                }
+            }
+        }
+        let texts = Texts {
+            messages: row.try_get::<Option<&str>, _>(4)?,
+            roles: row.try_get(5)?,
+            sequences: row.try_get(6)?,
+        };
+        let history = cut(texts).ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
+        cache.keep(owner, id, last, revision, &history);
+        return Ok(history);
+    }
+}
+
+/// The pool's history cache.
+pub(super) fn cache(pool: &SqlitePool) -> Arc<HistoryCache> {
+    static CACHES: PerPool<SqliteConnectOptions, Arc<HistoryCache>> = PerPool::new();
+    CACHES.get(&pool.connect_options(), || {
+        Arc::new(HistoryCache::new(HISTORY_CACHE_BYTES))
+    })
+}
+
+/// Runs [`HISTORY`] with the revision the cache holds, if any.
+///
+/// The read goes to the connection the file's writer holds while no write is under way:
+/// its page cache holds the pages the last turns wrote (see [`idle_writer`]). Otherwise
+/// it goes to the pool, and on a pool that does not test each connection it hands out,
+/// the read's connection is kept for the next one (see [`Kept`]): given back to the
+/// pool, it would cost a round trip to its worker thread.
+async fn read(
+    pool: &SqlitePool,
+    owner: &str,
+    id: Uuid,
+    last: Option<u32>,
+    known: Option<Revision>,
+) -> Result<SqliteRow, StoreError> {
     static KEPT: PerPool<SqliteConnectOptions, Arc<Kept<Sqlite>>> = PerPool::new();
     let query = sqlx::query(HISTORY)
         .bind(id)
         .bind(owner)
-        .bind(last.map(i64::from));
+        .bind(last.map(i64::from))
+        .bind(known.map(|known| known.revision))
+        .bind(known.map(|known| known.next_sequence))
+        .bind(known.map(|known| known.message_count));
     let mut idle = idle_writer(pool);
     let row = match idle.as_mut().and_then(IdleWriter::connection) {
         Some(connection) => query.fetch_one(connection).await?,
@@ -96,16 +164,7 @@ pub(super) async fn history(
             row
         }
     };
-    drop(idle);
-    if row.try_get::<i64, _>(0)? == 0 {
-        return Err(StoreError::NotFound);
-    }
-    let texts = Texts {
-        messages: row.try_get::<Option<&str>, _>(1)?,
-        roles: row.try_get(2)?,
-        sequences: row.try_get(3)?,
-    };
-    cut(texts).ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))
+    Ok(row)
 }
 
 /// The three texts [`HISTORY`] reads, `None` where the conversation has no message.

@@ -195,10 +195,11 @@ const TRUNCATE_MESSAGES: &str =
     "DELETE FROM messages WHERE conversation_id = ?1 AND sequence_number >= ?2";
 
 /// Lowers the row count by the `?3` messages deleted, run only when there were some, so
-/// `updated_at` moves only when messages go. `next_sequence` stays where it is.
+/// `updated_at` moves only when messages go. `next_sequence` stays where it is;
+/// `revision` moves on.
 const TRUNCATE_CONVERSATION: &str = "
 UPDATE conversations
-SET message_count = message_count - ?3, updated_at = ?4
+SET message_count = message_count - ?3, updated_at = ?4, revision = revision + 1
 WHERE id = ?1 AND owner = ?2";
 
 /// The messages an item delete takes: `?2` a JSON array of their sequence numbers.
@@ -213,10 +214,10 @@ UPDATE messages SET message = ?3, call_numbers = ?4, content_text = ?5
 WHERE conversation_id = ?1 AND sequence_number = ?2";
 
 /// After an item delete: the row count lowered by the `?3` messages deleted (perhaps
-/// none), `updated_at` moved to `?4`; `next_sequence` stays.
+/// none), `updated_at` moved to `?4` and `revision` on; `next_sequence` stays.
 const ITEM_DELETED: &str = "
 UPDATE conversations
-SET message_count = message_count - ?3, updated_at = ?4
+SET message_count = message_count - ?3, updated_at = ?4, revision = revision + 1
 WHERE id = ?1 AND owner = ?2
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
@@ -231,15 +232,23 @@ async fn append(
     messages: &[NewMessage],
 ) -> Result<i64, StoreError> {
     let create = target == TurnTarget::NewConversation;
+    let count = message_count(messages);
     let turn = TurnRows {
         owner: owner.to_owned(),
         id,
         title: if create { title_from(messages) } else { None },
         create,
-        count: message_count(messages),
+        count,
         rows: SqliteBatch::new(messages)?,
     };
-    write_queue::append(pool, turn).await
+    let after = write_queue::append(pool, turn).await?;
+    let cache = history::cache(pool);
+    if create {
+        cache.created(owner, id, after, messages);
+    } else {
+        cache.appended(id, after.around_turn(count), messages);
+    }
+    Ok(after.first_of_turn(count))
 }
 
 #[async_trait]

@@ -119,7 +119,8 @@ async fn turn(
         count: message_count(messages),
         rows: SqliteBatch::new(messages)?,
     };
-    write_turn(tx, rows, now).await?
+    let count = rows.count;
+    Ok(write_turn(tx, rows, now).await??.first_of_turn(count))
 }
 
 pub(super) async fn read(

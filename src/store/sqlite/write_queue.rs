@@ -47,13 +47,15 @@ use uuid::Uuid;
 use super::search_index::{Indexing, index_pending};
 use crate::store::StoreError;
 use crate::store::batch::SqliteBatch;
+use crate::store::history_cache::Revision;
 use crate::store::per_pool::PerPool;
 
 /// Takes the write lock at once rather than at the first write.
 pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 /// Appends a turn: its messages, numbered on from the conversation's next sequence
-/// number (never from its count, which a truncation lowers), then both moved past them.
+/// number (never from its count, which a truncation lowers), then both moved past them
+/// and the conversation's revision moved on (see [`Revision`]), which the call returns.
 /// The statements are sent as one call, since every call is a round trip to the
 /// connection's worker thread; inside the batch's `BEGIN IMMEDIATE` nothing can come
 /// between them. An unknown id (or another owner's) inserts nothing and returns no row.
@@ -71,9 +73,10 @@ FROM conversations AS c, ",
             $($rows)+,
             " WHERE c.id = ?1 AND c.owner = ?2;
 UPDATE conversations
-SET message_count = message_count + ?3, next_sequence = next_sequence + ?3, updated_at = ?4
+SET message_count = message_count + ?3, next_sequence = next_sequence + ?3, updated_at = ?4,
+    revision = revision + 1
 WHERE id = ?1 AND owner = ?2;
-SELECT next_sequence - ?3 AS first_sequence FROM conversations WHERE id = ?1 AND owner = ?2"
+SELECT revision, next_sequence, message_count FROM conversations WHERE id = ?1 AND owner = ?2"
         )
     };
 }
@@ -288,7 +291,7 @@ impl Drop for GiveUp {
 struct QueuedTurn {
     ticket: u64,
     turn: TurnRows,
-    written: oneshot::Sender<Result<i64, StoreError>>,
+    written: oneshot::Sender<Result<Revision, StoreError>>,
 }
 
 /// Held by the caller of a turn on the list. A caller that stops waiting (its future
@@ -441,8 +444,8 @@ impl IdleWriter {
 }
 
 /// Writes `turn`, in a batch with every other turn waiting for the same file, and
-/// returns the sequence number of its first message.
-pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, StoreError> {
+/// returns the conversation's revision after it.
+pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<Revision, StoreError> {
     if is_private(pool.connect_options().get_filename()) {
         let mut writing = lock_write(pool).await;
         let outcome = write_batch(&mut writing, vec![turn])
@@ -487,14 +490,14 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<i64, Sto
 /// What a queued turn's caller woke up to.
 enum Woken {
     /// A writer ahead of it took its turn along: it need not write at all.
-    Written(Result<i64, StoreError>),
+    Written(Result<Revision, StoreError>),
     /// It is the file's writer now.
     Writer(OwnedMutexGuard<Writer>),
 }
 
 async fn writer_or_outcome(
     queue: &FileQueue,
-    result: &mut oneshot::Receiver<Result<i64, StoreError>>,
+    result: &mut oneshot::Receiver<Result<Revision, StoreError>>,
 ) -> Woken {
     let mut writer = pin!(queue.writer.clone().lock_owned());
     poll_fn(|cx| match Pin::new(&mut *result).poll(cx) {
@@ -556,7 +559,7 @@ fn is_private(file: &Path) -> bool {
 async fn write_batch(
     writing: &mut WriteLock,
     turns: Vec<TurnRows>,
-) -> Vec<Result<i64, StoreError>> {
+) -> Vec<Result<Revision, StoreError>> {
     let count = turns.len();
     match write_in_one_transaction(writing, turns).await {
         Ok(outcomes) => outcomes,
@@ -570,7 +573,7 @@ async fn write_batch(
 async fn write_in_one_transaction(
     writing: &mut WriteLock,
     mut turns: Vec<TurnRows>,
-) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
+) -> Result<Vec<Result<Revision, StoreError>>, StoreError> {
     let now = timestamp();
     if turns.len() == 1
         && !writing.private()
@@ -589,7 +592,7 @@ async fn write_in_one_transaction(
 
 /// One failure of a whole batch, told to each of its turns: the same kind of error
 /// for every copy, with the original as its source.
-fn fan_out(error: StoreError, count: usize) -> Vec<Result<i64, StoreError>> {
+fn fan_out(error: StoreError, count: usize) -> Vec<Result<Revision, StoreError>> {
     let shared = Arc::new(error);
     (0..count)
         .map(|_| {
@@ -636,10 +639,11 @@ pub(super) async fn write_turn(
     tx: &mut SqliteConnection,
     turn: TurnRows,
     now: &str,
-) -> Result<Result<i64, StoreError>, StoreError> {
+) -> Result<Result<Revision, StoreError>, StoreError> {
+    let count = turn.count;
     let (query, create) = turn_query(turn, now, Wrapped::InSavepoint);
     match query.fetch_all(&mut *tx).await {
-        Ok(rows) => Ok(turn_outcome(create, &rows)),
+        Ok(rows) => Ok(turn_outcome(create, count, &rows)),
         Err(error) => {
             sqlx::query(ROLLBACK_TURN).execute(&mut *tx).await?;
             Ok(Err(error.into()))
@@ -658,7 +662,8 @@ async fn write_alone(
     writing: &mut WriteLock,
     turn: TurnRows,
     now: &str,
-) -> Result<i64, StoreError> {
+) -> Result<Revision, StoreError> {
+    let count = turn.count;
     let (query, create) = turn_query(turn, now, Wrapped::Alone);
     writing.writer.may_be_open = true;
     let written = match writing.connection().await {
@@ -668,7 +673,7 @@ async fn write_alone(
     match written {
         Ok(rows) => {
             writing.writer.may_be_open = false;
-            turn_outcome(create, &rows)
+            turn_outcome(create, count, &rows)
         }
         Err(error) => {
             writing.close_held();
@@ -740,20 +745,25 @@ fn turn_query(
     (query, create)
 }
 
-/// What a turn's statements returned, read as its outcome. All rows were fetched, not
-/// the first: the call has to step every statement to its end. A new conversation's
-/// statements return none (an id taken fails them); an appended turn's, its first
-/// number, or none for an unknown conversation.
-fn turn_outcome(create: bool, rows: &[SqliteRow]) -> Result<i64, StoreError> {
+/// What a turn's statements returned, read as its outcome: the conversation's
+/// [`Revision`] after the turn. All rows were fetched, not the first: the call has to
+/// step every statement to its end. A new conversation's statements return none (an id
+/// taken fails them): its row is at revision 0 with `count` messages. An appended
+/// turn's return the row, or none for an unknown conversation.
+fn turn_outcome(create: bool, count: i64, rows: &[SqliteRow]) -> Result<Revision, StoreError> {
     if create {
-        return Ok(0);
+        return Ok(Revision {
+            revision: 0,
+            next_sequence: count,
+            message_count: count,
+        });
     }
-    match rows.first() {
-        None => Err(StoreError::NotFound),
-        Some(row) => row
-            .try_get::<i64, _>("first_sequence")
-            .map_err(StoreError::from),
-    }
+    let row = rows.first().ok_or(StoreError::NotFound)?;
+    Ok(Revision {
+        revision: row.try_get(0)?,
+        next_sequence: row.try_get(1)?,
+        message_count: row.try_get(2)?,
+    })
 }
 
 /// The current time as the schema stores it (see [`stored_time`]).

@@ -187,6 +187,14 @@ impl TestDb {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Changes messages by hand, as an operator would: runs `sql`, then moves every
+    /// conversation's revision on, which is what a history held in process is checked by.
+    pub async fn change_messages(&self, sql: &'static str) {
+        self.execute(sql).await;
+        self.execute("UPDATE conversations SET revision = revision + 1")
+            .await;
+    }
+
     /// SQLite: checks that the full-text index agrees with the messages, once the
     /// messages written since its last indexing are in it (a search indexes them first).
     pub async fn check_search_index(&self) {
