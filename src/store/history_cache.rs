@@ -131,13 +131,31 @@ impl Entry {
     /// What the entry takes of the cache's budget: its messages' texts, and the room
     /// they and the entry take besides.
     fn size(&self) -> usize {
-        let messages: usize = self
-            .messages
-            .iter()
-            .map(|m| m.json().len() + m.role().len() + size_of::<HistoryMessage>())
-            .sum();
-        messages + self.owner.len() + size_of::<Self>() + size_of::<Uuid>()
+        size_of_messages(history_texts(&self.messages))
+            + self.owner.len()
+            + size_of::<Self>()
+            + size_of::<Uuid>()
     }
+}
+
+/// What messages of these roles and JSON texts take of the cache's budget: their texts
+/// and the room each takes besides. Counted before messages are copied, so that a
+/// history too large to keep is never copied.
+fn size_of_messages<'m>(messages: impl IntoIterator<Item = (&'m str, &'m str)>) -> usize {
+    messages
+        .into_iter()
+        .map(|(role, json)| role.len() + json.len() + size_of::<HistoryMessage>())
+        .sum()
+}
+
+/// The roles and texts of a history's messages, for [`size_of_messages`].
+fn history_texts(messages: &[HistoryMessage]) -> impl Iterator<Item = (&str, &str)> {
+    messages.iter().map(|m| (m.role(), m.json()))
+}
+
+/// The roles and texts of a turn's messages, for [`size_of_messages`].
+fn turn_texts(turn: &[NewMessage]) -> impl Iterator<Item = (&str, &str)> {
+    turn.iter().map(|m| (m.role(), m.json()))
 }
 
 impl HistoryCache {
@@ -197,18 +215,12 @@ impl HistoryCache {
         {
             return;
         }
-        self.put(
-            &mut state,
-            id,
-            Entry::new(owner, revision, last, messages.to_vec()),
-        );
-    }
-
-    /// Keeps a new conversation's first turn: its whole history, at `revision`.
-    pub(crate) fn created(&self, owner: &str, id: Uuid, revision: Revision, turn: &[NewMessage]) {
-        let messages = turn.iter().map(stored).collect();
-        let mut state = self.state();
-        self.put(&mut state, id, Entry::new(owner, revision, None, messages));
+        if !self.fits(size_of_messages(history_texts(messages))) {
+            Self::take(&mut state, id);
+            return;
+        }
+        let entry = Entry::new(owner, revision, last, messages.to_vec());
+        self.put(&mut state, id, entry);
     }
 
     /// After a turn moved the conversation from `before` to `after`: the entry held at
@@ -224,7 +236,8 @@ impl HistoryCache {
         let Some(mut entry) = Self::take(&mut state, id) else {
             return;
         };
-        if entry.revision != before {
+        let grown = entry.bytes + size_of_messages(turn_texts(turn));
+        if entry.revision != before || !self.fits(grown) {
             return;
         }
         entry.messages.extend(turn.iter().map(stored));
@@ -248,11 +261,17 @@ impl HistoryCache {
         Some(entry)
     }
 
+    /// Whether an entry of `bytes` is kept at all: one over an eighth of the limit is
+    /// not, so that one long conversation cannot push out all the others.
+    fn fits(&self, bytes: usize) -> bool {
+        bytes <= self.limit / 8
+    }
+
     /// Puts `entry` in place of the one held for `id`, then lets the least recently used
-    /// go until the whole fits; an entry over an eighth of the limit is not kept.
+    /// go until the whole fits.
     fn put(&self, state: &mut State, id: Uuid, entry: Entry) {
         Self::take(state, id);
-        if entry.bytes > self.limit / 8 {
+        if !self.fits(entry.bytes) {
             return;
         }
         state.bytes += entry.bytes;
@@ -290,6 +309,13 @@ mod tests {
         NewMessage::new(json!({"role": "user", "content": text}))
     }
 
+    /// Keeps these messages as the whole history of `owner`'s conversation `id`, as a
+    /// read at revision `at` would.
+    fn hold(cache: &HistoryCache, owner: &str, id: Uuid, at: Revision, messages: &[NewMessage]) {
+        let history: Vec<_> = messages.iter().map(stored).collect();
+        cache.keep(owner, id, None, at, &history);
+    }
+
     fn texts(messages: &[HistoryMessage]) -> Vec<String> {
         messages
             .iter()
@@ -306,7 +332,7 @@ mod tests {
     fn a_turn_written_at_the_revision_held_extends_the_history() {
         let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
         let id = Uuid::now_v7();
-        cache.created("ada", id, revision(0, 2), &[said("a"), said("b")]);
+        hold(&cache, "ada", id, revision(0, 2), &[said("a"), said("b")]);
         let (before, after) = revision(1, 4).around_turn(2);
         assert_eq!(before, revision(0, 2));
         cache.appended(id, (before, after), &[said("c"), said("d")]);
@@ -322,7 +348,7 @@ mod tests {
     fn a_turn_written_at_another_revision_drops_the_history() {
         let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
         let id = Uuid::now_v7();
-        cache.created("ada", id, revision(0, 2), &[said("a"), said("b")]);
+        hold(&cache, "ada", id, revision(0, 2), &[said("a"), said("b")]);
         // Another instance's turn came between: the row moved from 1 to 2, not 0 to 1.
         cache.appended(id, revision(2, 6).around_turn(2), &[said("e"), said("f")]);
         assert_eq!(cache.revision("ada", id, None), None);
@@ -334,7 +360,7 @@ mod tests {
         let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
         let id = Uuid::now_v7();
         let at = revision(3, 1);
-        cache.keep("ada", id, None, at, &[stored(&said("a"))]);
+        hold(&cache, "ada", id, at, &[said("a")]);
         assert_eq!(cache.revision("bob", id, None), None);
         assert_eq!(cache.messages("bob", id, None, at), None);
         assert_eq!(cache.messages("ada", id, None, revision(4, 1)), None);
@@ -368,7 +394,13 @@ mod tests {
     fn a_whole_history_serves_any_window() {
         let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
         let id = Uuid::now_v7();
-        cache.created("", id, revision(0, 3), &[said("a"), said("b"), said("c")]);
+        hold(
+            &cache,
+            "",
+            id,
+            revision(0, 3),
+            &[said("a"), said("b"), said("c")],
+        );
         let last = cache
             .messages("", id, Some(2), revision(0, 3))
             .expect("held");
@@ -383,8 +415,8 @@ mod tests {
     fn a_read_older_than_the_revision_held_does_not_replace_it() {
         let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
         let id = Uuid::now_v7();
-        cache.created("", id, revision(4, 2), &[said("a"), said("b")]);
-        cache.keep("", id, None, revision(3, 1), &[stored(&said("a"))]);
+        hold(&cache, "", id, revision(4, 2), &[said("a"), said("b")]);
+        hold(&cache, "", id, revision(3, 1), &[said("a")]);
         assert_eq!(cache.revision("", id, None), Some(revision(4, 2)));
     }
 
@@ -394,11 +426,11 @@ mod tests {
         let cache = HistoryCache::new(one * 8);
         let ids: Vec<Uuid> = (0..9).map(|_| Uuid::now_v7()).collect();
         for id in &ids[..8] {
-            cache.created("", *id, revision(0, 1), &[said("x")]);
+            hold(&cache, "", *id, revision(0, 1), &[said("x")]);
         }
         // The first is used again, so the second is the least recently used.
         assert!(cache.revision("", ids[0], None).is_some());
-        cache.created("", ids[8], revision(0, 1), &[said("x")]);
+        hold(&cache, "", ids[8], revision(0, 1), &[said("x")]);
         assert!(cache.revision("", ids[0], None).is_some());
         assert!(cache.revision("", ids[1], None).is_none());
         assert!(cache.revision("", ids[8], None).is_some());
@@ -409,7 +441,18 @@ mod tests {
     fn a_history_over_an_eighth_of_the_limit_is_not_kept() {
         let cache = HistoryCache::new(1024);
         let id = Uuid::now_v7();
-        cache.created("", id, revision(0, 1), &[said(&"x".repeat(200))]);
+        hold(&cache, "", id, revision(0, 1), &[said(&"x".repeat(200))]);
+        assert_eq!(cache.revision("", id, None), None);
+        assert_eq!(cache.state().bytes, 0);
+    }
+
+    #[test]
+    fn a_history_a_turn_grows_past_an_eighth_of_the_limit_is_dropped() {
+        let cache = HistoryCache::new(4096);
+        let id = Uuid::now_v7();
+        hold(&cache, "", id, revision(0, 1), &[said("a")]);
+        assert!(cache.revision("", id, None).is_some());
+        cache.appended(id, revision(1, 2).around_turn(1), &[said(&"x".repeat(600))]);
         assert_eq!(cache.revision("", id, None), None);
         assert_eq!(cache.state().bytes, 0);
     }
@@ -418,7 +461,7 @@ mod tests {
     fn a_forgotten_conversation_gives_back_its_bytes() {
         let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
         let id = Uuid::now_v7();
-        cache.created("", id, revision(0, 1), &[said("a")]);
+        hold(&cache, "", id, revision(0, 1), &[said("a")]);
         assert!(cache.state().bytes > 0);
         cache.forget(id);
         assert_eq!(cache.state().bytes, 0);

@@ -16,6 +16,9 @@
 //! takes the next numbers in a row, from a counter kept beside the row count, and a
 //! number is never handed out twice, not even after a truncation dropped the message that
 //! held it. So there may be gaps; `message_count` is the number of messages stored.
+//! The built-in stores also move a conversation's `revision` on at every change to its
+//! messages, and check the histories they keep in process against it (see the README's
+//! "Storage").
 
 mod batch;
 mod error;

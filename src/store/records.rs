@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -310,8 +311,9 @@ impl SearchText {
 pub struct HistoryMessage {
     /// Borrowed for the usual roles: a history of 100 messages is 100 allocations fewer.
     role: Cow<'static, str>,
-    /// One JSON object, without whitespace around it.
-    json: Box<str>,
+    /// One JSON object, without whitespace around it. Shared, so that a history the
+    /// store keeps in process is handed out without copying each message again.
+    json: Arc<str>,
 }
 
 impl HistoryMessage {
@@ -321,7 +323,7 @@ impl HistoryMessage {
         let json = RawValue::from_string(json).ok()?;
         json.get().starts_with('{').then(|| Self {
             role: Cow::Owned(role.into()),
-            json: json.into(),
+            json: json.get().into(),
         })
     }
 
@@ -330,18 +332,15 @@ impl HistoryMessage {
     /// taken without a second parse (about 1,100 instructions a message of a continued
     /// conversation's history); anything else goes through [`new`](Self::new).
     #[cfg(feature = "postgres")]
-    pub(crate) fn from_checked_json(role: &str, json: String) -> Option<Self> {
+    pub(crate) fn from_checked_json(role: &str, json: &str) -> Option<Self> {
         if json.starts_with('{') && json.ends_with('}') {
-            return Some(Self {
-                role: role_text(role),
-                json: json.into_boxed_str(),
-            });
+            return Some(Self::written(role, json));
         }
-        Self::new(role, json)
+        Self::new(role, json.to_owned())
     }
 
-    /// A message of a turn as the store writes it: `json` is a [`NewMessage`]'s text,
-    /// one JSON object by construction, so it is taken without a parse.
+    /// A message whose text is known to be one JSON object without whitespace around
+    /// it (a [`NewMessage`]'s, or a stored one checked), taken without a parse.
     #[cfg(any(feature = "postgres", feature = "sqlite"))]
     pub(crate) fn written(role: &str, json: &str) -> Self {
         Self {
@@ -355,14 +354,11 @@ impl HistoryMessage {
     /// as serde reads one (710 instructions for the bench's typical message against
     /// serde's 1,087), by [`new`](Self::new) where it is not.
     #[cfg(feature = "sqlite")]
-    pub(crate) fn from_text(role: &str, json: String) -> Option<Self> {
+    pub(crate) fn from_text(role: &str, json: &str) -> Option<Self> {
         if crate::chat::is_one_object(json.as_bytes()) {
-            return Some(Self {
-                role: role_text(role),
-                json: json.into_boxed_str(),
-            });
+            return Some(Self::written(role, json));
         }
-        Self::new(role, json)
+        Self::new(role, json.to_owned())
     }
 
     /// A message from its parsed form, for stores that keep messages as values; `None`

@@ -5,6 +5,9 @@
 //! server more than the rows do (pgbench, 100 messages: 0.092 ms a call by rows, 0.110
 //! ms as one ordered text; 20 messages: 0.042 and 0.048 ms), and the database is what
 //! many proxy instances share: the rows stay, and each is read as cheaply as sqlx lets.
+//!
+//! A history the pool holds in process at the conversation's revision is not read at all
+//! (see [`HistoryCache`]): the same statement then returns the conversation's row alone.
 
 use std::sync::Arc;
 
@@ -138,7 +141,7 @@ fn messages(rows: &[PgRow]) -> Result<Vec<HistoryMessage>, StoreError> {
         let (Ok(role), Ok(message)) = (role.as_str(), message.as_str()) else {
             return Err(StoreError::Corrupt(Box::new(NotAMessage)));
         };
-        let message = HistoryMessage::from_checked_json(role, message.to_owned())
+        let message = HistoryMessage::from_checked_json(role, message)
             .ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
         history.push(message);
     }

@@ -238,13 +238,8 @@ async fn append(
             messages,
         )
         .await?;
-        let count = message_count(messages);
-        let created = Revision {
-            revision: 0,
-            next_sequence: count,
-            message_count: count,
-        };
-        history::cache(pool).created(owner, id, created, messages);
+        // Not kept in the history cache: the first continued turn reads the first turn's
+        // messages and keeps them, which costs a new turn nothing.
         return Ok(0);
     }
     let columns = MessageColumns::new(messages);

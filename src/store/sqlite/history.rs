@@ -30,6 +30,9 @@
 //! rows it saved. The rows come in the primary key's order anyway, and all three
 //! aggregates read them in the same order; [`cut`] sorts the messages by their sequence
 //! numbers only when they do not come in it.
+//!
+//! A history the pool holds in process at the conversation's revision is not read at all
+//! (see [`HistoryCache`]): the same statement then returns the conversation's row alone.
 
 use std::sync::Arc;
 
@@ -188,7 +191,7 @@ fn cut(texts: Texts<'_>) -> Option<Vec<HistoryMessage>> {
     let mut sequences = Parts::of(sequences, b' ');
     let mut numbered = Vec::new();
     for json in Parts::of(messages, b'\0') {
-        let message = HistoryMessage::from_text(roles.next()?, json.to_owned())?;
+        let message = HistoryMessage::from_text(roles.next()?, json)?;
         numbered.push((sequences.next()?.parse::<i64>().ok()?, message));
     }
     if roles.next().is_some() || sequences.next().is_some() {

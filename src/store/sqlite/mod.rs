@@ -242,11 +242,10 @@ async fn append(
         rows: SqliteBatch::new(messages)?,
     };
     let after = write_queue::append(pool, turn).await?;
-    let cache = history::cache(pool);
-    if create {
-        cache.created(owner, id, after, messages);
-    } else {
-        cache.appended(id, after.around_turn(count), messages);
+    // A new conversation is not kept in the history cache: the first continued turn
+    // reads the first turn's messages and keeps them, which costs a new turn nothing.
+    if !create {
+        history::cache(pool).appended(id, after.around_turn(count), messages);
     }
     Ok(after.first_of_turn(count))
 }
