@@ -15,7 +15,11 @@
 //! about 4 KiB beside the bench's short one, against passthrough of the same body: the
 //! layer reads and scans a request whole. A conversation continued with [`HISTORY`]
 //! stored messages is counted on each backend against a new one, every request on a
-//! conversation of its own seeded before counting starts. The proxy runs as a user runs
+//! conversation of its own seeded before counting starts, twice: with its history read
+//! whole (seeded through the management API, which the history cache does not see, as
+//! after a turn through another instance), and held in process (each conversation
+//! continued once before counting, as when its turns go through one proxy, so each
+//! counted request continues 102 messages). The proxy runs as a user runs
 //! it, with a key file and metrics (see [`Proxy::start`]): every count includes the key
 //! check, passthrough's too.
 
@@ -76,6 +80,10 @@ struct Case {
     /// Messages stored before each request: 0 starts a conversation (or is stateless),
     /// [`HISTORY`] continues one of its own (see [`total`]).
     stored: usize,
+    /// Whether each conversation was continued once before counting, so that the proxy
+    /// holds its history in process, as it does when a conversation's turns go through
+    /// one process; otherwise the history is read whole, as after a turn elsewhere.
+    held: bool,
 }
 
 /// How long the request's system message is.
@@ -94,8 +102,10 @@ impl Case {
             (_, true, _) => "stateless".to_owned(),
             (Stack::Sqlite, false, 0) => "new · sqlite".to_owned(),
             (Stack::Postgres, false, 0) => "new · postgres".to_owned(),
-            (Stack::Sqlite, false, stored) => format!("continued {stored} · sqlite"),
-            (Stack::Postgres, false, stored) => format!("continued {stored} · postgres"),
+            (Stack::Sqlite, false, stored) => format!("continued {stored}{} · sqlite", self.held()),
+            (Stack::Postgres, false, stored) => {
+                format!("continued {stored}{} · postgres", self.held())
+            }
         };
         let framing = match self.framing {
             Framing::Whole => "whole reply",
@@ -106,6 +116,11 @@ impl Case {
             Prompt::Long => ", 4 KiB system prompt",
         };
         format!("{path}, {} chunks, {framing}{prompt}", self.chunks)
+    }
+
+    /// How the name says the history was held in process.
+    fn held(&self) -> &'static str {
+        if self.held { " held" } else { "" }
     }
 
     /// The body the client sends.
@@ -126,6 +141,7 @@ fn cases() -> Vec<Case> {
         chunks,
         prompt: Prompt::Short,
         stored: 0,
+        held: false,
     };
     let mut cases = Vec::new();
     for framing in [Framing::Whole, Framing::PerChunk] {
@@ -145,12 +161,16 @@ fn cases() -> Vec<Case> {
             ..case(stack, true, Framing::Whole, SHORT)
         });
     }
-    // A continued turn loads and splices its history: read against a new turn.
+    // A continued turn loads and splices its history: read against a new turn, read
+    // whole and held in process.
     for stack in [Stack::Sqlite, Stack::Postgres] {
-        cases.push(Case {
-            stored: HISTORY,
-            ..case(stack, false, Framing::Whole, SHORT)
-        });
+        for held in [false, true] {
+            cases.push(Case {
+                stored: HISTORY,
+                held,
+                ..case(stack, false, Framing::Whole, SHORT)
+            });
+        }
     }
     cases
 }
@@ -302,6 +322,10 @@ async fn total(
     let conversations = match case.stored {
         0 => Ok(Vec::new()),
         stored => seed(&proxy, case, WARM_UP + requests, stored).await,
+    };
+    let conversations = match conversations {
+        Ok(ids) if case.held => hold(&proxy, case, &body, ids).await,
+        other => other,
     };
     // Start-up is not counted: how many connections a PostgreSQL pool opened while the
     // migrations ran depended on timing, and each TLS handshake is some 1.5 million
@@ -465,6 +489,21 @@ async fn seed(
     Ok(ids)
 }
 
+/// Continues each of `conversations` once, uncounted, so that the proxy holds their
+/// histories; on SQLite then indexes those turns for search, as [`seed`] does.
+async fn hold(
+    proxy: &Proxy,
+    case: Case,
+    body: &Bytes,
+    conversations: Vec<String>,
+) -> Result<Vec<String>, String> {
+    sequentially(proxy, body, conversations.len(), &conversations).await?;
+    if case.stack == Stack::Sqlite {
+        search(proxy).await?;
+    }
+    Ok(conversations)
+}
+
 /// Sends `requests` streaming chat requests one after another on one HTTP/1.1
 /// connection, each read to its end, which must be `data: [DONE]`; the n-th continues
 /// the n-th of `conversations` when there is one. One connection, not a pool: a pooled
@@ -602,7 +641,7 @@ fn totals(text: &str) -> Option<u64> {
 
 /// The figures, from the per-request counts of the cases that ran.
 fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String {
-    let get_case = |stack, system, framing, chunks, prompt, stored| {
+    let get_case = |stack, system, framing, chunks, prompt, stored, held| {
         counts
             .get(&Case {
                 stack,
@@ -611,11 +650,12 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
                 chunks,
                 prompt,
                 stored,
+                held,
             })
             .copied()
     };
     let get_with = |stack, system, framing, chunks, prompt| {
-        get_case(stack, system, framing, chunks, prompt, 0)
+        get_case(stack, system, framing, chunks, prompt, 0, false)
     };
     let get =
         |stack, system, framing, chunks| get_with(stack, system, framing, chunks, Prompt::Short);
@@ -641,15 +681,23 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
         .map(|(stateless, passthrough)| stateless / passthrough);
 
     // What a continued turn costs over a new one: loading and splicing its history.
-    let continued = |stack| {
-        let continued = get_case(stack, false, Framing::Whole, SHORT, Prompt::Short, HISTORY)?;
+    let continued = |stack, held| {
+        let continued = get_case(
+            stack,
+            false,
+            Framing::Whole,
+            SHORT,
+            Prompt::Short,
+            HISTORY,
+            held,
+        )?;
         Some(continued - get(stack, false, Framing::Whole, SHORT)?)
     };
 
     let floor = |stack| floors.get(&stack).copied();
     let over_floor = |stack| Some(fixed(stack, Framing::Whole)? / floor(stack)?);
 
-    let rows: [(String, Option<f64>, &str); 16] = [
+    let rows: [(String, Option<f64>, &str); 18] = [
         (
             format!("passthrough, {SHORT}-chunk reply, whole"),
             get(Stack::Passthrough, false, Framing::Whole, SHORT),
@@ -722,12 +770,22 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
         ),
         (
             format!("continued with {HISTORY} stored messages over a new turn, SQLite"),
-            continued(Stack::Sqlite),
+            continued(Stack::Sqlite, false),
             "instructions/turn",
         ),
         (
             format!("continued with {HISTORY} stored messages over a new turn, Postgres"),
-            continued(Stack::Postgres),
+            continued(Stack::Postgres, false),
+            "instructions/turn",
+        ),
+        (
+            "the same, history held in process, SQLite".to_owned(),
+            continued(Stack::Sqlite, true),
+            "instructions/turn",
+        ),
+        (
+            "the same, history held in process, Postgres".to_owned(),
+            continued(Stack::Postgres, true),
             "instructions/turn",
         ),
     ];
@@ -779,6 +837,7 @@ mod tests {
             chunks: SHORT,
             prompt,
             stored: 0,
+            held: false,
         };
         let counts = BTreeMap::from([
             (case(Stack::Passthrough, Prompt::Long), 80_000.0),
@@ -807,6 +866,7 @@ mod tests {
             chunks: SHORT,
             prompt: Prompt::Short,
             stored,
+            held: false,
         };
         assert_eq!(
             case(HISTORY).name(),
@@ -826,6 +886,15 @@ mod tests {
             "{table}"
         );
         assert!(cases().contains(&case(HISTORY)), "the bench counts it");
+        let held = Case {
+            held: true,
+            ..case(HISTORY)
+        };
+        assert_eq!(
+            held.name(),
+            "continued 100 held · sqlite, 68 chunks, whole reply"
+        );
+        assert!(cases().contains(&held), "the bench counts it held too");
     }
 
     #[test]
@@ -839,6 +908,7 @@ mod tests {
                 chunks,
                 prompt: Prompt::Short,
                 stored: 0,
+                held: false,
             };
             counts.insert(case, fixed + per_chunk * chunks as f64);
         };
