@@ -12,7 +12,7 @@ use crate::metrics::Backend;
 use crate::owner::OwnerResolver;
 use crate::responses::MaxTokensField;
 use crate::service::ConversationService;
-use crate::store::ConversationStore;
+use crate::store::{ConversationStore, TurnStore};
 
 /// Gives an OpenAI-compatible chat-completions service server-side conversation memory.
 ///
@@ -187,6 +187,22 @@ impl ConversationLayer {
     /// ```
     pub fn storage_timeout(self, timeout: Duration) -> Self {
         self.with(|c| c.storage_timeout = timeout)
+    }
+
+    /// Bounds the histories the store keeps in process to `bytes` of messages (default
+    /// 16 MiB per pool; 0 keeps none): see [`TurnStore::set_history_cache_limit`], which
+    /// this calls on the layer's store at once. The bound is the pool's, shared by every
+    /// layer and store call on it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// let layer = tower_conversations::ConversationLayer::new(pool).history_cache_limit(4 << 20);
+    /// # }
+    /// ```
+    pub fn history_cache_limit(self, bytes: usize) -> Self {
+        self.config.store.set_history_cache_limit(bytes);
+        self
     }
 
     /// Splice only the last `messages` stored messages (default: all), cut at a turn

@@ -38,6 +38,9 @@ Options (a flag wins over its environment variable):
                         key rules as every other path]
   --retention-days N    delete conversations not updated for N days, at start and then every
                         hour [env RETENTION_DAYS] [default: none, conversations are kept]
+  --history-cache-mib N keep at most N MiB of conversation histories in memory, checked
+                        against the database at every turn; 0 keeps none
+                        [env HISTORY_CACHE_MIB] [default: 16]
   --healthcheck URL     request URL (or a path such as /readyz on the --listen address) and
                         exit 0 if it answers 2xx, 1 otherwise: a health check for images
                         without curl
@@ -86,6 +89,9 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// Conversations idle for this many days are purged; `None` keeps them.
     pub retention_days: Option<u32>,
+    /// How many MiB of histories the store keeps in process; `None` leaves the crate's
+    /// default.
+    pub history_cache_mib: Option<usize>,
 }
 
 /// What the command line asks for.
@@ -116,6 +122,7 @@ pub fn parse(
     let mut allow_anonymous = false;
     let mut metrics_listen = None;
     let mut retention_days = None;
+    let mut history_cache_mib = None;
     let mut healthcheck = None;
 
     let mut args = args.into_iter();
@@ -148,6 +155,7 @@ pub fn parse(
             "--allow-anonymous" => return Err("--allow-anonymous takes no value".to_owned()),
             "--metrics-listen" => metrics_listen = Some(value("--metrics-listen")?),
             "--retention-days" => retention_days = Some(value("--retention-days")?),
+            "--history-cache-mib" => history_cache_mib = Some(value("--history-cache-mib")?),
             "--healthcheck" => healthcheck = Some(value("--healthcheck")?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -184,6 +192,17 @@ pub fn parse(
             }
         },
     };
+    let history_cache_mib = match history_cache_mib.or_else(|| env("HISTORY_CACHE_MIB")) {
+        None => None,
+        Some(mib) => match mib.parse::<usize>() {
+            Ok(mib) => Some(mib),
+            Err(_) => {
+                return Err(format!(
+                    "--history-cache-mib (HISTORY_CACHE_MIB) {mib:?}: expected a whole number of MiB, 0 or more"
+                ));
+            }
+        },
+    };
     Ok(Command::Run(Box::new(Config {
         listen,
         upstream,
@@ -197,6 +216,7 @@ pub fn parse(
         allow_anonymous,
         metrics_listen: metrics_listen.or_else(|| env("METRICS_LISTEN")),
         retention_days,
+        history_cache_mib,
     })))
 }
 

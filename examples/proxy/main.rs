@@ -113,10 +113,13 @@ async fn run(config: Config) -> Result<(), BoxError> {
         let migrations = config.migration_database_url.as_deref();
         let database = database::open(&config.database_url, migrations).await?;
         tracing::info!("conversations stored in {}", database.description);
-        let layer = database
+        let mut layer = database
             .pool
             .layer()
             .owner_resolver(owner::by_bearer_token());
+        if let Some(mib) = config.history_cache_mib {
+            layer = layer.history_cache_limit(mib.saturating_mul(1 << 20));
+        }
         if let Some(days) = config.retention_days {
             retention::purge_on_a_timer(database.pool.clone(), days);
         }

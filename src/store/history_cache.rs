@@ -24,8 +24,10 @@
 //! entry is dropped.
 //!
 //! Entries go least recently used first, so that all of a pool's entries hold at most
-//! [`HISTORY_CACHE_BYTES`] of messages; a history larger than an eighth of that is not
-//! kept. The map is `lru`'s; its lock is held only to look up, copy or replace an entry.
+//! [`HISTORY_CACHE_BYTES`] of messages, or the bound set with
+//! [`TurnStore::set_history_cache_limit`](super::TurnStore::set_history_cache_limit); a
+//! history larger than an eighth of that is not kept. The map is `lru`'s; its lock is
+//! held only to look up, copy or replace an entry.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -33,7 +35,7 @@ use lru::LruCache;
 use uuid::Uuid;
 
 use super::batch::text_without_nul;
-use super::{HistoryMessage, NewMessage};
+use super::{HistoryMessage, NewMessage, StoreError};
 
 /// How many bytes of messages a pool's cache holds at most: 16 MiB, the histories of
 /// some 4,000 conversations of 20 short messages.
@@ -75,13 +77,14 @@ impl Revision {
 /// The histories of one pool's conversations, by id.
 pub(crate) struct HistoryCache {
     state: Mutex<State>,
-    limit: usize,
 }
 
 struct State {
     entries: LruCache<Uuid, Entry>,
     /// The sum of the entries' sizes.
     bytes: usize,
+    /// How many bytes the entries may take together.
+    limit: usize,
 }
 
 /// A conversation's history at `revision`.
@@ -138,6 +141,12 @@ impl Entry {
     }
 }
 
+/// Whether an entry of `bytes` is kept at all: one over an eighth of the limit is not,
+/// so that one long conversation cannot push out all the others.
+fn fits(state: &State, bytes: usize) -> bool {
+    bytes <= state.limit / 8
+}
+
 /// What messages of these roles and JSON texts take of the cache's budget: their texts
 /// and the room each takes besides. Counted before messages are copied, so that a
 /// history too large to keep is never copied.
@@ -165,9 +174,17 @@ impl HistoryCache {
             state: Mutex::new(State {
                 entries: LruCache::unbounded(),
                 bytes: 0,
+                limit,
             }),
-            limit,
         }
+    }
+
+    /// Bounds the cache to `limit` bytes from now on (0: it keeps nothing), letting the
+    /// least recently used go until what it holds fits.
+    pub(crate) fn set_limit(&self, limit: usize) {
+        let mut state = self.state();
+        state.limit = limit;
+        Self::shrink(&mut state);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -175,16 +192,58 @@ impl HistoryCache {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The history of `owner`'s conversation `id` (its last `last` messages), from the
+    /// cache when the conversation's row still has the revision it is held at, else as
+    /// read, and then kept.
+    ///
+    /// `read` runs the backend's statement with the revision held (or none) and answers
+    /// the row's revision beside what it read, `None` when the conversation does not
+    /// exist for this owner; `messages` turns what it read into the history, and is
+    /// called only when the revisions differ (the statement then read the messages).
+    pub(crate) async fn read_through<T, Read>(
+        &self,
+        owner: &str,
+        id: Uuid,
+        last: Option<u32>,
+        mut read: impl FnMut(Option<Revision>) -> Read,
+        messages: impl Fn(T) -> Result<Vec<HistoryMessage>, StoreError>,
+    ) -> Result<Vec<HistoryMessage>, StoreError>
+    where
+        Read: Future<Output = Result<Option<(Revision, T)>, StoreError>>,
+    {
+        let mut known = self.revision(owner, id, last);
+        loop {
+            let Some((revision, found)) = read(known).await? else {
+                self.forget(id);
+                return Err(StoreError::NotFound);
+            };
+            if known == Some(revision) {
+                match self.messages(owner, id, last, revision) {
+                    Some(history) => return Ok(history),
+                    // Dropped since it was looked at (a turn of this conversation moved
+                    // it on, or it was the least recently used): read the messages.
+                    None => {
+                        known = None;
+                        continue;
+                    }
+                }
+            }
+            let history = messages(found)?;
+            self.keep(owner, id, last, revision, &history);
+            return Ok(history);
+        }
+    }
+
     /// The revision at which the cache holds what a read of `owner`'s conversation `id`
     /// (its last `last` messages) would find, if it does.
-    pub(crate) fn revision(&self, owner: &str, id: Uuid, last: Option<u32>) -> Option<Revision> {
+    fn revision(&self, owner: &str, id: Uuid, last: Option<u32>) -> Option<Revision> {
         let mut state = self.state();
         let entry = state.entries.get(&id)?;
         entry.serves(owner, last).map(|_| entry.revision)
     }
 
     /// The history a read would find, when the cache still holds it at `revision`.
-    pub(crate) fn messages(
+    fn messages(
         &self,
         owner: &str,
         id: Uuid,
@@ -201,7 +260,7 @@ impl HistoryCache {
 
     /// Keeps what a read of the last `last` messages found at `revision`, unless the
     /// cache already holds a later revision (a turn written while the read was under way).
-    pub(crate) fn keep(
+    fn keep(
         &self,
         owner: &str,
         id: Uuid,
@@ -215,12 +274,12 @@ impl HistoryCache {
         {
             return;
         }
-        if !self.fits(size_of_messages(history_texts(messages))) {
+        if !fits(&state, size_of_messages(history_texts(messages))) {
             Self::take(&mut state, id);
             return;
         }
         let entry = Entry::new(owner, revision, last, messages.to_vec());
-        self.put(&mut state, id, entry);
+        Self::put(&mut state, id, entry);
     }
 
     /// After a turn moved the conversation from `before` to `after`: the entry held at
@@ -237,7 +296,7 @@ impl HistoryCache {
             return;
         };
         let grown = entry.bytes + size_of_messages(turn_texts(turn));
-        if entry.revision != before || !self.fits(grown) {
+        if entry.revision != before || !fits(&state, grown) {
             return;
         }
         entry.messages.extend(turn.iter().map(stored));
@@ -247,11 +306,11 @@ impl HistoryCache {
         }
         entry.revision = after;
         entry.bytes = entry.size();
-        self.put(&mut state, id, entry);
+        Self::put(&mut state, id, entry);
     }
 
     /// Drops what the cache holds of conversation `id` (it no longer exists).
-    pub(crate) fn forget(&self, id: Uuid) {
+    fn forget(&self, id: Uuid) {
         Self::take(&mut self.state(), id);
     }
 
@@ -261,22 +320,21 @@ impl HistoryCache {
         Some(entry)
     }
 
-    /// Whether an entry of `bytes` is kept at all: one over an eighth of the limit is
-    /// not, so that one long conversation cannot push out all the others.
-    fn fits(&self, bytes: usize) -> bool {
-        bytes <= self.limit / 8
-    }
-
     /// Puts `entry` in place of the one held for `id`, then lets the least recently used
     /// go until the whole fits.
-    fn put(&self, state: &mut State, id: Uuid, entry: Entry) {
+    fn put(state: &mut State, id: Uuid, entry: Entry) {
         Self::take(state, id);
-        if !self.fits(entry.bytes) {
+        if !fits(state, entry.bytes) {
             return;
         }
         state.bytes += entry.bytes;
         state.entries.put(id, entry);
-        while state.bytes > self.limit {
+        Self::shrink(state);
+    }
+
+    /// Lets the least recently used entries go until what is left fits the limit.
+    fn shrink(state: &mut State) {
+        while state.bytes > state.limit {
             let Some((_, gone)) = state.entries.pop_lru() else {
                 break;
             };
@@ -455,6 +513,24 @@ mod tests {
         cache.appended(id, revision(1, 2).around_turn(1), &[said(&"x".repeat(600))]);
         assert_eq!(cache.revision("", id, None), None);
         assert_eq!(cache.state().bytes, 0);
+    }
+
+    #[test]
+    fn a_lower_limit_lets_the_least_recently_used_go_and_zero_keeps_nothing() {
+        let one = Entry::new("", revision(0, 1), None, vec![stored(&said("x"))]).bytes;
+        let cache = HistoryCache::new(one * 8);
+        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        for id in &ids {
+            hold(&cache, "", *id, revision(0, 1), &[said("x")]);
+        }
+        cache.set_limit(one * 2);
+        assert_eq!(cache.state().bytes, one * 2);
+        assert!(cache.revision("", ids[1], None).is_none());
+        assert!(cache.revision("", ids[3], None).is_some());
+        cache.set_limit(0);
+        assert_eq!(cache.state().bytes, 0);
+        hold(&cache, "", ids[0], revision(0, 1), &[said("x")]);
+        assert!(cache.revision("", ids[0], None).is_none());
     }
 
     #[test]

@@ -69,12 +69,13 @@ pub(crate) type Call<'a, T> =
     std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Implements [`TurnStore`] for a backend's pool with its two functions, `history` and
-/// `append` (the trait methods' arguments, the pool first), written out with the
+/// `append` (the trait methods' arguments, the pool first), and its history cache's
+/// look-up (`cache`, the pool its argument), written out with the
 /// signatures `#[async_trait]` gives the trait's methods so that each call's future is
 /// built in its box (see `crate::in_place`): the one place those signatures are spelled.
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 macro_rules! turn_store_built_in_place {
-    ($pool:ty, $history:path, $append:path) => {
+    ($pool:ty, $history:path, $append:path, $cache:path) => {
         impl $crate::store::TurnStore for $pool {
             fn load_history<'life0, 'life1, 'async_trait>(
                 &'life0 self,
@@ -104,6 +105,10 @@ macro_rules! turn_store_built_in_place {
                 Self: 'async_trait,
             {
                 $crate::in_place::built_in_box(|| $append(self, owner, id, target, messages))
+            }
+
+            fn set_history_cache_limit(&self, bytes: usize) {
+                $cache(self).set_limit(bytes);
             }
         }
     };
@@ -177,6 +182,24 @@ pub trait TurnStore: Send + Sync + 'static {
         target: TurnTarget,
         messages: &[NewMessage],
     ) -> Result<i64, StoreError>;
+
+    /// Bounds the histories this store keeps in process to `bytes` of messages (0: it
+    /// keeps none, and reads every history whole). The built-in stores keep, per pool,
+    /// each conversation's last history read or written, checked at every read against
+    /// the conversation's revision, within 16 MiB by default; the bound applies to every
+    /// user of the pool. A store that keeps nothing in process ignores it (the default).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_conversations::store::TurnStore;
+    /// let pool = sqlx::SqlitePool::connect("sqlite://conversations.db").await?;
+    /// pool.set_history_cache_limit(64 << 20);
+    /// # Ok(()) }
+    /// ```
+    fn set_history_cache_limit(&self, bytes: usize) {
+        let _ = bytes;
+    }
 }
 
 /// Storage for conversations and their messages: the [`TurnStore`] the layer uses, and
@@ -432,6 +455,9 @@ impl<T: TurnStore + ?Sized> TurnStore for std::sync::Arc<T> {
         messages: &[NewMessage],
     ) -> Result<i64, StoreError> {
         (**self).append_turn(owner, id, target, messages).await
+    }
+    fn set_history_cache_limit(&self, bytes: usize) {
+        (**self).set_history_cache_limit(bytes);
     }
 }
 

@@ -847,3 +847,15 @@ async fn a_key_file_that_cannot_be_read_stops_the_start_naming_the_path() {
         "{message}"
     );
 }
+
+#[test]
+fn the_proxy_refuses_a_history_cache_that_is_not_a_number_of_mib() {
+    for mib in ["-1", "sixteen", "1.5", "16MiB"] {
+        let output = crate::support::process::command(&["--history-cache-mib", mib], &[])
+            .output()
+            .expect("run the proxy");
+        assert_eq!(output.status.code(), Some(2), "{mib}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--history-cache-mib"), "{mib}: {stderr}");
+    }
+}

@@ -172,13 +172,25 @@ async fn soak_turn(http: &reqwest::Client, proxy: &Proxy, id: Option<Uuid>, text
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: 20,000 turns through the proxy, about a minute"]
 async fn twenty_thousand_turns_through_the_proxy_leave_its_memory_where_warm_up_left_it() {
-    let (turns, warm_up_turns) = (soak_turns(), soak_turns() / 10);
+    // Warm-up ends once every bounded part of the proxy is full, its history cache (set to
+    // 1 MiB below) included: some 3,500 turns of 20-message conversations fill it.
+    let (turns, warm_up_turns) = (soak_turns(), soak_turns() / 5);
     let path = std::env::temp_dir().join(format!("tc_test_soak_{}.db", Uuid::now_v7().simple()));
     let database = format!("sqlite://{}", path.display());
     let upstream = TestServer::start(terse_echo_model()).await;
     let proxy = Arc::new(
         Proxy::start(
-            &["--upstream", &upstream.url(""), "--database-url", &database],
+            // A history cache of 1 MiB, full by the end of warm-up: at the default (16 MiB)
+            // the cache would still be filling at the end, by over half this proxy's
+            // memory, which is growth up to a bound rather than a leak.
+            &[
+                "--upstream",
+                &upstream.url(""),
+                "--database-url",
+                &database,
+                "--history-cache-mib",
+                "1",
+            ],
             &[],
         )
         .await,

@@ -831,6 +831,23 @@ backend_tests! {
         assert_eq!(contents, ["q1", "a1"]);
     }
 
+    async fn a_store_that_keeps_no_histories_sees_a_change_by_hand_at_once(db: TestDb) {
+        let store = db.store();
+        store.set_history_cache_limit(0);
+        let id = conversation_with(&store, "", &[turn("q0", "a0"), turn("q1", "a1")]).await;
+        assert_eq!(store.load_history("", id, None).await.unwrap().len(), 4);
+        // By hand, and without moving the revision: only a history held would hide it.
+        db.execute("UPDATE messages SET message = '{\"role\":\"user\",\"content\":\"edited\"}' WHERE sequence_number = 2").await;
+        let history = values(store.load_history("", id, None).await.unwrap());
+        assert_eq!(history[2]["content"], "edited");
+        // The same store keeping histories again holds it from its next read on.
+        store.set_history_cache_limit(1 << 20);
+        store.load_history("", id, None).await.unwrap();
+        db.execute("UPDATE messages SET message = '{\"role\":\"user\",\"content\":\"hidden\"}' WHERE sequence_number = 2").await;
+        let held = values(store.load_history("", id, None).await.unwrap());
+        assert_eq!(held[2]["content"], "edited", "a change by hand that does not move the revision");
+    }
+
     async fn a_conversation_deleted_elsewhere_is_not_found_by_the_next_history_read(db: TestDb) {
         let (here, there) = (db.store(), db.store_with_connections(2).await);
         let id = conversation_with(&here, "", &[turn("q0", "a0")]).await;

@@ -65,34 +65,10 @@ pub(super) async fn history(
     id: Uuid,
     last: Option<u32>,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
-    let cache = cache(pool);
-    let mut known = cache.revision(owner, id, last);
-    loop {
-        let rows = read(pool, owner, id, last, known).await?;
-        let Some(first) = rows.first() else {
-            cache.forget(id);
-            return Err(StoreError::NotFound);
-        };
-        let revision = Revision {
-            revision: first.try_get(0)?,
-            next_sequence: first.try_get(1)?,
-            message_count: first.try_get(2)?,
-        };
-        if known == Some(revision) {
-            match cache.messages(owner, id, last, revision) {
-                Some(history) => return Ok(history),
-                // Dropped since it was looked at (a turn of this conversation moved it on,
-                // or it was the least recently used): read the messages after all.
-                None => {
-                    known = None;
-                    continue;
-                }
-            }
-        }
-        let history = messages(&rows)?;
-        cache.keep(owner, id, last, revision, &history);
-        return Ok(history);
-    }
+    let read = |known| read(pool, owner, id, last, known);
+    cache(pool)
+        .read_through(owner, id, last, read, |rows| messages(&rows))
+        .await
 }
 
 /// The pool's history cache.
@@ -103,14 +79,15 @@ pub(super) fn cache(pool: &PgPool) -> Arc<HistoryCache> {
     })
 }
 
-/// Runs [`HISTORY`] with the revision the cache holds, if any.
+/// Runs [`HISTORY`] with the revision the cache holds, if any: the conversation's
+/// revision and the rows, or `None` when it does not exist for this owner.
 async fn read(
     pool: &PgPool,
     owner: &str,
     id: Uuid,
     last: Option<u32>,
     known: Option<Revision>,
-) -> Result<Vec<PgRow>, StoreError> {
+) -> Result<Option<(Revision, Vec<PgRow>)>, StoreError> {
     let mut session = Session::statement(pool).await?;
     let rows = session
         .query(HISTORY)
@@ -123,7 +100,15 @@ async fn read(
         .fetch_all(session.connection())
         .await?;
     session.commit().await?;
-    Ok(rows)
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let revision = Revision {
+        revision: first.try_get(0)?,
+        next_sequence: first.try_get(1)?,
+        message_count: first.try_get(2)?,
+    };
+    Ok(Some((revision, rows)))
 }
 
 /// The messages of [`HISTORY`]'s rows.

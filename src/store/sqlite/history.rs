@@ -91,39 +91,20 @@ pub(super) async fn history(
     id: Uuid,
     last: Option<u32>,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
-    let cache = cache(pool);
-    let mut known = cache.revision(owner, id, last);
-    loop {
-        let row = read(pool, owner, id, last, known).await?;
-        if row.try_get::<i64, _>(0)? == 0 {
-            cache.forget(id);
-            return Err(StoreError::NotFound);
-        }
-        let revision = Revision {
-            revision: row.try_get(1)?,
-            next_sequence: row.try_get(2)?,
-            message_count: row.try_get(3)?,
-        };
-        if known == Some(revision) {
-            match cache.messages(owner, id, last, revision) {
-                Some(history) => return Ok(history),
-                // Dropped since it was looked at (a turn of this conversation moved it on,
-                // or it was the least recently used): read the messages after all.
-                None => {
-                    known = None;
-                    continue;
-                }
-            }
-        }
-        let texts = Texts {
-            messages: row.try_get::<Option<&str>, _>(4)?,
-            roles: row.try_get(5)?,
-            sequences: row.try_get(6)?,
-        };
-        let history = cut(texts).ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
-        cache.keep(owner, id, last, revision, &history);
-        return Ok(history);
-    }
+    let read = |known| read(pool, owner, id, last, known);
+    cache(pool)
+        .read_through(owner, id, last, read, messages)
+        .await
+}
+
+/// The messages of [`HISTORY`]'s row.
+fn messages(row: SqliteRow) -> Result<Vec<HistoryMessage>, StoreError> {
+    let texts = Texts {
+        messages: row.try_get::<Option<&str>, _>(4)?,
+        roles: row.try_get(5)?,
+        sequences: row.try_get(6)?,
+    };
+    cut(texts).ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))
 }
 
 /// The pool's history cache.
@@ -134,7 +115,8 @@ pub(super) fn cache(pool: &SqlitePool) -> Arc<HistoryCache> {
     })
 }
 
-/// Runs [`HISTORY`] with the revision the cache holds, if any.
+/// Runs [`HISTORY`] with the revision the cache holds, if any: the conversation's
+/// revision and the row, or `None` when it does not exist for this owner.
 ///
 /// The read goes to the connection the file's writer holds while no write is under way:
 /// its page cache holds the pages the last turns wrote (see [`idle_writer`]). Otherwise
@@ -147,7 +129,7 @@ async fn read(
     id: Uuid,
     last: Option<u32>,
     known: Option<Revision>,
-) -> Result<SqliteRow, StoreError> {
+) -> Result<Option<(Revision, SqliteRow)>, StoreError> {
     static KEPT: PerPool<SqliteConnectOptions, Arc<Kept<Sqlite>>> = PerPool::new();
     let query = sqlx::query(HISTORY)
         .bind(id)
@@ -167,7 +149,15 @@ async fn read(
             row
         }
     };
-    Ok(row)
+    if row.try_get::<i64, _>(0)? == 0 {
+        return Ok(None);
+    }
+    let revision = Revision {
+        revision: row.try_get(1)?,
+        next_sequence: row.try_get(2)?,
+        message_count: row.try_get(3)?,
+    };
+    Ok(Some((revision, row)))
 }
 
 /// The three texts [`HISTORY`] reads, `None` where the conversation has no message.

@@ -221,7 +221,7 @@ SET message_count = message_count - ?3, updated_at = ?4, revision = revision + 1
 WHERE id = ?1 AND owner = ?2
 RETURNING id, title, created_at, updated_at, message_count, metadata";
 
-turn_store_built_in_place!(SqlitePool, history, append);
+turn_store_built_in_place!(SqlitePool, history, append, history::cache);
 
 /// See [`TurnStore::append_turn`].
 async fn append(
