@@ -102,6 +102,36 @@ pub fn long_prompt_body() -> Bytes {
     Bytes::from(json!({"model": "m", "stream": true, "messages": messages}).to_string())
 }
 
+/// The messages a continued conversation is seeded with: questions and answers in turn.
+fn seeded_messages(count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|n| {
+            if n % 2 == 0 {
+                json!({"role": "user", "content": format!("Question {n}: how does the history reach the model?")})
+            } else {
+                json!({"role": "assistant", "content": format!("Answer {n}: the layer splices the stored messages in front of the new ones. ").repeat(3)})
+            }
+        })
+        .collect()
+}
+
+/// What a client without the layer sends for a continued conversation: the `seeded`
+/// messages, `turns` turns of the bench's own (its question and the model's reply of
+/// `reply_deltas` deltas, as the layer stores them), and the new question. The same
+/// bytes the layer sends upstream for such a conversation, so that a passthrough proxy
+/// fed them costs what the proxy costs without the layer.
+pub fn sent_whole_body(seeded: usize, turns: usize, reply_deltas: usize) -> Bytes {
+    let question = json!({"role": "user", "content": "Tell me something."});
+    let reply = json!({"role": "assistant", "content": "word ".repeat(reply_deltas)});
+    let mut messages = seeded_messages(seeded);
+    for _ in 0..turns {
+        messages.push(question.clone());
+        messages.push(reply.clone());
+    }
+    messages.push(question);
+    Bytes::from(json!({"model": "m", "stream": true, "messages": messages}).to_string())
+}
+
 /// The chat request body: one user message, after a system message when `system`.
 pub fn chat_body(system: bool) -> Bytes {
     let mut messages = vec![json!({"role": "user", "content": "Tell me something."})];
@@ -175,16 +205,7 @@ impl Clients {
     /// Creates `count` conversations of `messages` stored messages through the
     /// management API, and returns their ids.
     pub async fn seed(&self, count: usize, messages: usize) -> Result<Vec<String>, String> {
-        let history: Vec<Value> = (0..messages)
-            .map(|n| {
-                if n % 2 == 0 {
-                    json!({"role": "user", "content": format!("Question {n}: how does the history reach the model?")})
-                } else {
-                    json!({"role": "assistant", "content": format!("Answer {n}: the layer splices the stored messages in front of the new ones. ").repeat(3)})
-                }
-            })
-            .collect();
-        let body = Bytes::from(json!({"messages": history}).to_string());
+        let body = Bytes::from(json!({"messages": seeded_messages(messages)}).to_string());
         let mut ids = Vec::with_capacity(count);
         for _ in 0..count {
             let response = self
@@ -465,6 +486,17 @@ pub fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_sent_whole_holds_the_seeded_messages_the_turns_and_the_question() {
+        let body: Value = serde_json::from_slice(&sent_whole_body(20, 2, 66)).unwrap();
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 20 + 2 * 2 + 1);
+        assert_eq!(&messages[..20], &seeded_messages(20)[..]);
+        assert_eq!(messages[21]["content"], "word ".repeat(66));
+        assert_eq!(messages[24], json!({"role": "user", "content": "Tell me something."}));
+        assert_eq!(body["stream"], true);
+    }
 
     #[test]
     fn at_a_models_pace_no_conversation_is_cut_in_the_measured_time() {

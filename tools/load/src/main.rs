@@ -80,9 +80,9 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use crate::client::{Clients, Requests, RunFigures, chat_body};
+use crate::client::{Clients, Requests, RunFigures, chat_body, sent_whole_body};
 use crate::proxy::Proxy;
-use crate::report::{Memory, PASSTHROUGH, Row};
+use crate::report::{Memory, PASSTHROUGH, Row, sent_whole};
 use crate::upstream::{DELTA, Upstream};
 
 /// Everything a run is told.
@@ -253,7 +253,15 @@ impl Settings {
 enum Workload {
     Plain { system: bool },
     Continue { seeded: usize },
+    /// A continued conversation's whole history in each request, as a client sends it
+    /// without the layer (to a passthrough proxy).
+    SentWhole { seeded: usize },
 }
+
+/// The turns of its own a [`Workload::SentWhole`] request carries after the seeded
+/// messages: about what a continued conversation holds on average while measured at a
+/// model's pace (a turn every 4 s, 15 s measured: 20 + 3.2 messages).
+const TURNS_SENT_WHOLE: usize = 2;
 
 /// A proxy process and the configurations measured on it.
 struct Stack<'a> {
@@ -426,7 +434,11 @@ async fn run(settings: &Settings) -> Result<Results, String> {
         Stack {
             name: PASSTHROUGH,
             args: vec!["--passthrough".into()],
-            configurations: vec![(PASSTHROUGH.into(), Workload::Plain { system: false })],
+            configurations: std::iter::once((PASSTHROUGH.into(), Workload::Plain { system: false }))
+                .chain(continued.iter().map(|&seeded| {
+                    (sent_whole(seeded), Workload::SentWhole { seeded })
+                }))
+                .collect(),
         },
         stateful_stack(
             "sqlite",
@@ -496,6 +508,11 @@ async fn run(settings: &Settings) -> Result<Results, String> {
         for (name, workload) in wanted {
             let requests = match workload {
                 Workload::Plain { system } => Requests::Plain(chat_body(*system)),
+                Workload::SentWhole { seeded } => Requests::Plain(sent_whole_body(
+                    *seeded,
+                    TURNS_SENT_WHOLE,
+                    settings.chunks,
+                )),
                 Workload::Continue { seeded } => {
                     let count = settings.levels.iter().copied().max().unwrap_or(1);
                     let ids = clients.seed(count, *seeded).await?;

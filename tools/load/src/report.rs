@@ -8,6 +8,18 @@ use crate::client::{RunFigures, quantile_ms};
 /// The configuration every other row is compared with.
 pub const PASSTHROUGH: &str = "passthrough";
 
+/// The passthrough configuration whose client sends the whole history of a conversation
+/// continued from `seeded` messages: what `continued {seeded} · …` costs without the layer.
+pub fn sent_whole(seeded: usize) -> String {
+    format!("{PASSTHROUGH}, continued {seeded} sent whole")
+}
+
+/// The configuration a `continued {seeded} · {backend}` one is also read against.
+fn sent_whole_of(configuration: &str) -> Option<String> {
+    let seeded = configuration.strip_prefix("continued ")?.split(' ').next()?;
+    Some(sent_whole(seeded.parse().ok()?))
+}
+
 /// The memory figures of one proxy process, in bytes of RSS.
 pub struct Memory {
     /// `passthrough`, `sqlite` or `postgres`.
@@ -166,15 +178,45 @@ fn round_medians(rows: &[Row]) -> String {
     let mut out = "\n| configuration | streams | rounds | × passthrough, each round | median |\n\
                    |---|--:|--:|---|--:|\n"
         .to_owned();
-    for (name, k, ratios) in configurations {
-        let each: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
-        let _ = writeln!(
-            out,
-            "| {name} | {k} | {} | {} | {:.2} |",
-            ratios.len(),
-            each.join(", "),
-            median(ratios)
+    let medians: Vec<(&str, usize, f64)> = configurations
+        .into_iter()
+        .map(|(name, k, ratios)| {
+            let each: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
+            let middle = median(ratios.clone());
+            let _ = writeln!(
+                out,
+                "| {name} | {k} | {} | {} | {middle:.2} |",
+                ratios.len(),
+                each.join(", "),
+            );
+            (name, k, middle)
+        })
+        .collect();
+    // A continued conversation against its history sent whole through passthrough: the
+    // proxy's CPU with the layer against without it, for the same conversation. The
+    // rounds of the two were not paired, so this is a ratio of medians.
+    let mut against_whole = String::new();
+    for &(name, k, middle) in &medians {
+        let Some(whole) = sent_whole_of(name) else {
+            continue;
+        };
+        if let Some(&(_, _, whole_middle)) = medians
+            .iter()
+            .find(|(other, other_k, _)| *other == whole && *other_k == k)
+        {
+            let _ = writeln!(
+                against_whole,
+                "| {name} | {k} | {:.2} |",
+                middle / whole_middle
+            );
+        }
+    }
+    if !against_whole.is_empty() {
+        out.push_str(
+            "\n| configuration | streams | × its history sent whole through passthrough (medians) |\n\
+             |---|--:|--:|\n",
         );
+        out.push_str(&against_whole);
     }
     out
 }
@@ -393,6 +435,37 @@ mod tests {
         // Without rounds, no table of them.
         let single = paced_markdown("setup", &rows[..1], Duration::from_secs(6));
         assert!(!single.contains("median"), "{single}");
+    }
+
+    #[test]
+    fn a_continued_conversation_is_also_read_against_its_history_sent_whole() {
+        let round = |configuration: &str, cpu: f64| {
+            let mut row = row(configuration, 500, 125.0);
+            row.cpu[0] = cpu;
+            row.paired_passthrough = Some(1000.0);
+            row
+        };
+        let whole = sent_whole(20);
+        let rows = [
+            row(PASSTHROUGH, 500, 125.0),
+            round(&whole, 1100.0),
+            round(&whole, 1000.0),
+            round(&whole, 1200.0),
+            round("continued 20 · sqlite", 1300.0),
+            round("continued 20 · sqlite", 1400.0),
+            round("continued 20 · sqlite", 1500.0),
+            round("new · sqlite", 1200.0),
+        ];
+        let markdown = paced_markdown("setup", &rows, Duration::from_secs(6));
+        // 1.40 against passthrough, 1.10 for the history sent whole: 1.40 / 1.10.
+        assert!(
+            markdown.contains("| continued 20 · sqlite | 500 | 1.27 |"),
+            "{markdown}"
+        );
+        // A new conversation has no history to send.
+        assert!(!markdown.contains("| new · sqlite | 500 | 1.09 |"), "{markdown}");
+        assert_eq!(sent_whole_of("continued 100 · postgres"), Some(sent_whole(100)));
+        assert_eq!(sent_whole_of("new · postgres"), None);
     }
 
     #[test]
