@@ -494,7 +494,10 @@ mod tests {
         assert_eq!(messages.len(), 20 + 2 * 2 + 1);
         assert_eq!(&messages[..20], &seeded_messages(20)[..]);
         assert_eq!(messages[21]["content"], "word ".repeat(66));
-        assert_eq!(messages[24], json!({"role": "user", "content": "Tell me something."}));
+        assert_eq!(
+            messages[24],
+            json!({"role": "user", "content": "Tell me something."})
+        );
         assert_eq!(body["stream"], true);
     }
 

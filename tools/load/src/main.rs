@@ -20,7 +20,10 @@
 //! through the management API, cut back to that length every few turns); the stateful
 //! ones on SQLite (a fresh file) and on PostgreSQL (`DATABASE_URL`, default the local
 //! server, in a database created for the run and dropped after it; skipped when no server
-//! answers). Each runs at every concurrency for a fixed time.
+//! answers). For each continued length, passthrough once more with the clients sending
+//! the conversation's whole history, as they do without the layer: what a continued
+//! conversation costs the proxy without it. Each runs at every concurrency for a fixed
+//! time.
 //!
 //! The results, in markdown on stdout (or in the file `--out` names): one table
 //! (requests/s, time to first byte and to `data: [DONE]` p50 and p99, how long `[DONE]`
@@ -41,7 +44,8 @@
 //! request after another, started evenly over one reply's time so that their requests
 //! do not end in waves; `LOAD_SECONDS` (20 here) are measured after `LOAD_WARMUP`
 //! (`LOAD_PACED_SECONDS` + 1). Configurations: passthrough, stateless, new and continued
-//! with 20 stored messages on SQLite and on PostgreSQL; no memory table. A continued
+//! with 20 stored messages on SQLite and on PostgreSQL, and passthrough with the 20
+//! messages sent whole; no memory table. A continued
 //! conversation is cut back to its seeded length only while warming up, so that no
 //! management call's CPU counts against the chat requests; each measured turn adds two
 //! messages (20 s at 4 s a reply: from about 22 to about 32). Its table:
@@ -52,7 +56,8 @@
 //! measured R times, each time just after a window of that passthrough, and read against
 //! it: on a shared machine passthrough's own figure drifts by a tenth from minute to
 //! minute, more than the layer's share. A last table gives each configuration's R
-//! ratios and their median. Its progress lines on stderr also split the proxy's CPU into
+//! ratios and their median, and one more each continued row's median against its
+//! history sent whole. Its progress lines on stderr also split the proxy's CPU into
 //! user and system time, count its threads' context switches per request, and give the
 //! part of its CPU spent on sqlx's SQLite worker threads, where SQLite itself runs each
 //! statement. Each stream holds two sockets in the tool and two in the proxy: the tool
@@ -251,11 +256,17 @@ impl Settings {
 
 /// What one configuration sends.
 enum Workload {
-    Plain { system: bool },
-    Continue { seeded: usize },
+    Plain {
+        system: bool,
+    },
+    Continue {
+        seeded: usize,
+    },
     /// A continued conversation's whole history in each request, as a client sends it
     /// without the layer (to a passthrough proxy).
-    SentWhole { seeded: usize },
+    SentWhole {
+        seeded: usize,
+    },
 }
 
 /// The turns of its own a [`Workload::SentWhole`] request carries after the seeded
@@ -434,11 +445,16 @@ async fn run(settings: &Settings) -> Result<Results, String> {
         Stack {
             name: PASSTHROUGH,
             args: vec!["--passthrough".into()],
-            configurations: std::iter::once((PASSTHROUGH.into(), Workload::Plain { system: false }))
-                .chain(continued.iter().map(|&seeded| {
-                    (sent_whole(seeded), Workload::SentWhole { seeded })
-                }))
-                .collect(),
+            configurations: std::iter::once((
+                PASSTHROUGH.into(),
+                Workload::Plain { system: false },
+            ))
+            .chain(
+                continued
+                    .iter()
+                    .map(|&seeded| (sent_whole(seeded), Workload::SentWhole { seeded })),
+            )
+            .collect(),
         },
         stateful_stack(
             "sqlite",
@@ -508,11 +524,9 @@ async fn run(settings: &Settings) -> Result<Results, String> {
         for (name, workload) in wanted {
             let requests = match workload {
                 Workload::Plain { system } => Requests::Plain(chat_body(*system)),
-                Workload::SentWhole { seeded } => Requests::Plain(sent_whole_body(
-                    *seeded,
-                    TURNS_SENT_WHOLE,
-                    settings.chunks,
-                )),
+                Workload::SentWhole { seeded } => {
+                    Requests::Plain(sent_whole_body(*seeded, TURNS_SENT_WHOLE, settings.chunks))
+                }
                 Workload::Continue { seeded } => {
                     let count = settings.levels.iter().copied().max().unwrap_or(1);
                     let ids = clients.seed(count, *seeded).await?;

@@ -16,7 +16,10 @@ pub fn sent_whole(seeded: usize) -> String {
 
 /// The configuration a `continued {seeded} · {backend}` one is also read against.
 fn sent_whole_of(configuration: &str) -> Option<String> {
-    let seeded = configuration.strip_prefix("continued ")?.split(' ').next()?;
+    let seeded = configuration
+        .strip_prefix("continued ")?
+        .split(' ')
+        .next()?;
     Some(sent_whole(seeded.parse().ok()?))
 }
 
@@ -463,8 +466,14 @@ mod tests {
             "{markdown}"
         );
         // A new conversation has no history to send.
-        assert!(!markdown.contains("| new · sqlite | 500 | 1.09 |"), "{markdown}");
-        assert_eq!(sent_whole_of("continued 100 · postgres"), Some(sent_whole(100)));
+        assert!(
+            !markdown.contains("| new · sqlite | 500 | 1.09 |"),
+            "{markdown}"
+        );
+        assert_eq!(
+            sent_whole_of("continued 100 · postgres"),
+            Some(sent_whole(100))
+        );
         assert_eq!(sent_whole_of("new · postgres"), None);
     }
 
