@@ -117,9 +117,9 @@ fn seeded_messages(count: usize) -> Vec<Value> {
 
 /// What a client without the layer sends for a continued conversation: the `seeded`
 /// messages, `turns` turns of the bench's own (its question and the model's reply of
-/// `reply_deltas` deltas, as the layer stores them), and the new question. The same
-/// bytes the layer sends upstream for such a conversation, so that a passthrough proxy
-/// fed them costs what the proxy costs without the layer.
+/// `reply_deltas` deltas, as the layer stores them), and the new question: the messages
+/// the layer sends upstream for such a conversation after `turns` turns, so that a
+/// passthrough proxy fed them costs what the proxy costs without the layer.
 pub fn sent_whole_body(seeded: usize, turns: usize, reply_deltas: usize) -> Bytes {
     let question = json!({"role": "user", "content": "Tell me something."});
     let reply = json!({"role": "assistant", "content": "word ".repeat(reply_deltas)});

@@ -45,10 +45,10 @@
 //! do not end in waves; `LOAD_SECONDS` (20 here) are measured after `LOAD_WARMUP`
 //! (`LOAD_PACED_SECONDS` + 1). Configurations: passthrough, stateless, new and continued
 //! with 20 stored messages on SQLite and on PostgreSQL, and passthrough with the 20
-//! messages sent whole; no memory table. A continued
-//! conversation is cut back to its seeded length only while warming up, so that no
-//! management call's CPU counts against the chat requests; each measured turn adds two
-//! messages (20 s at 4 s a reply: from about 22 to about 32). Its table:
+//! messages sent whole; no memory table. A continued conversation is cut back to its
+//! seeded length only while warming up, so that no management call's CPU counts against
+//! the chat requests; each measured turn adds two messages (20 s at 4 s a reply: from
+//! about 22 to about 32). Its table:
 //! requests ended in the measured time, the proxy's CPU per request (user + system,
 //! from `/proc`) and that against passthrough's, the database's and the load
 //! generator's, latencies, the proxy's peak RSS, failures. With `LOAD_PACED_ROUNDS` = R
