@@ -56,6 +56,22 @@ pub(crate) struct Revision {
 }
 
 impl Revision {
+    /// The columns `first`, `first + 1` and `first + 2` of `row`: `revision`,
+    /// `next_sequence` and `message_count`, the order in which every statement that
+    /// reads a conversation's revision returns them.
+    pub(crate) fn from_row<'r, R>(row: &'r R, first: usize) -> Result<Self, sqlx::Error>
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(Self {
+            revision: row.try_get(first)?,
+            next_sequence: row.try_get(first + 1)?,
+            message_count: row.try_get(first + 2)?,
+        })
+    }
+
     /// The revisions before and after a turn of `turn` messages, from the numbers the
     /// conversation's row holds after it.
     pub(crate) fn around_turn(self, turn: i64) -> (Self, Self) {

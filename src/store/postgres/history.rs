@@ -103,11 +103,7 @@ async fn read(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let revision = Revision {
-        revision: first.try_get(0)?,
-        next_sequence: first.try_get(1)?,
-        message_count: first.try_get(2)?,
-    };
+    let revision = Revision::from_row(first, 0)?;
     Ok(Some((revision, rows)))
 }
 

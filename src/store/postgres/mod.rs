@@ -257,11 +257,8 @@ async fn append(
         .await?
         .ok_or(StoreError::NotFound)?;
     session.commit().await?;
-    let after = Revision {
-        revision: row.try_get("revision")?,
-        next_sequence: row.try_get("next_sequence")?,
-        message_count: row.try_get("message_count")?,
-    };
+    // APPEND returns `first_sequence`, then the revision.
+    let after = Revision::from_row(&row, 1)?;
     let count = message_count(messages);
     history::cache(pool).appended(id, after.around_turn(count), messages);
     Ok(after.first_of_turn(count))

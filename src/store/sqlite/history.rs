@@ -152,11 +152,7 @@ async fn read(
     if row.try_get::<i64, _>(0)? == 0 {
         return Ok(None);
     }
-    let revision = Revision {
-        revision: row.try_get(1)?,
-        next_sequence: row.try_get(2)?,
-        message_count: row.try_get(3)?,
-    };
+    let revision = Revision::from_row(&row, 1)?;
     Ok(Some((revision, row)))
 }
 

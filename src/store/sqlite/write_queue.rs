@@ -40,7 +40,7 @@ use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
-use sqlx::{Connection, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 use uuid::Uuid;
 
@@ -759,11 +759,7 @@ fn turn_outcome(create: bool, count: i64, rows: &[SqliteRow]) -> Result<Revision
         });
     }
     let row = rows.first().ok_or(StoreError::NotFound)?;
-    Ok(Revision {
-        revision: row.try_get(0)?,
-        next_sequence: row.try_get(1)?,
-        message_count: row.try_get(2)?,
-    })
+    Ok(Revision::from_row(row, 0)?)
 }
 
 /// The current time as the schema stores it (see [`stored_time`]).

@@ -93,6 +93,14 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     command
 }
 
+/// Runs the proxy with `args` and `env`, a command line it must refuse: asserts that it
+/// exits with the usage error's code, 2, and returns what it wrote to stderr.
+pub fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = command(args, env).output().expect("run the proxy");
+    assert_eq!(output.status.code(), Some(2), "{args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// A running proxy. Killed (SIGKILL) when dropped, unless it already exited.
 pub struct Proxy {
     child: Child,
