@@ -49,9 +49,7 @@ pin_project! {
     enum Kind<B: Body> {
         Forwarded { #[pin] inner: B },
         Replayed { body: ReplayedBody<B> },
-        // Boxed: the capture is ten times the size of the other variants, and every
-        // response (stateless ones included) is moved several times on its way out.
-        Captured { body: Pin<Box<CapturedStream<B>>> },
+        Captured { #[pin] body: CapturedStream<B> },
         Channel { body: ChannelBody },
     }
 }
@@ -68,7 +66,7 @@ impl<B: Body> ResponseBody<B> {
     pub(crate) fn captured(inner: B, turn: PendingTurn, capture_limit: usize) -> Self {
         Self {
             kind: Kind::Captured {
-                body: Box::pin(CapturedStream::new(inner, turn, capture_limit)),
+                body: CapturedStream::new(inner, turn, capture_limit),
             },
         }
     }
@@ -117,7 +115,7 @@ where
         match self.project().kind.project() {
             KindProj::Forwarded { inner } => inner.poll_frame(cx),
             KindProj::Replayed { body } => body.poll_frame(cx),
-            KindProj::Captured { body } => body.as_mut().poll_frame(cx),
+            KindProj::Captured { body } => body.poll_frame(cx),
             KindProj::Channel { body } => body.poll_frame(cx),
         }
     }

@@ -87,6 +87,16 @@ impl ReplyAssembler {
         }
     }
 
+    /// Reads a byte of each line of memory the next chunk that repeats the pattern
+    /// reads (the pattern's bytes, the end of the content it appends to), so that they
+    /// are on their way before that chunk arrives, and returns them combined (the caller
+    /// keeps the loads with `black_box`); changes nothing.
+    #[inline]
+    pub(crate) fn warm(&self) -> usize {
+        let last = self.content.as_bytes().last().copied().unwrap_or_default();
+        self.pattern.warm() ^ usize::from(last)
+    }
+
     /// Appends the content of a chunk that repeats the last one read in full but for
     /// its content: all else it says was applied by that chunk and is still in place
     /// (see `pattern.rs`). Returns whether it did.

@@ -47,6 +47,14 @@ pub(crate) struct StreamEnd {
 }
 
 impl StreamEnd {
+    /// Reads the fields the next frame reads first, so that they are on their way
+    /// before it arrives, and returns them combined (the caller keeps the loads with
+    /// `black_box`); changes nothing.
+    #[inline]
+    pub(crate) fn warm(&self) -> usize {
+        self.parser.warm() ^ self.held.len()
+    }
+
     /// Stops collecting event data (the capture limit was reached); `[DONE]` is still
     /// recognised, so it is still held back.
     pub(crate) fn stop_capturing(&mut self) {

@@ -20,6 +20,12 @@ use std::ops::Range;
 
 use super::chunk::string_end;
 
+/// The size of a cache line on the machines the layer runs on.
+const LINE: usize = 64;
+
+/// How many of the pattern's lines [`Pattern::warm`] reads.
+const LINES: usize = 4;
+
 /// The bytes of the last chunk read in full, split around its content string.
 #[derive(Debug, Default)]
 pub(super) struct Pattern {
@@ -38,6 +44,17 @@ impl Pattern {
         self.data.push_str(data);
         self.start = content.start + 1;
         self.end = content.end.saturating_sub(1);
+    }
+
+    /// Reads a byte of each of the pattern's first [`LINES`] cache lines (a chunk of
+    /// OpenAI's is about four), so that they are on their way before the next chunk is
+    /// compared with it, and returns them combined (see `ReplyAssembler::warm`).
+    #[inline]
+    pub(super) fn warm(&self) -> usize {
+        let bytes = self.data.as_bytes();
+        (0..LINES).fold(0, |touched, line| {
+            touched ^ usize::from(bytes.get(line * LINE).copied().unwrap_or_default())
+        })
     }
 
     /// Forgets the pattern: what it applied may no longer be in the message.
