@@ -200,8 +200,8 @@ impl StreamCapture {
 
     /// Reads each line of memory the next frame reads out of line: this capture's own
     /// fields, the pattern's bytes and the end of the content (see
-    /// [`ReplyAssembler::warm`]). Called just before
-    /// the inner body is polled for that frame.
+    /// [`ReplyAssembler::warm`]). Called just before the inner body is polled for that
+    /// frame.
     ///
     /// Why: at a model's pace a stream's state is out of the cache by its next frame,
     /// and each line the frame reads then waits for memory, one after the other, since
