@@ -15,7 +15,12 @@
 //! message to send, and the proxy reads one row. When they differ (another instance
 //! wrote a turn, a management call changed the messages) the same statement returns the
 //! history as before. Nothing is ever spliced that the database does not hold at that
-//! moment: the cache saves reading the messages, never the check.
+//! moment: the cache saves reading the messages, and the check only where the backend
+//! knows without asking that nothing changed. On SQLite that is when nothing but this
+//! process's own turns was committed to the file since a turn of this process left the
+//! history as held: each such turn links the entry it extended to its write
+//! ([`HistoryCache::touch`], [`HistoryCache::link`]), and [`HistoryCache::linked`] serves
+//! it while the SQLite store's `CommitChain` says the file is still as its writes left it.
 //!
 //! A turn the store writes itself moves the conversation from one revision to the next,
 //! and the append statement returns the new one. When the entry held is at the revision
@@ -112,6 +117,17 @@ struct Entry {
     window: Option<u32>,
     messages: Vec<HistoryMessage>,
     bytes: usize,
+    /// The number of the write of this process that left the conversation as held,
+    /// when the backend numbers its writes to tell that nothing came after them (SQLite:
+    /// see its `CommitChain`); `None` for a history read or extended otherwise.
+    linked: Option<u64>,
+    /// The number of the last such write that wrote a turn of the conversation while
+    /// the entry was held (0: none).
+    #[cfg_attr(
+        not(feature = "sqlite"),
+        expect(dead_code, reason = "only SQLite numbers its writes")
+    )]
+    touched: u64,
 }
 
 impl Entry {
@@ -127,6 +143,8 @@ impl Entry {
             window,
             messages,
             bytes: 0,
+            linked: None,
+            touched: 0,
         };
         entry.bytes = entry.size();
         entry
@@ -322,7 +340,51 @@ impl HistoryCache {
         }
         entry.revision = after;
         entry.bytes = entry.size();
+        entry.linked = None;
         Self::put(&mut state, id, entry);
+    }
+
+    /// Marks the entry of conversation `id`, if one is held, as written by the write
+    /// numbered `write`: an entry linked to an earlier write no longer says anything
+    /// without a read.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn touch(&self, id: Uuid, write: u64) {
+        if let Some(entry) = self.state().entries.peek_mut(&id) {
+            entry.touched = entry.touched.max(write);
+        }
+    }
+
+    /// Links the entry of conversation `id` to the write numbered `write`, which left
+    /// the conversation at `revision`: when the entry is at that revision and no later
+    /// write marked it, it is the conversation as that write left it.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn link(&self, id: Uuid, revision: Revision, write: u64) {
+        if let Some(entry) = self.state().entries.peek_mut(&id)
+            && entry.revision == revision
+            && entry.touched == write
+        {
+            entry.linked = Some(write);
+        }
+    }
+
+    /// The history of `owner`'s conversation `id` (its last `last` messages), when the
+    /// entry held is linked to the write numbered `since` or a later one, and no write
+    /// marked it after that: when the backend knows that nothing but its own writes
+    /// from `since` on changed the database, this is the conversation as it is.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn linked(
+        &self,
+        owner: &str,
+        id: Uuid,
+        last: Option<u32>,
+        since: u64,
+    ) -> Option<Vec<HistoryMessage>> {
+        let mut state = self.state();
+        let entry = state.entries.get(&id)?;
+        let write = entry.linked.filter(|&write| write >= since)?;
+        (entry.touched == write)
+            .then(|| entry.serves(owner, last).map(<[HistoryMessage]>::to_vec))
+            .flatten()
     }
 
     /// Drops what the cache holds of conversation `id` (it no longer exists).
@@ -400,6 +462,100 @@ mod tests {
                     .to_owned()
             })
             .collect()
+    }
+
+    #[cfg(feature = "sqlite")]
+    /// Holds `a`, `b` at revision 0, then writes turn `c`, `d` as the write numbered
+    /// `write` and links it; the revision after.
+    fn linked_turn(cache: &HistoryCache, id: Uuid, write: u64) -> Revision {
+        hold(cache, "ada", id, revision(0, 2), &[said("a"), said("b")]);
+        cache.touch(id, write);
+        let (before, after) = revision(1, 4).around_turn(2);
+        cache.appended(id, (before, after), &[said("c"), said("d")]);
+        cache.link(id, after, write);
+        after
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_history_linked_to_a_write_of_the_chain_is_served_without_a_read() {
+        let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
+        let id = Uuid::now_v7();
+        linked_turn(&cache, id, 7);
+        let held = cache
+            .linked("ada", id, None, 7)
+            .expect("linked to the chain's first write");
+        assert_eq!(texts(&held), ["a", "b", "c", "d"]);
+        assert_eq!(
+            cache.linked("ada", id, Some(1), 3).map(|held| texts(&held)),
+            Some(vec!["d".to_owned()])
+        );
+        assert!(
+            cache.linked("ada", id, None, 8).is_none(),
+            "a chain that began after the write"
+        );
+        assert!(cache.linked("bob", id, None, 7).is_none(), "another owner");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_later_write_of_the_conversation_unlinks_its_history() {
+        let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
+        let id = Uuid::now_v7();
+        let after = linked_turn(&cache, id, 7);
+        // Written by write 9, whose caller has not extended the entry (and may never).
+        cache.touch(id, 9);
+        assert!(cache.linked("ada", id, None, 7).is_none());
+        // Nor does a link to an earlier write that comes late take.
+        cache.link(id, after, 7);
+        assert!(cache.linked("ada", id, None, 7).is_none());
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn only_the_write_that_marked_a_history_last_links_it() {
+        let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
+        let id = Uuid::now_v7();
+        hold(&cache, "ada", id, revision(0, 2), &[said("a"), said("b")]);
+        cache.touch(id, 7);
+        cache.touch(id, 8);
+        let (before, after) = revision(1, 4).around_turn(2);
+        cache.appended(id, (before, after), &[said("c"), said("d")]);
+        // Write 7's caller extends the entry while write 8 (of this conversation too) is
+        // not yet told: the entry is not what write 8 left.
+        cache.link(id, after, 7);
+        assert!(cache.linked("ada", id, None, 1).is_none());
+        // Nor a link at a revision the entry is not at.
+        cache.link(id, revision(2, 6), 8);
+        assert!(cache.linked("ada", id, None, 1).is_none());
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_history_read_again_or_extended_without_a_link_is_not_linked() {
+        let cache = HistoryCache::new(HISTORY_CACHE_BYTES);
+        let id = Uuid::now_v7();
+        let after = linked_turn(&cache, id, 7);
+        hold(
+            &cache,
+            "ada",
+            id,
+            after,
+            &[said("a"), said("b"), said("c"), said("d")],
+        );
+        assert!(cache.linked("ada", id, None, 1).is_none(), "read again");
+        let other = Uuid::now_v7();
+        let after = linked_turn(&cache, other, 8);
+        cache.appended(
+            other,
+            revision(2, 6).around_turn(2),
+            &[said("e"), said("f")],
+        );
+        assert_eq!(cache.revision("ada", other, None), Some(revision(2, 6)));
+        assert!(
+            cache.linked("ada", other, None, 1).is_none(),
+            "extended past {after:?} by a write of no link"
+        );
     }
 
     #[test]

@@ -735,6 +735,28 @@ backend_tests! {
         assert_eq!(history.len(), 2);
     }
 
+    async fn a_history_extended_by_this_store_s_own_turn_sees_a_later_commit_of_another_connection(db: TestDb) {
+        let store = db.store();
+        let id = conversation_with(&store, "", &[turn("q0", "a0")]).await;
+        store.load_history("", id, None).await.unwrap();
+        // Held, then extended by a turn this store wrote: on SQLite nothing else was
+        // committed to the file since, and the history is spliced without a read.
+        store.append_turn("", id, TurnTarget::Existing, &turn("q1", "a1")).await.unwrap();
+        assert_eq!(values(store.load_history("", id, None).await.unwrap()).len(), 4);
+        // Until another connection commits.
+        db.change_messages("UPDATE messages SET message = '{\"role\":\"user\",\"content\":\"edited\"}' WHERE sequence_number = 2").await;
+        let history = values(store.load_history("", id, None).await.unwrap());
+        assert_eq!(history.len(), 4);
+        assert_eq!(history[2]["content"], "edited");
+        // And the same after a turn of another conversation this store wrote since.
+        store.append_turn("", id, TurnTarget::Existing, &turn("q2", "a2")).await.unwrap();
+        conversation_with(&store, "", &[turn("x", "y")]).await;
+        db.change_messages("UPDATE messages SET message = '{\"role\":\"user\",\"content\":\"again\"}' WHERE sequence_number = 4").await;
+        let history = values(store.load_history("", id, None).await.unwrap());
+        assert_eq!(history.len(), 6);
+        assert_eq!(history[4]["content"], "again");
+    }
+
     async fn a_history_held_in_process_is_what_a_fresh_read_gives(db: TestDb) {
         let store = db.store();
         let id = conversation_with(&store, "", &[turn("q0", "a0")]).await;

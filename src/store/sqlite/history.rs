@@ -33,6 +33,10 @@
 //!
 //! A history the pool holds in process at the conversation's revision is not read at all
 //! (see [`HistoryCache`]): the same statement then returns the conversation's row alone.
+//! And when nothing but this process's own turns was committed to the file since one of
+//! them left the history as held, not even that row is read (see [`CommitChain`]).
+//!
+//! [`CommitChain`]: super::commit_chain::CommitChain
 
 use std::sync::Arc;
 
@@ -40,7 +44,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::write_queue::{IdleWriter, idle_writer};
+use super::write_queue::{self, IdleWriter, idle_writer};
 use crate::store::history_cache::{HISTORY_CACHE_BYTES, HistoryCache, Revision};
 use crate::store::kept::Kept;
 use crate::store::per_pool::PerPool;
@@ -91,10 +95,16 @@ pub(super) async fn history(
     id: Uuid,
     last: Option<u32>,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
+    let cache = cache(pool);
+    // Nothing but this process's own turns was committed since it wrote what it holds:
+    // no read at all (see `CommitChain`).
+    if let Some(since) = write_queue::unchanged_since(pool, &cache)
+        && let Some(held) = cache.linked(owner, id, last, since)
+    {
+        return Ok(held);
+    }
     let read = |known| read(pool, owner, id, last, known);
-    cache(pool)
-        .read_through(owner, id, last, read, messages)
-        .await
+    cache.read_through(owner, id, last, read, messages).await
 }
 
 /// The messages of [`HISTORY`]'s row.

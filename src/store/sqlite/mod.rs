@@ -129,11 +129,13 @@ VALUES (?1, 0, ?4, ",
 }
 
 // After the SQL macros above, which the turn statements there are built from too.
+mod commit_chain;
 mod history;
 mod responses;
 mod retention;
 mod search;
 mod search_index;
+mod wal_index;
 mod write_queue;
 
 use history::history;
@@ -233,6 +235,7 @@ async fn append(
 ) -> Result<i64, StoreError> {
     let create = target == TurnTarget::NewConversation;
     let count = message_count(messages);
+    let cache = history::cache(pool);
     let turn = TurnRows {
         owner: owner.to_owned(),
         id,
@@ -241,11 +244,15 @@ async fn append(
         count,
         rows: SqliteBatch::new(messages)?,
     };
-    let after = write_queue::append(pool, turn).await?;
+    let written = write_queue::append(pool, turn, cache.clone()).await?;
+    let after = written.revision;
     // A new conversation is not kept in the history cache: the first continued turn
     // reads the first turn's messages and keeps them, which costs a new turn nothing.
     if !create {
-        history::cache(pool).appended(id, after.around_turn(count), messages);
+        cache.appended(id, after.around_turn(count), messages);
+        if let Some(link) = written.link {
+            cache.link(id, after, link);
+        }
     }
     Ok(after.first_of_turn(count))
 }

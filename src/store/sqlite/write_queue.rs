@@ -15,7 +15,9 @@
 //! call, its `BEGIN IMMEDIATE` and `COMMIT` included (see [`write_alone`]).
 //! Turns of one conversation are written in the order they joined. The full-text index
 //! is fed after a batch, at most once a second unless many turns wait (see
-//! [`search_index`](super::search_index)).
+//! [`search_index`](super::search_index)). Each batch, and each feed of the index, is
+//! offered to the file's [`CommitChain`] as a link: the WAL index's header read before
+//! and after it tells whether its commit was the only one between.
 //!
 //! Writes of one process also go through one connection of their own, which the file's
 //! writer keeps from write to write (see [`Writer`] and [`Writes`]): SQLite drops a
@@ -44,10 +46,11 @@ use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 use uuid::Uuid;
 
+use super::commit_chain::CommitChain;
 use super::search_index::{Indexing, index_pending};
 use crate::store::StoreError;
 use crate::store::batch::SqliteBatch;
-use crate::store::history_cache::Revision;
+use crate::store::history_cache::{HistoryCache, Revision};
 use crate::store::per_pool::PerPool;
 
 /// Takes the write lock at once rather than at the first write.
@@ -140,7 +143,6 @@ const CREATE_PAIR_ALONE: &str = alone!(create_turn!(pair));
 const ROLLBACK_TURN: &str = "ROLLBACK TO turn; RELEASE turn";
 
 /// The queue of one database file.
-#[derive(Default)]
 struct FileQueue {
     /// Held by the one writer of this process, with the connection it writes on.
     writer: Arc<tokio::sync::Mutex<Writer>>,
@@ -152,6 +154,21 @@ struct FileQueue {
     next_ticket: AtomicU64,
     /// When its writers last fed the full-text index.
     indexing: Indexing,
+    /// The writes of this process that nothing else came between.
+    chain: CommitChain,
+}
+
+impl FileQueue {
+    fn new(file: &Path) -> Self {
+        Self {
+            writer: Arc::default(),
+            writes: Mutex::default(),
+            waiting: Mutex::default(),
+            next_ticket: AtomicU64::default(),
+            indexing: Indexing::default(),
+            chain: CommitChain::new((!is_private(file)).then_some(file)),
+        }
+    }
 }
 
 /// The pool of one connection that a file's writes in this process go through, so that
@@ -291,7 +308,9 @@ impl Drop for GiveUp {
 struct QueuedTurn {
     ticket: u64,
     turn: TurnRows,
-    written: oneshot::Sender<Result<Revision, StoreError>>,
+    /// The history cache of the pool the turn came from (see [`CommitChain`]).
+    cache: Arc<HistoryCache>,
+    written: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 /// Held by the caller of a turn on the list. A caller that stops waiting (its future
@@ -322,7 +341,7 @@ fn file_queue(file: &Path) -> Arc<FileQueue> {
     static QUEUES: OnceLock<Queues> = OnceLock::new();
     lock(QUEUES.get_or_init(Queues::default))
         .entry(file.to_path_buf())
-        .or_default()
+        .or_insert_with(|| Arc::new(FileQueue::new(file)))
         .clone()
 }
 
@@ -409,6 +428,12 @@ impl Drop for WriteLock {
 
 /// The connection the file's writer holds, lent to a read while no write is under way.
 ///
+/// The first write of the pool's file's [`CommitChain`] when nothing else was committed
+/// to the file since that write, and the chain's turns came from the pool with `cache`.
+pub(super) fn unchanged_since(pool: &SqlitePool, cache: &Arc<HistoryCache>) -> Option<u64> {
+    pool_queue(pool).chain.unchanged_since(cache)
+}
+
 /// SQLite drops a connection's whole page cache when it begins a transaction and finds
 /// that another connection wrote the file since its last one. A pool's connection that
 /// reads a history just after a turn was written therefore reads every page again, each
@@ -443,12 +468,24 @@ impl IdleWriter {
     }
 }
 
-/// Writes `turn`, in a batch with every other turn waiting for the same file, and
-/// returns the conversation's revision after it.
-pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<Revision, StoreError> {
+/// What a turn's write left: the conversation's revision after it, and the number of
+/// the write when it is a link of the file's [`CommitChain`].
+pub(super) struct Appended {
+    pub(super) revision: Revision,
+    pub(super) link: Option<u64>,
+}
+
+/// Writes `turn`, in a batch with every other turn waiting for the same file; `cache`
+/// is the history cache of `pool`.
+pub(super) async fn append(
+    pool: &SqlitePool,
+    turn: TurnRows,
+    cache: Arc<HistoryCache>,
+) -> Result<Appended, StoreError> {
     if is_private(pool.connect_options().get_filename()) {
         let mut writing = lock_write(pool).await;
-        let outcome = write_batch(&mut writing, vec![turn])
+        let written = [(cache, turn.id)];
+        let outcome = write_batch(&mut writing, vec![turn], &written)
             .await
             .pop()
             .unwrap_or_else(|| Err(abandoned()));
@@ -464,6 +501,7 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<Revision
     lock(&queue.waiting).push(QueuedTurn {
         ticket: ticket.number,
         turn,
+        cache,
         written,
     });
     let writer = match writer_or_outcome(&queue, &mut result).await {
@@ -490,14 +528,14 @@ pub(super) async fn append(pool: &SqlitePool, turn: TurnRows) -> Result<Revision
 /// What a queued turn's caller woke up to.
 enum Woken {
     /// A writer ahead of it took its turn along: it need not write at all.
-    Written(Result<Revision, StoreError>),
+    Written(Result<Appended, StoreError>),
     /// It is the file's writer now.
     Writer(OwnedMutexGuard<Writer>),
 }
 
 async fn writer_or_outcome(
     queue: &FileQueue,
-    result: &mut oneshot::Receiver<Result<Revision, StoreError>>,
+    result: &mut oneshot::Receiver<Result<Appended, StoreError>>,
 ) -> Woken {
     let mut writer = pin!(queue.writer.clone().lock_owned());
     poll_fn(|cx| match Pin::new(&mut *result).poll(cx) {
@@ -513,11 +551,15 @@ async fn writer_or_outcome(
 /// returns how many there were. Only the file's writer calls this.
 async fn write_waiting_turns(writing: &mut WriteLock) -> usize {
     let batch = std::mem::take(&mut *lock(&writing.queue.waiting));
-    let (turns, callers): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|queued| (queued.turn, queued.written))
-        .unzip();
-    let outcomes = write_batch(writing, turns).await;
+    let mut turns = Vec::with_capacity(batch.len());
+    let mut written = Vec::with_capacity(batch.len());
+    let mut callers = Vec::with_capacity(batch.len());
+    for queued in batch {
+        written.push((queued.cache, queued.turn.id));
+        turns.push(queued.turn);
+        callers.push(queued.written);
+    }
+    let outcomes = write_batch(writing, turns, &written).await;
     let written = callers.len();
     for (caller, outcome) in callers.into_iter().zip(outcomes) {
         // A caller that stopped waiting (its future dropped) needs no answer.
@@ -537,12 +579,19 @@ fn index_if_due(mut writing: WriteLock, turns: usize) {
         return;
     }
     tokio::spawn(async move {
+        let before = writing.queue.chain.before();
         let indexed = match writing.connection().await {
             Ok(connection) => index_pending(connection).await,
             Err(error) => Err(error),
         };
-        if let Err(error) = indexed {
-            tracing::warn!(%error, "indexing messages for search failed; they stay pending");
+        match indexed {
+            // The index's tables hold no history: a link that writes none.
+            Ok(()) => {
+                writing.queue.chain.link(before, &[]);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "indexing messages for search failed; they stay pending");
+            }
         }
     });
 }
@@ -559,10 +608,20 @@ fn is_private(file: &Path) -> bool {
 async fn write_batch(
     writing: &mut WriteLock,
     turns: Vec<TurnRows>,
-) -> Vec<Result<Revision, StoreError>> {
+    written: &[(Arc<HistoryCache>, Uuid)],
+) -> Vec<Result<Appended, StoreError>> {
     let count = turns.len();
+    let before = writing.queue.chain.before();
     match write_in_one_transaction(writing, turns).await {
-        Ok(outcomes) => outcomes,
+        Ok(outcomes) => {
+            let link = writing.queue.chain.link(before, written);
+            let links = turn_links(written, link);
+            outcomes
+                .into_iter()
+                .zip(links)
+                .map(|(outcome, link)| outcome.map(|revision| Appended { revision, link }))
+                .collect()
+        }
         Err(error) => {
             writing.let_go();
             fan_out(error, count)
@@ -590,9 +649,22 @@ async fn write_in_one_transaction(
     Ok(outcomes)
 }
 
+/// The link each turn of a batch written as `link` hands its caller: only a
+/// conversation's last turn in the batch leaves it as the link left it. An earlier one,
+/// linked, would stay linked if the later turn's caller never extended the history.
+fn turn_links(written: &[(Arc<HistoryCache>, Uuid)], link: Option<u64>) -> Vec<Option<u64>> {
+    (0..written.len())
+        .map(|turn| {
+            let id = written[turn].1;
+            let last = written[turn + 1..].iter().all(|(_, later)| *later != id);
+            link.filter(|_| last)
+        })
+        .collect()
+}
+
 /// One failure of a whole batch, told to each of its turns: the same kind of error
 /// for every copy, with the original as its source.
-fn fan_out(error: StoreError, count: usize) -> Vec<Result<Revision, StoreError>> {
+fn fan_out<T>(error: StoreError, count: usize) -> Vec<Result<T, StoreError>> {
     let shared = Arc::new(error);
     (0..count)
         .map(|_| {
@@ -801,4 +873,21 @@ pub(super) fn stored_time(time: DateTime<Utc>) -> String {
     // Digits and the pattern's ASCII: the fallback is never taken.
     String::from_utf8(text.to_vec())
         .unwrap_or_else(|_| time.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_conversation_s_last_turn_in_a_batch_is_linked() {
+        let cache = Arc::new(HistoryCache::new(0));
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let written: Vec<_> = [a, b, a]
+            .into_iter()
+            .map(|id| (cache.clone(), id))
+            .collect();
+        assert_eq!(turn_links(&written, Some(5)), [None, Some(5), Some(5)]);
+        assert_eq!(turn_links(&written, None), [None, None, None]);
+    }
 }
