@@ -118,7 +118,9 @@
 //! the row no longer has it, so a continued turn whose last turn went through the same
 //! process reads one row; a turn the store writes on top of the history it holds extends
 //! it. Messages changed by hand must move `conversations.revision` on too (see the
-//! README's "Storage").
+//! README's "Storage"). On SQLite not even that row is read while nothing but this
+//! process's own turns was committed to the file since one of them left the history as
+//! held: the header of the file's WAL index, which every commit rewrites, says so.
 //!
 //! A pool built with `test_before_acquire(false)` (the example proxy's, which pings only
 //! a connection idle for over a second) has store calls that ended in good order leave

@@ -19,8 +19,8 @@
 //! knows without asking that nothing changed. On SQLite that is when nothing but this
 //! process's own turns was committed to the file since a turn of this process left the
 //! history as held: each such turn links the entry it extended to its write
-//! ([`HistoryCache::touch`], [`HistoryCache::link`]), and [`HistoryCache::linked`] serves
-//! it while the SQLite store's `CommitChain` says the file is still as its writes left it.
+//! (`HistoryCache::touch`, `HistoryCache::link`), and `HistoryCache::linked` serves it
+//! while the SQLite store's `CommitChain` says the file is still as its writes left it.
 //!
 //! A turn the store writes itself moves the conversation from one revision to the next,
 //! and the append statement returns the new one. When the entry held is at the revision

@@ -119,8 +119,7 @@ pub(super) async fn catch_up(pool: &SqlitePool) -> Result<(), StoreError> {
     if !pending {
         return Ok(());
     }
-    let mut writing = lock_write(pool).await;
-    index_pending(writing.connection().await?).await
+    lock_write(pool).await.index_pending().await
 }
 
 #[cfg(test)]

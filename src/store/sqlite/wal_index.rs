@@ -15,11 +15,13 @@
 //! The header is read with one `pread` of the file, not through SQLite, and never
 //! written. SQLite writes it twice, the second copy first, and a reader that finds the
 //! copies different caught a commit halfway: such a read counts as no header at all, as
-//! does a file that is not a WAL index of this version (a database not in WAL mode, a
-//! VFS that keeps the index in heap memory, a path that is not the one SQLite opened).
-//! Each read first checks that the file at the path is still the one held open: when the
-//! last connection to a database closes, SQLite deletes the file, and the next one
-//! creates another.
+//! does a file that is not a WAL index of this version. A database whose index is not
+//! that file (not in WAL mode, a VFS that keeps the index in heap memory, a path that is
+//! not the one SQLite opened) has no such file, or one that no commit changes: no write
+//! of it is then a link. A read whose header is trusted as the file's (before a write,
+//! before a history is spliced) first checks that the file at the path is still the one
+//! held open: when the last connection to a database closes, SQLite deletes the file,
+//! and the next one creates another.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -77,15 +79,34 @@ impl WalIndex {
     /// The header as it is now; `None` when it cannot be read whole (see the module's
     /// documentation).
     pub(super) fn header(&self) -> Option<Header> {
+        self.read(Identity::Checked)
+    }
+
+    /// The header of the file held open, without first checking that it is still the
+    /// one at the path: for the read after a write, which need not. A file SQLite
+    /// deleted no longer changes, so a write whose header after is read from it does
+    /// not move its count by one, and is no link (see [`Header::follows`]).
+    pub(super) fn header_after_a_write(&self) -> Option<Header> {
+        self.read(Identity::Trusted)
+    }
+
+    fn read(&self, identity: Identity) -> Option<Header> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = open.as_ref().and_then(Open::header);
+        let current = open.as_ref().and_then(|open| open.header(identity));
         if current.is_some() {
             return current;
         }
         // Not open yet, or the file at the path is another one by now.
         *open = Open::at(self.database.as_deref()?);
-        open.as_ref().and_then(Open::header)
+        open.as_ref().and_then(|open| open.header(identity))
     }
+}
+
+/// Whether a read first checks that the file held open is still the one at its path.
+#[derive(Clone, Copy)]
+enum Identity {
+    Checked,
+    Trusted,
 }
 
 impl Open {
@@ -106,13 +127,15 @@ impl Open {
         })
     }
 
-    /// The header, if the file at the path is still this one.
+    /// The header, if the file at the path is still this one or need not be.
     #[cfg(unix)]
-    fn header(&self) -> Option<Header> {
+    fn header(&self, identity: Identity) -> Option<Header> {
         use std::os::unix::fs::{FileExt, MetadataExt};
-        let now = std::fs::metadata(&self.path).ok()?;
-        if (now.dev(), now.ino()) != self.identity {
-            return None;
+        if let Identity::Checked = identity {
+            let now = std::fs::metadata(&self.path).ok()?;
+            if (now.dev(), now.ino()) != self.identity {
+                return None;
+            }
         }
         let mut both = [0; 2 * HEADER];
         self.file.read_exact_at(&mut both, 0).ok()?;
@@ -131,7 +154,7 @@ impl Open {
     }
 
     #[cfg(not(unix))]
-    fn header(&self) -> Option<Header> {
+    fn header(&self, _: Identity) -> Option<Header> {
         let _ = (&self.path, &self.file, self.identity);
         None
     }

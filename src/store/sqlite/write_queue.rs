@@ -394,6 +394,16 @@ impl WriteLock {
         Ok(self.connection().await?.begin_with(BEGIN_WRITE).await?)
     }
 
+    /// Moves the messages waiting for the full-text index into it. The index's tables hold
+    /// no history: the write is offered to the file's [`CommitChain`] as a link that
+    /// writes none.
+    pub(super) async fn index_pending(&mut self) -> Result<(), StoreError> {
+        let before = self.queue.chain.before();
+        index_pending(self.connection().await?).await?;
+        self.queue.chain.link(before, &[]);
+        Ok(())
+    }
+
     /// Whether the pool's database is private to each connection (`:memory:`), whose
     /// connection must never be closed: its database would go with it.
     fn private(&self) -> bool {
@@ -579,19 +589,8 @@ fn index_if_due(mut writing: WriteLock, turns: usize) {
         return;
     }
     tokio::spawn(async move {
-        let before = writing.queue.chain.before();
-        let indexed = match writing.connection().await {
-            Ok(connection) => index_pending(connection).await,
-            Err(error) => Err(error),
-        };
-        match indexed {
-            // The index's tables hold no history: a link that writes none.
-            Ok(()) => {
-                writing.queue.chain.link(before, &[]);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "indexing messages for search failed; they stay pending");
-            }
+        if let Err(error) = writing.index_pending().await {
+            tracing::warn!(%error, "indexing messages for search failed; they stay pending");
         }
     });
 }
