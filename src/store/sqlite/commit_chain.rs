@@ -209,6 +209,12 @@ mod tests {
                 .map(|held| held.len())
         }
 
+        /// How many messages a history read of `id` gives.
+        async fn read(&self, id: Uuid) -> usize {
+            let history = self.pool.load_history("", id, None).await;
+            history.expect("read").len()
+        }
+
         /// A conversation of one turn, read once (so held), then continued by a turn.
         async fn conversation(&self) -> Uuid {
             let id = Uuid::now_v7();
@@ -285,14 +291,7 @@ mod tests {
             .expect("a turn through the other pool");
         // The write is a link, of the other pool's cache: this one's entry says nothing.
         assert_eq!(db.linked(id), None);
-        assert_eq!(
-            db.pool
-                .load_history("", id, None)
-                .await
-                .expect("read")
-                .len(),
-            6
-        );
+        assert_eq!(db.read(id).await, 6);
     }
 
     #[tokio::test]
@@ -301,13 +300,6 @@ mod tests {
         let id = db.conversation().await;
         assert_eq!(db.pool.truncate("", id, 2).await.expect("truncate"), 2);
         assert_eq!(db.linked(id), None);
-        assert_eq!(
-            db.pool
-                .load_history("", id, None)
-                .await
-                .expect("read")
-                .len(),
-            2
-        );
+        assert_eq!(db.read(id).await, 2);
     }
 }
