@@ -757,6 +757,39 @@ backend_tests! {
         assert_eq!(history[4]["content"], "again");
     }
 
+    async fn histories_held_through_concurrent_turns_are_what_a_fresh_read_gives(db: TestDb) {
+        let store = db.store();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let id = conversation_with(&store, "", &[turn("q", "a")]).await;
+            store.load_history("", id, None).await.unwrap();
+            ids.push(id);
+        }
+        // Turns that wait together are written as one batch on SQLite, two of one
+        // conversation among them, and each extends (or drops) what the store holds.
+        for round in 0..4 {
+            let tasks: Vec<_> = ids
+                .iter()
+                .flat_map(|&id| [id, id])
+                .enumerate()
+                .map(|(n, id)| {
+                    let store = store.clone();
+                    let messages = turn(&format!("q{round}.{n}"), &format!("a{round}.{n}"));
+                    tokio::spawn(async move { store.append_turn("", id, TurnTarget::Existing, &messages).await })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+            let fresh = db.store_with_connections(1).await;
+            for &id in &ids {
+                let held = store.load_history("", id, None).await.unwrap();
+                assert_eq!(held.len(), 2 + 4 * (round + 1));
+                assert_eq!(held, fresh.load_history("", id, None).await.unwrap());
+            }
+        }
+    }
+
     async fn a_history_held_in_process_is_what_a_fresh_read_gives(db: TestDb) {
         let store = db.store();
         let id = conversation_with(&store, "", &[turn("q0", "a0")]).await;
