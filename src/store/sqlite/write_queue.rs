@@ -436,14 +436,14 @@ impl Drop for WriteLock {
     }
 }
 
-/// The connection the file's writer holds, lent to a read while no write is under way.
-///
 /// The first write of the pool's file's [`CommitChain`] when nothing else was committed
 /// to the file since that write, and the chain's turns came from the pool with `cache`.
 pub(super) fn unchanged_since(pool: &SqlitePool, cache: &Arc<HistoryCache>) -> Option<u64> {
     pool_queue(pool).chain.unchanged_since(cache)
 }
 
+/// The connection the file's writer holds, lent to a read while no write is under way.
+///
 /// SQLite drops a connection's whole page cache when it begins a transaction and finds
 /// that another connection wrote the file since its last one. A pool's connection that
 /// reads a history just after a turn was written therefore reads every page again, each
@@ -562,14 +562,14 @@ async fn writer_or_outcome(
 async fn write_waiting_turns(writing: &mut WriteLock) -> usize {
     let batch = std::mem::take(&mut *lock(&writing.queue.waiting));
     let mut turns = Vec::with_capacity(batch.len());
-    let mut written = Vec::with_capacity(batch.len());
+    let mut conversations = Vec::with_capacity(batch.len());
     let mut callers = Vec::with_capacity(batch.len());
     for queued in batch {
-        written.push((queued.cache, queued.turn.id));
+        conversations.push((queued.cache, queued.turn.id));
         turns.push(queued.turn);
         callers.push(queued.written);
     }
-    let outcomes = write_batch(writing, turns, &written).await;
+    let outcomes = write_batch(writing, turns, &conversations).await;
     let written = callers.len();
     for (caller, outcome) in callers.into_iter().zip(outcomes) {
         // A caller that stopped waiting (its future dropped) needs no answer.
