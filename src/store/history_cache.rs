@@ -464,9 +464,9 @@ mod tests {
             .collect()
     }
 
-    #[cfg(feature = "sqlite")]
     /// Holds `a`, `b` at revision 0, then writes turn `c`, `d` as the write numbered
     /// `write` and links it; the revision after.
+    #[cfg(feature = "sqlite")]
     fn linked_turn(cache: &HistoryCache, id: Uuid, write: u64) -> Revision {
         hold(cache, "ada", id, revision(0, 2), &[said("a"), said("b")]);
         cache.touch(id, write);
