@@ -48,8 +48,12 @@ struct Capture {
 
 /// Where a captured stream is.
 enum Phase {
-    /// Forwarding the inner body.
-    Streaming,
+    /// Forwarding the inner body; `waited`: its last poll found no frame, so the next
+    /// one comes after a wake-up, when the capture's lines may be out of the cache (see
+    /// [`StreamCapture::warm`]). Right after a frame they are not.
+    Streaming {
+        waited: bool,
+    },
     /// The turn is being stored (`None`: there was nothing to store); the inner body is
     /// drained meanwhile if it is still open, so its connection can be reused. The end
     /// of the stream is held back since `held_since`.
@@ -70,7 +74,7 @@ impl<B> CapturedStream<B> {
             state: Box::new(Capture {
                 capture: StreamCapture::new(turn, capture_limit),
                 out: VecDeque::new(),
-                phase: Phase::Streaming,
+                phase: Phase::Streaming { waited: true },
                 trailers: None,
             }),
         }
@@ -98,9 +102,13 @@ impl<B: Body<Data = Bytes>> Body for CapturedStream<B> {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
             match phase {
-                Phase::Streaming => match ready!({
-                    capture.warm();
-                    inner.as_mut().poll_frame(cx)
+                Phase::Streaming { waited } => match ready!({
+                    if *waited {
+                        capture.warm();
+                    }
+                    let polled = inner.as_mut().poll_frame(cx);
+                    *waited = polled.is_pending();
+                    polled
                 }) {
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) => {
@@ -201,7 +209,8 @@ impl StreamCapture {
     /// Reads each line of memory the next frame reads out of line: this capture's own
     /// fields, the pattern's bytes and the end of the content (see
     /// [`ReplyAssembler::warm`]). Called just before the inner body is polled for that
-    /// frame.
+    /// frame, when its last poll found none: the poll that follows a frame finds the
+    /// lines still in the cache.
     ///
     /// Why: at a model's pace a stream's state is out of the cache by its next frame,
     /// and each line the frame reads then waits for memory, one after the other, since
