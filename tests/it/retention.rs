@@ -51,6 +51,31 @@ backend_tests! {
         assert_eq!(store.purge_idle(cutoff).await.unwrap(), 0);
     }
 
+    async fn purging_walks_every_owner_past_a_batch_of_owners_with_nothing_idle_and_past_an_owner_with_more_than_a_batch(db: TestDb) {
+        let store = db.store();
+        // Idle: the first owner in order (the empty one), one with more than a batch of
+        // 500, and the last.
+        conversation_with(&store, "", &[turn("old", "a")]).await;
+        for n in 0..501 {
+            conversation_with(&store, "m", &[turn(&format!("old {n}"), "a")]).await;
+        }
+        conversation_with(&store, "zzz", &[turn("old", "a")]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let cutoff = chrono::Utc::now();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Between them, more owners than a batch looks at, none of them idle.
+        for n in 0..505 {
+            conversation_with(&store, &format!("o{n:03}"), &[turn("fresh", "a")]).await;
+        }
+
+        assert_eq!(store.purge_idle(cutoff).await.unwrap(), 503);
+        assert_eq!(db.scalar("SELECT count(*) FROM conversations").await, 505);
+        assert_eq!(db.scalar("SELECT count(*) FROM messages").await, 1010);
+        assert_eq!(store.list("m", &page(10, 0)).await.unwrap().total, 0);
+        assert_eq!(store.list("zzz", &page(10, 0)).await.unwrap().total, 0);
+        assert_eq!(store.purge_idle(cutoff).await.unwrap(), 0);
+    }
+
     async fn the_proxy_purges_conversations_idle_longer_than_its_retention_days(db: TestDb) {
         let store = db.store();
         conversation_with(&store, "someone", &[turn("idle", "a")]).await;
