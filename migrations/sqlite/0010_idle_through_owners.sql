@@ -3,5 +3,6 @@
 -- to the write-ahead log (the entry's old place and its new one). conversations_idle
 -- served only retention, which runs rarely; retention now finds idle conversations owner
 -- by owner, through conversations_owner_recent (owner, updated_at DESC, id DESC), where
--- one owner's idle ones are one range.
-DROP INDEX conversations_idle;
+-- one owner's idle ones are one range. IF EXISTS: an operator may have dropped it
+-- already.
+DROP INDEX IF EXISTS conversations_idle;

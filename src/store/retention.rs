@@ -4,9 +4,9 @@
 //! Both pick a batch of ids (PostgreSQL with one read, SQLite owner by owner: see its
 //! `retention`), then delete each conversation by its id with the condition that picked
 //! it repeated in the `WHERE` (a turn that moved a conversation's `updated_at` meanwhile
-//! keeps it). A write then touches one conversation
-//! and its messages, which on a distributed engine (Citus) live on one worker, and no
-//! lock is held for longer than a batch.
+//! keeps it). A write then touches one conversation and its messages, which on a
+//! distributed engine (Citus) live on one worker, and no lock is held for longer than a
+//! batch.
 
 use chrono::{DateTime, Utc};
 
