@@ -48,19 +48,21 @@ pub(super) async fn sweep(pool: &SqlitePool, sweep: Sweep<'_>) -> Result<u64, St
     loop {
         let mut writing = lock_write(pool).await;
         let mut tx = writing.begin().await?;
-        let ids = match sweep {
+        let ids: Vec<Uuid> = match sweep {
             Sweep::Owner(owner) => {
-                let ids: Vec<Uuid> = sqlx::query_scalar(OWNER_BATCH)
+                sqlx::query_scalar(OWNER_BATCH)
                     .bind(owner)
                     .bind(BATCH)
                     .fetch_all(&mut *tx)
-                    .await?;
-                if ids.is_empty() {
-                    walk = Walk::Done;
-                }
-                ids
+                    .await?
             }
             Sweep::IdleSince(_) => pick_idle(&mut tx, &before, &mut walk).await?,
+        };
+        // Erasing ends with the first empty batch; purging, once the walk has passed every
+        // owner (a batch may come back empty before that).
+        let last = match sweep {
+            Sweep::Owner(_) => ids.is_empty(),
+            Sweep::IdleSince(_) => matches!(walk, Walk::Done),
         };
         for id in ids {
             let done = match sweep {
@@ -78,19 +80,19 @@ pub(super) async fn sweep(pool: &SqlitePool, sweep: Sweep<'_>) -> Result<u64, St
             }
         }
         tx.commit().await?;
-        if matches!(walk, Walk::Done) {
+        if last {
             return Ok(deleted);
         }
     }
 }
 
-/// Where a sweep is in its walk over the owners.
+/// Where a purge is in its walk over the owners.
 enum Walk {
     /// No owner looked at yet.
     Start,
     /// This owner's idle conversations are the next to pick.
     At(String),
-    /// Every owner was looked at (or, erasing one owner, none of theirs is left).
+    /// Every owner was looked at.
     Done,
 }
 
