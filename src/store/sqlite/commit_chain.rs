@@ -169,22 +169,23 @@ mod tests {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
     use sqlx::{Connection, SqliteConnection};
 
+    use super::super::test_file::TestFile;
     use super::super::{history, write_queue};
     use crate::store::{ConversationStore, NewMessage, TurnStore, TurnTarget};
 
     use super::*;
 
-    /// A migrated database in a file of its own, removed with its WAL files on drop.
+    /// A migrated database in a file of its own.
     struct Database {
         pool: SqlitePool,
-        file: std::path::PathBuf,
+        file: TestFile,
     }
 
     impl Database {
         async fn new() -> Self {
-            let file = std::env::temp_dir().join(format!("commit-chain-{}.db", Uuid::now_v7()));
+            let file = TestFile::new("commit-chain");
             let options = SqliteConnectOptions::new()
-                .filename(&file)
+                .filename(file.path())
                 .create_if_missing(true);
             let pool = SqlitePool::connect_with(options).await.expect("open");
             pool.migrate().await.expect("migrate");
@@ -193,7 +194,7 @@ mod tests {
 
         /// Another pool on the same file: a cache of its own, the file's chain shared.
         async fn another_pool(&self) -> SqlitePool {
-            SqlitePool::connect_with(SqliteConnectOptions::new().filename(&self.file))
+            SqlitePool::connect_with(SqliteConnectOptions::new().filename(self.file.path()))
                 .await
                 .expect("open")
         }
@@ -227,16 +228,6 @@ mod tests {
                 .await
                 .expect("second turn");
             id
-        }
-    }
-
-    impl Drop for Database {
-        fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = self.file.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
         }
     }
 

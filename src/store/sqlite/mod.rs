@@ -135,6 +135,8 @@ mod responses;
 mod retention;
 mod search;
 mod search_index;
+#[cfg(test)]
+mod test_file;
 mod wal_index;
 mod write_queue;
 

@@ -165,6 +165,8 @@ mod tests {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
     use sqlx::{Connection, SqliteConnection};
 
+    use super::super::test_file::TestFile;
+
     use super::*;
 
     fn header(commits: u32) -> Header {
@@ -185,15 +187,15 @@ mod tests {
     /// The header as SQLite writes it: read whole, and one count on at every commit.
     #[tokio::test]
     async fn each_commit_of_sqlite_is_one_count_on_in_the_header_read() {
-        let file = std::env::temp_dir().join(format!("wal-index-{}.db", uuid::Uuid::now_v7()));
+        let file = TestFile::new("wal-index");
         let options = SqliteConnectOptions::new()
-            .filename(&file)
+            .filename(file.path())
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
         let mut connection = SqliteConnection::connect_with(&options)
             .await
             .expect("open");
-        let index = WalIndex::new(Some(&file));
+        let index = WalIndex::new(Some(file.path()));
         let mut last = None;
         for statement in [
             "CREATE TABLE t (x INTEGER)",
@@ -218,10 +220,5 @@ mod tests {
         assert_eq!(index.header(), last);
         assert_eq!(WalIndex::new(None).header(), None, "no file, no header");
         connection.close().await.expect("close");
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = file.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
