@@ -111,6 +111,19 @@
 //! finds one under way goes to the pool): the pages the last turns wrote are in its
 //! cache, where a pool's connection would read each of them from the file again.
 //!
+//! A turn of a question and its reply written alone (the usual turn when turns do not
+//! overlap) skips sqlx's worker thread: it is written on the runtime thread that stored
+//! it, through a second connection of the store's own opened beside that one (with
+//! `rusqlite`, which links the same SQLite), whose `synchronous` and `foreign_keys` it
+//! copies. It never waits there: it is used only when a commit does not sync the disk (WAL,
+//! as the migrations set, and `synchronous` `NORMAL` or `OFF`: set
+//! [`SqliteSynchronous::Normal`](sqlx::sqlite::SqliteSynchronous::Normal) on the pool's
+//! options, as the example proxy does), it never checkpoints (the store's other commits
+//! do), a turn of over 64 KiB of text, or one that finds the file's write lock taken,
+//! goes through sqlx as before, and pools whose options name a VFS, open the file
+//! read-only or immutable, or lock it exclusively never use it. It saves a turn two
+//! hand-offs between threads, about eight context switches at a model's pace.
+//!
 //! Each pool keeps in process the history it last read or wrote of each conversation,
 //! with the conversation's revision (a column every change the store makes to its
 //! messages moves on), within 16 MiB of messages, least recently used out first. A

@@ -11,8 +11,10 @@
 //! its own so that one turn's failure leaves the others as they were. One commit, and
 //! one write of the table and index pages the turns share, then serves them all, and a
 //! turn that arrives while a batch is being written waits only for that batch to end.
-//! A batch of one turn, the usual batch when turns do not overlap, goes to SQLite as one
-//! call, its `BEGIN IMMEDIATE` and `COMMIT` included (see [`write_alone`]).
+//! A batch of one turn, the usual batch when turns do not overlap, is written on the
+//! caller's thread when it is a question and its reply (see [`inline`]), and otherwise goes
+//! to SQLite as one call, its `BEGIN IMMEDIATE` and `COMMIT` included (see
+//! [`write_alone`]).
 //! Turns of one conversation are written in the order they joined. The full-text index
 //! is fed after a batch, at most once a second unless many turns wait (see
 //! [`search_index`](super::search_index)). Each batch, and each feed of the index, is
@@ -67,6 +69,13 @@ pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// ([`APPEND_TURN`]), or `?5` to `?16` the columns of a pair ([`APPEND_PAIR`]).
 macro_rules! append_turn {
     ($($rows:tt)+) => {
+        concat!(append_messages!($($rows)+), ";\n", move_on!(), ";\n", revision_after!())
+    };
+}
+
+/// The first of [`append_turn!`]'s statements: the messages.
+macro_rules! append_messages {
+    ($($rows:tt)+) => {
         concat!(
             "INSERT INTO messages (conversation_id, sequence_number, created_at, role, message,
                       content_text, reasoning, reasoning_events, metadata)
@@ -74,12 +83,43 @@ SELECT c.id, c.next_sequence + batch.key, ?4, batch.role, batch.message, batch.t
        batch.reasoning, batch.events, batch.metadata
 FROM conversations AS c, ",
             $($rows)+,
-            " WHERE c.id = ?1 AND c.owner = ?2;
-UPDATE conversations
+            " WHERE c.id = ?1 AND c.owner = ?2"
+        )
+    };
+}
+
+/// The second of [`append_turn!`]'s statements: the conversation's row moved past the
+/// `?3` messages appended.
+macro_rules! move_on {
+    () => {
+        "UPDATE conversations
 SET message_count = message_count + ?3, next_sequence = next_sequence + ?3, updated_at = ?4,
     revision = revision + 1
-WHERE id = ?1 AND owner = ?2;
-SELECT revision, next_sequence, message_count FROM conversations WHERE id = ?1 AND owner = ?2"
+WHERE id = ?1 AND owner = ?2"
+    };
+}
+
+/// The last of [`append_turn!`]'s statements: the conversation's revision after the turn.
+macro_rules! revision_after {
+    () => {
+        "SELECT revision, next_sequence, message_count FROM conversations WHERE id = ?1 AND owner = ?2"
+    };
+}
+
+/// An appended pair's rows, from its columns bound as `?5` to `?16`.
+macro_rules! appended_pair {
+    () => {
+        message_pair!(
+            "?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16"
+        )
+    };
+}
+
+/// A new conversation's pair, from its columns bound as `?7` to `?18`.
+macro_rules! created_pair {
+    () => {
+        insert_message_pair!(
+            "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16", "?17", "?18"
         )
     };
 }
@@ -98,13 +138,7 @@ macro_rules! create_turn {
         )
     };
     (pair) => {
-        concat!(
-            insert_conversation!(),
-            ";\n",
-            insert_message_pair!(
-                "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16", "?17", "?18"
-            )
-        )
+        concat!(insert_conversation!(), ";\n", created_pair!())
     };
 }
 
@@ -126,13 +160,8 @@ macro_rules! alone {
 
 const APPEND_TURN: &str = in_savepoint!(append_turn!(message_json!("?5")));
 const APPEND_TURN_ALONE: &str = alone!(append_turn!(message_json!("?5")));
-
-const APPEND_PAIR: &str = in_savepoint!(append_turn!(message_pair!(
-    "?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16"
-)));
-const APPEND_PAIR_ALONE: &str = alone!(append_turn!(message_pair!(
-    "?5", "?6", "?7", "?8", "?9", "?10", "?11", "?12", "?13", "?14", "?15", "?16"
-)));
+const APPEND_PAIR: &str = in_savepoint!(append_turn!(appended_pair!()));
+const APPEND_PAIR_ALONE: &str = alone!(append_turn!(appended_pair!()));
 
 const CREATE_TURN: &str = in_savepoint!(create_turn!(json));
 const CREATE_TURN_ALONE: &str = alone!(create_turn!(json));
@@ -141,6 +170,11 @@ const CREATE_PAIR_ALONE: &str = alone!(create_turn!(pair));
 
 /// Undoes what a turn that failed halfway wrote, and leaves the batch's transaction open.
 const ROLLBACK_TURN: &str = "ROLLBACK TO turn; RELEASE turn";
+
+// After the turn statements' macros, which it builds its statements from.
+mod inline;
+
+use inline::{Inline, Written, inline_pair};
 
 /// The queue of one database file.
 struct FileQueue {
@@ -205,6 +239,10 @@ struct Writer {
 
 /// A connection the writer holds.
 struct Held {
+    /// The connection a batch of one turn is written on, on the caller's thread, beside
+    /// `connection` (see [`inline`]). Declared first: it closes first, so that SQLite
+    /// never finds it the file's last connection, whose close checkpoints.
+    inline: Inline,
     connection: PoolConnection<Sqlite>,
     /// The writer pool it came from ([`Writes::generation`]), or `None` for one of the
     /// caller's own pool's (a database private to each connection, a closed pool), given
@@ -282,7 +320,7 @@ impl GiveUp {
         {
             // Detached, its drop needs no runtime (the runtime may be ending): the
             // connection closes, and the pool counts it gone.
-            drop(held.connection.detach());
+            held.close();
         }
     }
 }
@@ -375,17 +413,53 @@ impl WriteLock {
     /// The connection to write on: the one the writer holds, or (when it holds none, or
     /// one of a writer pool given up since) one taken from the pool writes go through.
     pub(super) async fn connection(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        Ok(&mut self.held().await?.connection)
+    }
+
+    /// What the writer holds to write on: see [`connection`](Self::connection).
+    async fn held(&mut self) -> Result<&mut Held, StoreError> {
         let (pool, generation) = writes_pool(&self.pool, &self.queue);
         let writer = &mut *self.writer;
         writer.wrote = true;
         let held = match writer.held.take() {
             Some(held) if held.generation.is_some() && held.generation == generation => held,
             _ => Held {
+                inline: Inline::default(),
                 connection: pool.acquire().await?,
                 generation,
             },
         };
-        Ok(&mut writer.held.insert(held).connection)
+        Ok(writer.held.insert(held))
+    }
+
+    /// Writes a batch of one turn on the inline connection, opening it when the held
+    /// connection has none yet (see [`inline`]); `None` when the turn is to go the sqlx
+    /// way: too large, no inline connection, or the file's write lock held elsewhere.
+    async fn write_inline(
+        &mut self,
+        turn: &TurnRows,
+        now: &str,
+    ) -> Option<Result<Revision, StoreError>> {
+        let pair = inline_pair(turn)?;
+        let options = self.pool.connect_options();
+        let held = self.held().await.ok()?;
+        // A connection of the caller's pool goes back to it after this write.
+        held.generation?;
+        if matches!(held.inline, Inline::Unopened) {
+            held.inline = Inline::open(&mut held.connection, &options).await;
+        }
+        let Inline::Open(inline) = &mut held.inline else {
+            return None;
+        };
+        match inline.write(turn, pair, now) {
+            Written::Done(outcome) => Some(outcome),
+            Written::Busy => None,
+            Written::Broken(error) => {
+                // Closed; the next turn opens another.
+                held.inline = Inline::Unopened;
+                Some(Err(error))
+            }
+        }
     }
 
     /// A transaction that holds SQLite's write lock from the start; dropped uncommitted,
@@ -421,8 +495,17 @@ impl WriteLock {
     fn close_held(&mut self) {
         self.writer.may_be_open = false;
         if let Some(held) = self.writer.held.take() {
-            drop(held.connection.detach());
+            held.close();
         }
+    }
+}
+
+impl Held {
+    /// Closes both connections, the inline one first. Detached, the sqlx connection's
+    /// drop needs no runtime.
+    fn close(self) {
+        drop(self.inline);
+        drop(self.connection.detach());
     }
 }
 
@@ -722,7 +805,8 @@ pub(super) async fn write_turn(
     }
 }
 
-/// A batch of one turn, the usual batch when turns do not overlap: `BEGIN IMMEDIATE`,
+/// A batch of one turn, the usual batch when turns do not overlap: written on the inline
+/// connection when it can take it (see [`inline`]); otherwise `BEGIN IMMEDIATE`,
 /// the turn and `COMMIT` go as one call rather than three, since each call is a round
 /// trip to the connection's worker thread and back, two hand-offs between threads
 /// (see `docs/performance.md`). sqlx stops a call at its first failing statement, so
@@ -734,6 +818,9 @@ async fn write_alone(
     turn: TurnRows,
     now: &str,
 ) -> Result<Revision, StoreError> {
+    if let Some(written) = writing.write_inline(&turn, now).await {
+        return written;
+    }
     let count = turn.count;
     let (query, create) = turn_query(turn, now, Wrapped::Alone);
     writing.writer.may_be_open = true;
@@ -823,14 +910,20 @@ fn turn_query(
 /// turn's return the row, or none for an unknown conversation.
 fn turn_outcome(create: bool, count: i64, rows: &[SqliteRow]) -> Result<Revision, StoreError> {
     if create {
-        return Ok(Revision {
-            revision: 0,
-            next_sequence: count,
-            message_count: count,
-        });
+        return Ok(first_revision(count));
     }
     let row = rows.first().ok_or(StoreError::NotFound)?;
     Ok(Revision::from_row(row, 0)?)
+}
+
+/// A new conversation's [`Revision`] after its first turn of `count` messages: its row
+/// starts at revision 0.
+fn first_revision(count: i64) -> Revision {
+    Revision {
+        revision: 0,
+        next_sequence: count,
+        message_count: count,
+    }
 }
 
 /// The current time as the schema stores it (see [`stored_time`]).

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 use tower_conversations::ConversationStore;
 
@@ -96,7 +96,12 @@ impl TestDb {
         let name = unique_name();
         let path = std::env::temp_dir().join(format!("{name}.db"));
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        let options: SqliteConnectOptions = url.parse().expect("sqlite url");
+        // As the example proxy opens it: with the migrations' WAL, `synchronous = NORMAL`,
+        // under which a turn is written on the caller's thread (the inline connection).
+        let options = url
+            .parse::<SqliteConnectOptions>()
+            .expect("sqlite url")
+            .synchronous(SqliteSynchronous::Normal);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
