@@ -122,7 +122,9 @@
 //! do), a turn of over 64 KiB of text, or one that finds the file's write lock taken,
 //! goes through sqlx as before, and pools whose options name a VFS, open the file
 //! read-only or immutable, or lock it exclusively never use it. It saves a turn two
-//! hand-offs between threads, about eight context switches at a model's pace.
+//! hand-offs between threads, about eight context switches at a model's pace. History
+//! reads made while no write is under way go to that connection too, on the runtime
+//! thread: it holds the pages the last turns wrote.
 //!
 //! Each pool keeps in process the history it last read or wrote of each conversation,
 //! with the conversation's revision (a column every change the store makes to its

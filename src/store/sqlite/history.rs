@@ -40,11 +40,13 @@
 
 use std::sync::Arc;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
+use rusqlite::ToSql;
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteRow};
 use sqlx::{Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::write_queue::{self, IdleWriter, idle_writer};
+use super::write_queue::{self, IdleWriter, InlineWriter, Lent, idle_writer, query_error};
 use crate::store::history_cache::{HISTORY_CACHE_BYTES, HistoryCache, Revision};
 use crate::store::kept::Kept;
 use crate::store::per_pool::PerPool;
@@ -104,7 +106,7 @@ pub(super) async fn history(
         return Ok(held);
     }
     let read = |known| read(pool, owner, id, last, known);
-    cache.read_through(owner, id, last, read, messages).await
+    cache.read_through(owner, id, last, read, Ok).await
 }
 
 /// The messages of [`HISTORY`]'s row.
@@ -117,6 +119,38 @@ fn messages(row: SqliteRow) -> Result<Vec<HistoryMessage>, StoreError> {
     cut(texts).ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))
 }
 
+/// [`HISTORY`]'s row as the inline connection reads it: the conversation's revision
+/// and messages, or `None` when it does not exist for this owner.
+fn inline_found(row: &rusqlite::Row<'_>) -> Result<Found, StoreError> {
+    let number = |index| row.get::<_, i64>(index).map_err(query_error);
+    if number(0)? == 0 {
+        return Ok(None);
+    }
+    let revision = Revision {
+        revision: number(1)?,
+        next_sequence: number(2)?,
+        message_count: number(3)?,
+    };
+    let text = |index| {
+        let value = row.get_ref(index).map_err(query_error)?;
+        value
+            .as_str_or_null()
+            .map_err(|error| StoreError::Corrupt(Box::new(error)))
+    };
+    let texts = Texts {
+        messages: text(4)?,
+        roles: text(5)?,
+        sequences: text(6)?,
+    };
+    let history = cut(texts).ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
+    Ok(Some((revision, history)))
+}
+
+/// What a read of a history found: the conversation's revision and the messages read
+/// (none when the cache holds them at that revision), or `None` when it does not exist
+/// for this owner.
+type Found = Option<(Revision, Vec<HistoryMessage>)>;
+
 /// The pool's history cache.
 pub(super) fn cache(pool: &SqlitePool) -> Arc<HistoryCache> {
     static CACHES: PerPool<SqliteConnectOptions, Arc<HistoryCache>> = PerPool::new();
@@ -126,10 +160,11 @@ pub(super) fn cache(pool: &SqlitePool) -> Arc<HistoryCache> {
 }
 
 /// Runs [`HISTORY`] with the revision the cache holds, if any: the conversation's
-/// revision and the row, or `None` when it does not exist for this owner.
+/// revision and messages, or `None` when it does not exist for this owner.
 ///
-/// The read goes to the connection the file's writer holds while no write is under way:
-/// its page cache holds the pages the last turns wrote (see [`idle_writer`]). Otherwise
+/// The read goes to a connection the file's writer holds while no write is under way:
+/// its page cache holds the pages the last turns wrote (see [`idle_writer`]); on the
+/// inline connection, it runs on this thread. Otherwise
 /// it goes to the pool, and on a pool that does not test each connection it hands out,
 /// the read's connection is kept for the next one (see [`Kept`]): given back to the
 /// pool, it would cost a round trip to its worker thread.
@@ -139,31 +174,78 @@ async fn read(
     id: Uuid,
     last: Option<u32>,
     known: Option<Revision>,
-) -> Result<Option<(Revision, SqliteRow)>, StoreError> {
+) -> Result<Found, StoreError> {
     static KEPT: PerPool<SqliteConnectOptions, Arc<Kept<Sqlite>>> = PerPool::new();
-    let query = sqlx::query(HISTORY)
-        .bind(id)
-        .bind(owner)
-        .bind(last.map(i64::from))
-        .bind(known.map(|known| known.revision))
-        .bind(known.map(|known| known.next_sequence))
-        .bind(known.map(|known| known.message_count));
+    let last = last.map(i64::from);
+    let [revision, next_sequence, message_count] = match known {
+        Some(known) => [known.revision, known.next_sequence, known.message_count].map(Some),
+        None => [None; 3],
+    };
+    let query = || {
+        sqlx::query(HISTORY)
+            .bind(id)
+            .bind(owner)
+            .bind(last)
+            .bind(revision)
+            .bind(next_sequence)
+            .bind(message_count)
+    };
     let mut idle = idle_writer(pool);
     let row = match idle.as_mut().and_then(IdleWriter::connection) {
-        Some(connection) => query.fetch_one(connection).await?,
-        None => {
-            let kept = KEPT.get(&pool.connect_options(), || Arc::new(Kept::new(pool)));
-            let mut taken = kept.take_or_acquire(pool).await?;
-            let row = query.fetch_one(&mut *taken.connection).await?;
-            kept.give_back(pool, taken);
-            row
+        Some(Lent::Inline(inline)) => {
+            if let Some(found) = read_inline(
+                inline,
+                id,
+                owner,
+                [last, revision, next_sequence, message_count],
+            ) {
+                return found;
+            }
+            // SQLite answered busy: read where a read waits, and let writes go on.
+            drop(idle);
+            read_on_the_pool(pool, &KEPT, query()).await?
         }
+        Some(Lent::Sqlx(connection)) => query().fetch_one(connection).await?,
+        None => read_on_the_pool(pool, &KEPT, query()).await?,
     };
     if row.try_get::<i64, _>(0)? == 0 {
         return Ok(None);
     }
     let revision = Revision::from_row(&row, 1)?;
-    Ok(Some((revision, row)))
+    Ok(Some((revision, messages(row)?)))
+}
+
+/// Runs [`HISTORY`] on the inline connection: `numbers` are its parameters after the id
+/// and owner. `None` when SQLite answered busy.
+fn read_inline(
+    inline: &mut InlineWriter,
+    id: Uuid,
+    owner: &str,
+    numbers: [Option<i64>; 4],
+) -> Option<Result<Found, StoreError>> {
+    let [last, revision, next_sequence, message_count] = &numbers;
+    let parameters: [&dyn ToSql; 6] = [
+        id.as_bytes(),
+        &owner,
+        last,
+        revision,
+        next_sequence,
+        message_count,
+    ];
+    inline.read_row(HISTORY, &parameters, inline_found)
+}
+
+/// Runs `query` on the connection `kept` holds for the pool, or one taken from it.
+async fn read_on_the_pool(
+    pool: &SqlitePool,
+    kept: &PerPool<SqliteConnectOptions, Arc<Kept<Sqlite>>>,
+    query: Query<'_, Sqlite, SqliteArguments>,
+) -> Result<SqliteRow, StoreError> {
+    let kept = kept.get(&pool.connect_options(), || Arc::new(Kept::new(pool)));
+    let mut taken = kept.take_or_acquire(pool).await?;
+    let row = query.fetch_one(&mut *taken.connection).await?;
+    kept.give_back(pool, taken);
+    Ok(row)
 }
 
 /// The three texts [`HISTORY`] reads, `None` where the conversation has no message.

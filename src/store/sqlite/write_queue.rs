@@ -175,6 +175,7 @@ const ROLLBACK_TURN: &str = "ROLLBACK TO turn; RELEASE turn";
 mod inline;
 
 use inline::{Inline, Written, inline_pair};
+pub(super) use inline::{InlineWriter, query_error};
 
 /// The queue of one database file.
 struct FileQueue {
@@ -535,6 +536,8 @@ pub(super) fn unchanged_since(pool: &SqlitePool, cache: &Arc<HistoryCache>) -> O
 /// itself and still holds them. Lent while the queue is idle and given back when the
 /// read ends, it costs a write that comes meanwhile at most the read's time; a read that
 /// finds a write under way, or no connection held, reads on the pool as before (`None`).
+/// Where the writer writes turns on its inline connection, that is the one lent: the
+/// sqlx connection's cache is as stale as a pool connection's.
 /// Like the writes, such a read does not go through the caller's pool (none of its hooks
 /// runs on it).
 pub(super) fn idle_writer(pool: &SqlitePool) -> Option<IdleWriter> {
@@ -555,10 +558,22 @@ pub(super) struct IdleWriter {
 }
 
 impl IdleWriter {
-    /// The connection to read on.
-    pub(super) fn connection(&mut self) -> Option<&mut SqliteConnection> {
-        self.writer.held.as_mut().map(|held| &mut *held.connection)
+    /// The connection to read on: the inline one when the writer has it open, since
+    /// that one wrote the last turns (see [`inline`]).
+    pub(super) fn connection(&mut self) -> Option<Lent<'_>> {
+        let held = self.writer.held.as_mut()?;
+        Some(match &mut held.inline {
+            Inline::Open(inline) => Lent::Inline(inline),
+            _ => Lent::Sqlx(&mut held.connection),
+        })
     }
+}
+
+/// A connection [`IdleWriter`] lends.
+pub(super) enum Lent<'a> {
+    /// Read on the caller's thread (see [`InlineWriter::read_row`]).
+    Inline(&'a mut InlineWriter),
+    Sqlx(&'a mut SqliteConnection),
 }
 
 /// What a turn's write left: the conversation's revision after it, and the number of

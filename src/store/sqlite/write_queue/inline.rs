@@ -8,7 +8,9 @@
 //! one turn of a question and its reply, the usual batch, is written here instead, on
 //! the runtime's thread, through a connection of the writer's own (rusqlite's, which
 //! links the same SQLite as sqlx), opened on the same file beside the writer's sqlx
-//! connection and closed with it.
+//! connection and closed with it. A history read between writes goes to it too (see
+//! [`idle_writer`](super::idle_writer)): it wrote the last turns' pages and holds them,
+//! where the sqlx connection's cache would be stale.
 //!
 //! It never waits, since a runtime thread must not:
 //! - its busy timeout is zero: when another connection holds SQLite's write lock
@@ -71,9 +73,9 @@ const FOREIGN_KEYS: [&str; 2] = ["PRAGMA foreign_keys = OFF", "PRAGMA foreign_ke
 /// Leaves checkpoints, and the syncs they make, to the sqlx connections.
 const NO_CHECKPOINTS: &str = "PRAGMA wal_autocheckpoint = 0";
 
-/// The most text a turn written inline binds, in bytes: SQLite copies and pages in
-/// about a byte an instruction or two, so a turn within it takes the runtime's thread
-/// for well under a millisecond; a larger one takes sqlx's.
+/// The most text a turn written inline binds, in bytes: SQLite copies each byte a few
+/// times on its way into the pages, so a turn within it takes the runtime's thread for a
+/// fraction of a millisecond; a larger one takes sqlx's.
 pub(super) const INLINE_BYTES: usize = 64 * 1024;
 
 /// What the writer knows of the inline connection beside its sqlx connection.
@@ -89,7 +91,7 @@ pub(super) enum Inline {
 }
 
 /// The inline connection.
-pub(super) struct InlineWriter {
+pub(in crate::store::sqlite) struct InlineWriter {
     connection: Connection,
 }
 
@@ -258,6 +260,33 @@ impl InlineWriter {
         })
     }
 
+    /// Runs `statement`, a read of one row, with `parameters`, and hands the row to
+    /// `read`; `None` when SQLite answers busy (a reader of a WAL file seldom is, while
+    /// another connection recovers or resets the log), for the caller to read on a
+    /// connection that waits.
+    ///
+    /// A read here takes the caller's thread as a turn does, for as long as SQLite takes
+    /// to gather the row; for a history that is of the order of what the layer spends on
+    /// it after (checking each message's JSON, splicing it into the request).
+    pub(in crate::store::sqlite) fn read_row<T>(
+        &mut self,
+        statement: &str,
+        parameters: &[&dyn ToSql],
+        read: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let mut statement = match self.bound(statement, parameters) {
+            Ok(statement) => statement,
+            Err(error) => return Some(Err(error)),
+        };
+        let mut rows = statement.raw_query();
+        match rows.next() {
+            Ok(Some(row)) => Some(read(row)),
+            Ok(None) => Some(Err(StoreError::NotFound)),
+            Err(error) if error.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => None,
+            Err(error) => Some(Err(query_error(error))),
+        }
+    }
+
     fn execute(&self, statement: &str, parameters: &[&dyn ToSql]) -> Result<(), StoreError> {
         self.bound(statement, parameters)?
             .raw_execute()
@@ -340,7 +369,7 @@ struct Unbound(usize);
 
 /// A failure of SQLite on the inline connection, as sqlx's are told (see
 /// [`StoreError`]'s `From<sqlx::Error>`): a failed query.
-fn query_error(error: rusqlite::Error) -> StoreError {
+pub(in crate::store::sqlite) fn query_error(error: rusqlite::Error) -> StoreError {
     StoreError::Query(Box::new(error))
 }
 
@@ -431,6 +460,63 @@ mod tests {
         let history = pool.load_history("ada", id, None).await.expect("history");
         assert_eq!(history.len(), 4);
         assert_eq!(inline_state(&pool), "open");
+    }
+
+    /// Another pool on the file has a history cache of its own but the same writer: its
+    /// reads between writes go to the inline connection.
+    #[tokio::test]
+    async fn a_history_read_on_the_inline_connection_is_the_history_stored() {
+        let (pool, file) = database(|options| options).await;
+        let id = Uuid::now_v7();
+        pool.append_turn("ada", id, TurnTarget::NewConversation, &turn("q0", "a0"))
+            .await
+            .expect("first turn");
+        pool.append_turn("ada", id, TurnTarget::Existing, &turn("q1 \u{e9}", "a1"))
+            .await
+            .expect("second turn");
+        let reader = SqlitePool::connect_with(SqliteConnectOptions::new().filename(file.path()))
+            .await
+            .expect("open");
+        assert_eq!(inline_state(&reader), "open");
+        let contents = |history: Vec<crate::store::HistoryMessage>| -> Vec<(String, String)> {
+            history
+                .iter()
+                .map(|message| (message.role().to_owned(), message.json().to_owned()))
+                .collect()
+        };
+        let expected: Vec<(String, String)> = turn("q0", "a0")
+            .iter()
+            .chain(&turn("q1 \u{e9}", "a1"))
+            .map(|message| (message.role().to_owned(), message.json().to_owned()))
+            .collect();
+        let whole = reader.load_history("ada", id, None).await.expect("history");
+        assert_eq!(contents(whole), expected);
+        // Read again at the revision now held: the row alone, the same history.
+        let again = reader.load_history("ada", id, None).await.expect("history");
+        assert_eq!(contents(again), expected);
+        let window = reader
+            .load_history("ada", id, Some(2))
+            .await
+            .expect("window");
+        assert_eq!(contents(window), expected[2..]);
+        for (owner, id) in [("bob", id), ("ada", Uuid::now_v7())] {
+            let missing = reader.load_history(owner, id, None).await;
+            assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+        }
+        // A stored text that is not a JSON object is told as such, not spliced.
+        sqlx::query("UPDATE messages SET message = 'not json' WHERE sequence_number = 1")
+            .execute(&pool)
+            .await
+            .expect("spoil a message");
+        sqlx::query("UPDATE conversations SET revision = revision + 1")
+            .execute(&pool)
+            .await
+            .expect("move the revision on");
+        let spoiled = reader.load_history("ada", id, None).await;
+        assert!(
+            matches!(spoiled, Err(StoreError::Corrupt(_))),
+            "{spoiled:?}"
+        );
     }
 
     #[tokio::test]
