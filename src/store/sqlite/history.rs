@@ -116,6 +116,12 @@ fn messages(row: SqliteRow) -> Result<Vec<HistoryMessage>, StoreError> {
         roles: row.try_get(5)?,
         sequences: row.try_get(6)?,
     };
+    messages_of(texts)
+}
+
+/// The messages `texts` hold, or [`StoreError::Corrupt`] when they do not read as
+/// messages (see [`cut`]).
+fn messages_of(texts: Texts<'_>) -> Result<Vec<HistoryMessage>, StoreError> {
     cut(texts).ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))
 }
 
@@ -142,8 +148,7 @@ fn inline_found(row: &rusqlite::Row<'_>) -> Result<Found, StoreError> {
         roles: text(5)?,
         sequences: text(6)?,
     };
-    let history = cut(texts).ok_or_else(|| StoreError::Corrupt(Box::new(NotAMessage)))?;
-    Ok(Some((revision, history)))
+    Ok(Some((revision, messages_of(texts)?)))
 }
 
 /// What a read of a history found: the conversation's revision and the messages read

@@ -25,7 +25,8 @@
 //! writer keeps from write to write (see [`Writer`] and [`Writes`]): SQLite drops a
 //! connection's page cache whenever another connection wrote the file since its last
 //! transaction, so with the pool handing its connections out in turn, every write read
-//! again each page it touched.
+//! again each page it touched. (A lone turn written on the caller's thread goes through
+//! a second one, held beside it, and the reads between writes follow it: see [`inline`].)
 //!
 //! Queues are kept per file name. A database private to each connection (`:memory:`
 //! or the empty name) is not one file, so its turns are written one by one, on the

@@ -411,6 +411,20 @@ mod tests {
         ]
     }
 
+    /// A new conversation of `owner`, its first turn of `question` and `answer` written.
+    async fn conversation(pool: &SqlitePool, owner: &str, question: &str, answer: &str) -> Uuid {
+        let id = Uuid::now_v7();
+        pool.append_turn(
+            owner,
+            id,
+            TurnTarget::NewConversation,
+            &turn(question, answer),
+        )
+        .await
+        .expect("first turn");
+        id
+    }
+
     /// What the file's writer holds beside its sqlx connection, read between writes.
     fn inline_state(pool: &SqlitePool) -> &'static str {
         let queue = pool_queue(pool);
@@ -467,10 +481,7 @@ mod tests {
     #[tokio::test]
     async fn a_history_read_on_the_inline_connection_is_the_history_stored() {
         let (pool, file) = database(|options| options).await;
-        let id = Uuid::now_v7();
-        pool.append_turn("ada", id, TurnTarget::NewConversation, &turn("q0", "a0"))
-            .await
-            .expect("first turn");
+        let id = conversation(&pool, "ada", "q0", "a0").await;
         pool.append_turn("ada", id, TurnTarget::Existing, &turn("q1 \u{e9}", "a1"))
             .await
             .expect("second turn");
@@ -527,10 +538,7 @@ mod tests {
                 .foreign_keys(false)
         })
         .await;
-        let id = Uuid::now_v7();
-        pool.append_turn("", id, TurnTarget::NewConversation, &turn("q", "a"))
-            .await
-            .expect("turn");
+        let id = conversation(&pool, "", "q", "a").await;
         let queue = pool_queue(&pool);
         let writer = queue.writer.try_lock().expect("no write under way");
         let Some(Inline::Open(inline)) = writer.held.as_ref().map(|held| &held.inline) else {
@@ -551,10 +559,7 @@ mod tests {
     #[tokio::test]
     async fn a_turn_finding_the_write_lock_taken_elsewhere_waits_for_it_the_sqlx_way() {
         let (pool, _file) = database(|options| options).await;
-        let id = Uuid::now_v7();
-        pool.append_turn("", id, TurnTarget::NewConversation, &turn("q0", "a0"))
-            .await
-            .expect("first turn");
+        let id = conversation(&pool, "", "q0", "a0").await;
         assert_eq!(inline_state(&pool), "open");
         let mut elsewhere = SqliteConnection::connect_with(&pool.connect_options())
             .await
@@ -586,10 +591,7 @@ mod tests {
     async fn a_pool_whose_commits_sync_the_disk_keeps_turns_on_sqlx_s_thread() {
         // SQLite's default, and sqlx's.
         let (pool, _file) = database(|options| options.synchronous(SqliteSynchronous::Full)).await;
-        let id = Uuid::now_v7();
-        pool.append_turn("", id, TurnTarget::NewConversation, &turn("q", "a"))
-            .await
-            .expect("turn");
+        let id = conversation(&pool, "", "q", "a").await;
         assert_eq!(inline_state(&pool), "unused");
         assert_eq!(stored(&pool, id).await.len(), 2);
     }
@@ -598,10 +600,7 @@ mod tests {
     async fn a_database_in_memory_keeps_turns_on_sqlx_s_thread() {
         let pool = SqlitePool::connect("sqlite::memory:").await.expect("open");
         pool.migrate().await.expect("migrate");
-        let id = Uuid::now_v7();
-        pool.append_turn("", id, TurnTarget::NewConversation, &turn("q", "a"))
-            .await
-            .expect("turn");
+        let id = conversation(&pool, "", "q", "a").await;
         assert_eq!(inline_state(&pool), "unused");
         assert_eq!(stored(&pool, id).await.len(), 2);
     }
@@ -643,10 +642,7 @@ mod tests {
     #[tokio::test]
     async fn a_turn_of_an_unknown_conversation_written_inline_writes_nothing() {
         let (pool, _file) = database(|options| options).await;
-        let known = Uuid::now_v7();
-        pool.append_turn("ada", known, TurnTarget::NewConversation, &turn("q", "a"))
-            .await
-            .expect("first turn");
+        let known = conversation(&pool, "ada", "q", "a").await;
         let unknown = Uuid::now_v7();
         for (owner, id) in [("ada", unknown), ("bob", known)] {
             let appended = pool
@@ -668,10 +664,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_conversation_whose_id_is_taken_leaves_the_one_there_as_it_was() {
         let (pool, _file) = database(|options| options).await;
-        let id = Uuid::now_v7();
-        pool.append_turn("ada", id, TurnTarget::NewConversation, &turn("q", "a"))
-            .await
-            .expect("first turn");
+        let id = conversation(&pool, "ada", "q", "a").await;
         let taken = pool
             .append_turn("ada", id, TurnTarget::NewConversation, &turn("q'", "a'"))
             .await;
