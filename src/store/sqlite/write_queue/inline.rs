@@ -538,7 +538,7 @@ mod tests {
                 .foreign_keys(false)
         })
         .await;
-        let id = conversation(&pool, "", "q", "a").await;
+        conversation(&pool, "", "q", "a").await;
         let queue = pool_queue(&pool);
         let writer = queue.writer.try_lock().expect("no write under way");
         let Some(Inline::Open(inline)) = writer.held.as_ref().map(|held| &held.inline) else {
