@@ -456,6 +456,12 @@ impl WriteLock {
         match inline.write(turn, pair, now) {
             Written::Done(outcome) => Some(outcome),
             Written::Busy => None,
+            Written::Unbegun(error) => {
+                tracing::debug!(%error, "SQLite turn goes through sqlx: the inline connection failed");
+                // Closed; the next turn opens another.
+                held.inline = Inline::Unopened;
+                None
+            }
             Written::Broken(error) => {
                 // Closed; the next turn opens another.
                 held.inline = Inline::Unopened;

@@ -101,8 +101,11 @@ pub(super) enum Written {
     Done(Result<Revision, StoreError>),
     /// The file's write lock is held elsewhere: write the turn the sqlx way.
     Busy,
-    /// The connection failed outside the turn's statements (it could not end its
-    /// transaction): close it, and tell the turn.
+    /// The connection could not begin a transaction: close it, and write the turn the
+    /// sqlx way (nothing of it was written).
+    Unbegun(StoreError),
+    /// The connection could not end the turn's transaction: close it (which rolls the
+    /// transaction back), and tell the turn.
     Broken(StoreError),
 }
 
@@ -204,7 +207,7 @@ impl InlineWriter {
             return if error.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) {
                 Written::Busy
             } else {
-                Written::Broken(query_error(error))
+                Written::Unbegun(query_error(error))
             };
         }
         let written = self.statements(turn, pair, now);
@@ -584,6 +587,30 @@ mod tests {
         assert_eq!(writing.await.expect("task").expect("second turn"), 2);
         assert_eq!(stored(&pool, id).await.len(), 4);
         // Busy is no failure of the inline connection: the next turn takes it again.
+        assert_eq!(inline_state(&pool), "open");
+    }
+
+    #[tokio::test]
+    async fn a_turn_the_inline_connection_cannot_begin_is_written_the_sqlx_way() {
+        let (pool, _file) = database(|options| options).await;
+        let id = conversation(&pool, "", "q0", "a0").await;
+        {
+            let queue = pool_queue(&pool);
+            let writer = queue.writer.try_lock().expect("no write under way");
+            let Some(Inline::Open(inline)) = writer.held.as_ref().map(|held| &held.inline) else {
+                panic!("no inline connection");
+            };
+            // Left inside a transaction, it cannot begin the next turn's.
+            inline.connection.execute_batch("BEGIN").expect("begin");
+        }
+        pool.append_turn("", id, TurnTarget::Existing, &turn("q1", "a1"))
+            .await
+            .expect("second turn");
+        assert_eq!(stored(&pool, id).await.len(), 4);
+        assert_eq!(inline_state(&pool), "unopened");
+        pool.append_turn("", id, TurnTarget::Existing, &turn("q2", "a2"))
+            .await
+            .expect("third turn");
         assert_eq!(inline_state(&pool), "open");
     }
 
