@@ -19,7 +19,9 @@
 //! whole (seeded through the management API, which the history cache does not see, as
 //! after a turn through another instance), and held in process (each conversation
 //! continued once before counting, as when its turns go through one proxy, so each
-//! counted request continues 102 messages). The proxy runs as a user runs
+//! counted request continues 102 messages). On SQLite the search index is merged into
+//! one segment and the write-ahead log emptied before counting (see [`compact`]), so
+//! that no run inherits a merge another left half done. The proxy runs as a user runs
 //! it, with a key file and metrics (see [`Proxy::start`]): every count includes the key
 //! check, passthrough's too.
 
@@ -309,7 +311,8 @@ async fn total(
     args: &[&str],
     requests: usize,
 ) -> Result<u64, String> {
-    if let Some(url) = args.iter().find(|arg| arg.starts_with("sqlite:")) {
+    let sqlite = args.iter().find(|arg| arg.starts_with("sqlite:"));
+    if let Some(url) = sqlite {
         checkpoint(url).await?;
     }
     let out = work.join(format!("callgrind.{}.out", Uuid::now_v7().simple()));
@@ -318,14 +321,22 @@ async fn total(
     let body = case.body();
     // A continued case gets a conversation of its own for each request, seeded before
     // anything is counted (on SQLite indexed for search too, as a search would), so that
-    // every counted turn finds the same history.
+    // every counted turn finds the same history. Both runs seed as many as the longer
+    // one needs: seeded in proportion to the requests, the longer run's file and search
+    // index were four times as large, and the difference of the two runs counted part of
+    // the larger file's cost as the requests' own (15,000 to 30,000 instructions a
+    // request in SQLite's read-whole row).
     let conversations = match case.stored {
         0 => Ok(Vec::new()),
-        stored => seed(&proxy, case, WARM_UP + requests, stored).await,
+        stored => seed(&proxy, case, WARM_UP + MANY, stored).await,
     };
     let conversations = match conversations {
         Ok(ids) if case.held => hold(&proxy, case, &body, ids).await,
         other => other,
+    };
+    let conversations = match (conversations, sqlite) {
+        (Ok(ids), Some(url)) => compact(url).await.map(|()| ids),
+        (other, _) => other,
     };
     // Start-up is not counted: how many connections a PostgreSQL pool opened while the
     // migrations ran depended on timing, and each TLS handshake is some 1.5 million
@@ -400,6 +411,28 @@ async fn checkpoint(url: &str) -> Result<(), String> {
     use sqlx::{Connection, Executor};
     let failed = |error: sqlx::Error| format!("checkpointing {url}: {error}");
     let mut connection = sqlx::SqliteConnection::connect(url).await.map_err(failed)?;
+    connection
+        .execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        .await
+        .map_err(failed)?;
+    connection.close().await.map_err(failed)
+}
+
+/// Merges the search index of the SQLite file at `url` into one segment and empties the
+/// write-ahead log, with the proxy running and idle, so that both counted runs start
+/// from the same index and log. FTS5 merges its segments a little at each write while
+/// some level holds several of them: left as seeding and earlier runs left it, whether
+/// the counted requests found such a level depended on how many indexings came before,
+/// and SQLite's held row took one of two values, some 80,000 instructions a request
+/// apart.
+async fn compact(url: &str) -> Result<(), String> {
+    use sqlx::{Connection, Executor};
+    let failed = |error: sqlx::Error| format!("compacting {url}: {error}");
+    let mut connection = sqlx::SqliteConnection::connect(url).await.map_err(failed)?;
+    connection
+        .execute("INSERT INTO messages_search (messages_search) VALUES ('optimize')")
+        .await
+        .map_err(failed)?;
     connection
         .execute("PRAGMA wal_checkpoint(TRUNCATE)")
         .await
