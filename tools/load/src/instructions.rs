@@ -408,14 +408,7 @@ fn callgrind_control(proxy: &Proxy, argument: &str) -> Result<(), String> {
 /// up to 1,600 instructions a request either way in the stateless row, which writes
 /// nothing itself.
 async fn checkpoint(url: &str) -> Result<(), String> {
-    use sqlx::{Connection, Executor};
-    let failed = |error: sqlx::Error| format!("checkpointing {url}: {error}");
-    let mut connection = sqlx::SqliteConnection::connect(url).await.map_err(failed)?;
-    connection
-        .execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        .await
-        .map_err(failed)?;
-    connection.close().await.map_err(failed)
+    on_file(url, &[CHECKPOINT]).await
 }
 
 /// Merges the search index of the SQLite file at `url` into one segment and empties the
@@ -426,17 +419,25 @@ async fn checkpoint(url: &str) -> Result<(), String> {
 /// and SQLite's held row took one of two values, some 80,000 instructions a request
 /// apart.
 async fn compact(url: &str) -> Result<(), String> {
+    const OPTIMIZE: &str = "INSERT INTO messages_search (messages_search) VALUES ('optimize')";
+    on_file(url, &[OPTIMIZE, CHECKPOINT]).await
+}
+
+/// Moves every page of the write-ahead log into the file and empties the log.
+const CHECKPOINT: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
+
+/// Runs `statements` one after another on a connection of its own to the SQLite file
+/// at `url`.
+async fn on_file(url: &str, statements: &[&'static str]) -> Result<(), String> {
     use sqlx::{Connection, Executor};
-    let failed = |error: sqlx::Error| format!("compacting {url}: {error}");
+    let failed = |error: sqlx::Error| format!("{url}: {error}");
     let mut connection = sqlx::SqliteConnection::connect(url).await.map_err(failed)?;
-    connection
-        .execute("INSERT INTO messages_search (messages_search) VALUES ('optimize')")
-        .await
-        .map_err(failed)?;
-    connection
-        .execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        .await
-        .map_err(failed)?;
+    for statement in statements {
+        connection
+            .execute(*statement)
+            .await
+            .map_err(|error| format!("{statement} on {url}: {error}"))?;
+    }
     connection.close().await.map_err(failed)
 }
 
