@@ -60,6 +60,7 @@ impl Backend {
     /// keeps it as a trait object): the crate's own pools are known, anything else is
     /// `other`.
     pub(crate) fn of<S: 'static>(_store: &S) -> Self {
+        #[cfg(any(feature = "postgres", feature = "sqlite"))]
         use std::any::TypeId;
         #[cfg(feature = "postgres")]
         if TypeId::of::<S>() == TypeId::of::<sqlx::PgPool>() {

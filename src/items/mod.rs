@@ -55,10 +55,12 @@
 mod content;
 mod id;
 mod input;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod removal;
 mod view;
 
 pub use id::{ItemId, NotAnItemId};
 pub use input::{ItemError, to_messages};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) use removal::{Removal, SpanMessage, removal};
 pub use view::{to_items, to_items_numbered};

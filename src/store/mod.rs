@@ -20,8 +20,10 @@
 //! messages, and check the histories they keep in process against it (see the README's
 //! "Storage").
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod batch;
 mod error;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod fork;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod history_cache;
@@ -34,18 +36,24 @@ mod per_pool;
 pub(crate) use json_text::json_text;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod read;
 mod records;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod removal;
 mod responses;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod retention;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod text;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod title;
 
 pub use error::StoreError;
 #[cfg(feature = "postgres")]
 pub use postgres::distribute;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) use records::NotAMessage;
 pub use records::{
     Conversation, ConversationDetail, ConversationList, ConversationPage, ConversationUpdate,
@@ -55,7 +63,9 @@ pub use records::{
 pub use responses::{
     NewResponse, ResponseKey, ResponsePlacement, ResponsePosition, StoredResponse,
 };
-pub(crate) use text::{message_text, title_from, title_of};
+pub(crate) use text::message_text;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) use title::{title_from, title_of};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -65,6 +75,7 @@ use crate::items::ItemId;
 
 /// A boxed store call, as `#[async_trait]` types it: the stores' `TurnStore` methods
 /// are written out to build theirs in place (see `crate::in_place`).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) type Call<'a, T> =
     std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 

@@ -394,6 +394,7 @@ impl HistoryMessage {
 /// A stored message whose text is not one JSON object (or, on SQLite, a history that
 /// does not read as messages): the history is
 /// [`StoreError::Corrupt`](super::StoreError::Corrupt), never spliced.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[derive(Debug, thiserror::Error)]
 #[error("a stored message is not a JSON object")]
 pub(crate) struct NotAMessage;
