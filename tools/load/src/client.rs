@@ -141,6 +141,16 @@ pub fn chat_body(system: bool) -> Bytes {
     Bytes::from(json!({"model": "m", "stream": true, "messages": messages}).to_string())
 }
 
+/// A streaming Responses API request of the same question as [`chat_body`]'s, continuing
+/// `conversation` when given.
+pub fn responses_body(conversation: Option<&str>) -> Bytes {
+    let mut body = json!({"model": "m", "stream": true, "input": "Tell me something."});
+    if let Some(conversation) = conversation {
+        body["conversation"] = json!(conversation);
+    }
+    Bytes::from(body.to_string())
+}
+
 impl Clients {
     pub fn new(proxy: &Proxy) -> Self {
         let mut connector = HttpConnector::new();

@@ -19,11 +19,12 @@
 //! whole (seeded through the management API, which the history cache does not see, as
 //! after a turn through another instance), and held in process (each conversation
 //! continued once before counting, as when its turns go through one proxy, so each
-//! counted request continues 102 messages). On SQLite the search index is merged into
-//! one segment and the write-ahead log emptied before counting (see [`compact`]), so
-//! that no run inherits a merge another left half done. The proxy runs as a user runs
-//! it, with a key file and metrics (see [`Proxy::start`]): every count includes the key
-//! check, passthrough's too.
+//! counted request continues 102 messages); held, once more through the Responses API
+//! (the conversation named in the body), against the chat path. On SQLite the search
+//! index is merged into one segment and the write-ahead log emptied before counting (see
+//! [`compact`]), so that no run inherits a merge another left half done. The proxy runs
+//! as a user runs it, with a key file and metrics (see [`Proxy::start`]): every count
+//! includes the key check, passthrough's too.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -38,7 +39,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use crate::client::{Clients, chat_body, long_prompt_body};
+use crate::client::{Clients, chat_body, long_prompt_body, responses_body};
 use crate::proxy::Proxy;
 use crate::upstream::{DELTA, Framing, Upstream};
 
@@ -86,6 +87,16 @@ struct Case {
     /// holds its history in process, as it does when a conversation's turns go through
     /// one process; otherwise the history is read whole, as after a turn elsewhere.
     held: bool,
+    api: Api,
+}
+
+/// Which of the layer's APIs a request goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Api {
+    /// `POST /v1/chat/completions`, a continued conversation named by `X-Conversation-ID`.
+    Chat,
+    /// `POST /v1/responses`, a continued conversation named by the body's `conversation`.
+    Responses,
 }
 
 /// How long the request's system message is.
@@ -117,7 +128,11 @@ impl Case {
             Prompt::Short => "",
             Prompt::Long => ", 4 KiB system prompt",
         };
-        format!("{path}, {} chunks, {framing}{prompt}", self.chunks)
+        let api = match self.api {
+            Api::Chat => "",
+            Api::Responses => "responses · ",
+        };
+        format!("{api}{path}, {} chunks, {framing}{prompt}", self.chunks)
     }
 
     /// How the name says the history was held in process.
@@ -125,11 +140,20 @@ impl Case {
         if self.held { " held" } else { "" }
     }
 
-    /// The body the client sends.
-    fn body(&self) -> Bytes {
-        match self.prompt {
-            Prompt::Short => chat_body(self.system),
-            Prompt::Long => long_prompt_body(),
+    /// The body the client sends, continuing `conversation` when given.
+    fn body(&self, conversation: Option<&str>) -> Bytes {
+        match (self.api, self.prompt) {
+            (Api::Responses, _) => responses_body(conversation),
+            (Api::Chat, Prompt::Short) => chat_body(self.system),
+            (Api::Chat, Prompt::Long) => long_prompt_body(),
+        }
+    }
+
+    /// The path the client sends its requests to.
+    fn path(&self) -> &'static str {
+        match self.api {
+            Api::Chat => "/v1/chat/completions",
+            Api::Responses => "/v1/responses",
         }
     }
 }
@@ -144,6 +168,7 @@ fn cases() -> Vec<Case> {
         prompt: Prompt::Short,
         stored: 0,
         held: false,
+        api: Api::Chat,
     };
     let mut cases = Vec::new();
     for framing in [Framing::Whole, Framing::PerChunk] {
@@ -173,6 +198,14 @@ fn cases() -> Vec<Case> {
                 ..case(stack, false, Framing::Whole, SHORT)
             });
         }
+        // The Responses API continues a conversation too: against the chat path's held
+        // turn, what its own way of loading and sending a history costs.
+        cases.push(Case {
+            stored: HISTORY,
+            held: true,
+            api: Api::Responses,
+            ..case(stack, false, Framing::Whole, SHORT)
+        });
     }
     cases
 }
@@ -294,7 +327,11 @@ async fn per_request(
     // A first start outside valgrind runs the migrations, so that both counted runs find
     // the database as it stays.
     let mut proxy = Proxy::start(binary, upstream.addr, &args)?;
-    Clients::new(&proxy).chat(None, case.body()).await?;
+    let first = match case.api {
+        Api::Chat => case.body(None),
+        Api::Responses => chat_body(false),
+    };
+    Clients::new(&proxy).chat(None, first).await?;
     proxy.stop(STOP_PATIENCE);
     let few = total(binary, work, &upstream, case, &args, FEW).await?;
     let many = total(binary, work, &upstream, case, &args, MANY).await?;
@@ -318,7 +355,6 @@ async fn total(
     let out = work.join(format!("callgrind.{}.out", Uuid::now_v7().simple()));
     let launcher = callgrind(&out);
     let mut proxy = Proxy::start_under(&launcher, binary, upstream.addr, args)?;
-    let body = case.body();
     // A continued case gets a conversation of its own for each request, seeded before
     // anything is counted (on SQLite indexed for search too, as a search would), so that
     // every counted turn finds the same history. Both runs seed as many as the longer
@@ -331,7 +367,7 @@ async fn total(
         stored => seed(&proxy, case, WARM_UP + MANY, stored).await,
     };
     let conversations = match conversations {
-        Ok(ids) if case.held => hold(&proxy, case, &body, ids).await,
+        Ok(ids) if case.held => hold(&proxy, case, ids).await,
         other => other,
     };
     let conversations = match (conversations, sqlite) {
@@ -347,13 +383,13 @@ async fn total(
         Err(_) => (&[][..], &[][..]),
     };
     let warmed = match &conversations {
-        Ok(_) => sequentially(&proxy, &body, WARM_UP, warm_up).await,
+        Ok(_) => sequentially(&proxy, case, WARM_UP, warm_up).await,
         Err(error) => Err(error.clone()),
     };
     let zeroed = warmed.and_then(|()| callgrind_control(&proxy, "--zero"));
     let connections = upstream.connections();
     let sent = match zeroed {
-        Ok(()) => sequentially(&proxy, &body, requests, counted).await,
+        Ok(()) => sequentially(&proxy, case, requests, counted).await,
         Err(error) => Err(error),
     };
     // Shutdown is not counted either: whether the pool's SQLite connections were closed
@@ -528,24 +564,24 @@ async fn seed(
 async fn hold(
     proxy: &Proxy,
     case: Case,
-    body: &Bytes,
     conversations: Vec<String>,
 ) -> Result<Vec<String>, String> {
-    sequentially(proxy, body, conversations.len(), &conversations).await?;
+    sequentially(proxy, case, conversations.len(), &conversations).await?;
     if case.stack == Stack::Sqlite {
         search(proxy).await?;
     }
     Ok(conversations)
 }
 
-/// Sends `requests` streaming chat requests one after another on one HTTP/1.1
-/// connection, each read to its end, which must be `data: [DONE]`; the n-th continues
+/// Sends `requests` streaming requests of `case` one after another on one HTTP/1.1
+/// connection, each read to its end, which must be the stream's own (`data: [DONE]`, or
+/// the Responses API's `response.completed`) with its turn stored; the n-th continues
 /// the n-th of `conversations` when there is one. One connection, not a pool: a pooled
 /// client may open a second one when the first is not back in the pool yet, and the
 /// proxy would count that accept and its connection task.
 async fn sequentially(
     proxy: &Proxy,
-    body: &Bytes,
+    case: Case,
     requests: usize,
     conversations: &[String],
 ) -> Result<(), String> {
@@ -561,15 +597,16 @@ async fn sequentially(
             .ready()
             .await
             .map_err(|e| format!("the connection closed: {e}"))?;
-        let mut request = Request::post(format!("http://{proxy}/v1/chat/completions"))
+        let conversation = conversations.get(n).map(String::as_str);
+        let mut request = Request::post(format!("http://{proxy}{}", case.path()))
             .header("host", proxy.to_string())
             .header("authorization", &authorization)
             .header("content-type", "application/json");
-        if let Some(id) = conversations.get(n) {
+        if let (Api::Chat, Some(id)) = (case.api, conversation) {
             request = request.header("x-conversation-id", id);
         }
         let request = request
-            .body(Full::new(body.clone()))
+            .body(Full::new(case.body(conversation)))
             .map_err(|e| e.to_string())?;
         let response = sender
             .send_request(request)
@@ -584,10 +621,14 @@ async fn sequentially(
             .await
             .map_err(|e| format!("stream broke: {e}"))?
             .to_bytes();
-        if !reply.ends_with(b"data: [DONE]\n\n")
-            || reply.windows(14).any(|w| w == b"storage_failed")
-        {
-            return Err("a reply did not end with [DONE], or its turn was not stored".to_owned());
+        let ended = match case.api {
+            Api::Chat => reply.ends_with(b"data: [DONE]\n\n"),
+            Api::Responses => reply.windows(25).any(|w| w == b"event: response.completed"),
+        };
+        if !ended || reply.windows(14).any(|w| w == b"storage_failed") {
+            return Err(
+                "a reply did not end as its stream does, or its turn was not stored".to_owned(),
+            );
         }
     }
     drop(sender);
@@ -675,7 +716,7 @@ fn totals(text: &str) -> Option<u64> {
 
 /// The figures, from the per-request counts of the cases that ran.
 fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String {
-    let get_case = |stack, system, framing, chunks, prompt, stored, held| {
+    let get_case = |stack, system, framing, chunks, prompt, stored, held, api| {
         counts
             .get(&Case {
                 stack,
@@ -685,11 +726,12 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
                 prompt,
                 stored,
                 held,
+                api,
             })
             .copied()
     };
     let get_with = |stack, system, framing, chunks, prompt| {
-        get_case(stack, system, framing, chunks, prompt, 0, false)
+        get_case(stack, system, framing, chunks, prompt, 0, false, Api::Chat)
     };
     let get =
         |stack, system, framing, chunks| get_with(stack, system, framing, chunks, Prompt::Short);
@@ -715,8 +757,8 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
         .map(|(stateless, passthrough)| stateless / passthrough);
 
     // What a continued turn costs over a new one: loading and splicing its history.
-    let continued = |stack, held| {
-        let continued = get_case(
+    let continued_by = |stack, held, api| {
+        get_case(
             stack,
             false,
             Framing::Whole,
@@ -724,14 +766,22 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
             Prompt::Short,
             HISTORY,
             held,
-        )?;
-        Some(continued - get(stack, false, Framing::Whole, SHORT)?)
+            api,
+        )
+    };
+    let continued = |stack, held| {
+        Some(continued_by(stack, held, Api::Chat)? - get(stack, false, Framing::Whole, SHORT)?)
+    };
+    // The Responses API's held turn over the chat path's: the same history, loaded and
+    // sent its own way.
+    let responses = |stack| {
+        Some(continued_by(stack, true, Api::Responses)? - continued_by(stack, true, Api::Chat)?)
     };
 
     let floor = |stack| floors.get(&stack).copied();
     let over_floor = |stack| Some(fixed(stack, Framing::Whole)? / floor(stack)?);
 
-    let rows: [(String, Option<f64>, &str); 18] = [
+    let rows: [(String, Option<f64>, &str); 20] = [
         (
             format!("passthrough, {SHORT}-chunk reply, whole"),
             get(Stack::Passthrough, false, Framing::Whole, SHORT),
@@ -822,6 +872,16 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
             continued(Stack::Postgres, true),
             "instructions/turn",
         ),
+        (
+            "the same through the Responses API, over the chat path's, SQLite".to_owned(),
+            responses(Stack::Sqlite),
+            "instructions/turn",
+        ),
+        (
+            "the same through the Responses API, over the chat path's, Postgres".to_owned(),
+            responses(Stack::Postgres),
+            "instructions/turn",
+        ),
     ];
 
     let mut out = String::new();
@@ -872,6 +932,7 @@ mod tests {
             prompt,
             stored: 0,
             held: false,
+            api: Api::Chat,
         };
         let counts = BTreeMap::from([
             (case(Stack::Passthrough, Prompt::Long), 80_000.0),
@@ -901,6 +962,7 @@ mod tests {
             prompt: Prompt::Short,
             stored,
             held: false,
+            api: Api::Chat,
         };
         assert_eq!(
             case(HISTORY).name(),
@@ -932,6 +994,39 @@ mod tests {
     }
 
     #[test]
+    fn a_turn_through_the_responses_api_is_read_against_the_chat_path_s_held_turn() {
+        let case = |api| Case {
+            stack: Stack::Postgres,
+            system: false,
+            framing: Framing::Whole,
+            chunks: SHORT,
+            prompt: Prompt::Short,
+            stored: HISTORY,
+            held: true,
+            api,
+        };
+        assert_eq!(
+            case(Api::Responses).name(),
+            "responses · continued 100 held · postgres, 68 chunks, whole reply"
+        );
+        let counts = BTreeMap::from([
+            (case(Api::Chat), 300_000.0),
+            (case(Api::Responses), 750_000.0),
+        ]);
+        let table = table(&counts, &BTreeMap::new());
+        assert!(
+            table.contains(
+                "| the same through the Responses API, over the chat path's, Postgres | 450000 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            cases().contains(&case(Api::Responses)),
+            "the bench counts it"
+        );
+    }
+
+    #[test]
     fn the_per_chunk_and_fixed_figures_come_from_the_two_reply_lengths() {
         let mut counts = BTreeMap::new();
         let mut put = |stack, chunks: usize, fixed: f64, per_chunk: f64| {
@@ -943,6 +1038,7 @@ mod tests {
                 prompt: Prompt::Short,
                 stored: 0,
                 held: false,
+                api: Api::Chat,
             };
             counts.insert(case, fixed + per_chunk * chunks as f64);
         };
