@@ -79,6 +79,25 @@ backend_tests! {
         assert_eq!(sent["stream_options"], json!({"include_usage": true}));
     }
 
+    async fn a_streamed_delta_carries_the_model_s_text_whatever_its_characters(db: TestDb) {
+        let (server, _) = app(&db, |l| l).await;
+        let input = "a \"quote\", a \\ backslash,\na line\tand a tab, \u{1} \u{7f} é 🦀 </script>";
+        let (_, events) = stream(&server, json!({"model": MODEL, "input": input})).await;
+        let said = format!("You said: {input}");
+        let deltas: Vec<&Value> =
+            events.iter().filter(|e| e["type"] == "response.output_text.delta").collect();
+        let text: String = deltas.iter().map(|e| e["delta"].as_str().unwrap()).collect();
+        assert_eq!(text, said);
+        let item = &events[2]["item"]["id"];
+        for delta in deltas {
+            assert_eq!(&delta["item_id"], item, "{delta}");
+            assert_eq!(delta["output_index"], 0, "{delta}");
+            assert_eq!(delta["content_index"], 0, "{delta}");
+            assert_eq!(delta["logprobs"], json!([]), "{delta}");
+        }
+        assert_eq!(events.last().unwrap()["response"]["output_text"], said.as_str());
+    }
+
     async fn response_completed_comes_only_after_the_turn_is_stored(db: TestDb) {
         let (server, model) = app(&db, |l| l).await;
         for n in 0..5 {
