@@ -19,6 +19,7 @@
 //! {path}/{id}/input_items`) are in [`endpoints`].
 
 pub(crate) mod call;
+mod delta;
 pub(crate) mod endpoints;
 mod finish;
 mod id;

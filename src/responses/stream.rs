@@ -27,6 +27,7 @@ use http_body::Body;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::delta::Delta;
 use super::finish::Finisher;
 use super::object::Status;
 use crate::chat::ReplyAssembler;
@@ -145,26 +146,20 @@ impl EventTranslator {
 
     /// Reads one chunk's data (not `[DONE]`).
     pub(crate) fn on_chunk(&mut self, data: &str) {
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+        let Some(delta) = Delta::read(data) else {
             return;
         };
-        let delta = &chunk["choices"][0]["delta"];
-        let reasoning = [&delta["reasoning_content"], &delta["reasoning"]]
-            .into_iter()
-            .find_map(|text| text.as_str().filter(|text| !text.is_empty()));
-        if let Some(text) = reasoning {
+        if let Some(text) = &delta.reasoning {
             self.reasoning(text);
         }
-        if let Some(text) = delta["content"].as_str().filter(|text| !text.is_empty()) {
+        if let Some(text) = &delta.content {
             self.text(text, false);
         }
-        if let Some(text) = delta["refusal"].as_str().filter(|text| !text.is_empty()) {
+        if let Some(text) = &delta.refusal {
             self.text(text, true);
         }
-        if let Some(calls) = delta["tool_calls"].as_array() {
-            for call in calls {
-                self.call(call);
-            }
+        for call in &delta.tool_calls {
+            self.call(call);
         }
     }
 
