@@ -385,15 +385,16 @@ where
     receiver
 }
 
-/// Sends every event; false once the client is gone.
-/// Keeps an event's data for translation; data that is not UTF-8 cannot be a JSON chunk
-/// and is skipped.
-fn keep_text(chunks: &mut Vec<String>, event: &[u8]) {
+/// Reads one event's data into the reply and its Responses events, where it stands in
+/// the frame; data that is not UTF-8 cannot be a JSON chunk and is skipped.
+fn read_event(assembler: &mut ReplyAssembler, events: &mut EventTranslator, event: &[u8]) {
     if let Ok(event) = std::str::from_utf8(event) {
-        chunks.push(event.to_owned());
+        assembler.on_event(event);
+        events.on_chunk(event);
     }
 }
 
+/// Sends every event; false once the client is gone.
 async fn send_all(sender: &mpsc::Sender<Bytes>, events: Vec<Bytes>) -> bool {
     for event in events {
         if sender.send(event).await.is_err() {
@@ -416,7 +417,6 @@ where
 
     let mut parser = SseParser::default();
     let mut assembler = ReplyAssembler::new();
-    let mut chunks: Vec<String> = Vec::new();
     let mut captured = 0usize;
     let mut complete = false;
     {
@@ -437,7 +437,9 @@ where
             };
             let data = match frame {
                 None => {
-                    parser.finish(|event| keep_text(&mut chunks, event));
+                    // An event the body ended without a blank line after is read first:
+                    // it may be the one that says the reply finished.
+                    parser.finish(|event| read_event(&mut assembler, &mut events, event));
                     complete = assembler.finished();
                     None
                 }
@@ -445,13 +447,6 @@ where
                 Some(Ok(frame)) => frame.into_data().ok(),
             };
             let Some(data) = data else {
-                if chunks.is_empty() {
-                    break;
-                }
-                for chunk in chunks.drain(..) {
-                    assembler.on_event(&chunk);
-                    events.on_chunk(&chunk);
-                }
                 break;
             };
             captured = captured.saturating_add(data.len());
@@ -459,11 +454,9 @@ where
                 tracing::warn!("the streamed reply exceeds the capture limit; it is cut there");
                 break;
             }
-            let fed = parser.feed(&data, |event| keep_text(&mut chunks, event));
-            for chunk in chunks.drain(..) {
-                assembler.on_event(&chunk);
-                events.on_chunk(&chunk);
-            }
+            let fed = parser.feed(&data, |event| {
+                read_event(&mut assembler, &mut events, event)
+            });
             connected = send_all(&sender, events.take()).await;
             if fed.done {
                 complete = true;

@@ -98,6 +98,20 @@ backend_tests! {
         assert_eq!(events.last().unwrap()["response"]["output_text"], said.as_str());
     }
 
+    async fn a_stream_whose_finishing_chunk_ends_it_unterminated_is_complete(db: TestDb) {
+        let (server, model) = app(&db, |l| l).await;
+        let finish = stop_chunk();
+        let unterminated = finish.slice(..finish.len() - 2);
+        model.push(Reply::sse([
+            role_chunk(), content_chunk("Cut "), content_chunk("short."), unterminated,
+        ]));
+        let (_, events) = stream(&server, json!({"model": MODEL, "input": "hi"})).await;
+        let completed = events.last().unwrap();
+        assert_eq!(completed["type"], "response.completed", "{completed}");
+        assert_eq!(completed["response"]["status"], "completed");
+        assert_eq!(completed["response"]["output_text"], "Cut short.");
+    }
+
     async fn response_completed_comes_only_after_the_turn_is_stored(db: TestDb) {
         let (server, model) = app(&db, |l| l).await;
         for n in 0..5 {
