@@ -8,8 +8,12 @@
 //! a property test holds the two together on arbitrary chunks.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 /// What a chunk adds. Texts are never empty: an empty one adds nothing.
@@ -25,8 +29,8 @@ pub(super) struct Delta<'a> {
 impl<'a> Delta<'a> {
     /// What the chunk `data` adds; `None` when it is not JSON.
     pub(super) fn read(data: &'a str) -> Option<Self> {
-        match serde_json::from_str::<Chunk<'a>>(data) {
-            Ok(chunk) => Some(chunk.delta()),
+        match serde_json::from_str::<Object<Chunk<'a>>>(data) {
+            Ok(Object(chunk)) => Some(chunk.delta()),
             Err(_) => Self::read_value(data),
         }
     }
@@ -51,13 +55,13 @@ impl<'a> Delta<'a> {
 #[derive(Deserialize)]
 struct Chunk<'a> {
     #[serde(borrow)]
-    choices: Option<Vec<Choice<'a>>>,
+    choices: Option<Vec<Object<Choice<'a>>>>,
 }
 
 #[derive(Deserialize)]
 struct Choice<'a> {
     #[serde(borrow)]
-    delta: Option<Fields<'a>>,
+    delta: Option<Object<Fields<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -77,7 +81,7 @@ impl<'a> Chunk<'a> {
     /// The first choice's delta, as [`Delta`] has it.
     fn delta(self) -> Delta<'a> {
         let first = self.choices.and_then(|choices| choices.into_iter().next());
-        let Some(fields) = first.and_then(|choice| choice.delta) else {
+        let Some(Object(fields)) = first.and_then(|Object(choice)| choice.delta) else {
             return Delta::default();
         };
         Delta {
@@ -86,6 +90,26 @@ impl<'a> Chunk<'a> {
             refusal: non_empty(fields.refusal),
             tool_calls: fields.tool_calls.unwrap_or_default(),
         }
+    }
+}
+
+/// `T` read from a JSON object only: serde's derived structs also read an array, as
+/// their fields in order, where the reference finds no field at all.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Only<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+            type Value = Object<T>;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        deserializer.deserialize_map(Only(PhantomData))
     }
 }
 
@@ -128,6 +152,9 @@ mod tests {
             r#"[1,2]"#,
             r#""text""#,
             r#"{"choices":[{"delta":{"content":"cut"#,
+            r#"[[{"delta":{"content":"an array of choices, unnamed"}}]]"#,
+            r#"{"choices":[[{"content":"a choice as an array"}]]}"#,
+            r#"{"choices":[{"delta":["a delta as an array"]}]}"#,
             "not json",
         ] {
             agree(data);
