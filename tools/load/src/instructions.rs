@@ -327,6 +327,7 @@ async fn per_request(
     // A first start outside valgrind runs the migrations, so that both counted runs find
     // the database as it stays.
     let mut proxy = Proxy::start(binary, upstream.addr, &args)?;
+    // A chat request: the Responses case's own body is not one.
     let first = match case.api {
         Api::Chat => case.body(None),
         Api::Responses => chat_body(false),
