@@ -109,6 +109,21 @@ enum Prompt {
 }
 
 impl Case {
+    /// A request of `chunks` chunks on `stack`, through the chat path: the bench's short
+    /// prompt, nothing stored before it. Other cases change fields of it.
+    fn new(stack: Stack, system: bool, framing: Framing, chunks: usize) -> Self {
+        Self {
+            stack,
+            system,
+            framing,
+            chunks,
+            prompt: Prompt::Short,
+            stored: 0,
+            held: false,
+            api: Api::Chat,
+        }
+    }
+
     fn name(&self) -> String {
         let path = match (self.stack, self.system, self.stored) {
             (Stack::Passthrough, _, _) => "passthrough".to_owned(),
@@ -160,16 +175,7 @@ impl Case {
 
 /// Every case the table needs.
 fn cases() -> Vec<Case> {
-    let case = |stack, system, framing, chunks| Case {
-        stack,
-        system,
-        framing,
-        chunks,
-        prompt: Prompt::Short,
-        stored: 0,
-        held: false,
-        api: Api::Chat,
-    };
+    let case = Case::new;
     let mut cases = Vec::new();
     for framing in [Framing::Whole, Framing::PerChunk] {
         for chunks in [SHORT, LONG] {
@@ -717,25 +723,8 @@ fn totals(text: &str) -> Option<u64> {
 
 /// The figures, from the per-request counts of the cases that ran.
 fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String {
-    let get_case = |stack, system, framing, chunks, prompt, stored, held, api| {
-        counts
-            .get(&Case {
-                stack,
-                system,
-                framing,
-                chunks,
-                prompt,
-                stored,
-                held,
-                api,
-            })
-            .copied()
-    };
-    let get_with = |stack, system, framing, chunks, prompt| {
-        get_case(stack, system, framing, chunks, prompt, 0, false, Api::Chat)
-    };
-    let get =
-        |stack, system, framing, chunks| get_with(stack, system, framing, chunks, Prompt::Short);
+    let get_case = |case: Case| counts.get(&case).copied();
+    let get = |stack, system, framing, chunks| get_case(Case::new(stack, system, framing, chunks));
     let spread = (LONG - SHORT) as f64;
     let slope = |stack, framing| {
         Some((get(stack, false, framing, LONG)? - get(stack, false, framing, SHORT)?) / spread)
@@ -752,23 +741,24 @@ fn table(counts: &BTreeMap<Case, f64>, floors: &BTreeMap<Stack, f64>) -> String 
     let stateless = get(Stack::Sqlite, true, Framing::Whole, SHORT)
         .zip(get(Stack::Passthrough, false, Framing::Whole, SHORT))
         .map(|(stateless, passthrough)| stateless / passthrough);
-    let long_prompt = |stack| get_with(stack, true, Framing::Whole, SHORT, Prompt::Long);
+    let long_prompt = |stack| {
+        get_case(Case {
+            prompt: Prompt::Long,
+            ..Case::new(stack, true, Framing::Whole, SHORT)
+        })
+    };
     let stateless_long = long_prompt(Stack::Sqlite)
         .zip(long_prompt(Stack::Passthrough))
         .map(|(stateless, passthrough)| stateless / passthrough);
 
     // What a continued turn costs over a new one: loading and splicing its history.
     let continued_by = |stack, held, api| {
-        get_case(
-            stack,
-            false,
-            Framing::Whole,
-            SHORT,
-            Prompt::Short,
-            HISTORY,
+        get_case(Case {
+            stored: HISTORY,
             held,
             api,
-        )
+            ..Case::new(stack, false, Framing::Whole, SHORT)
+        })
     };
     let continued = |stack, held| {
         Some(continued_by(stack, held, Api::Chat)? - get(stack, false, Framing::Whole, SHORT)?)
@@ -926,14 +916,8 @@ mod tests {
     #[test]
     fn the_long_prompt_ratio_reads_the_two_long_prompt_cases() {
         let case = |stack, prompt| Case {
-            stack,
-            system: true,
-            framing: Framing::Whole,
-            chunks: SHORT,
             prompt,
-            stored: 0,
-            held: false,
-            api: Api::Chat,
+            ..Case::new(stack, true, Framing::Whole, SHORT)
         };
         let counts = BTreeMap::from([
             (case(Stack::Passthrough, Prompt::Long), 80_000.0),
@@ -956,14 +940,8 @@ mod tests {
     #[test]
     fn a_continued_turn_is_read_against_a_new_one_of_the_same_reply() {
         let case = |stored| Case {
-            stack: Stack::Sqlite,
-            system: false,
-            framing: Framing::Whole,
-            chunks: SHORT,
-            prompt: Prompt::Short,
             stored,
-            held: false,
-            api: Api::Chat,
+            ..Case::new(Stack::Sqlite, false, Framing::Whole, SHORT)
         };
         assert_eq!(
             case(HISTORY).name(),
@@ -997,14 +975,10 @@ mod tests {
     #[test]
     fn a_turn_through_the_responses_api_is_read_against_the_chat_path_s_held_turn() {
         let case = |api| Case {
-            stack: Stack::Postgres,
-            system: false,
-            framing: Framing::Whole,
-            chunks: SHORT,
-            prompt: Prompt::Short,
             stored: HISTORY,
             held: true,
             api,
+            ..Case::new(Stack::Postgres, false, Framing::Whole, SHORT)
         };
         assert_eq!(
             case(Api::Responses).name(),
@@ -1031,16 +1005,7 @@ mod tests {
     fn the_per_chunk_and_fixed_figures_come_from_the_two_reply_lengths() {
         let mut counts = BTreeMap::new();
         let mut put = |stack, chunks: usize, fixed: f64, per_chunk: f64| {
-            let case = Case {
-                stack,
-                system: false,
-                framing: Framing::Whole,
-                chunks,
-                prompt: Prompt::Short,
-                stored: 0,
-                held: false,
-                api: Api::Chat,
-            };
+            let case = Case::new(stack, false, Framing::Whole, chunks);
             counts.insert(case, fixed + per_chunk * chunks as f64);
         };
         for chunks in [SHORT, LONG] {
